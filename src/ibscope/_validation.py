@@ -1,0 +1,295 @@
+"""The one place that checks and converts inputs.
+
+Every public entry point calls these helpers first, so bad input fails early
+with a message of one shape that names the argument and how to fix it
+(modelled on scikit-learn's ``check_array`` / ``_param_validation``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+try:  # torch is a core dependency, but keep validation importable without it
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------- #
+# Parameter constraints
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class Interval:
+    """A numeric range constraint: ``Interval(int, 1, None)`` means an int in [1, inf)."""
+
+    kind: type
+    low: float | None
+    high: float | None
+    closed: str = "both"  # "both", "left", "right", "neither"
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return False
+        if self.kind is int and not isinstance(value, numbers.Integral):
+            return False
+        if self.kind is float and not isinstance(value, numbers.Real):
+            return False
+        v = float(value)
+        if not np.isfinite(v):
+            return False
+        if self.low is not None:
+            if v < self.low or (v == self.low and self.closed in ("right", "neither")):
+                return False
+        if self.high is not None:
+            if v > self.high or (v == self.high and self.closed in ("left", "neither")):
+                return False
+        return True
+
+    def __str__(self) -> str:
+        lb = "[" if self.closed in ("both", "left") else "("
+        rb = "]" if self.closed in ("both", "right") else ")"
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        word = "an int" if self.kind is int else "a float"
+        return f"{word} in {lb}{lo}, {hi}{rb}"
+
+
+@dataclass(frozen=True)
+class Options:
+    """The value must be one of a fixed set."""
+
+    values: tuple
+
+    def accepts(self, value: Any) -> bool:
+        try:
+            return value in self.values
+        except TypeError:
+            return False
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(repr(v) for v in self.values)
+
+
+@dataclass(frozen=True)
+class InstanceOf:
+    """The value must be an instance of the given type(s)."""
+
+    types: tuple
+    label: str
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, self.types) and not (
+            bool not in self.types and isinstance(value, bool)
+        )
+
+    def __str__(self) -> str:
+        return self.label
+
+
+BOOLEAN = InstanceOf((bool, np.bool_), "a bool")
+NONE = Options((None,))
+
+
+def validate_params(owner: str, params: Mapping[str, Any], constraints: Mapping[str, list]) -> None:
+    """Check ``params`` against ``constraints``; raise one uniform error otherwise.
+
+    ``constraints`` maps a parameter name to a list of accepted constraints
+    (any one suffices). Parameters absent from ``constraints`` are not checked.
+    """
+    for key, value in params.items():
+        allowed = constraints.get(key)
+        if allowed is None:
+            continue
+        if any(c.accepts(value) for c in allowed):
+            continue
+        wanted = " or ".join(str(c) if c is not None else "None" for c in allowed)
+        exc = TypeError if all(isinstance(c, InstanceOf) for c in allowed) else ValueError
+        raise exc(f"The '{key}' parameter of {owner} must be {wanted}. Got {value!r} instead.")
+
+
+# --------------------------------------------------------------------------- #
+# Arrays
+# --------------------------------------------------------------------------- #
+def is_torch(a: Any) -> bool:
+    return torch is not None and isinstance(a, torch.Tensor)
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """Return a numpy view/copy of a numpy array, torch tensor or sequence."""
+    if is_torch(a):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def check_array(
+    a: Any,
+    name: str,
+    *,
+    discrete: bool = False,
+    min_samples: int = 2,
+    keep_torch: bool = False,
+) -> Any:
+    """Validate one sample matrix and return it with shape (n, d).
+
+    Parameters
+    ----------
+    a : array-like or torch.Tensor of shape (n,) or (n, d)
+    name : str
+        The argument's name, used in error messages.
+    discrete : bool
+        If True the values must be integers (any numeric dtype holding integral
+        values); they are returned as int64.
+    min_samples : int
+        Smallest accepted n.
+    keep_torch : bool
+        If True a torch tensor stays a tensor (on its device, float64 unless
+        discrete); otherwise a numpy array is returned.
+    """
+    if a is None:
+        raise TypeError(f"'{name}' must be an array of shape (n,) or (n, d), got None.")
+    tensor = is_torch(a)
+    if tensor and keep_torch:
+        t = a.detach()
+        if t.dtype == torch.bool:
+            t = t.to(torch.int64)
+        if not (t.dtype.is_floating_point or t.dtype in _TORCH_INTS):
+            raise TypeError(f"'{name}' must hold numbers, got a tensor of dtype {t.dtype}.")
+        if t.ndim == 1:
+            t = t[:, None]
+        if t.ndim != 2:
+            raise ValueError(f"'{name}' must have shape (n,) or (n, d), got shape {tuple(t.shape)}.")
+        if t.shape[0] < min_samples:
+            raise ValueError(f"'{name}' has {t.shape[0]} samples; at least {min_samples} are needed.")
+        if t.shape[1] == 0:
+            raise ValueError(f"'{name}' has no columns (shape {tuple(t.shape)}).")
+        if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"'{name}' contains NaN or infinite values; remove or impute them first.")
+        if discrete:
+            if t.dtype.is_floating_point:
+                if not bool((t == torch.round(t)).all()):
+                    raise ValueError(
+                        f"'{name}' was declared discrete but holds non-integer values; "
+                        f"quantize it first or declare it continuous."
+                    )
+            return t.to(torch.int64)
+        return t.to(torch.float64)
+
+    arr = to_numpy(a)
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"'{name}' must hold numbers; could not convert: {e}") from None
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"'{name}' must hold numbers, got dtype {arr.dtype}.")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"'{name}' must have shape (n,) or (n, d), got shape {arr.shape}.")
+    if arr.shape[0] < min_samples:
+        raise ValueError(f"'{name}' has {arr.shape[0]} samples; at least {min_samples} are needed.")
+    if arr.shape[1] == 0:
+        raise ValueError(f"'{name}' has no columns (shape {arr.shape}).")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"'{name}' contains NaN or infinite values; remove or impute them first.")
+    if discrete:
+        if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
+            raise ValueError(
+                f"'{name}' was declared discrete but holds non-integer values; "
+                f"quantize it first or declare it continuous."
+            )
+        return arr.astype(np.int64)
+    return arr.astype(np.float64, copy=False)
+
+
+_TORCH_INTS = () if torch is None else (
+    torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8,
+)
+
+
+def check_xy(
+    x: Any,
+    y: Any,
+    *,
+    discrete_x: bool = False,
+    discrete_y: bool = False,
+    min_samples: int = 2,
+    keep_torch: bool = False,
+) -> tuple[Any, Any]:
+    """Validate a pair of samples: both 2-D, finite, same number of rows."""
+    xa = check_array(x, "x", discrete=discrete_x, min_samples=min_samples, keep_torch=keep_torch)
+    ya = check_array(y, "y", discrete=discrete_y, min_samples=min_samples, keep_torch=keep_torch)
+    if xa.shape[0] != ya.shape[0]:
+        raise ValueError(
+            f"'x' and 'y' must have the same number of samples; got {xa.shape[0]} and {ya.shape[0]}."
+        )
+    return xa, ya
+
+
+def check_no_constant_columns(a: np.ndarray, name: str) -> None:
+    """Raise if a continuous sample has a zero-variance column (kNN/Gaussian methods need variance)."""
+    arr = to_numpy(a)
+    const = np.flatnonzero(np.ptp(arr, axis=0) == 0)
+    if const.size:
+        raise ValueError(
+            f"'{name}' has zero-variance column(s) {const[:10].tolist()}; drop them or add "
+            f"tiny noise (a constant carries no information)."
+        )
+
+
+def discrete_symbols(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """Map each row of an integer matrix (n, d) to a symbol id in [0, m).
+
+    Returns ``(ids, m)`` where ``m`` is the number of distinct rows. Uses a
+    mixed-radix integer code when it fits in 63 bits (fast), otherwise
+    ``np.unique`` over rows.
+    """
+    arr = np.asarray(a)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    arr = arr.astype(np.int64, copy=False)
+    mins = arr.min(axis=0)
+    shifted = arr - mins
+    spans = shifted.max(axis=0).astype(np.float64) + 1.0
+    if np.sum(np.log2(spans)) < 62:
+        radices = np.concatenate([[1], np.cumprod(spans[:-1].astype(np.int64))]).astype(np.int64)
+        codes = shifted @ radices
+        _, ids = np.unique(codes, return_inverse=True)
+    else:
+        _, ids = np.unique(shifted, axis=0, return_inverse=True)
+    ids = ids.reshape(-1)
+    return ids.astype(np.int64), int(ids.max()) + 1
+
+
+def check_random_state(seed: Any) -> np.random.Generator:
+    """Turn ``None``, an int or a Generator into a ``numpy.random.Generator``."""
+    if seed is None or isinstance(seed, (numbers.Integral, np.random.SeedSequence)):
+        if isinstance(seed, bool):
+            raise TypeError(f"'seed' must be None, an int or a numpy Generator, got {seed!r}.")
+        return np.random.default_rng(seed)
+    if isinstance(seed, np.random.Generator):
+        return seed
+    raise TypeError(f"'seed' must be None, an int or a numpy Generator, got {type(seed).__name__}.")
+
+
+def resolve_device(device: Any = None, like: Any = None) -> Any:
+    """Pick a torch device: explicit ``device``, else that of tensor ``like``, else CPU."""
+    if torch is None:  # pragma: no cover
+        raise ImportError("torch is required for this operation")
+    if device is not None:
+        if device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"The 'device' parameter is not a valid torch device: {device!r} ({e}).") from None
+    if is_torch(like):
+        return like.device
+    return torch.device("cpu")

@@ -1,0 +1,77 @@
+"""MI and entropy estimators behind one interface.
+
+``get(name, **params)`` builds an estimator, ``available()`` lists the names.
+Every estimator has ``estimate(x, y, *, discrete_x=False, discrete_y=False)``
+returning I(X;Y) in bits (``unit='nats'`` on request) and ``get_params()``.
+Implementations live in private modules, one per family, and are loaded
+lazily, so importing ibscope stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+from .base import BaseMIEstimator
+
+# name -> "module:Class" (module relative to this package)
+_REGISTRY: dict[str, str] = {
+    "discrete": "_discrete:Discrete",
+    "binning": "_binning:Binning",
+    "adaptive_binning": "_binning:AdaptiveBinning",
+    "kde_upper": "_kde:KDEUpper",
+    "kde_lower": "_kde:KDELower",
+    "adaptive_kde": "_kde:AdaptiveKDE",
+    "ksg": "_knn:KSG",
+    "kl": "_knn:KL",
+    "wkl": "_knn:WKL",
+    "gaussian": "_gaussian:Gaussian",
+    "renyi": "_renyi:Renyi",
+    "mine": "_neural:MINE",
+    "nwj": "_neural:NWJ",
+    "infonce": "_neural:InfoNCE",
+    "compressed": "_compressed:Compressed",
+}
+
+
+def _module_exists(module: str) -> bool:
+    return importlib.util.find_spec(f"{__name__}.{module}") is not None
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`get`, sorted."""
+    return sorted(n for n, spec in _REGISTRY.items() if _module_exists(spec.split(":")[0]))
+
+
+def get_class(name: str) -> type[BaseMIEstimator]:
+    """The estimator class registered under ``name``."""
+    if not isinstance(name, str) or name not in available():
+        raise ValueError(
+            f"Unknown estimator {name!r}. Available estimators: {', '.join(available())}."
+        )
+    module, cls = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+
+def get(name: str, **params: Any) -> BaseMIEstimator:
+    """Build the estimator ``name`` with ``params`` (see each class for its parameters)."""
+    cls = get_class(name)
+    try:
+        return cls(**params)
+    except TypeError as e:
+        if "unexpected keyword argument" in str(e):
+            allowed = ", ".join(cls._param_names())
+            raise TypeError(f"{e}. Parameters of estimator {name!r}: {allowed}.") from None
+        raise
+
+
+def __getattr__(attr: str) -> Any:  # lazy access to the classes, e.g. estimators.KSG
+    for spec in _REGISTRY.values():
+        module, cls = spec.split(":")
+        if cls == attr and _module_exists(module):
+            return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+__all__ = ["BaseMIEstimator", "available", "get", "get_class"]

@@ -1,0 +1,48 @@
+"""Ready, configurable experiments.
+
+Every experiment is a module ``ibscope/experiments/_<name>.py`` that defines
+
+* ``NAME``: its registry name;
+* ``Config``: a dataclass holding every setting with the paper's defaults
+  (plus ``PROFILES``: a dict of named overrides, e.g. ``{"demo": {...}}``);
+* ``run_seed(config, seed, out_dir, *, progress=False) -> pandas.DataFrame``:
+  runs one seed, writes any side files (checkpoints, activations) under
+  ``out_dir``, and returns tidy result rows (each with a ``unit`` column);
+  it resumes from what it finds in ``out_dir`` after a crash;
+* ``plot(results, out_dir) -> list[pathlib.Path]``: figures from the rows of
+  all seeds (used by the report).
+
+The runner (:mod:`ibscope.experiments.runner`) and the sweep executors only
+talk to experiments through this contract.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+# name -> module (relative to this package)
+_REGISTRY: dict[str, str] = {
+    "tishby": "_tishby",
+    "iiw": "_iiw",
+    "ib_compare": "_ib_compare",
+    "ntk": "_ntk",
+}
+
+
+def available() -> list[str]:
+    """Names of the experiments that are installed."""
+    return sorted(
+        n for n, m in _REGISTRY.items() if importlib.util.find_spec(f"{__name__}.{m}") is not None
+    )
+
+
+def get(name: str) -> ModuleType:
+    """The experiment module registered under ``name``."""
+    if not isinstance(name, str) or name not in available():
+        raise ValueError(f"Unknown experiment {name!r}. Available experiments: {', '.join(available())}.")
+    return importlib.import_module(f"{__name__}.{_REGISTRY[name]}")
+
+
+__all__ = ["available", "get"]
