@@ -123,14 +123,18 @@ def _as_tensor(a: Any, device: torch.device, name: str) -> torch.Tensor:
         raise TypeError(f"a batch's '{name}' could not be converted to a tensor ({e}).") from None
 
 
-def iter_batches(data: Any, device: torch.device, *, max_batches: int | None = None,
-                 owner: str = "iiw") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(x, y)`` tensors on ``device``; at most ``max_batches``; error if none."""
+def check_data(data: Any, owner: str) -> None:
     if isinstance(data, (torch.Tensor, np.ndarray)) or not isinstance(data, Iterable):
         raise TypeError(
             f"The 'data' parameter of {owner} must be an iterable of (x, y) minibatches "
             f"(a DataLoader or a list of tensor pairs). Got {type(data).__name__} instead."
         )
+
+
+def iter_batches(data: Any, device: torch.device, *, max_batches: int | None = None,
+                 owner: str = "iiw") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(x, y)`` tensors on ``device``; at most ``max_batches``; error if none."""
+    check_data(data, owner)
     count = 0
     for batch in data:
         if max_batches is not None and count >= max_batches:

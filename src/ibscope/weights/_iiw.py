@@ -61,6 +61,7 @@ from torch.utils._pytree import tree_map
 
 from .._units import check_unit, from_nats
 from ._common import (
+    check_data,
     check_finite_loss,
     check_positive_float,
     check_positive_int,
@@ -321,6 +322,7 @@ def iiw(model: nn.Module, loss_fn: Callable, data: Any, *, prior_mean: Any,
         if value not in options:
             raise ValueError(f"The '{key}' parameter of iiw must be one of {options}. Got {value!r} instead.")
     check_unit(unit)
+    check_data(data, owner)
     max_batches = check_positive_int(max_batches, "max_batches", owner, allow_none=True)
     prior_var = check_positive_float(prior_var, "prior_var", owner, allow_none=True)
     max_params = check_positive_int(max_params, "max_params", owner)

@@ -107,7 +107,7 @@ def _noise_hook(module: nn.Module, sig2: Callable[[], tuple[torch.Tensor, torch.
 
 def information_lagrangian(model: nn.Module, loss_fn: Callable, data: Any, beta: float, *,
                            prior_std: float = 1.0, granularity: str = "weight", steps: int = 300,
-                           lr: float = 0.05, init_std: float = 1e-3, n_mc: int = 1,
+                           lr: float = 0.1, init_std: float = 1e-2, n_mc: int = 1,
                            include_bias: bool = True, exclude: Any = None, groups: str = "module",
                            seed: int = 0, unit: str = "bits") -> LagrangianResult:
     """Learn the diagonal noise of the information Lagrangian and return the KL in the weights.
