@@ -119,6 +119,28 @@ def _detach_tree(tree: Any) -> Any:
     return tree_map(lambda a: a.detach() if isinstance(a, torch.Tensor) else a, tree)
 
 
+def _linear_tangent(module: nn.Module, local: str, args: Any, kwargs: Any,
+                    direction: torch.Tensor) -> torch.Tensor | None:
+    """J_module . direction for Linear / Conv2d without functional_call (they are linear in
+    their parameters, so the tangent is the layer applied with the direction as weight)."""
+    if kwargs or len(args) != 1 or not isinstance(args[0], torch.Tensor):
+        return None
+    a = args[0]
+    with torch.no_grad():
+        if isinstance(module, nn.Linear):
+            if local == "weight":
+                return torch.nn.functional.linear(a, direction)
+            if local == "bias":  # broadcasts against the output gradient
+                return direction
+        elif isinstance(module, nn.Conv2d) and module.padding_mode == "zeros":
+            if local == "weight":
+                return torch.nn.functional.conv2d(a, direction, None, module.stride, module.padding,
+                                                  module.dilation, module.groups)
+            if local == "bias":
+                return direction.reshape(1, -1, 1, 1)
+    return None
+
+
 def _hook_projections(model: nn.Module, loss_fn: Callable, params: Mapping[str, torch.Tensor],
                       delta: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                       owner: str) -> tuple[torch.Tensor, bool]:
@@ -169,10 +191,12 @@ def _hook_projections(model: nn.Module, loss_fn: Callable, params: Mapping[str, 
             module = model.get_submodule(mod_name)
             args, kwargs = _detach_tree(args), _detach_tree(kwargs)
             for j, name, local in by_module[mod_name]:
-                def f(w: torch.Tensor, _local: str = local) -> torch.Tensor:
-                    return functional_call(module, {_local: w}, args, kwargs)
-                with torch.no_grad():
-                    _, t = jvp(f, (params[name].detach(),), (delta[name],))
+                t = _linear_tangent(module, local, args, kwargs, delta[name])
+                if t is None:  # generic module: local forward-mode product
+                    def f(w: torch.Tensor, _local: str = local) -> torch.Tensor:
+                        return functional_call(module, {_local: w}, args, kwargs)
+                    with torch.no_grad():
+                        _, t = jvp(f, (params[name].detach(),), (delta[name],))
                 prod = (g * t.detach()).to(torch.float64)
                 if per_example:
                     if prod.ndim == 0 or prod.shape[0] != x.shape[0]:
