@@ -86,7 +86,7 @@ def bench(name, model, x, y, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--iiw-examples", type=int, default=1024)
+    ap.add_argument("--iiw-examples", type=int, default=2048)
     ap.add_argument("--fisher-examples", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)

@@ -134,10 +134,10 @@ def _reference_square_of_mean_gradient(model, loss_fn, data, prior, n):
     count = 0
     for x, y in data:
         g = torch.autograd.grad(loss_fn(model(x), y).sum(), params)
-        g_sum = [a + b for a, b in zip(g_sum, g)]
+        g_sum = [a + b for a, b in zip(g_sum, g, strict=True)]
         count += x.shape[0]
     proj = sum(float(((p.detach() - prior[n_]) * gs / count).sum())
-               for (n_, p), gs in zip(model.named_parameters(), g_sum))
+               for (n_, p), gs in zip(model.named_parameters(), g_sum, strict=True))
     return 0.5 * n * proj**2
 
 
@@ -190,7 +190,7 @@ def test_fisher_quadratic_is_mean_of_squared_projections(trained_mlp):
     proj = []
     for i in range(x.shape[0]):
         g = torch.autograd.grad(CE(model(x[i:i + 1]), y[i:i + 1]).sum(), list(params.values()))
-        proj.append(sum(float(((p.detach() - prior[n]) * gi).sum()) for (n, p), gi in zip(params.items(), g)))
+        proj.append(sum(float(((p.detach() - prior[n]) * gi).sum()) for (n, p), gi in zip(params.items(), g, strict=True)))
     expected = 0.5 * 400 * np.mean(np.square(proj)) / LN2
     r = iiw(model, CE, data, prior_mean=prior)
     assert r.total == pytest.approx(expected, rel=1e-6)

@@ -183,7 +183,7 @@ def _hook_projections(model: nn.Module, loss_fn: Callable, params: Mapping[str, 
         state["on"] = False
         rows = x.shape[0] if per_example else 1
         proj = torch.zeros(rows, len(names), dtype=torch.float64, device=x.device)
-        for (mod_name, k), g in zip(keys, grads):
+        for (mod_name, k), g in zip(keys, grads, strict=True):
             if g is None:
                 continue
             g = g.detach()
@@ -193,8 +193,9 @@ def _hook_projections(model: nn.Module, loss_fn: Callable, params: Mapping[str, 
             for j, name, local in by_module[mod_name]:
                 t = _linear_tangent(module, local, args, kwargs, delta[name])
                 if t is None:  # generic module: local forward-mode product
-                    def f(w: torch.Tensor, _local: str = local) -> torch.Tensor:
-                        return functional_call(module, {_local: w}, args, kwargs)
+                    def f(w: torch.Tensor, _local: str = local, _m: nn.Module = module,
+                          _a: Any = args, _k: Any = kwargs) -> torch.Tensor:
+                        return functional_call(_m, {_local: w}, _a, _k)
                     with torch.no_grad():
                         _, t = jvp(f, (params[name].detach(),), (delta[name],))
                 prod = (g * t.detach()).to(torch.float64)
@@ -433,7 +434,7 @@ def _flat_curvature(model, loss_fn, data, params, *, max_batches, curvature) -> 
 
     def unflat(v: torch.Tensor) -> dict[str, torch.Tensor]:
         parts = torch.split(v.to(dtype), numels)
-        return {n: t.reshape(s) for n, t, s in zip(names, parts, shapes)}
+        return {n: t.reshape(s) for n, t, s in zip(names, parts, shapes, strict=True)}
 
     def batch_loss(v: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = functional_call(model, ({**others, **unflat(v)}, buffers), (x,))
@@ -450,7 +451,7 @@ def _flat_curvature(model, loss_fn, data, params, *, max_batches, curvature) -> 
                 lv = batch_loss(flat0, x, y)
             check_finite_loss(lv, "iiw")
             if curvature == "hessian":
-                h = torch.func.hessian(lambda v: batch_loss(v, x, y).sum())(flat0)
+                h = torch.func.hessian(lambda v, _x=x, _y=y: batch_loss(v, _x, _y).sum())(flat0)
                 mat += h.to(torch.float64)
             else:
                 if lv.ndim == 0:
