@@ -21,8 +21,16 @@ from torch import nn
 
 __all__ = [
     "select_parameters", "snapshot_parameters", "init_prior", "heldout_prior", "bootstrap_prior",
-    "resolve_prior_mean", "iter_batches", "dataset_size", "group_of",
+    "resolve_prior_mean", "iter_batches", "dataset_size", "group_of", "tidy_rows",
 ]
+
+
+def tidy_rows(total: float, per_layer: Mapping[str, float], quantity: str, unit: str,
+              method: str) -> list[dict[str, Any]]:
+    """Rows (layer, quantity, value, unit, method): 'total' first, then one per layer."""
+    items = [("total", total), *per_layer.items()]
+    return [{"layer": k, "quantity": quantity, "value": float(v), "unit": unit, "method": method}
+            for k, v in items]
 
 
 # --------------------------------------------------------------------------- #

@@ -41,6 +41,7 @@ from ._common import (
     group_of,
     iter_batches,
     select_parameters,
+    tidy_rows,
 )
 
 __all__ = ["FisherResult", "fisher"]
@@ -61,11 +62,7 @@ class FisherResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
-        method = f"{self.kind}_T{self.temperature:g}"
-        out = [{"layer": "total", "quantity": "fisher_trace", "value": self.trace, "unit": self.unit, "method": method}]
-        out += [{"layer": k, "quantity": "fisher_trace", "value": v, "unit": self.unit, "method": method}
-                for k, v in self.per_layer.items()]
-        return out
+        return tidy_rows(self.trace, self.per_layer, "fisher_trace", self.unit, f"{self.kind}_T{self.temperature:g}")
 
 
 def fisher(model: nn.Module, data: Any, *, kind: str = "model", temperature: float = 1.0,

@@ -70,6 +70,7 @@ from ._common import (
     iter_batches,
     resolve_prior_mean,
     select_parameters,
+    tidy_rows,
 )
 
 __all__ = ["IIWResult", "iiw", "projection_matrix"]
@@ -98,10 +99,7 @@ class IIWResult:
 
     def rows(self) -> list[dict[str, Any]]:
         """Tidy rows: (layer, quantity, value, unit, method); layer 'total' for the total."""
-        out = [{"layer": "total", "quantity": "iiw", "value": self.total, "unit": self.unit, "method": self.method}]
-        out += [{"layer": k, "quantity": "iiw", "value": v, "unit": self.unit, "method": self.method}
-                for k, v in self.per_layer.items()]
-        return out
+        return tidy_rows(self.total, self.per_layer, "iiw", self.unit, self.method)
 
 
 # --------------------------------------------------------------------------- #

@@ -54,6 +54,7 @@ from ._common import (
     group_of,
     iter_batches,
     select_parameters,
+    tidy_rows,
 )
 
 __all__ = ["LagrangianResult", "information_lagrangian", "diagonal_gaussian_kl"]
@@ -76,11 +77,7 @@ class LagrangianResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
-        method = f"lagrangian_beta{self.beta:g}"
-        out = [{"layer": "total", "quantity": "lagrangian_kl", "value": self.total, "unit": self.unit, "method": method}]
-        out += [{"layer": k, "quantity": "lagrangian_kl", "value": v, "unit": self.unit, "method": method}
-                for k, v in self.per_layer.items()]
-        return out
+        return tidy_rows(self.total, self.per_layer, "lagrangian_kl", self.unit, f"lagrangian_beta{self.beta:g}")
 
 
 def diagonal_gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor, prior_std: float) -> torch.Tensor:
