@@ -106,7 +106,7 @@ def main():
     for r in rows:
         print(f"| {r['model']} | {r['params']:,} | {r['epoch_s']:.3f} | {r['iiw_s']:.3f} | {r['iiw_epochs']:.2f} | "
               f"{r['iiw_cv']:.1%} | {r['fisher_s']:.3f} | {r['fisher_epochs']:.2f} | {r['fisher_cv']:.1%} |")
-    print("\nCV: std / mean of the estimate over 5 disjoint-seed random subsets of that size.")
+    print("\nCV: std / mean of the estimate over 5 random subsets of that size (different seeds).")
 
 
 if __name__ == "__main__":
