@@ -1,0 +1,352 @@
+"""PAC-Bayes IB analysis: information in the weights vs batch size, width, label noise, activation.
+
+One run trains an MLP with SGD for a fixed number of *iterations* (equal
+across batch sizes, as in Wang et al. [1]_), tracks IIW
+(:func:`ibscope.weights.iiw`, ``fisher_quadratic``) at evenly spaced
+iterations, and reports the final IIW, train / test accuracy and the
+generalization gap (train - test accuracy), plus the fitting-to-compression
+transition of the IIW curve. The prior mean theta_0 comes from the same
+initialization trained for as many iterations on a held-out part of the
+training pool (``prior="heldout"``, the paper's choice) or is the
+initialization itself (``prior="init"``).
+
+Data: scikit-learn digits (1797 images, split ``train_fraction`` / rest,
+stratified, seeded) or MNIST-8k/2k (the 10k MNIST test images split 8,000 /
+2,000; only those exist here). With ``prior="heldout"`` a fraction
+``prior_fraction`` of the training pool trains the prior and the rest is S.
+Label noise flips a fraction of S's (and the prior set's) labels, never the
+test labels.
+
+Rows: seed, iteration, epoch, layer, quantity, value, unit, method and the
+settings (dataset, batch_size, width, depth, activation, label_noise, prior).
+Quantities: ``iiw`` (per layer and total, tracked), ``train_acc``,
+``test_acc`` (tracked), and in the final rows (``method="final"``) ``iiw``,
+``train_acc``, ``test_acc``, ``gap``, ``phase_epoch``, ``phase_confidence``.
+
+References
+----------
+.. [1] Z. Wang et al., "PAC-Bayes Information Bottleneck", ICLR 2022.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..store import atomic_write_bytes, atomic_write_parquet, config_hash
+
+NAME = "iiw"
+
+SETTINGS = ("dataset", "batch_size", "width", "depth", "activation", "label_noise", "prior")
+
+
+@dataclass
+class Config:
+    dataset: str = "mnist"            # 'digits' or 'mnist' (MNIST-8k/2k)
+    data_dir: str | None = None       # for MNIST; default ibscope.data.data_dir()
+    batch_size: int = 64
+    width: int = 128
+    depth: int = 2
+    activation: str = "relu"
+    label_noise: float = 0.0
+    iterations: int = 4000            # SGD steps, equal across batch sizes
+    lr: float = 0.05
+    momentum: float = 0.9
+    prior: str = "heldout"            # 'heldout' or 'init'
+    prior_fraction: float = 0.25      # of the training pool, for prior='heldout'
+    train_fraction: float = 0.6       # digits only: train pool / test split
+    n_evals: int = 16                 # tracked points over training
+    iiw_examples: int = 1024          # examples per IIW estimate
+    iiw_batch_size: int = 256
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "test": {"dataset": "digits", "width": 16, "depth": 1, "iterations": 40, "n_evals": 4,
+             "iiw_examples": 128, "batch_size": 32},
+    "demo": {"dataset": "digits", "width": 64, "iterations": 1500, "n_evals": 12, "iiw_examples": 512},
+    "paper": {"dataset": "mnist", "width": 512, "iterations": 6000, "n_evals": 24, "iiw_examples": 2048},
+}
+
+
+def _config(config: Any) -> Config:
+    if isinstance(config, Config):
+        cfg = config
+    elif isinstance(config, dict):
+        unknown = set(config) - {f.name for f in dataclasses.fields(Config)}
+        if unknown:
+            raise ValueError(f"Unknown iiw config keys: {sorted(unknown)}.")
+        cfg = Config(**config)
+    else:
+        raise TypeError(f"'config' must be an iiw Config or a dict; got {type(config).__name__}.")
+    if cfg.dataset not in ("digits", "mnist"):
+        raise ValueError(f"'dataset' must be 'digits' or 'mnist'; got {cfg.dataset!r}.")
+    if cfg.prior not in ("heldout", "init"):
+        raise ValueError(f"'prior' must be 'heldout' or 'init'; got {cfg.prior!r}.")
+    if not 0.0 <= cfg.label_noise <= 1.0:
+        raise ValueError(f"'label_noise' must be in [0, 1]; got {cfg.label_noise!r}.")
+    for k in ("batch_size", "width", "depth", "iterations", "n_evals", "iiw_examples", "iiw_batch_size"):
+        v = getattr(cfg, k)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"'{k}' must be a positive int; got {v!r}.")
+    return cfg
+
+
+def _load(cfg: Config, seed: int) -> dict[str, np.ndarray]:
+    from ..data import add_label_noise, load_digits_dataset, mnist_8k_2k, train_test_split
+
+    if cfg.dataset == "digits":
+        x, y = load_digits_dataset()
+        sp = train_test_split(len(y), train_fraction=cfg.train_fraction, seed=seed, stratify=y)
+        d = {"x_pool": x[sp.train], "y_pool": y[sp.train], "x_test": x[sp.test], "y_test": y[sp.test]}
+    else:
+        m = mnist_8k_2k(cfg.data_dir, seed=seed)
+        d = {"x_pool": m["x_train"], "y_pool": m["y_train"], "x_test": m["x_test"], "y_test": m["y_test"]}
+    if cfg.prior == "heldout":
+        sp = train_test_split(len(d["y_pool"]), train_fraction=1.0 - cfg.prior_fraction, seed=seed + 1,
+                              stratify=d["y_pool"])
+        d["x_prior"], d["y_prior"] = d["x_pool"][sp.test], d["y_pool"][sp.test]
+        d["x_train"], d["y_train"] = d["x_pool"][sp.train], d["y_pool"][sp.train]
+    else:
+        d["x_train"], d["y_train"] = d["x_pool"], d["y_pool"]
+    if cfg.label_noise > 0:
+        d["y_train"] = add_label_noise(d["y_train"], cfg.label_noise, n_classes=10, seed=seed + 2)
+        if "y_prior" in d:
+            d["y_prior"] = add_label_noise(d["y_prior"], cfg.label_noise, n_classes=10, seed=seed + 3)
+    return d
+
+
+def _model(cfg: Config, in_features: int, seed: int) -> nn.Module:
+    from ..models import MLP
+
+    init = "xavier" if cfg.activation in ("tanh", "sigmoid", "linear") else "he"
+    return MLP(in_features, (cfg.width,) * cfg.depth, 10, activation=cfg.activation, init=init, seed=seed)
+
+
+class _Sampler:
+    """Reshuffled epochs of minibatch indices; its state is checkpointable."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.bs = n, batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm = torch.randperm(n, generator=self.gen)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.bs > self.n:
+            self.perm = torch.randperm(self.n, generator=self.gen)
+            self.pos = 0
+        idx = self.perm[self.pos:self.pos + self.bs]
+        self.pos += self.bs
+        return idx
+
+    def state(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos}
+
+    def load(self, s: dict[str, Any]) -> None:
+        self.gen.set_state(s["gen"])
+        self.perm, self.pos = s["perm"], s["pos"]
+
+
+def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Config, seed: int, start: int, stop: int,
+           opt: torch.optim.Optimizer, sampler: _Sampler) -> None:
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    for _ in range(start, stop):
+        idx = sampler.next()
+        loss = loss_fn(model(x[idx]), y[idx])
+        if not torch.isfinite(loss):
+            raise FloatingPointError("iiw experiment: training diverged (NaN loss); lower 'lr'.")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).double().mean())
+
+
+def _sgd(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+
+
+def _save(path: Path, obj: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def run_seed(config: Any, seed: int, out_dir: Any, *, progress: bool = False) -> pd.DataFrame:
+    """Train one seed, tracking IIW; resumable from ``out_dir`` (checkpoint at every tracked point)."""
+    from ..weights import detect_phase_transition, iiw, snapshot_parameters
+
+    cfg = _config(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    final_path = out / f"iiw_seed{seed}.parquet"
+    if final_path.exists():
+        return pd.read_parquet(final_path)
+    ckpt_path = out / f"iiw_seed{seed}.ckpt"
+    chash = config_hash(dataclasses.asdict(cfg))
+    d = _load(cfg, seed)
+    x, y = torch.as_tensor(d["x_train"]), torch.as_tensor(d["y_train"])
+    xt, yt = torch.as_tensor(d["x_test"]), torch.as_tensor(d["y_test"])
+    model = _model(cfg, x.shape[1], seed)
+    opt = _sgd(model, cfg)
+    sampler = _Sampler(x.shape[0], cfg.batch_size, seed)
+    evals = sorted({int(round(v)) for v in np.linspace(0, cfg.iterations, cfg.n_evals + 1)})
+    sub = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed + 5))[:cfg.iiw_examples]
+    iiw_data = [(x[sub][i:i + cfg.iiw_batch_size], y[sub][i:i + cfg.iiw_batch_size])
+                for i in range(0, sub.numel(), cfg.iiw_batch_size)]
+    rows: list[dict[str, Any]] = []
+    done = -1
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=False)
+        if ck.get("config_hash") != chash:
+            raise ValueError(f"Checkpoint '{ckpt_path}' belongs to another configuration; delete it or use another out_dir.")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sampler.load(ck["sampler"])
+        prior, rows, done = ck["prior"], ck["rows"], ck["iteration"]
+    else:
+        if cfg.prior == "heldout":
+            pm = _model(cfg, x.shape[1], seed)  # same initialization
+            xp, yp = torch.as_tensor(d["x_prior"]), torch.as_tensor(d["y_prior"])
+            _train(pm, xp, yp, cfg, seed, 0, cfg.iterations, _sgd(pm, cfg), _Sampler(xp.shape[0], cfg.batch_size, seed + 7))
+            prior = snapshot_parameters(pm)
+        else:
+            prior = snapshot_parameters(model)
+    settings = {k: getattr(cfg, k) for k in SETTINGS}
+    loss_fn = nn.CrossEntropyLoss(reduction="none")
+    n_train = int(x.shape[0])
+
+    def add(it: int, layer: str, quantity: str, value: float, unit: str, method: str) -> None:
+        rows.append({"seed": seed, "iteration": it, "epoch": it * cfg.batch_size / n_train, "layer": layer,
+                     "quantity": quantity, "value": float(value), "unit": unit, "method": method,
+                     **settings, "config_hash": chash})
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.iterations, initial=max(done, 0), desc=f"iiw seed {seed}")
+    prev = max(done, 0)
+    for it in evals:
+        if it <= done:
+            continue
+        _train(model, x, y, cfg, seed, prev, it, opt, sampler)
+        if bar is not None:
+            bar.update(it - prev)
+        prev = it
+        r = iiw(model, loss_fn, iiw_data, prior_mean=prior, n_train=n_train)
+        for row in r.rows():
+            add(it, row["layer"], "iiw", row["value"], row["unit"], row["method"])
+        add(it, "total", "train_acc", _accuracy(model, x, y), "fraction", "tracked")
+        add(it, "total", "test_acc", _accuracy(model, xt, yt), "fraction", "tracked")
+        _save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "sampler": sampler.state(),
+                          "prior": prior, "rows": rows, "iteration": it, "config_hash": chash})
+    if bar is not None:
+        bar.close()
+    df = pd.DataFrame(rows)
+    tot = df[(df.quantity == "iiw") & (df.layer == "total")].sort_values("iteration")
+    last = int(tot.iteration.max())
+    fin = {q: float(df[(df.quantity == q) & (df.iteration == last) & (df.layer == "total")].value.iloc[0])
+           for q in ("iiw", "train_acc", "test_acc")}
+    add(last, "total", "iiw", fin["iiw"], "bits", "final")
+    add(last, "total", "train_acc", fin["train_acc"], "fraction", "final")
+    add(last, "total", "test_acc", fin["test_acc"], "fraction", "final")
+    add(last, "total", "gap", fin["train_acc"] - fin["test_acc"], "fraction", "final")
+    if len(tot) >= 3:
+        ph = detect_phase_transition(tot.epoch.to_numpy(), tot.value.to_numpy(), window=3, seed=seed)
+        add(last, "total", "phase_epoch", ph.epoch if ph.transition else float("nan"), "epoch", "final")
+        add(last, "total", "phase_confidence", ph.confidence, "fraction", "final")
+    df = pd.DataFrame(rows)
+    atomic_write_parquet(final_path, df)
+    return df
+
+
+def _varied(results: pd.DataFrame) -> list[str]:
+    return [k for k in SETTINGS if k in results and results[k].nunique() > 1 and k != "dataset"]
+
+
+def sweep_points(results: pd.DataFrame) -> pd.DataFrame:
+    """Final IIW, accuracies and gap per sweep point (mean over seeds)."""
+    fin = results[results.method == "final"]
+    keys = [k for k in SETTINGS if k in fin]
+    wide = fin.pivot_table(index=[*keys, "seed"], columns="quantity", values="value").reset_index()
+    return wide.groupby(keys, dropna=False).mean(numeric_only=True).drop(columns="seed").reset_index()
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Spearman (rank) and Pearson correlation between final IIW and the generalization gap
+    across the sweep points (seeds averaged), one row per dataset."""
+    from scipy import stats
+
+    pts = sweep_points(results)
+    varied = ",".join(_varied(results)) or "none"
+    out = []
+    for ds, g in pts.groupby("dataset"):
+        row = {"dataset": ds, "varied": varied, "n_points": len(g)}
+        if len(g) >= 3 and g.iiw.nunique() > 1 and g.gap.nunique() > 1:
+            rho, p_rho = stats.spearmanr(g.iiw, g.gap)
+            r, p_r = stats.pearsonr(g.iiw, g.gap)
+        else:
+            rho = p_rho = r = p_r = float("nan")
+        row.update({"spearman_rho": float(rho), "spearman_p": float(p_rho), "pearson_r": float(r),
+                    "pearson_p": float(p_r)})
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def plot(results: pd.DataFrame, out_dir: Any) -> list[Path]:
+    """IIW over training per setting, and final IIW against the generalization gap."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    varied = _varied(results) or ["batch_size"]
+    tracked = results[(results.quantity == "iiw") & (results.layer == "total") & (results.method != "final")]
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, g in tracked.groupby(["dataset", *varied]):
+        m = g.groupby("epoch").value.mean()
+        ax.plot(m.index, m.values, marker="o", ms=3, label=", ".join(str(k) for k in key))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("IIW (bits)")
+    ax.set_yscale("log")
+    ax.set_title("Information in the weights over training")
+    ax.legend(fontsize=7, title=",".join(["dataset", *varied]), title_fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "iiw_curves.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    pts = sweep_points(results)
+    summ = summarize(results)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for ds, g in pts.groupby("dataset"):
+        ax.scatter(g.iiw, g.gap, label=str(ds))
+        for _, r in g.iterrows():
+            ax.annotate(",".join(str(r[k]) for k in varied), (r.iiw, r.gap), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("final IIW (bits)")
+    ax.set_ylabel("generalization gap (train - test accuracy)")
+    ax.set_title("; ".join(f"{r.dataset}: Spearman {r.spearman_rho:.2f}" for r in summ.itertuples()), fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "iiw_vs_gap.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+__all__ = ["NAME", "Config", "PROFILES", "run_seed", "plot", "summarize", "sweep_points"]

@@ -1,0 +1,72 @@
+"""The PIB analysis experiment: contract, resume after a crash, summary and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ibscope.experiments import _iiw as exp
+from ibscope.experiments import get
+
+CFG = {**exp.PROFILES["test"], "iterations": 24, "n_evals": 3}
+
+
+def test_contract_and_configs():
+    assert get("iiw") is exp and exp.NAME == "iiw"
+    assert "test" in exp.PROFILES
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name, key in [("batch_size", "batch_size"), ("width", "width"), ("label_noise", "label_noise"),
+                      ("activation", "activation")]:
+        spec = yaml.safe_load((root / f"iiw_{name}.yaml").read_text())
+        assert spec["experiment"] == "iiw" and key in spec["grid"]
+        exp._config({**spec["config"], **{k: v[0] for k, v in spec["grid"].items()}})  # valid keys
+    assert yaml.safe_load((root / "iiw_batch_size.yaml").read_text())["grid"]["batch_size"] == [4, 16, 64, 256]
+    with pytest.raises(ValueError, match="Unknown iiw config"):
+        exp._config({"batch": 3})
+
+
+def test_run_resumes_after_crash(tmp_path, monkeypatch):
+    clean = exp.run_seed(CFG, 0, tmp_path / "clean")
+    fin = clean[clean.method == "final"].set_index("quantity").value
+    assert {"iiw", "train_acc", "test_acc", "gap"} <= set(fin.index)
+    assert fin["gap"] == pytest.approx(fin["train_acc"] - fin["test_acc"])
+    assert (clean.unit.notna()).all() and set(clean[clean.quantity == "iiw"].unit) == {"bits"}
+    assert sorted(clean.iteration.unique()) == [0, 8, 16, 24]
+    # crash after the second tracked point, then resume from the checkpoint
+    calls = {"n": 0}
+    real = exp._accuracy
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(exp, "_accuracy", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        exp.run_seed(CFG, 0, tmp_path / "crash")
+    monkeypatch.setattr(exp, "_accuracy", real)
+    assert (tmp_path / "crash" / "iiw_seed0.ckpt").exists()
+    resumed = exp.run_seed(CFG, 0, tmp_path / "crash")
+    pd.testing.assert_frame_equal(resumed.reset_index(drop=True), clean.reset_index(drop=True))
+    # a finished seed is read back, not recomputed
+    monkeypatch.setattr(exp, "_train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = exp.run_seed(CFG, 0, tmp_path / "clean")
+    assert len(again) == len(clean)
+
+
+def test_summarize_and_plot(tmp_path):
+    frames = [exp.run_seed({**CFG, "label_noise": r, "prior": "init"}, 0, tmp_path / f"n{r}")
+              for r in (0.0, 0.3, 0.6)]
+    res = pd.concat(frames, ignore_index=True)
+    s = exp.summarize(res)
+    assert list(s.dataset) == ["digits"] and s.varied.iloc[0] == "label_noise" and s.n_points.iloc[0] == 3
+    assert -1.0 <= s.spearman_rho.iloc[0] <= 1.0
+    pts = exp.sweep_points(res)
+    assert np.all(np.isfinite(pts.iiw)) and len(pts) == 3
+    paths = exp.plot(res, tmp_path / "plots")
+    assert len(paths) == 2 and all(p.exists() and p.stat().st_size > 0 for p in paths)
