@@ -54,19 +54,16 @@ class RunConfigMismatch(ValueError):
 
 
 def load_experiment(experiment: str | ModuleType) -> ModuleType:
-    """An experiment module: a registry name (``tishby``), or a dotted module path.
+    """An experiment module: a registry name (``tishby``), or an importable module path.
 
-    A dotted path (``mypackage.my_experiment``) loads a user's own module; it
+    A module path (``mypackage.my_experiment``) loads a user's own module; it
     must follow the contract of :mod:`ibscope.experiments` (``NAME``,
     ``Config``, ``run_seed``, ``plot``).
     """
     if isinstance(experiment, ModuleType):
         mod = experiment
-    elif isinstance(experiment, str) and "." in experiment and experiment not in available():
-        try:
-            mod = importlib.import_module(experiment)
-        except ImportError as e:
-            raise ValueError(f"Cannot import experiment module {experiment!r} ({e}).") from None
+    elif isinstance(experiment, str) and experiment not in available() and _importable(experiment):
+        mod = importlib.import_module(experiment)
     else:
         return get_experiment(experiment)
     missing = [a for a in _CONTRACT if not hasattr(mod, a)]
@@ -74,6 +71,15 @@ def load_experiment(experiment: str | ModuleType) -> ModuleType:
         raise ValueError(f"Module {mod.__name__!r} is not an experiment: it lacks {missing} "
                          f"(see ibscope.experiments for the contract).")
     return mod
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def experiment_key(mod: ModuleType) -> str:

@@ -47,8 +47,10 @@ class _Plan:
 
 
 def _identity(key: str, base_cfg: dict[str, Any], grid_keys: list[str]) -> dict[str, Any]:
-    # What may not change under a sweep directory: growing the grid's values or the seeds may.
-    return {"experiment": key, "base": base_cfg, "grid_keys": sorted(grid_keys)}
+    # What may not change under a sweep directory (growing the grid's values or the seeds may).
+    # The base value of a grid axis reaches no task, so it is not part of it.
+    return {"experiment": key, "base": {k: v for k, v in base_cfg.items() if k not in grid_keys},
+            "grid_keys": sorted(grid_keys)}
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

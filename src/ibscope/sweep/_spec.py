@@ -152,6 +152,17 @@ def _slug(value: Any) -> str:
     return _SAFE.sub("-", text).strip("-") or "empty"
 
 
+def _reads_as_other_type(value: Any) -> bool:
+    """A string such as "1" or "true" would print like the number or bool it is not."""
+    if not isinstance(value, str):
+        return False
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
+
+
 def task_id(point: Mapping[str, Any], seed: int) -> str:
     """A readable, filesystem-safe id built from the point's settings and the seed.
 
@@ -163,7 +174,7 @@ def task_id(point: Mapping[str, Any], seed: int) -> str:
     for key, value in point.items():
         slug = _slug(value)
         exact = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-        lossy |= slug != exact or _SAFE.search(str(key)) is not None
+        lossy |= slug != exact or _SAFE.search(str(key)) is not None or _reads_as_other_type(value)
         parts.append(f"{_SAFE.sub('-', str(key))}={slug}")
     body = "__".join(parts)
     if lossy or len(body) > 100:
