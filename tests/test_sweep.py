@@ -15,7 +15,13 @@ import pandas as pd
 import pytest
 
 import ibscope
-from ibscope.store import DirectoryLock, DirectoryLocked, checked_parquet_ok, concat_parquet_files, write_checked_parquet
+from ibscope.store import (
+    DirectoryLock,
+    DirectoryLocked,
+    checked_parquet_ok,
+    concat_parquet_files,
+    write_checked_parquet,
+)
 from ibscope.sweep import (
     SweepConfigMismatch,
     SweepSpec,
@@ -204,7 +210,7 @@ def test_sigkill_then_resume_every_task_once_finished_not_recomputed(tmp_path):
     assert not table.duplicated(["task_id", "epoch", "layer", "estimator"]).any()
     per_task = table.groupby("task_id").size()
     assert (per_task == per_task.iloc[0]).all()  # same snapshots x layers x estimators each
-    assert set(zip(table["activation"], table["seed"])) == {(a, s) for a in ("tanh", "relu") for s in range(3)}
+    assert set(zip(table["activation"], table["seed"], strict=False)) == {(a, s) for a in ("tanh", "relu") for s in range(3)}
 
 
 # --------------------------------------------------------------------------- executors

@@ -36,9 +36,9 @@ def plot_information_plane(results: pd.DataFrame, path: str | Path) -> Path:
     emax = max(int(mean["epoch"].max()), 1) if len(mean) else 1
     norm = LogNorm(vmin=1, vmax=emax)
     sc = None
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=False):
         sub = mean[mean["estimator"] == name]
-        for (li, layer), g in sub.groupby(["layer_index", "layer"]):
+        for (_li, layer), g in sub.groupby(["layer_index", "layer"]):
             g = g.sort_values("epoch")
             ax.plot(g["i_xt"], g["i_ty"], color="0.75", lw=0.8, zorder=1)
             sc = ax.scatter(g["i_xt"], g["i_ty"], c=np.maximum(g["epoch"], 1), cmap="viridis", norm=norm,
@@ -90,12 +90,12 @@ def _point_labels(df: pd.DataFrame, point_columns: list[str]) -> list[tuple[tupl
     if not point_columns:
         return [((), "all runs")]
     keys = df[point_columns].drop_duplicates().itertuples(index=False, name=None)
-    return [(k, ", ".join(f"{c}={v}" for c, v in zip(point_columns, k))) for k in keys]
+    return [(k, ", ".join(f"{c}={v}" for c, v in zip(point_columns, k, strict=False))) for k in keys]
 
 
 def _select(df: pd.DataFrame, point_columns: list[str], key: tuple) -> pd.DataFrame:
     mask = np.ones(len(df), dtype=bool)
-    for c, v in zip(point_columns, key):
+    for c, v in zip(point_columns, key, strict=False):
         mask &= (df[c] == v).to_numpy()
     return df[mask]
 
@@ -137,7 +137,7 @@ def plot_information_plane_bands(bands: pd.DataFrame, path: str | Path, point_co
                 if g.empty:
                     continue
                 boxes = [Rectangle((x0, y0), x1 - x0, y1 - y0) for x0, x1, y0, y1 in
-                         zip(g["i_xt_lo"], g["i_xt_hi"], g["i_ty_lo"], g["i_ty_hi"])
+                         zip(g["i_xt_lo"], g["i_xt_hi"], g["i_ty_lo"], g["i_ty_hi"], strict=False)
                          if np.isfinite([x0, x1, y0, y1]).all()]
                 if boxes:
                     ax.add_collection(PatchCollection(boxes, facecolor=colors[layer], alpha=0.12,
@@ -210,7 +210,7 @@ def plot_compression_vs_gap(per_run: pd.DataFrame, correlation: pd.DataFrame, pa
     unit = per_run["unit"].iloc[0] if "unit" in per_run.columns and len(per_run) else "bits"
     colors = {layer: plt.cm.viridis(i / max(len(layers) - 1, 1)) for i, layer in enumerate(layers)}
     fig, axes = plt.subplots(1, len(ests), figsize=(5 * len(ests), 4), squeeze=False)
-    for ax, est in zip(axes[0], ests):
+    for ax, est in zip(axes[0], ests, strict=False):
         sub = per_run[per_run["estimator"] == est]
         for layer in layers:
             g = sub[sub["layer"] == layer]

@@ -170,7 +170,7 @@ def run(experiment: str, *, seeds: Iterable[int], out_dir: str | Path, profile: 
                     "run the same command again to resume.", out)
         raise
     bar.close()
-    results = collect_results(out)
+    collect_results(out)
     if report:
         from ..report import build_report
 

@@ -93,7 +93,7 @@ def common_grid(df: pd.DataFrame, keys: Sequence[str], values: Sequence[str], *,
         for rep, r in g.groupby(replicate, sort=False):
             r = r.sort_values(x)
             rx = np.log1p(r[x].to_numpy(dtype=float))
-            block = {k: v for k, v in zip(keys, gkey if isinstance(gkey, tuple) else (gkey,))}
+            block = {k: v for k, v in zip(keys, gkey if isinstance(gkey, tuple) else (gkey,), strict=False)}
             block[replicate] = rep
             block[x] = grid
             inside = (lg >= rx.min()) & (lg <= rx.max())
@@ -140,7 +140,7 @@ def summarize_points(results: pd.DataFrame, experiment: ModuleType, point_column
     for key, g in results.groupby(list(point_columns), sort=False, dropna=False):
         s = fn(g)
         if len(s):
-            for i, (c, v) in enumerate(zip(point_columns, key if isinstance(key, tuple) else (key,))):
+            for i, (c, v) in enumerate(zip(point_columns, key if isinstance(key, tuple) else (key,), strict=False)):
                 s.insert(i, c, v)
             frames.append(s)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

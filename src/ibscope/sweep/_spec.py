@@ -137,7 +137,7 @@ def parse_grid_args(items: Iterable[str] | None) -> dict[str, list[Any]]:
 def grid_points(grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination of the axes' values (axes in their given order); ``[{}]`` without axes."""
     keys = list(grid)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+    return [dict(zip(keys, combo, strict=False)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
