@@ -106,6 +106,24 @@ def _layers(df: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(df["layer"]))
 
 
+def _per_layer(sub: pd.DataFrame, layers: list[str]):
+    """(layer, its rows sorted by epoch) for each layer present in ``sub``."""
+    for layer in layers:
+        g = sub[sub["layer"] == layer].sort_values("epoch")
+        if len(g):
+            yield layer, g
+
+
+def _band_layout(plt, bands: pd.DataFrame, point_columns: list[str], max_points: int):
+    """Points (first ``max_points``), estimators, unit, layers in order, and a color per layer."""
+    points = _point_labels(bands, point_columns)[:max_points]
+    ests = list(dict.fromkeys(bands["estimator"]))
+    unit = bands["unit"].iloc[0] if "unit" in bands.columns and len(bands) else "bits"
+    layers = _layers(bands)
+    colors = {layer: plt.cm.viridis(i / max(len(layers) - 1, 1)) for i, layer in enumerate(layers)}
+    return points, ests, unit, layers, colors
+
+
 def plot_information_plane_bands(bands: pd.DataFrame, path: str | Path, point_columns: list[str] | None = None,
                                  *, max_points: int = 8) -> Path:
     """Mean information-plane trajectory of each layer with its 95% interval over seeds.
@@ -121,21 +139,14 @@ def plot_information_plane_bands(bands: pd.DataFrame, path: str | Path, point_co
 
     path = Path(path)
     point_columns = list(point_columns or [])
-    points = _point_labels(bands, point_columns)[:max_points]
-    ests = list(dict.fromkeys(bands["estimator"]))
-    unit = bands["unit"].iloc[0] if "unit" in bands.columns and len(bands) else "bits"
-    layers = _layers(bands)
-    colors = {layer: plt.cm.viridis(i / max(len(layers) - 1, 1)) for i, layer in enumerate(layers)}
+    points, ests, unit, layers, colors = _band_layout(plt, bands, point_columns, max_points)
     fig, axes = plt.subplots(len(ests), len(points), figsize=(4.4 * len(points), 3.9 * len(ests)),
                              squeeze=False, sharex="row", sharey="row")
     for r, est in enumerate(ests):
         for c, (key, label) in enumerate(points):
             ax = axes[r][c]
             sub = _select(bands[bands["estimator"] == est], point_columns, key)
-            for layer in layers:
-                g = sub[sub["layer"] == layer].sort_values("epoch")
-                if g.empty:
-                    continue
+            for layer, g in _per_layer(sub, layers):
                 boxes = [Rectangle((x0, y0), x1 - x0, y1 - y0) for x0, x1, y0, y1 in
                          zip(g["i_xt_lo"], g["i_xt_hi"], g["i_ty_lo"], g["i_ty_hi"], strict=False)
                          if np.isfinite([x0, x1, y0, y1]).all()]
@@ -166,22 +177,14 @@ def plot_trajectory_bands(bands: pd.DataFrame, path: str | Path, point_columns: 
     plt = _plt()
     path = Path(path)
     point_columns = list(point_columns or [])
-    points = _point_labels(bands, point_columns)[:max_points]
-    ests = list(dict.fromkeys(bands["estimator"]))
-    unit = bands["unit"].iloc[0] if "unit" in bands.columns and len(bands) else "bits"
-    layers = _layers(bands)
-    colors = {layer: plt.cm.viridis(i / max(len(layers) - 1, 1)) for i, layer in enumerate(layers)}
+    points, ests, unit, layers, colors = _band_layout(plt, bands, point_columns, max_points)
     rows = [(e, q) for e in ests for q in ("i_xt", "i_ty")]
     fig, axes = plt.subplots(len(rows), len(points), figsize=(4.4 * len(points), 2.9 * len(rows)),
                              squeeze=False, sharex=True, sharey="row")
     for r, (est, q) in enumerate(rows):
         for c, (key, label) in enumerate(points):
             ax = axes[r][c]
-            sub = _select(bands[bands["estimator"] == est], point_columns, key)
-            for layer in layers:
-                g = sub[sub["layer"] == layer].sort_values("epoch")
-                if g.empty:
-                    continue
+            for layer, g in _per_layer(_select(bands[bands["estimator"] == est], point_columns, key), layers):
                 x = np.maximum(g["epoch"].to_numpy(), 1)
                 ax.plot(x, g[q], color=colors[layer], lw=1.2, label=layer)
                 ax.fill_between(x, g[f"{q}_lo"], g[f"{q}_hi"], color=colors[layer], alpha=0.2, lw=0)
