@@ -285,3 +285,17 @@ def test_compression_statistics_and_bands():
     assert bands.loc[0, "i_xt_lo"] == pytest.approx(5.0)  # no spread: zero-width interval
     with pytest.raises(ValueError, match="information-plane"):
         trajectory_bands(res.drop(columns="i_ty"))
+
+
+def test_cli_sweep_reports_failures_with_exit_status(tmp_path, capsys):
+    from ibscope.cli import main
+
+    cfg = tmp_path / "toy.yaml"
+    cfg.write_text(f"experiment: {TOY}\nseeds: 1\nconfig: {{scale: 2.0}}\n")
+    args = ["sweep", str(cfg), "--out", str(tmp_path / "sw"), "--workers", "0", "--no-progress", "--no-report",
+            "--retries", "0", "--grid", "fail=false,true", "--seeds", "2"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "2 task(s) failed" in err and "fail=true__seed=1" in err and "deliberate failure" in err
+    assert main([*args[:-2], "--set", "scale=3.0"]) == 2  # changed base config: refused
+    assert "--force-config" in capsys.readouterr().err

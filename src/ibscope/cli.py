@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run an experiment over a grid of settings and seeds (resumable)")
     sw.add_argument("config", help="YAML file: experiment, config, optional grid, seeds, profile")
     sw.add_argument("--seeds", type=int, help="number of seeds per grid point (seeds 0..N-1; adds to the sweep)")
-    sw.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="grid axis (repeatable; replaces the file's axis)")
+    sw.add_argument("--grid", action="extend", nargs="+", metavar="KEY=V1,V2",
+                    help="grid axes (one or more, repeatable; each replaces the file's axis of that name)")
     sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="base setting (YAML value)")
     sw.add_argument("--executor", choices=("local", "ray"), default="local")
     sw.add_argument("--workers", type=int, help="local: processes (default: all cores; 0 = in this process); ray: CPUs of a local Ray")

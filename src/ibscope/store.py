@@ -19,7 +19,6 @@ and :class:`DirectoryLock` keeps two processes from writing one directory.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -312,6 +311,10 @@ class DirectoryLock:
         return self.directory / ".lock"
 
     def acquire(self) -> DirectoryLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            raise OSError("Directory locks need fcntl.flock (Linux, macOS, other POSIX systems).") from None
         self.directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -334,6 +337,8 @@ class DirectoryLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            import fcntl
+
             try:
                 os.ftruncate(self._fd, 0)
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
