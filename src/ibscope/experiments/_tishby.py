@@ -135,7 +135,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # The paper's setup is the default. 'demo' finishes in a few minutes on 2 cores:
     # fewer epochs and snapshots, three seeds, binning + adaptive binning + KDE upper bound.
     "demo": {
-        "epochs": 2000, "n_snapshots": 40, "batch_size": 256,
+        "epochs": 2000, "n_snapshots": 40,
         "estimators": {"binning": {"n_bins": 30}, "adaptive_binning": {"n_bins": 30},
                        "kde_upper": {"noise_variance": 0.1}},
         "keep_activations": False,
