@@ -1,4 +1,4 @@
-"""Command-line interface: ``ibscope run | report | estimate`` (thin layer over the library)."""
+"""Command-line interface: ``ibscope run | sweep | report | estimate`` (thin layer over the library)."""
 
 from __future__ import annotations
 
@@ -74,6 +74,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import load_spec, parse_grid_args, run_sweep
+
+    spec = load_spec(args.config)
+    if args.seeds is not None and args.seeds < 1:
+        raise SystemExit("ibscope: --seeds must be >= 1.")
+    spec = spec.with_changes(seeds=args.seeds, grid=parse_grid_args(args.grid), config=_parse_sets(args.set))
+    out = Path(args.out) if args.out else Path("runs") / f"sweep-{Path(args.config).stem}"
+    result = run_sweep(spec, out, executor=args.executor, workers=args.workers, address=args.address,
+                       num_cpus=args.cpus_per_task, retries=args.retries, force_config=args.force_config,
+                       progress=not args.no_progress, report=not args.no_report)
+    print(f"Sweep:   {result.directory} ({len(result.done)}/{result.tasks} tasks done, {result.ran} run now)")
+    if result.results is not None:
+        print(f"Results: {result.results}")
+    if result.report is not None:
+        print(f"Report:  {result.report}")
+    if result.failed:
+        print(f"ibscope: {len(result.failed)} task(s) failed (tracebacks in {result.directory}/tasks/<task>/error.json):",
+              file=sys.stderr)
+        for tid, err in result.failed.items():
+            print(f"  {tid}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
@@ -127,7 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)
 
-    rp = sub.add_parser("report", help="rebuild figures and report.html from a run directory")
+    sw = sub.add_parser("sweep", help="run an experiment over a grid of settings and seeds (resumable)")
+    sw.add_argument("config", help="YAML file: experiment, config, optional grid, seeds, profile")
+    sw.add_argument("--seeds", type=int, help="number of seeds per grid point (seeds 0..N-1; adds to the sweep)")
+    sw.add_argument("--grid", action="extend", nargs="+", metavar="KEY=V1,V2",
+                    help="grid axes (one or more, repeatable; each replaces the file's axis of that name)")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="base setting (YAML value)")
+    sw.add_argument("--executor", choices=("local", "ray"), default="local")
+    sw.add_argument("--workers", type=int, help="local: processes (default: all cores; 0 = in this process); ray: CPUs of a local Ray")
+    sw.add_argument("--address", help="Ray cluster address (e.g. auto or ray://head:10001); default: start a local Ray")
+    sw.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray resources per task (num_cpus)")
+    sw.add_argument("--out", help="sweep directory (default runs/sweep-<config name>)")
+    sw.add_argument("--retries", type=int, default=1, help="extra attempts for a failing task (default 1)")
+    sw.add_argument("--force-config", action="store_true", help="accept a changed base config in an existing --out")
+    sw.add_argument("--no-report", action="store_true")
+    sw.add_argument("--no-progress", action="store_true")
+    sw.set_defaults(func=cmd_sweep)
+
+    rp = sub.add_parser("report", help="rebuild figures and report.html from a run or sweep directory")
     rp.add_argument("run_dir")
     rp.set_defaults(func=cmd_report)
 
@@ -144,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .store import DirectoryLocked
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -151,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ibscope: interrupted; everything finished so far is saved. Run the same command to resume.",
               file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, FileNotFoundError, ImportError, DirectoryLocked) as e:
         print(f"ibscope: error: {e}", file=sys.stderr)
         return 2
 

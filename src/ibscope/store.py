@@ -7,23 +7,35 @@ POSIX), so a crash leaves either the old or the new file, never half of one.
 A :class:`TableWriter` holds the rows of one table of one (run, seed); it
 reloads what is on disk when created (resume) and rewrites its Parquet file
 atomically on :meth:`~TableWriter.flush`.
+
+A finished result is written with :func:`write_checked_parquet`: the Parquet
+file and a small JSON sidecar (row count, size, sha256), so that
+:func:`checked_parquet_ok` tells a complete file from a damaged or partial one
+(e.g. copied half-way, or truncated by a full disk). :func:`concat_parquet_files`
+compacts many such files into one table without holding them all in memory,
+and :class:`DirectoryLock` keeps two processes from writing one directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
 import tempfile
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 __all__ = [
-    "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_parquet",
+    "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_parquet",
     "config_hash", "read_parquet_files", "TableWriter",
+    "write_checked_parquet", "checked_parquet_ok", "concat_parquet_files",
+    "DirectoryLock", "DirectoryLocked",
 ]
 
 
@@ -40,16 +52,23 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``.
+
+    On an exception the temporary file is removed and ``path`` is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -58,7 +77,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             pass
         raise
     _fsync_dir(path.parent)
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -137,3 +162,192 @@ class TableWriter:
             return None
         self._dirty = False
         return atomic_write_parquet(self.path, self.frame())
+
+
+# --------------------------------------------------------------------------- checked results
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def write_checked_parquet(path: str | os.PathLike, df: pd.DataFrame,
+                          meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``df`` as Parquet atomically, then a sidecar ``<stem>.json`` that vouches for it.
+
+    The sidecar holds the row count, byte size and sha256 of the Parquet file
+    (plus ``meta``). It is written after the data, so a file without a valid
+    sidecar is never taken for a finished result. Returns the sidecar record.
+    """
+    import io
+
+    path = Path(path)
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    record = {**dict(meta or {}), "file": path.name, "rows": int(len(df)), "bytes": len(data),
+              "sha256": hashlib.sha256(data).hexdigest()}
+    atomic_write_json(_sidecar(path), record)
+    return record
+
+
+def checked_parquet_ok(path: str | os.PathLike, *, expect: Mapping[str, Any] | None = None) -> bool:
+    """True iff ``path`` and its sidecar exist and the file's size and sha256 match the sidecar.
+
+    ``expect``: sidecar entries that must also match (e.g. ``{"config_hash": h}``),
+    so a result of another configuration counts as not finished.
+    """
+    path = Path(path)
+    side = _sidecar(path)
+    try:
+        record = json.loads(side.read_text())
+        data = path.read_bytes()
+    except (OSError, ValueError):
+        return False
+    if not isinstance(record, dict) or record.get("bytes") != len(data):
+        return False
+    if record.get("sha256") != hashlib.sha256(data).hexdigest():
+        return False
+    return all(record.get(k) == v for k, v in (expect or {}).items())
+
+
+def concat_parquet_files(sources: Iterable[tuple[str | os.PathLike, Mapping[str, Any]]],
+                         path: str | os.PathLike,
+                         transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+                         clash_prefix: str = "config_") -> int:
+    """Concatenate Parquet files into one, atomically, one file in memory at a time.
+
+    Parameters
+    ----------
+    sources : iterable of (path, columns)
+        Each file and constant columns to prepend to its rows (e.g. its task id).
+        A constant whose name is already a column of the file is kept as is if
+        the file agrees, else added as ``<clash_prefix><name>``.
+    path : path-like
+        The output Parquet file (replaced atomically; not written if no rows).
+    transform : callable, optional
+        Applied to each frame after the constant columns are added.
+
+    Returns
+    -------
+    int
+        Rows written. Column types are unified across files (a column missing in
+        one file is null there; int and float columns become float).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def frames():
+        for src, cols in sources:
+            df = pd.read_parquet(src)
+            front = []
+            for k, v in dict(cols).items():
+                if k in df.columns:
+                    if (df[k] == v).all():  # the file already says the same
+                        front.append(k)
+                        continue
+                    k = f"{clash_prefix}{k}"
+                df[k] = [v] * len(df)
+                front.append(k)
+            df = df[front + [c for c in df.columns if c not in front]]
+            if transform is not None:
+                df = transform(df)
+            if len(df):
+                yield pa.Table.from_pandas(df, preserve_index=False)
+
+    sources = list(sources)
+    # pass 1: the unified schema; pass 2: write. Each reads one file at a time.
+    schema = None
+    for t in frames():
+        s = t.schema.remove_metadata()
+        schema = s if schema is None else pa.unify_schemas([schema, s], promote_options="permissive")
+    if schema is None:
+        return 0
+    rows = 0
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for t in frames():
+                for f in schema:
+                    if f.name not in t.column_names:
+                        t = t.append_column(f.name, pa.nulls(len(t), f.type))
+                t = t.select(schema.names).cast(schema)
+                writer.write_table(t)
+                rows += len(t)
+    return rows
+
+
+# --------------------------------------------------------------------------- locking
+
+
+class DirectoryLocked(RuntimeError):
+    """Another process holds the lock of this directory."""
+
+
+class DirectoryLock:
+    """An exclusive, non-blocking ``fcntl.flock`` on ``<directory>/.lock``.
+
+    The lock dies with its process (even on SIGKILL), so no stale lock is
+    ever left behind. The holder's pid, host and start time are written into
+    the file to make the refusal message useful.
+
+    Parameters
+    ----------
+    directory : path-like
+    what : str
+        Named in the error message (e.g. "sweep").
+    blocking : bool
+        Wait for the lock instead of failing at once.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, what: str = "directory", blocking: bool = False):
+        self.directory = Path(directory)
+        self.what = what
+        self.blocking = blocking
+        self._fd: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.directory / ".lock"
+
+    def acquire(self) -> DirectoryLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            raise OSError("Directory locks need fcntl.flock (Linux, macOS, other POSIX systems).") from None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            try:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown process"
+            finally:
+                os.close(fd)
+            raise DirectoryLocked(
+                f"The {self.what} directory '{self.directory}' is in use by another process ({holder}). "
+                f"Wait for it to finish or stop it; two processes must not write one {self.what}. "
+                f"(The lock is released automatically when that process ends; lock file: {self.path}.)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            try:
+                os.ftruncate(self._fd, 0)
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> DirectoryLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

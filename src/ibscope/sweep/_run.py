@@ -1,0 +1,252 @@
+"""The sweep driver: plan the tasks, guard the directory, run, retry, compact, report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..experiments.runner import config_record, experiment_key, load_experiment, resolve_config
+from ..store import DirectoryLock, config_hash
+from ._executors import make_executor
+from ._spec import SweepSpec, Task, grid_points, task_id
+from ._store import SweepConfigMismatch, SweepStore, last_line
+
+__all__ = ["SweepResult", "plan_sweep", "run_sweep"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepResult:
+    """What a call of :func:`run_sweep` left in the sweep directory."""
+
+    directory: Path
+    tasks: int
+    done: list[str]
+    failed: dict[str, str] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+    ran: int = 0
+    results: Path | None = None
+    report: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.pending
+
+
+@dataclass
+class _Plan:
+    meta: dict[str, Any]
+    tasks: list[Task]
+    overrides: dict[str, dict[str, Any]]  # task_id -> settings given to resolve_config
+
+
+def _identity(key: str, base_cfg: dict[str, Any], grid_keys: list[str]) -> dict[str, Any]:
+    # What may not change under a sweep directory (growing the grid's values or the seeds may).
+    # The base value of a grid axis reaches no task, so it is not part of it.
+    return {"experiment": key, "base": {k: v for k, v in base_cfg.items() if k not in grid_keys},
+            "grid_keys": sorted(grid_keys)}
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    out = []
+    if old.get("experiment") != new.get("experiment"):
+        out.append(f"experiment {old.get('experiment')!r} -> {new.get('experiment')!r}")
+    ob, nb = old.get("base", {}), new.get("base", {})
+    for k in sorted(set(ob) | set(nb)):
+        if ob.get(k) != nb.get(k):
+            out.append(f"{k}: {ob.get(k)!r} -> {nb.get(k)!r}")
+    if old.get("grid_keys") != new.get("grid_keys"):
+        out.append(f"grid axes {old.get('grid_keys')} -> {new.get('grid_keys')}")
+    return out
+
+
+def plan_sweep(spec: SweepSpec, out_dir: str | Path, *, force_config: bool = False) -> _Plan:
+    """Resolve and validate every task of ``spec`` against what ``out_dir`` already holds.
+
+    Every grid point's settings are validated (through the experiment's
+    Config) before anything runs. Tasks already in the directory's manifest are
+    kept (a sweep grows, it never forgets); a different base configuration is
+    refused with :class:`SweepConfigMismatch` unless ``force_config``, in which
+    case the tasks are re-resolved under the new base and every task whose
+    config changed is recomputed.
+    """
+    mod = load_experiment(spec.experiment)
+    key = experiment_key(mod)
+    base = config_record(mod, resolve_config(mod, profile=spec.profile, overrides=spec.config))["config"]
+    for axis in spec.grid:
+        if axis not in base:
+            raise ValueError(f"Grid axis {axis!r} is not a setting of experiment '{mod.NAME}'. Known: {sorted(base)}.")
+    identity = _identity(key, base, list(spec.grid))
+    sweep_hash = config_hash(identity)
+    store = SweepStore(out_dir)
+    old_meta = store.read_meta()
+    points = grid_points(spec.grid)
+    seeds = list(spec.seeds)
+    old_tasks: list[Task] = []
+    if old_meta is not None:
+        if old_meta.get("sweep_hash") != sweep_hash:
+            if not force_config:
+                changes = "; ".join(_diff(old_meta.get("identity", {}), identity)) or "unknown change"
+                raise SweepConfigMismatch(
+                    f"'{store.directory}' holds a sweep of another configuration ({changes}). Use a new "
+                    f"output directory, or force_config=True (CLI: --force-config) to rerun every task "
+                    f"whose settings changed.")
+        old_tasks = store.read_manifest()
+        if old_meta.get("identity", {}).get("grid_keys") != identity["grid_keys"]:
+            old_tasks = []  # forced with other axes: the old points cannot be mapped
+    # the union of the old tasks and the new product, in a stable order
+    wanted: dict[tuple[str, int], tuple[dict[str, Any], int]] = {}
+    for t in old_tasks:
+        wanted[(config_hash(t.point), t.seed)] = (t.point, t.seed)
+    for p in points:
+        for s in seeds:
+            wanted.setdefault((config_hash(p), s), (p, s))
+    order = list(spec.grid)
+    resolved: dict[str, tuple[str, dict[str, Any]]] = {}
+    tasks, overrides = [], {}
+    for point, seed in wanted.values():
+        point = {k: point[k] for k in order}
+        pkey = config_hash(point)
+        if pkey not in resolved:
+            settings = {**spec.config, **point}
+            cfg = resolve_config(mod, profile=spec.profile, overrides=settings)
+            resolved[pkey] = (config_record(mod, cfg)["config_hash"], settings)
+        chash, settings = resolved[pkey]
+        t = Task(task_id(point, seed), point, int(seed), chash)
+        tasks.append(t)
+        overrides[t.task_id] = settings
+    ids = [t.task_id for t in tasks]
+    if len(set(ids)) != len(ids):  # pragma: no cover - task_id hashes lossy points
+        raise ValueError("Two tasks got the same id; rename the grid values.")
+    grid_union = {k: [] for k in order}
+    for t in tasks:
+        for k, v in t.point.items():
+            if v not in grid_union[k]:
+                grid_union[k].append(v)
+    meta = {
+        "experiment": key, "profile": spec.profile, "config": spec.config, "identity": identity,
+        "sweep_hash": sweep_hash, "grid": grid_union, "seeds": sorted({t.seed for t in tasks}),
+        "tasks": len(tasks), "ibscope_version": __version__,
+        "created": (old_meta or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    return _Plan(meta, tasks, overrides)
+
+
+def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", workers: int | None = None,
+              address: str | None = None, num_cpus: float = 1.0, retries: int = 1,
+              force_config: bool = False, progress: bool = True, report: bool = True,
+              mp_context: str = "spawn") -> SweepResult:
+    """Run every (grid point, seed) task of ``spec`` into the sweep directory ``out_dir``.
+
+    Parameters
+    ----------
+    spec : SweepSpec
+        Experiment, base settings, grid and seeds (see :func:`load_spec`).
+    out_dir : path-like
+        The sweep directory (created if needed; see :mod:`ibscope.sweep._store`
+        for its layout). Running again resumes: finished tasks are skipped,
+        unfinished ones continue from their checkpoints, new grid values and
+        seeds are added.
+    executor : {'local', 'ray'}
+        'local': a process pool of ``workers`` processes (default: all cores;
+        ``workers=0`` runs the tasks one after another in this process).
+        'ray': Ray remote functions of ``num_cpus`` CPUs each, on the cluster
+        at ``address`` or on a local Ray of ``workers`` CPUs.
+    retries : int
+        Extra attempts for a task that raised; after them the task is
+        reported failed, its tracebacks kept in ``tasks/<id>/error.json``.
+    force_config : bool
+        Accept a base configuration that differs from the one in ``out_dir``.
+    progress, report : bool
+        A progress bar over tasks; build ``report.html`` at the end.
+
+    Returns
+    -------
+    SweepResult
+
+    Raises
+    ------
+    ibscope.store.DirectoryLocked
+        Another process is running a sweep in ``out_dir``.
+    SweepConfigMismatch
+        ``out_dir`` holds another configuration and ``force_config`` is False.
+    """
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"'retries' must be an int >= 0, got {retries!r}.")
+    store = SweepStore(out_dir)
+    with DirectoryLock(store.directory, what="sweep"):
+        plan = plan_sweep(spec, store.directory, force_config=force_config)
+        store.write_meta(plan.meta)
+        store.write_manifest(plan.tasks)
+        todo = [t for t in plan.tasks if not store.is_done(t)]
+        ran = 0
+        if todo:
+            ex = make_executor(executor, workers=workers, address=address, num_cpus=num_cpus,
+                               mp_context=mp_context)
+            ran = _drive(ex, store, plan, todo, retries, progress, len(plan.tasks))
+        status = store.write_status(plan.tasks)
+        rows = store.compact(plan.tasks, plan.meta["sweep_hash"])
+        report_path = None
+        if report and rows:
+            from ..report import build_sweep_report
+
+            report_path = build_sweep_report(store.directory)
+    return SweepResult(store.directory, len(plan.tasks), status["done"], status["errors"], status["pending"], ran,
+                       store.results_path if rows else None, report_path)
+
+
+def _drive(ex: Any, store: SweepStore, plan: _Plan, todo: list[Task], retries: int, progress: bool,
+           total: int) -> int:
+    """Submit tasks (a bounded number in flight), collect outcomes, retry failures."""
+    from tqdm.auto import tqdm
+
+    def spec_of(t: Task, attempt: int) -> dict[str, Any]:
+        return {"task_id": t.task_id, "task_dir": str(store.task_dir(t)), "experiment": plan.meta["experiment"],
+                "profile": plan.meta["profile"], "overrides": plan.overrides[t.task_id], "point": t.point,
+                "seed": t.seed, "config_hash": t.config_hash, "attempt": attempt}
+
+    queue = deque((t, 1) for t in todo)
+    inflight: dict[Any, tuple[Task, int]] = {}
+    failed = 0
+    ran = 0
+    bar = tqdm(total=total, initial=total - len(todo), desc="sweep", unit="task", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        while queue or inflight:
+            while queue and len(inflight) < ex.max_inflight:
+                t, attempt = queue.popleft()
+                inflight[ex.submit(spec_of(t, attempt))] = (t, attempt)
+            for handle in ex.wait(list(inflight), timeout=1.0):
+                t, attempt = inflight.pop(handle)
+                outcome = ex.outcome(handle)
+                ran += 1
+                if outcome.get("status") == "done":
+                    bar.update(1)
+                    continue
+                store.record_error(t, attempt, outcome)
+                if attempt <= retries:
+                    log.warning("Task %s failed (attempt %d of %d): %s", t.task_id, attempt, retries + 1,
+                                last_line(outcome.get("traceback", "")))
+                    queue.append((t, attempt + 1))
+                else:
+                    failed += 1
+                    bar.set_postfix(failed=failed)
+                    log.error("Task %s failed after %d attempt(s): %s", t.task_id, attempt,
+                              last_line(outcome.get("traceback", "")))
+    except KeyboardInterrupt:
+        bar.close()
+        ex.shutdown(cancel=True, handles=list(inflight))
+        store.write_status(plan.tasks)
+        log.warning("Interrupted: finished tasks are kept in %s; run the same command again to resume.",
+                    store.directory)
+        raise
+    bar.close()
+    ex.shutdown()
+    return ran

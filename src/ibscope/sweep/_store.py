@@ -1,0 +1,175 @@
+"""The on-disk layout of one sweep and the reading/writing of its pieces.
+
+::
+
+    <sweep>/
+      .lock              held (fcntl.flock) by the driver while it runs
+      sweep.json         experiment, profile, base settings, grid, seeds, sweep hash
+      manifest.json      every task: task_id, grid point, seed, config hash
+      tasks/<task_id>/   the task's own directory (run_seed's checkpoints, side files)
+        task.json          which task and config the directory holds
+        result.parquet     the finished rows (atomic write)
+        result.json        sidecar: rows, bytes, sha256, config hash, attempt, seconds
+        error.json         every failed attempt with its traceback (absent if none failed)
+      results.parquet    all finished tasks, compacted (task_id, config_hash, point columns)
+      status.json        done / failed / pending task ids after the last run
+      report.html, *.png the sweep report
+
+A task is finished iff its result file matches its sidecar (size, sha256) and
+the sidecar names the task's config hash: a partial, damaged or stale file is
+never taken for a result, and the task is run again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..store import atomic_write_json, checked_parquet_ok, concat_parquet_files
+from ._spec import Task
+
+__all__ = ["SweepStore", "SweepConfigMismatch"]
+
+
+class SweepConfigMismatch(ValueError):
+    """The sweep directory holds a sweep of another configuration."""
+
+
+class SweepStore:
+    """Paths and records of one sweep directory (no locking: the driver holds the lock)."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory).resolve()
+
+    # paths ------------------------------------------------------------------
+    @property
+    def meta_path(self) -> Path:
+        return self.directory / "sweep.json"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / "manifest.json"
+
+    @property
+    def results_path(self) -> Path:
+        return self.directory / "results.parquet"
+
+    @property
+    def status_path(self) -> Path:
+        return self.directory / "status.json"
+
+    def task_dir(self, task: Task | str) -> Path:
+        return self.directory / "tasks" / (task if isinstance(task, str) else task.task_id)
+
+    def is_sweep(self) -> bool:
+        return self.meta_path.is_file()
+
+    # records ----------------------------------------------------------------
+    def read_meta(self) -> dict[str, Any] | None:
+        return json.loads(self.meta_path.read_text()) if self.meta_path.is_file() else None
+
+    def write_meta(self, meta: Mapping[str, Any]) -> None:
+        atomic_write_json(self.meta_path, dict(meta))
+
+    def read_manifest(self) -> list[Task]:
+        if not self.manifest_path.is_file():
+            return []
+        data = json.loads(self.manifest_path.read_text())
+        return [Task(t["task_id"], dict(t["point"]), int(t["seed"]), t["config_hash"]) for t in data["tasks"]]
+
+    def write_manifest(self, tasks: Iterable[Task]) -> None:
+        atomic_write_json(self.manifest_path, {"tasks": [t.as_dict() for t in tasks]})
+
+    # task state -------------------------------------------------------------
+    def is_done(self, task: Task) -> bool:
+        return checked_parquet_ok(self.task_dir(task) / "result.parquet",
+                                  expect={"config_hash": task.config_hash, "task_id": task.task_id})
+
+    def errors(self, task: Task | str) -> list[dict[str, Any]]:
+        path = self.task_dir(task) / "error.json"
+        if not path.is_file():
+            return []
+        try:
+            return list(json.loads(path.read_text())["attempts"])
+        except (ValueError, KeyError):
+            return []
+
+    def record_error(self, task: Task, attempt: int, outcome: Mapping[str, Any]) -> None:
+        """Append a failed attempt (with its traceback) to the task's ``error.json``."""
+        attempts = self.errors(task)
+        attempts.append({"attempt": attempt, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         "host": outcome.get("host"), "pid": outcome.get("pid"),
+                         "config_hash": task.config_hash, "traceback": outcome.get("traceback", "")})
+        atomic_write_json(self.task_dir(task) / "error.json", {"task_id": task.task_id, "attempts": attempts})
+
+    def status(self, tasks: Iterable[Task]) -> dict[str, list[str]]:
+        """Task ids by state: done, failed (errors recorded, no result), pending."""
+        out: dict[str, list[str]] = {"done": [], "failed": [], "pending": []}
+        for t in tasks:
+            if self.is_done(t):
+                out["done"].append(t.task_id)
+            elif any(e.get("config_hash") == t.config_hash for e in self.errors(t)):
+                out["failed"].append(t.task_id)
+            else:
+                out["pending"].append(t.task_id)
+        return out
+
+    def write_status(self, tasks: list[Task]) -> dict[str, Any]:
+        st = self.status(tasks)
+        failed = {tid: last_line(self.errors(tid)[-1]["traceback"]) for tid in st["failed"]}
+        record = {"updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  "counts": {k: len(v) for k, v in st.items()}, **st, "errors": failed}
+        atomic_write_json(self.status_path, record)
+        return record
+
+    # compaction -------------------------------------------------------------
+    def compact(self, tasks: Iterable[Task], sweep_hash: str) -> int:
+        """Write every finished task's rows into ``results.parquet`` (one task in memory at a time).
+
+        Columns: task_id, sweep_hash, config_hash, one column per grid axis
+        (lists/dicts as JSON text), seed, then the experiment's own columns.
+        A grid axis whose name is already a result column with other values is
+        stored as ``config_<axis>``. Returns the number of rows.
+        """
+        tasks = [t for t in tasks if self.is_done(t)]
+        axes = _axis_encoders(tasks)
+        sources = []
+        for t in tasks:
+            cols = {"task_id": t.task_id, "sweep_hash": sweep_hash, "config_hash": t.config_hash}
+            cols.update({k: axes[k](v) for k, v in t.point.items()})
+            cols["seed"] = t.seed
+            sources.append((self.task_dir(t) / "result.parquet", cols))
+        rows = concat_parquet_files(sources, self.results_path)
+        if rows == 0 and self.results_path.exists():
+            self.results_path.unlink()
+        return rows
+
+    def results(self) -> pd.DataFrame:
+        return pd.read_parquet(self.results_path) if self.results_path.is_file() else pd.DataFrame()
+
+
+def last_line(text: str) -> str:
+    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def _axis_encoders(tasks: list[Task]) -> dict[str, Any]:
+    """One encoder per axis so each point column has one Parquet type."""
+    values: dict[str, list[Any]] = {}
+    for t in tasks:
+        for k, v in t.point.items():
+            values.setdefault(k, []).append(v)
+    enc = {}
+    for k, vs in values.items():
+        if all(isinstance(v, bool) for v in vs) or all(isinstance(v, str) for v in vs):
+            enc[k] = lambda v: v
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vs):
+            enc[k] = float if any(isinstance(v, float) for v in vs) else int
+        else:
+            enc[k] = lambda v: json.dumps(v, sort_keys=True, default=str)
+    return enc

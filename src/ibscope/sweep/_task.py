@@ -1,0 +1,130 @@
+"""What runs inside a worker: one task, in its own directory, never raising."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+__all__ = ["execute_task", "init_worker", "limit_threads"]
+
+RESULT = "result.parquet"
+TASK_RECORD = "task.json"
+
+
+def limit_threads(n: int = 1) -> None:
+    """One compute thread for torch, OpenMP and BLAS in this process (one task per core)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:  # already set, or parallel work already ran in this process
+        pass
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+
+
+def init_worker(parent_pid: int) -> None:
+    """Process-pool initializer: one thread, ignore Ctrl-C (the driver stops us), die with the driver."""
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_threads(1)
+
+    def watch() -> None:  # an orphaned worker (driver killed) stops instead of running on
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="ibscope-parent-watch", daemon=True).start()
+
+
+def _prepare(task_dir: Path, spec: dict[str, Any]) -> None:
+    """Start the task directory afresh if it holds work of another configuration."""
+    record_path = task_dir / TASK_RECORD
+    if record_path.exists():
+        try:
+            old = json.loads(record_path.read_text())
+        except ValueError:
+            old = {}
+        if old.get("config_hash") == spec["config_hash"]:
+            return
+        for child in task_dir.iterdir():
+            if child.name == ".lock":
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    from ..store import atomic_write_json
+
+    atomic_write_json(record_path, {k: spec[k] for k in ("task_id", "experiment", "point", "seed", "config_hash")})
+
+
+def execute_task(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one (grid point, seed) task; write its result into its directory; return an outcome.
+
+    ``spec`` holds task_id, task_dir (absolute), experiment, profile,
+    overrides, point, seed, config_hash, attempt. The experiment's ``run_seed``
+    writes its own side files there and resumes from them; the finished rows
+    go to ``result.parquet`` with a checked sidecar ``result.json``. A task
+    already finished (e.g. by an orphaned worker of a killed driver) is not
+    run again: the task directory is locked while a task runs in it.
+
+    Returns
+    -------
+    dict
+        ``status`` ('done' | 'error'), ``task_id``, ``seconds``, ``rows`` or
+        ``traceback``, ``host``, ``pid``, ``skipped``. It never raises for an
+        error of the experiment: the driver decides about retries.
+    """
+    from ..experiments.runner import (
+        config_record,
+        load_experiment,
+        resolve_config,
+        seed_result_done,
+        write_seed_result,
+    )
+    from ..store import DirectoryLock
+
+    t0 = time.perf_counter()
+    base = {"task_id": spec["task_id"], "host": socket.gethostname(), "pid": os.getpid()}
+    task_dir = Path(spec["task_dir"])
+    try:
+        with DirectoryLock(task_dir, what="task", blocking=True):
+            expect = {"config_hash": spec["config_hash"], "task_id": spec["task_id"]}
+            if seed_result_done(task_dir, expect=expect):
+                return {**base, "status": "done", "skipped": True, "seconds": 0.0}
+            _prepare(task_dir, spec)
+            mod = load_experiment(spec["experiment"])
+            config = resolve_config(mod, profile=spec["profile"], overrides=spec["overrides"])
+            got = config_record(mod, config)["config_hash"]
+            if got != spec["config_hash"]:
+                raise RuntimeError(
+                    f"This worker resolves task {spec['task_id']} to config hash {got}, the driver to "
+                    f"{spec['config_hash']}: driver and worker run different ibscope code or defaults.")
+            df = mod.run_seed(config, int(spec["seed"]), task_dir, progress=False)
+            if df is None or not hasattr(df, "to_parquet"):
+                raise TypeError(f"{mod.__name__}.run_seed must return a pandas DataFrame, got {type(df).__name__}.")
+            seconds = time.perf_counter() - t0
+            write_seed_result(task_dir, df, {**expect, "seed": int(spec["seed"]), "point": spec["point"],
+                                             "attempt": spec.get("attempt", 1), "seconds": seconds,
+                                             "host": base["host"], "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            return {**base, "status": "done", "skipped": False, "rows": int(len(df)), "seconds": seconds}
+    except Exception:
+        return {**base, "status": "error", "traceback": traceback.format_exc(),
+                "seconds": time.perf_counter() - t0}
