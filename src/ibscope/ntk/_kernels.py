@@ -111,7 +111,10 @@ class Kernels:
 def _as_tensor(a: Any, device: Any = None) -> torch.Tensor:
     if is_torch(a):
         return a.detach().to(device=device if device is not None else a.device, dtype=torch.float64)
-    return torch.as_tensor(np.asarray(a), dtype=torch.float64, device=device)
+    arr = np.asarray(a, dtype=np.float64)
+    if not arr.flags.writeable:  # e.g. np.diag views; torch warns on read-only memory
+        arr = arr.copy()
+    return torch.as_tensor(arr, dtype=torch.float64, device=device)
 
 
 # --------------------------------------------------------------------------- #
