@@ -98,7 +98,7 @@ def _finite_net_kernels(x, depth, activation, sw, sb, width, n_nets, seed):
         bs = [torch.randn(dims[i + 1], generator=gen, dtype=torch.float64).requires_grad_()
               for i in range(len(dims) - 1)]
         a = xt
-        for w, b in zip(ws[:-1], bs[:-1]):
+        for w, b in zip(ws[:-1], bs[:-1], strict=True):
             a = phi(sw / math.sqrt(w.shape[1]) * a @ w.T + sb * b)
         nngps.append((sw**2 * a @ a.T / width + sb**2).detach())
         out = (sw / math.sqrt(width) * a @ ws[-1].T + sb * bs[-1]).squeeze(1)

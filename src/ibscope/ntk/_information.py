@@ -68,7 +68,7 @@ import pandas as pd
 import torch
 
 from .._units import LN2, check_unit
-from .._validation import Interval, check_array, check_random_state, is_torch, validate_params
+from .._validation import Interval, check_array, check_random_state, validate_params
 from ._kernels import Kernels, _as_tensor
 from ._predict import GaussianPrediction
 
@@ -269,7 +269,7 @@ def fisher_trace(k_train: Any, n_outputs: int = 1) -> float:
     """
     validate_params("fisher_trace", {"n_outputs": n_outputs}, {"n_outputs": [Interval(int, 1, None)]})
     ntk = k_train.ntk if isinstance(k_train, Kernels) else k_train
-    t = ntk.detach() if is_torch(ntk) else torch.as_tensor(np.asarray(ntk, dtype=np.float64))
+    t = _as_tensor(ntk)
     if t.ndim == 2:
         if t.shape[0] != t.shape[1]:
             raise ValueError(f"'k_train' must be square (n, n) or a diagonal (n,); got shape {tuple(t.shape)}.")

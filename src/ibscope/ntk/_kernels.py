@@ -56,11 +56,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import BOOLEAN, Interval, Options, check_array, is_torch, resolve_device, validate_params
+from .._validation import (
+    BOOLEAN,
+    Interval,
+    Options,
+    check_array,
+    is_torch,
+    resolve_device,
+    validate_params,
+)
 
 __all__ = ["ACTIVATIONS", "Kernels", "kernels"]
 
 ACTIVATIONS = ("relu", "erf")
+_EPS = float(torch.finfo(torch.float64).eps)
 
 _CONSTRAINTS = {
     "depth": [Interval(int, 0, None)],
@@ -118,25 +127,8 @@ def _as_tensor(a: Any, device: Any = None) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- #
-# Activation maps (elementwise on blocks); k11, k22 broadcast against k12
+# Activation maps on the diagonal (K11 = K22 = K12)
 # --------------------------------------------------------------------------- #
-def _relu_maps(k11: torch.Tensor, k22: torch.Tensor, k12: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    det = (k11 * k22 - k12 * k12).clamp_(min=0.0).sqrt_()
-    theta = torch.atan2(det, k12)
-    pi_minus = math.pi - theta
-    t = (det + pi_minus * k12) / (2.0 * math.pi)
-    tdot = pi_minus / (2.0 * math.pi)
-    return t, tdot
-
-
-def _erf_maps(k11: torch.Tensor, k22: torch.Tensor, k12: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    prod = (1.0 + 2.0 * k11) * (1.0 + 2.0 * k22)
-    ratio = (2.0 * k12 / prod.sqrt()).clamp_(-1.0, 1.0)
-    t = torch.asin(ratio) * (2.0 / math.pi)
-    tdot = (4.0 / math.pi) / (prod - 4.0 * k12 * k12).clamp_(min=torch.finfo(torch.float64).tiny).sqrt()
-    return t, tdot
-
-
 def _relu_diag(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return 0.5 * k, torch.full_like(k, 0.5)
 
@@ -147,7 +139,6 @@ def _erf_diag(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return t, tdot
 
 
-_MAPS = {"relu": _relu_maps, "erf": _erf_maps}
 _DIAG_MAPS = {"relu": _relu_diag, "erf": _erf_diag}
 
 
@@ -165,17 +156,54 @@ def _diag_recursion(sq: torch.Tensor, depth: int, activation: str, w2: float, b2
     return k, th, pre
 
 
-def _block_recursion(gram: torch.Tensor, pre1: list, pre2: list, activation: str,
-                     w2: float, b2: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Off-diagonal recursion on one block; ``gram`` is x1 . x2' / d_in (overwritten)."""
-    k = gram.mul_(w2).add_(b2)
-    th = k.clone()
-    fn = _MAPS[activation]
-    for v1, v2 in zip(pre1, pre2):
-        t, tdot = fn(v1[:, None], v2[None, :], k)
-        th.mul_(tdot)
-        k = t.mul_(w2).add_(b2)
-        th.mul_(w2).add_(k)
+class _Buffers:
+    """Scratch blocks reused across blocks of one call (fresh large allocations
+    page-fault on every use, which dominates elementwise work on CPU)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._store: dict = {}
+
+    def get(self, shape: tuple[int, int]) -> list[torch.Tensor]:
+        if shape not in self._store:
+            self._store[shape] = [torch.empty(shape, dtype=torch.float64, device=self.device) for _ in range(4)]
+        return self._store[shape]
+
+
+def _block_recursion(a: torch.Tensor, b: torch.Tensor, pre1: list, pre2: list, activation: str,
+                     w2: float, b2: float, bufs: _Buffers) -> tuple[torch.Tensor, torch.Tensor]:
+    """Off-diagonal recursion on one block, in place on scratch buffers.
+
+    Returns views of the scratch buffers ``(K, Theta)``: copy them out before
+    the next block.
+    """
+    k, th, u, v = bufs.get((a.shape[0], b.shape[0]))
+    torch.matmul(a, b.T, out=k)
+    k.mul_(w2 / a.shape[1]).add_(b2)
+    th.copy_(k)
+    for v1, v2 in zip(pre1, pre2, strict=True):
+        if activation == "relu":
+            # u = sqrt(K11 K22 - K12^2); v = pi - theta; 2 pi T = u + v K12; 2 pi Tdot = v
+            # (1 - 16 eps) snaps determinants below rounding noise to exactly 0, so
+            # duplicated inputs give exactly duplicated rows (Tdot is not Lipschitz at 0)
+            torch.outer(v1, v2, out=u)
+            u.mul_(1.0 - 16.0 * _EPS).addcmul_(k, k, value=-1.0).clamp_(min=0.0).sqrt_()
+            torch.atan2(u, k, out=v)
+            v.neg_().add_(math.pi)
+            th.mul_(v)
+            u.addcmul_(v, k)
+            torch.mul(u, w2 / (2.0 * math.pi), out=k).add_(b2)
+            th.mul_(w2 / (2.0 * math.pi)).add_(k)
+        else:
+            # u = (1 + 2 K11)(1 + 2 K22); v = 2 K12 / sqrt(u); Tdot = 4 / (pi sqrt(u - 4 K12^2))
+            torch.outer(1.0 + 2.0 * v1, 1.0 + 2.0 * v2, out=u)
+            torch.sqrt(u, out=v)
+            torch.div(k, v, out=v).mul_(2.0).clamp_(-1.0, 1.0)
+            u.addcmul_(k, k, value=-4.0).clamp_(min=torch.finfo(torch.float64).tiny).rsqrt_()
+            th.mul_(u)
+            torch.asin(v, out=v)
+            torch.mul(v, w2 * 2.0 / math.pi, out=k).add_(b2)
+            th.mul_(w2 * 4.0 / math.pi).add_(k)
     return k, th
 
 
@@ -276,14 +304,15 @@ def kernels(
     nngp = torch.empty((n1, n2), dtype=torch.float64, device=dev)
     ntk = torch.empty((n1, n2), dtype=torch.float64, device=dev)
     symmetric = x2 is None
+    bufs = _Buffers(dev)
     for i0 in range(0, n1, chunk_size):
         i1 = min(i0 + chunk_size, n1)
         rows = [p[i0:i1] for p in pre1]
         j_start = i0 if symmetric else 0
         for j0 in range(j_start, n2, chunk_size):
             j1 = min(j0 + chunk_size, n2)
-            gram = (a[i0:i1] @ b[j0:j1].T).div_(d_in)
-            k, th = _block_recursion(gram, rows, [p[j0:j1] for p in pre2], activation, w2, b2)
+            k, th = _block_recursion(a[i0:i1], b[j0:j1], rows, [p[j0:j1] for p in pre2],
+                                     activation, w2, b2, bufs)
             nngp[i0:i1, j0:j1] = k
             ntk[i0:i1, j0:j1] = th
             if symmetric and j0 != i0:
