@@ -200,6 +200,22 @@ def test_finite_time_matches_matrix_exponential():
         np.testing.assert_allclose(lin[i], f0s + kst.ntk @ op @ (y - f0x), rtol=1e-7, atol=1e-10)
 
 
+def test_discrete_gradient_descent_matches_iteration():
+    x, xs, y, ktt, kst, kss = _problem()
+    n, k = y.shape
+    flow = GradientFlowMSE(ktt, y)
+    lr = 0.9 * n * k / np.linalg.eigvalsh(ktt.ntk).max()
+    rng = np.random.default_rng(2)
+    f, fs = rng.normal(size=y.shape), rng.normal(size=(xs.shape[0], k))
+    lin = flow.linearized(np.arange(6) * lr, f, fs, kst, learning_rate=lr)
+    for s in range(6):   # linearized network, explicit full-batch GD on 0.5 * mean squared error
+        np.testing.assert_allclose(lin[s], fs, rtol=1e-8, atol=1e-10)
+        resid = f - y
+        f, fs = f - lr / (n * k) * ktt.ntk @ resid, fs - lr / (n * k) * kst.ntk @ resid
+    with pytest.raises(ValueError, match="whole number"):
+        flow.predict(0.5 * lr, learning_rate=lr)
+
+
 def test_time_zero_is_the_prior():
     x, xs, y, ktt, kst, kss = _problem(activation="relu")
     pred = gradient_flow_predict(ktt, y, 0.0, kst, kss.nngp)

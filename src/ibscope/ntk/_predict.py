@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import BOOLEAN, Interval, check_array, is_torch, validate_params
+from .._validation import BOOLEAN, NONE, Interval, check_array, is_torch, validate_params
 from ._kernels import Kernels, _as_tensor
 
 __all__ = ["GaussianPrediction", "GradientFlowMSE", "check_times", "gradient_flow_predict"]
@@ -159,17 +159,33 @@ class GradientFlowMSE:
         self._kt_rot = None  # V' K(X, X) V, computed when a covariance is first asked for
 
     # ------------------------------------------------------------------ #
-    def _g(self, t: np.ndarray) -> torch.Tensor:
-        """g_t(lam) = (1 - exp(-lam t / N)) / lam for every time: shape (T, n)."""
+    def _g(self, t: np.ndarray, learning_rate: float | None = None) -> torch.Tensor:
+        """g_t(lam) for every time: shape (T, n).
+
+        Gradient flow: ``(1 - exp(-lam t / N)) / lam``. Gradient descent with
+        step ``lr`` after ``s = t / lr`` steps: ``(1 - (1 - lr lam / N)**s) / lam``.
+        """
         lam = self.eigenvalues_
         tt = torch.as_tensor(t, dtype=torch.float64, device=self.device_)[:, None]
         finite = torch.isfinite(tt)
-        scaled = torch.where(finite, tt, torch.zeros_like(tt)) * lam[None, :] / self.normalization_
-        g = -torch.expm1(-scaled) / lam[None, :]
+        t0 = torch.where(finite, tt, torch.zeros_like(tt))
+        if learning_rate is None:
+            g = -torch.expm1(-t0 * lam[None, :] / self.normalization_) / lam[None, :]
+        else:
+            steps = torch.round(t0 / learning_rate)
+            if not torch.allclose(steps * learning_rate, t0, rtol=1e-9, atol=0.0):
+                raise ValueError("With 'learning_rate', every finite 't' must be a whole number of steps "
+                                 "times the learning rate.")
+            factor = 1.0 - learning_rate * lam / self.normalization_
+            if bool((factor.abs() >= 1.0).any()) and bool((~finite).any()):
+                raise ValueError("Gradient descent with this 'learning_rate' diverges (lr * lambda_max / (n k) "
+                                 ">= 2), so t = inf has no limit.")
+            g = (1.0 - torch.pow(factor[None, :], steps)) / lam[None, :]
         return torch.where(finite, g, (1.0 / lam)[None, :].expand_as(g))
 
     def predict(self, t: Any, k_test_train: Kernels | None = None, nngp_test: Any = None, *,
-                compute_cov: bool = True, full_cov: bool = True) -> GaussianPrediction:
+                compute_cov: bool = True, full_cov: bool = True,
+                learning_rate: float | None = None) -> GaussianPrediction:
         """Ensemble mean (and covariance) at times ``t`` on test points.
 
         Parameters
@@ -187,6 +203,11 @@ class GradientFlowMSE:
         full_cov : bool, default True
             If False only the variances (diagonal) are computed: O(T m n**2)
             instead of O(T m n (m + n)) and no (T, m, m) array.
+        learning_rate : float, optional
+            If given, the prediction of discrete full-batch gradient descent
+            with this step after ``t / learning_rate`` steps (``t`` must be
+            whole multiples) instead of gradient flow: ``exp(-lam t / N)``
+            becomes ``(1 - learning_rate lam / N) ** (t / learning_rate)``.
 
         Returns
         -------
@@ -223,7 +244,8 @@ class GradientFlowMSE:
                     elif tuple(k_ss.shape) != (m,):
                         raise ValueError(f"'nngp_test' must have shape ({m},) or ({m}, {m}); got {tuple(k_ss.shape)}.")
 
-        g = self._g(ts)                                   # (T, n)
+        _check_lr(learning_rate)
+        g = self._g(ts, learning_rate)                    # (T, n)
         vec = self.eigenvectors_
         b = theta_sx @ vec                                # (m, n)
         mean = torch.einsum("mj,tj,jk->tmk", b, g, self._vty)
@@ -254,7 +276,7 @@ class GradientFlowMSE:
         return GaussianPrediction(t=ts, mean=mean, var=var, cov=cov)
 
     def linearized(self, t: Any, f0_train: Any, f0_test: Any = None,
-                   k_test_train: Kernels | None = None) -> Any:
+                   k_test_train: Kernels | None = None, *, learning_rate: float | None = None) -> Any:
         """Outputs of one linearized network started at ``f0`` (not the ensemble mean).
 
         ``f_t(x*) = f0(x*) + Theta(x*, X) Theta^-1 (I - exp(-Theta t / (n k))) (Y - f0(X))``:
@@ -272,6 +294,8 @@ class GradientFlowMSE:
             training inputs (then ``f0_test = f0_train``).
         k_test_train : Kernels, optional
             ``kernels(x_test, x_train)`` (required with ``f0_test``).
+        learning_rate : float, optional
+            Discrete gradient descent instead of gradient flow (see :meth:`predict`).
 
         Returns
         -------
@@ -279,6 +303,7 @@ class GradientFlowMSE:
             numpy or torch like the training kernels.
         """
         ts = check_times(t)
+        _check_lr(learning_rate)
         n, k = self.n_train_, self.n_outputs_
         f0x = _as_tensor(check_array(f0_train, "f0_train", min_samples=1, keep_torch=True), self.device_)
         if tuple(f0x.shape) != (n, k):
@@ -296,8 +321,13 @@ class GradientFlowMSE:
                 raise ValueError(f"'k_test_train' must be (m, {n}) and 'f0_test' (m, {k}); got "
                                  f"{tuple(theta_sx.shape)} and {tuple(f0s.shape)}.")
         vty = self._vty - self.eigenvectors_.T @ f0x
-        out = f0s[None] + torch.einsum("mj,tj,jk->tmk", theta_sx @ self.eigenvectors_, self._g(ts), vty)
+        out = f0s[None] + torch.einsum("mj,tj,jk->tmk", theta_sx @ self.eigenvectors_, self._g(ts, learning_rate), vty)
         return out if self.torch_out_ else out.cpu().numpy()
+
+
+def _check_lr(learning_rate: Any) -> None:
+    validate_params("GradientFlowMSE", {"learning_rate": learning_rate},
+                    {"learning_rate": [NONE, Interval(float, 0, None, closed="neither")]})
 
 
 def gradient_flow_predict(k_train: Kernels, y_train: Any, t: Any, k_test_train: Kernels | None = None,
