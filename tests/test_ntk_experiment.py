@@ -90,3 +90,17 @@ def test_idx_reader_roundtrip_and_errors(tmp_path, monkeypatch):
         read_idx(bad)
     with pytest.raises(FileNotFoundError, match="IBSCOPE_DATA"):
         load_mnist_idx(tmp_path / "nowhere")
+
+
+def test_config_yaml_matches_config_fields():
+    import pathlib
+
+    import yaml
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "ntk.yaml"
+    doc = yaml.safe_load(path.read_text())
+    assert doc["experiment"] == "ntk"
+    fields = {f.name for f in dataclasses.fields(ntk_exp.Config)}
+    assert set(doc["config"]) == fields
+    cfg = ntk_exp.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc["config"].items()})
+    ntk_exp._check_config(cfg)
