@@ -393,6 +393,7 @@ def plot(results: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
             ax.set_xscale("log")
             if title.startswith(("I(X;Z)", "KL")):
                 ax.set_yscale("symlog", linthresh=1.0)
+                ax.set_ylim(bottom=0.0)
             ax.set_xlabel("training time t (lr x steps)")
             ax.set_title(title, fontsize=10)
             ax.legend(fontsize=7)
