@@ -2,7 +2,7 @@
 
 ``get(name, **params)`` builds a task; ``available()`` lists the names. Every
 task has ``sample(n, seed) -> (x, y)`` (float64 arrays of shape (n, dim);
-labels are int64 of shape (n,)), ``mutual_information`` (bits; also
+labels / discrete variables are int64 of shape (n,)), ``mutual_information`` (bits; also
 ``mutual_information_nats``), ``name`` (built from its parameters),
 ``dim_x``, ``dim_y``, ``discrete_x``, ``discrete_y`` and ``get_params()``.
 Each class documents the derivation of its ground truth.
@@ -18,6 +18,7 @@ asinh, half_cube   base (task name), **base_params
 spiral             base, speed=0.5, **base_params
 mixture_labels     n_classes, dim, separation, mixing_seed=0
 blobs_image        latent_dim=2, mi=1.0 (bits), size=16, mixing_seed=0
+symmetric_channel  n_symbols=4, error=0.2 (both variables discrete)
 =================  ==========================================================
 
 Example::
@@ -44,7 +45,7 @@ from ._gaussian import (
     student_t_mi_correction,
 )
 from ._images import BlobsImage, render_blobs
-from ._labels import MixtureLabels, mixture_label_mi_nats
+from ._labels import MixtureLabels, SymmetricChannel, mixture_label_mi_nats
 from ._transforms import Asinh, HalfCube, Spiral, TransformedTask
 
 _REGISTRY: dict[str, type[BaseTask]] = {
@@ -57,6 +58,7 @@ _REGISTRY: dict[str, type[BaseTask]] = {
     "spiral": Spiral,
     "mixture_labels": MixtureLabels,
     "blobs_image": BlobsImage,
+    "symmetric_channel": SymmetricChannel,
 }
 
 
@@ -83,7 +85,7 @@ def get(name: str, **params: Any) -> BaseTask:
 
 __all__ = [
     "BaseTask", "GaussianTask", "GaussianSplit", "GaussianDense", "GaussianSparse", "StudentT",
-    "TransformedTask", "Asinh", "HalfCube", "Spiral", "MixtureLabels", "BlobsImage",
+    "TransformedTask", "Asinh", "HalfCube", "Spiral", "MixtureLabels", "SymmetricChannel", "BlobsImage",
     "available", "get", "gaussian_mi_nats", "random_orthogonal", "student_t_mi_correction",
     "mixture_label_mi_nats", "render_blobs",
 ]

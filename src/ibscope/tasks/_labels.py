@@ -1,4 +1,4 @@
-"""A class-label task: Gaussian mixture with discrete labels.
+"""Tasks with discrete variables: Gaussian mixture with labels; symmetric channel.
 
 Y is uniform on {0, ..., K-1}; X | Y=k ~ N(mu_k, I_d). The means lie on one
 line, mu_k = separation * (k - (K-1)/2) * e_1, then all of X is rotated by a
@@ -28,7 +28,7 @@ from .._validation import NONE, Interval
 from ._base import BaseTask
 from ._gaussian import random_orthogonal
 
-__all__ = ["MixtureLabels", "mixture_label_mi_nats"]
+__all__ = ["MixtureLabels", "SymmetricChannel", "mixture_label_mi_nats"]
 
 
 @functools.lru_cache(maxsize=256)
@@ -99,3 +99,42 @@ class MixtureLabels(BaseTask):
         y = rng.integers(0, self.n_classes, size=n).astype(np.int64)
         x = self.means[y] + rng.standard_normal((n, self.dim))
         return x, y
+
+
+class SymmetricChannel(BaseTask):
+    """Discrete pair: X uniform on K symbols, Y = X with probability 1 - error, else
+    uniform on the K - 1 other symbols (the K-ary symmetric channel).
+
+    I(X;Y) = log K - h(error) - error log(K - 1) nats, with h the binary
+    entropy (Cover & Thomas, ch. 7). Both ``x`` and ``y`` are int64 of shape
+    (n,); ``discrete_x`` and ``discrete_y`` are True.
+
+    Parameters
+    ----------
+    n_symbols : int >= 2
+    error : float in [0, 1]
+    """
+
+    task_name = "symmetric_channel"
+    discrete_x = True
+    discrete_y = True
+    _param_order = ("n_symbols", "error")
+    _constraints = {"n_symbols": [Interval(int, 2, None)], "error": [Interval(float, 0, 1)]}
+
+    def __init__(self, n_symbols: int = 4, error: float = 0.2):
+        self.n_symbols, self.error = n_symbols, error
+        self._check_params()
+        self.dim_x = self.dim_y = 1
+
+    def _mi_nats(self) -> float:
+        k, e = int(self.n_symbols), float(self.error)
+        h = 0.0 if e in (0.0, 1.0) else -(e * math.log(e) + (1 - e) * math.log1p(-e))
+        return max(math.log(k) - h - e * math.log(k - 1), 0.0)
+
+    def _sample(self, n, rng):
+        k = int(self.n_symbols)
+        x = rng.integers(0, k, size=n)
+        flip = rng.random(n) < self.error
+        shift = rng.integers(1, k, size=n)  # uniform over the other symbols
+        y = np.where(flip, (x + shift) % k, x)
+        return x.astype(np.int64), y.astype(np.int64)
