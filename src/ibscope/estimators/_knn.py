@@ -372,6 +372,7 @@ class _KNNBase(BaseMIEstimator):
         "standardize": [BOOLEAN],
         "noise": [Interval(float, 0, None)],
         "seed": [NONE, Interval(int, 0, None), InstanceOf((np.random.Generator,), "a numpy Generator")],
+        "clip": [BOOLEAN],
         "n_jobs": [Interval(int, -1, None)],
         "chunk_size": [NONE, Interval(int, 1, None)],
         "device": [NONE, InstanceOf((str, torch.device), "a device name or torch.device")],
@@ -434,6 +435,9 @@ _KNN_PARAMS_DOC = """
         0 adds nothing.
     seed : int, numpy Generator or None, default 0
         Seed of that noise.
+    clip : bool, default True
+        Return max(estimate, 0) (I(X;Y) >= 0); False returns the raw value,
+        which scatters around 0 for independent variables.
     n_jobs : int, default 1
         Threads of the cKDTree queries (-1: all cores).
     chunk_size : int or None
@@ -460,9 +464,6 @@ class KSG(_KNNBase):
         Number of neighbours (scikit-learn's default is 3, Kraskov et al.
         suggest 2-4 for small bias, larger k for smaller variance).
     algorithm : {1, 2}, default 1
-    clip : bool, default True
-        Return max(estimate, 0) (as scikit-learn and bmi do); False returns the
-        raw value, which scatters around 0 for independent variables.
     """
         + _KNN_PARAMS_DOC.replace(
             "        Norm used in each space.",
@@ -495,7 +496,7 @@ class KSG(_KNNBase):
     )
 
     name = "ksg"
-    _constraints = {**_KNNBase._common_constraints, "algorithm": [Options((1, 2))], "clip": [BOOLEAN]}
+    _constraints = {**_KNNBase._common_constraints, "algorithm": [Options((1, 2))]}
 
     def __init__(self, *, k: int = 3, algorithm: int = 1, metric: str = "chebyshev",
                  standardize: bool = True, noise: float = 0.0, seed: Any = 0, clip: bool = True,
@@ -564,11 +565,13 @@ class _EntropyKNN(_KNNBase):
                 mask = inv == ci
                 sub = t[torch.from_numpy(mask).to(t.device)] if is_torch(t) else t[mask]
                 h_cond += counts[ci] / n * self._entropy(sub)
-            return self._entropy(t) - h_cond
-        xa = self._prep(x, "x", device, rng)
-        ya = self._prep(y, "y", device, rng)
-        joint = torch.cat([xa, ya], dim=1) if is_torch(xa) else np.hstack([xa, ya])
-        return self._entropy(xa) + self._entropy(ya) - self._entropy(joint)
+            mi = self._entropy(t) - h_cond
+        else:
+            xa = self._prep(x, "x", device, rng)
+            ya = self._prep(y, "y", device, rng)
+            joint = torch.cat([xa, ya], dim=1) if is_torch(xa) else np.hstack([xa, ya])
+            mi = self._entropy(xa) + self._entropy(ya) - self._entropy(joint)
+        return max(mi, 0.0) if self.clip else mi
 
 
 class KL(_EntropyKNN):
@@ -607,13 +610,14 @@ class KL(_EntropyKNN):
     _constraints = _KNNBase._common_constraints
 
     def __init__(self, *, k: int = 3, metric: str = "euclidean", standardize: bool = True,
-                 noise: float = 0.0, seed: Any = 0, n_jobs: int = 1, chunk_size: int | None = None,
-                 device: Any = None, unit: str = "bits"):
+                 noise: float = 0.0, seed: Any = 0, clip: bool = True, n_jobs: int = 1,
+                 chunk_size: int | None = None, device: Any = None, unit: str = "bits"):
         self.k = k
         self.metric = metric
         self.standardize = standardize
         self.noise = noise
         self.seed = seed
+        self.clip = clip
         self.n_jobs = n_jobs
         self.chunk_size = chunk_size
         self.device = device
@@ -663,13 +667,14 @@ class WKL(_EntropyKNN):
     _constraints = _KNNBase._common_constraints
 
     def __init__(self, *, k: int = 5, metric: str = "euclidean", standardize: bool = True,
-                 noise: float = 0.0, seed: Any = 0, n_jobs: int = 1, chunk_size: int | None = None,
-                 device: Any = None, unit: str = "bits"):
+                 noise: float = 0.0, seed: Any = 0, clip: bool = True, n_jobs: int = 1,
+                 chunk_size: int | None = None, device: Any = None, unit: str = "bits"):
         self.k = k
         self.metric = metric
         self.standardize = standardize
         self.noise = noise
         self.seed = seed
+        self.clip = clip
         self.n_jobs = n_jobs
         self.chunk_size = chunk_size
         self.device = device
