@@ -226,17 +226,14 @@ def _ksg_torch(x: torch.Tensor, y: torch.Tensor, *, k: int, algorithm: int, metr
         return float(digamma(k) + digamma(n)
                      - (dig((nx + 1).double()) + dig((ny + 1).double())).mean())
     keep = _drop_self(idx, k)
-    eps = []
-    for a in (x, y):
-        out = []
-        for s in range(0, n, chunk):
-            ia = idx[s:s + chunk]
-            diff = a[ia] - a[s:s + chunk, None, :]
-            da = diff.abs().amax(dim=2) if metric == "chebyshev" else diff.pow(2).sum(2).sqrt()
-            out.append(torch.where(keep[s:s + chunk], da, -torch.inf).amax(dim=1))
-        eps.append(torch.cat(out))
-    nx = _torch_count(x, eps[0], metric, chunk) - 1
-    ny = _torch_count(y, eps[1], metric, chunk) - 1
+    nx = torch.empty(n, dtype=torch.int64, device=x.device)
+    ny = torch.empty_like(nx)
+    for s in range(0, n, chunk):
+        for a, out in ((x, nx), (y, ny)):
+            # eps_x from the same distance matrix that is counted (identical rounding)
+            da = _cdist(a[s:s + chunk], a, metric)
+            eps = torch.where(keep[s:s + chunk], torch.gather(da, 1, idx[s:s + chunk]), -torch.inf)
+            out[s:s + chunk] = (da <= eps.amax(dim=1, keepdim=True)).sum(dim=1) - 1
     return float(digamma(k) - 1.0 / k + digamma(n) - (dig(nx.double()) + dig(ny.double())).mean())
 
 
