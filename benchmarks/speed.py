@@ -21,7 +21,7 @@ What is compared:
    ``KSGEnsembleFirstEstimator(neighborhoods=(3,), standardize=False)`` with
    the Chebyshev metric and with its default Euclidean metric, against
    ``ksg(metric=...)`` on the same standardized samples.
-3. n = 100,000, x and y of 10 dimensions each: ``ksg`` (cKDTree path), peak RSS.
+3. n = 100,000, d = 10 (x and y of 5 dimensions each): ``ksg`` (tree path), peak RSS.
 4. KDE upper bound (``kde_upper``), n = 10,000, d = 1,000, 10 classes: peak RSS.
 """
 
@@ -110,7 +110,7 @@ def compare_bmi(n=10_000, k=3, dim=5):
         row(f"{dim}+{dim}-D n={n} k={k} {metric}: bmi KSG", t_ours, t_ref, v_ours, v_ref)
 
 
-def run_big_ksg(n=100_000, dim=10, k=3):
+def run_big_ksg(n=100_000, dim=5, k=3):
     x, y = tasks.get("gaussian_split", dim=dim, mi=3.0).sample(n, seed=2)
     t0 = time.perf_counter()
     v = estimators.get("ksg", k=k).estimate(x, y)
