@@ -381,6 +381,12 @@ class _KNNBase(BaseMIEstimator):
         "device": [NONE, InstanceOf((str, torch.device), "a device name or torch.device")],
     }
 
+    def _store(self, **params: Any) -> None:
+        """Constructor body: store the arguments, then validate them."""
+        for key, value in params.items():
+            setattr(self, key, value)
+        self._check_params()
+
     def _use_torch(self, *arrays) -> torch.device | None:
         """The torch device to compute on, or None for the numpy/cKDTree path."""
         if self.device is not None:
@@ -615,17 +621,8 @@ class KL(_EntropyKNN):
     def __init__(self, *, k: int = 3, metric: str = "euclidean", standardize: bool = True,
                  noise: float = 0.0, seed: Any = 0, clip: bool = True, n_jobs: int = 1,
                  chunk_size: int | None = None, device: Any = None, unit: str = "bits"):
-        self.k = k
-        self.metric = metric
-        self.standardize = standardize
-        self.noise = noise
-        self.seed = seed
-        self.clip = clip
-        self.n_jobs = n_jobs
-        self.chunk_size = chunk_size
-        self.device = device
-        self.unit = unit
-        self._check_params()
+        self._store(k=k, metric=metric, standardize=standardize, noise=noise, seed=seed, clip=clip,
+                    n_jobs=n_jobs, chunk_size=chunk_size, device=device, unit=unit)
 
     def _entropy(self, a):
         return kl_entropy(a, k=self.k, metric=self.metric, n_jobs=self.n_jobs, chunk_size=self.chunk_size)
@@ -672,17 +669,8 @@ class WKL(_EntropyKNN):
     def __init__(self, *, k: int = 5, metric: str = "euclidean", standardize: bool = True,
                  noise: float = 0.0, seed: Any = 0, clip: bool = True, n_jobs: int = 1,
                  chunk_size: int | None = None, device: Any = None, unit: str = "bits"):
-        self.k = k
-        self.metric = metric
-        self.standardize = standardize
-        self.noise = noise
-        self.seed = seed
-        self.clip = clip
-        self.n_jobs = n_jobs
-        self.chunk_size = chunk_size
-        self.device = device
-        self.unit = unit
-        self._check_params()
+        self._store(k=k, metric=metric, standardize=standardize, noise=noise, seed=seed, clip=clip,
+                    n_jobs=n_jobs, chunk_size=chunk_size, device=device, unit=unit)
 
     def _entropy(self, a):
         return wkl_entropy(a, k=self.k, metric=self.metric, n_jobs=self.n_jobs, chunk_size=self.chunk_size)
