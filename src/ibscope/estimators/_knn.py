@@ -94,8 +94,10 @@ def _count_sorted_1d(a: np.ndarray, r: np.ndarray) -> np.ndarray:
     The float comparison is the same as the tree's (abs(a_j - a_i) <= r_i):
     the searchsorted guesses are corrected element by element at the boundary.
     """
-    s = np.sort(a)
+    order = np.argsort(a, kind="stable")
+    s = a[order]
     n = s.size
+    a, r = s, r[order]  # queries in sorted order: searchsorted walks memory in order
     hi = np.searchsorted(s, a + r, side="right")
     lo = np.searchsorted(s, a - r, side="left")
     # hi: first index right of a_i where |s - a_i| > r (contiguous since rounding is monotone)
@@ -123,7 +125,9 @@ def _count_sorted_1d(a: np.ndarray, r: np.ndarray) -> np.ndarray:
         if not m.any():
             break
         lo[m] += 1
-    return hi - lo
+    out = np.empty(n, dtype=np.int64)
+    out[order] = hi - lo
+    return out
 
 
 def count_within(a: np.ndarray, r: np.ndarray, metric: str = "chebyshev", n_jobs: int = 1
