@@ -4,6 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
+
+# Property tests draw their examples deterministically, so a CI run is reproducible.
+settings.register_profile("ibscope", derandomize=True, deadline=None)
+settings.load_profile("ibscope")
 
 torch.set_num_threads(int(os.environ.get("IBSCOPE_TEST_THREADS", "2")))
 

@@ -264,6 +264,8 @@ def test_property_row_order_and_symmetry(name, seed):
 def test_property_independent_pairs_near_zero(name, seed):
     rng = np.random.default_rng(seed)
     x, y = rng.standard_normal((1000, 1)), rng.standard_normal((1000, 1))
-    tol = {"ksg": 0.05, "kl": 0.2, "wkl": 0.2, "gaussian": 0.02}[name]
+    # 4 standard deviations of each estimator under independence at n = 1000, measured over
+    # 60 seeds (bits): ksg 0.035, kl 0.082, wkl 0.054, gaussian 0.0009
+    tol = {"ksg": 0.15, "kl": 0.35, "wkl": 0.25, "gaussian": 0.006}[name]
     extra = {} if name == "gaussian" else {"clip": False}
     assert abs(_est(name, **extra).estimate(x, y)) <= tol
