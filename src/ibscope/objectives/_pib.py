@@ -1,0 +1,392 @@
+"""PAC-Bayes information bottleneck (Wang et al., ICLR 2022): the IIW term and a Gibbs-posterior loop.
+
+PIB minimizes E_{p(w|S)}[L_S(w)] + beta * I(w;S). Two tools here:
+
+* :class:`PIBLoss`, the term beta * IIW(w) added to a training loss. The
+  information in the weights is the Fisher quadratic form of Wang et al.'s
+  Algorithm 1, with dw = w - w0 (w0 the prior mean) and g_t the gradients of
+  the loss on T minibatches:
+
+      IIW(w) ~ scale * (1/T) sum_t (dw . g_t)^2
+
+  (the mean over minibatches of the *squared* projection, which keeps the
+  variance part of the empirical Fisher; the reference code squared the mean
+  gradient). The gradients g_t -- the expensive part -- are recomputed every
+  ``interval`` steps; in between, the quadratic form is evaluated at the
+  current weights, so the term is differentiable at every step (its gradient
+  is 2 * scale * F dw). Alternatively any ``iiw_fn(model)`` can be plugged in;
+  it is then evaluated every ``interval`` steps (its gradient, if it has one,
+  is applied on those steps; the last value is reported in between).
+* :func:`train_gibbs`, a plain loop that samples the Gibbs posterior
+  p(w|S) ~ exp(-(L_S(w) + beta * IIW(w)) / T) with :class:`SGLD`, keeps the
+  samples after burn-in with thinning in a :class:`PosteriorEnsemble`, and
+  stops on a non-finite loss or weight with the last good state restored and
+  saved, raising :class:`NonFiniteLossError` with what to change.
+
+References
+----------
+.. [1] Z. Wang, S.-L. Huang, E. E. Kuruoglu, J. Sun, X. Chen and Y. Zheng,
+   "PAC-Bayes information bottleneck", ICLR 2022.
+.. [2] M. Welling and Y. W. Teh, "Bayesian learning via stochastic gradient
+   Langevin dynamics", ICML 2011.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._units import LN2, check_unit
+from .._validation import NONE, InstanceOf, Interval, validate_params
+from ._schedule import AnnealingSchedule, check_weight, resolve_weight
+from ._sgld import SGLD, PolynomialDecay, PosteriorEnsemble
+
+__all__ = ["PIBLoss", "NonFiniteLossError", "GibbsResult", "train_gibbs", "gradient_probes"]
+
+
+def _params(model: nn.Module) -> list[torch.Tensor]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def gradient_probes(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                    batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Gradients of the mean loss on each minibatch, flattened: a (T, P) tensor (detached).
+
+    Every trainable parameter is included (weights and biases alike).
+    ``(1/T) G^T G`` is the minibatch empirical Fisher used by the IIW term.
+    """
+    params = _params(model)
+    rows = []
+    for xb, yb in batches:
+        loss = loss_fn(model(xb), yb)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
+                               for p, g in zip(params, grads)]).detach())
+    if not rows:
+        raise ValueError("'batches' yielded no minibatch; the IIW term needs at least one.")
+    return torch.stack(rows)
+
+
+class PIBLoss(nn.Module):
+    """The PAC-Bayes IB regularizer beta * IIW(w), refreshed every ``interval`` calls.
+
+    ``penalty, terms = pib(model)``: ``penalty`` (a differentiable scalar, in
+    nats like a cross-entropy loss) is added to the training loss;
+    ``terms['iiw']`` is the current IIW in ``unit``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    beta : float or AnnealingSchedule
+        Weight >= 0 of the information term.
+    prior_mean : sequence of tensors or None
+        w0, one tensor per trainable parameter (e.g. the weights after
+        training on held-out data, as Wang et al. recommend); default: a
+        copy of the model's weights when the loss is built (the initialization).
+    loss_fn : callable (outputs, targets) -> scalar
+        Per-minibatch mean loss whose gradients estimate the Fisher.
+    batches : callable returning an iterable of (x, y) or a sequence of (x, y)
+        Minibatches used at every refresh (a callable is called anew each time,
+        e.g. to draw fresh minibatches).
+    interval : int
+        Refresh the Fisher probes every ``interval`` calls (>= 1).
+    scale : float
+        Constant in front of the quadratic form.
+    iiw_fn : callable (model) -> scalar tensor or float, or None
+        Use this IIW instead of the built-in quadratic form (see module docstring).
+    unit : {'bits', 'nats'}
+        Unit of the reported ``terms``.
+    """
+
+    def __init__(self, model: nn.Module, beta: float | AnnealingSchedule, *,
+                 prior_mean: Sequence[torch.Tensor] | None = None,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 batches: Callable[[], Iterable[Any]] | Sequence[Any] | None = None,
+                 interval: int = 50, scale: float = 1.0,
+                 iiw_fn: Callable[[nn.Module], Any] | None = None, unit: str = "bits"):
+        super().__init__()
+        validate_params("PIBLoss", {"model": model, "interval": interval, "scale": scale}, {
+            "model": [InstanceOf((nn.Module,), "a torch.nn.Module")],
+            "interval": [Interval(int, 1, None)],
+            "scale": [Interval(float, 0, None, closed="neither")]})
+        check_weight(beta, "beta", "PIBLoss")
+        self.unit = check_unit(unit)
+        if iiw_fn is None and (loss_fn is None or batches is None):
+            raise ValueError("PIBLoss needs 'loss_fn' and 'batches' (to estimate the Fisher), or an 'iiw_fn'.")
+        if iiw_fn is not None and not callable(iiw_fn):
+            raise TypeError(f"'iiw_fn' must be callable, got {type(iiw_fn).__name__}.")
+        params = _params(model)
+        if prior_mean is None:
+            prior = [p.detach().clone() for p in params]
+        else:
+            prior = [torch.as_tensor(t).detach().to(p.device, p.dtype) for t, p in zip(prior_mean, params)]
+            if len(list(prior_mean)) != len(params) or any(a.shape != p.shape for a, p in zip(prior, params)):
+                raise ValueError("'prior_mean' must hold one tensor per trainable parameter, with the same shapes.")
+        self._model = [model]                   # not a submodule: its weights are not ours
+        self._prior = prior
+        self.beta, self.loss_fn, self.batches = beta, loss_fn, batches
+        self.interval, self.scale, self.iiw_fn = interval, float(scale), iiw_fn
+        self.calls_ = 0
+        self.step_ = 0
+        self.probes_: torch.Tensor | None = None
+        self.last_iiw_: float = float("nan")    # nats
+
+    def step(self) -> None:
+        """Advance the beta schedule by one optimizer step."""
+        self.step_ += 1
+
+    def _batches(self) -> Iterable[Any]:
+        return self.batches() if callable(self.batches) else self.batches
+
+    def refresh(self) -> None:
+        """Recompute the Fisher probes at the current weights."""
+        model = self._model[0]
+        self.probes_ = gradient_probes(model, self.loss_fn, self._batches())
+
+    def quadratic_form(self) -> torch.Tensor:
+        """scale * mean_t (dw . g_t)^2 at the current weights (differentiable, nats)."""
+        if self.probes_ is None:
+            self.refresh()
+        dw = torch.cat([(p - p0).reshape(-1) for p, p0 in zip(_params(self._model[0]), self._prior)])
+        proj = self.probes_.to(dw.dtype) @ dw
+        return self.scale * (proj * proj).mean()
+
+    def forward(self, model: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        if model is not None and model is not self._model[0]:
+            raise ValueError("PIBLoss was built for another model; build one PIBLoss per model.")
+        beta = resolve_weight(self.beta, self.step_, "beta")
+        due = self.calls_ % self.interval == 0
+        self.calls_ += 1
+        ref = next(iter(self._model[0].parameters()))
+        if self.iiw_fn is None:
+            if due:
+                self.refresh()
+            iiw = self.quadratic_form()
+            penalty = beta * iiw
+        elif due:
+            iiw = self.iiw_fn(self._model[0])
+            iiw = iiw if isinstance(iiw, torch.Tensor) else torch.tensor(float(iiw), device=ref.device)
+            penalty = beta * iiw if iiw.requires_grad else torch.zeros((), device=ref.device)
+        else:
+            iiw = torch.tensor(self.last_iiw_, device=ref.device)
+            penalty = torch.zeros((), device=ref.device)
+        self.last_iiw_ = float(iiw.detach())
+        if not math.isfinite(self.last_iiw_):
+            raise FloatingPointError(f"The IIW term is {self.last_iiw_} (non-finite) at call {self.calls_}.")
+        scale = 1.0 / LN2 if self.unit == "bits" else 1.0
+        return penalty, {"iiw": self.last_iiw_ * scale, "beta": beta, "unit": self.unit}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Sampling met a NaN/inf loss or weight; the last good state was restored (and saved)."""
+
+    def __init__(self, message: str, *, step: int, checkpoint: Path | None):
+        super().__init__(message)
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class GibbsResult:
+    """What :func:`train_gibbs` returns."""
+
+    model: nn.Module
+    ensemble: PosteriorEnsemble
+    history: list[dict[str, Any]] = field(default_factory=list)
+    n_steps: int = 0
+
+
+def _state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    return {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "optimizer": _clone_nested(opt.state_dict())}
+
+
+def _clone_nested(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone_nested(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clone_nested(v) for v in obj]
+    return obj
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    from ..store import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int = 128, lr: float = 1e-2,
+                temperature: float | None = None, beta: float | AnnealingSchedule = 0.0,
+                pib: PIBLoss | None = None, pib_interval: int = 50, pib_batches: int = 8,
+                precondition: bool = False, decay_b: float | None = None, decay_gamma: float = 0.55,
+                weight_decay: float = 0.0, burn_in: int | None = None, thin: int = 1,
+                max_samples: int | None = None, ensemble_dir: str | os.PathLike | None = None,
+                checkpoint: str | os.PathLike | None = None, seed: int = 0,
+                progress: bool = False) -> GibbsResult:
+    """Sample the PIB Gibbs posterior with SGLD in a plain minibatch loop.
+
+    The potential is U(w) = L_B(w) + beta * IIW(w) (+ weight_decay/2 ||w||^2),
+    L_B the minibatch mean of ``loss_fn``, so the chain targets
+    p(w|S) ~ exp(-(L_S(w) + beta IIW(w)) / T). The default
+    ``temperature = 1 / n`` makes exp(-L_S/T) the likelihood of the n
+    training examples, i.e. the Bayesian posterior (Gibbs posterior with the
+    natural temperature); larger T spreads the posterior.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Network returning logits; trained in place (holds the last sample).
+    loss_fn : callable (outputs, targets) -> scalar mean loss
+    x, y : tensors
+        Training inputs and targets (same number of rows), on the model's device.
+    epochs, batch_size : int
+        The budget: ``epochs`` passes over shuffled minibatches (the last,
+        smaller batch included).
+    lr : float
+        SGLD step size (optionally decayed: ``decay_b`` enables
+        :class:`PolynomialDecay` lr (1 + t/b)^-gamma).
+    temperature : float or None
+        T >= 0 (None: 1 / len(x)); 0 gives plain SGD.
+    beta : float or AnnealingSchedule
+        Weight of the IIW term (0: no term). Ignored when ``pib`` is given.
+    pib : PIBLoss or None
+        A ready term; by default one is built (when beta > 0) with the
+        initialization as prior mean and ``pib_batches`` random minibatches
+        per refresh every ``pib_interval`` steps.
+    precondition : bool
+        pSGLD (RMSprop preconditioner).
+    burn_in : int or None
+        Steps discarded before keeping samples (default: half of all steps).
+    thin, max_samples, ensemble_dir
+        See :class:`PosteriorEnsemble`.
+    checkpoint : path or None
+        File for the state at the end of every epoch and the last good state
+        on failure (atomic writes). If it exists, training resumes from it.
+    seed : int
+        Seeds minibatch order, the IIW minibatches and the SGLD noise.
+    progress : bool
+        Show a tqdm bar over epochs.
+
+    Returns
+    -------
+    GibbsResult
+
+    Raises
+    ------
+    NonFiniteLossError
+        When the loss, the IIW term or a weight becomes NaN/inf. The model
+        is restored to the last good state, which is also written to
+        ``checkpoint`` when given.
+    """
+    validate_params("train_gibbs", {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                                    "temperature": temperature, "thin": thin, "burn_in": burn_in, "seed": seed,
+                                    "pib_interval": pib_interval, "pib_batches": pib_batches}, {
+        "model": [InstanceOf((nn.Module,), "a torch.nn.Module")],
+        "epochs": [Interval(int, 1, None)], "batch_size": [Interval(int, 1, None)],
+        "lr": [Interval(float, 0, None, closed="neither")], "temperature": [NONE, Interval(float, 0, None)],
+        "thin": [Interval(int, 1, None)], "burn_in": [NONE, Interval(int, 0, None)],
+        "seed": [Interval(int, 0, None)], "pib_interval": [Interval(int, 1, None)],
+        "pib_batches": [Interval(int, 1, None)]})
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError("'x' and 'y' must be torch tensors.")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"'x' and 'y' must have the same number of samples; got {x.shape[0]} and {y.shape[0]}.")
+    check_weight(beta, "beta", "train_gibbs")
+    n = x.shape[0]
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = epochs * steps_per_epoch
+    temp = 1.0 / n if temperature is None else float(temperature)
+    gen = torch.Generator().manual_seed(seed)
+
+    if pib is None and (isinstance(beta, AnnealingSchedule) or beta > 0):
+        pib_gen = torch.Generator().manual_seed(seed + 1)
+
+        def draw() -> list[tuple[torch.Tensor, torch.Tensor]]:
+            idx = torch.randperm(n, generator=pib_gen)[: pib_batches * batch_size].to(x.device)
+            return [(x[i], y[i]) for i in torch.split(idx, batch_size)]
+
+        pib = PIBLoss(model, beta, loss_fn=loss_fn, batches=draw, interval=pib_interval)
+
+    opt = SGLD(model.parameters(), lr=lr, temperature=temp, precondition=precondition,
+               weight_decay=weight_decay, seed=seed)
+    sched = PolynomialDecay(opt, b=decay_b, gamma=decay_gamma) if decay_b is not None else None
+    ensemble = PosteriorEnsemble(model, burn_in=total_steps // 2 if burn_in is None else burn_in,
+                                 thin=thin, max_samples=max_samples, directory=ensemble_dir)
+    ckpt = None if checkpoint is None else Path(checkpoint)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if ckpt is not None and ckpt.exists():
+        payload = torch.load(ckpt, map_location=x.device, weights_only=False)
+        model.load_state_dict(payload["model"])
+        opt.load_state_dict(payload["optimizer"])
+        start_epoch, history = int(payload["epoch"]), list(payload["history"])
+        gen.set_state(payload["generator"])
+        if sched is not None:
+            sched.load_state_dict(payload["scheduler"])
+        if pib is not None:
+            pib.step_ = pib.calls_ = start_epoch * steps_per_epoch
+
+    def fail(what: str, step: int, epoch: int, good: dict[str, Any]) -> None:
+        model.load_state_dict(good["model"])
+        opt.load_state_dict(good["optimizer"])
+        if ckpt is not None:
+            _save(ckpt, {**good, "epoch": epoch, "history": history, "generator": gen.get_state(),
+                         "scheduler": sched.state_dict() if sched is not None else None, "failed_at": step})
+        where = f"; the last good state was saved to '{ckpt}'" if ckpt is not None else ""
+        raise NonFiniteLossError(
+            f"train_gibbs stopped: {what} at step {step} (epoch {epoch}). The model holds the last good "
+            f"state (before step {step}){where}. Lower 'lr' or 'temperature' (now lr={opt.param_groups[0]['lr']:g}, "
+            f"T={temp:g}), or 'beta', or check the data.", step=step, checkpoint=ckpt)
+
+    epochs_iter: Iterable[int] = range(start_epoch, epochs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epochs_iter = tqdm(epochs_iter, desc="SGLD", initial=start_epoch, total=epochs)
+    step = start_epoch * steps_per_epoch
+    for epoch in epochs_iter:
+        model.train()
+        perm = torch.randperm(n, generator=gen).to(x.device)
+        loss_sum, iiw = 0.0, float("nan")
+        for idx in torch.split(perm, batch_size):
+            good = _state(model, opt)
+            loss = loss_fn(model(x[idx]), y[idx])
+            total = loss
+            if pib is not None:
+                penalty, terms = pib(model)
+                total = total + penalty
+                iiw = terms["iiw"]
+            if not bool(torch.isfinite(total.detach())):
+                fail(f"the loss is {float(total)}", step, epoch, good)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            if pib is not None:
+                pib.step()
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                fail("a weight became non-finite after the update", step, epoch, good)
+            ensemble.update()
+            loss_sum += float(loss) * idx.numel()
+            step += 1
+        history.append({"epoch": epoch + 1, "loss": loss_sum / n, "iiw": iiw,
+                        "iiw_unit": pib.unit if pib is not None else None,
+                        "lr": opt.param_groups[0]["lr"], "temperature": temp, "n_samples": len(ensemble)})
+        if ckpt is not None:
+            _save(ckpt, {**_state(model, opt), "epoch": epoch + 1, "history": history,
+                         "generator": gen.get_state(), "scheduler": sched.state_dict() if sched is not None else None})
+    return GibbsResult(model=model, ensemble=ensemble, history=history, n_steps=step)
