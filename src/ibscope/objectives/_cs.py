@@ -235,7 +235,11 @@ def _check_alpha(alpha: Any) -> float:
 def _entropy_normalized(a: torch.Tensor, alpha: float) -> torch.Tensor:
     if alpha == 2.0:
         return -torch.log((a * a).sum())            # tr(A^2) = ||A||_F^2 for symmetric A
-    lam = torch.linalg.eigvalsh(a).clamp_min(0.0)
+    lam = torch.linalg.eigvalsh(a)
+    # rounding leaves tiny (even negative) eigenvalues where the exact ones are 0;
+    # for alpha < 1 they would count, so zero them below a relative tolerance
+    tol = lam.shape[0] * torch.finfo(lam.dtype).eps * lam.detach().abs().max()
+    lam = torch.where(lam > tol, lam, torch.zeros_like(lam))
     return torch.log((lam ** alpha).sum()) / (1.0 - alpha)
 
 
