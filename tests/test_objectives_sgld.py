@@ -16,7 +16,7 @@ from ibscope.objectives import (
     PIBLoss,
     PolynomialDecay,
     PosteriorEnsemble,
-    gradient_probes,
+    per_example_gradients,
     polynomial_decay,
     train_gibbs,
 )
@@ -174,43 +174,35 @@ def test_posterior_ensemble_empty_and_max_samples():
     assert len(ens) == 2
 
 
-def _quadratic_reference(model, prior, batches, loss_fn):
-    """Obviously-correct loop: mean over batches of (dw . grad_t)^2."""
-    dw = torch.cat([(p - p0).reshape(-1) for p, p0 in zip(model.parameters(), prior)]).detach()
-    vals = []
-    for xb, yb in batches:
-        model.zero_grad()
-        loss_fn(model(xb), yb).backward()
-        g = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-        vals.append(float(dw @ g) ** 2)
-    return sum(vals) / len(vals)
+def test_pib_term_matches_ibscope_weights_iiw_and_is_differentiable():
+    from ibscope.weights import iiw
 
-
-def test_pib_term_matches_reference_and_is_differentiable():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
-    prior = [p.detach().clone() for p in net.parameters()]
+    prior = {k: v.detach().clone() for k, v in net.named_parameters()}
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.1 * torch.randn_like(p))
     x, y = torch.randn(60, 4, dtype=torch.float64), torch.randint(0, 3, (60,))
     batches = [(x[i:i + 20], y[i:i + 20]) for i in range(0, 60, 20)]
     loss_fn = nn.functional.cross_entropy
-    pib = PIBLoss(net, 0.5, prior_mean=prior, loss_fn=loss_fn, batches=batches, interval=3, unit="nats")
+    pib = PIBLoss(net, 0.5, n_train=500, prior_mean=prior, loss_fn=loss_fn, batches=batches, interval=3,
+                  unit="nats")
     penalty, terms = pib(net)
-    ref = _quadratic_reference(net, prior, batches, loss_fn)
-    assert terms["iiw"] == pytest.approx(ref, rel=1e-9)
-    assert float(penalty) == pytest.approx(0.5 * ref, rel=1e-9)
-    # gradient = 2 beta F dw, with F = G^T G / T
+    ref = iiw(net, nn.CrossEntropyLoss(reduction="none"), batches, prior_mean=prior, n_train=500, unit="nats")
+    assert terms["iiw"] == pytest.approx(ref.total, rel=1e-8)
+    assert float(penalty.detach()) == pytest.approx(0.5 * ref.total, rel=1e-8)
+    # gradient = beta * n * F dw with F = G^T G / m (frozen Fisher)
     net.zero_grad()
     penalty.backward()
-    g = gradient_probes(net, loss_fn, batches)
-    dw = torch.cat([(p - p0).reshape(-1) for p, p0 in zip(net.parameters(), prior)]).detach()
-    expected = 2 * 0.5 * (g.T @ (g @ dw)) / g.shape[0]
+    g = per_example_gradients(net, loss_fn, batches)
+    assert g.shape == (60, sum(p.numel() for p in net.parameters()))
+    dw = torch.cat([(p - prior[k]).reshape(-1) for k, p in net.named_parameters()]).detach()
+    expected = 0.5 * 500 * (g.T @ (g @ dw)) / g.shape[0]
     got = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
     assert torch.allclose(got, expected, rtol=1e-8)
     # at the prior mean the term is exactly 0
-    pib0 = PIBLoss(net, 1.0, loss_fn=loss_fn, batches=batches)
+    pib0 = PIBLoss(net, 1.0, n_train=500, loss_fn=loss_fn, batches=batches)
     assert pib0(net)[1]["iiw"] == 0.0
 
 
@@ -274,7 +266,7 @@ def test_train_gibbs_learns_and_keeps_samples():
     y = (x[:, 0] + x[:, 1] > 0).long()
     net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2))
     res = train_gibbs(net, nn.functional.cross_entropy, x, y, epochs=30, batch_size=50, lr=0.5,
-                      beta=1e-3, pib_interval=10, pib_batches=2, thin=5, seed=0)
+                      beta=1e-3, pib_interval=10, pib_examples=64, thin=5, seed=0)
     assert res.n_steps == 120 and len(res.ensemble) == 12
     acc = float((res.ensemble.predict(x) == y).float().mean())
     assert acc > 0.9

@@ -18,7 +18,7 @@ docs/objectives.md.
 
 from ._cs import CSIBLoss, cs_divergence, cs_qmi, gaussian_gram, kernel_width, matrix_renyi_entropy, matrix_renyi_mi
 from ._dual_ib import DualIBLoss, NoisyLabels
-from ._pib import GibbsResult, NonFiniteLossError, PIBLoss, gradient_probes, train_gibbs
+from ._pib import GibbsResult, NonFiniteLossError, PIBLoss, per_example_gradients, train_gibbs
 from ._schedule import AnnealingSchedule
 from ._sgld import SGLD, PolynomialDecay, PosteriorEnsemble, polynomial_decay
 from ._vib import StochasticEncoder, VIBClassifier, VIBLoss, VIBOutput, gaussian_kl, vib_bounds
@@ -26,7 +26,7 @@ from ._vib import StochasticEncoder, VIBClassifier, VIBLoss, VIBOutput, gaussian
 __all__ = [
     "AnnealingSchedule", "CSIBLoss", "DualIBLoss", "GibbsResult", "NoisyLabels", "NonFiniteLossError",
     "PIBLoss", "PolynomialDecay", "PosteriorEnsemble", "SGLD", "StochasticEncoder", "VIBClassifier",
-    "VIBLoss", "VIBOutput", "cs_divergence", "cs_qmi", "gaussian_gram", "gaussian_kl", "gradient_probes",
-    "kernel_width", "matrix_renyi_entropy", "matrix_renyi_mi", "polynomial_decay", "train_gibbs",
+    "VIBLoss", "VIBOutput", "cs_divergence", "cs_qmi", "gaussian_gram", "gaussian_kl", "kernel_width",
+    "matrix_renyi_entropy", "matrix_renyi_mi", "per_example_gradients", "polynomial_decay", "train_gibbs",
     "vib_bounds",
 ]

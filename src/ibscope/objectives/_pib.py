@@ -2,21 +2,25 @@
 
 PIB minimizes E_{p(w|S)}[L_S(w)] + beta * I(w;S). Two tools here:
 
-* :class:`PIBLoss`, the term beta * IIW(w) added to a training loss. The
-  information in the weights is the Fisher quadratic form of Wang et al.'s
-  Algorithm 1, with dw = w - w0 (w0 the prior mean) and g_t the gradients of
-  the loss on T minibatches:
+* :class:`PIBLoss`, the term beta * IIW(w) added to a training loss. IIW is
+  the ``fisher_quadratic`` information in the weights of
+  :func:`ibscope.weights.iiw` (same constants, same prior-mean objects):
+  with dw = w - w0 (w0 the prior mean), n the training-set size and
+  grad l_i the per-example loss gradients,
 
-      IIW(w) ~ scale * (1/T) sum_t (dw . g_t)^2
+      IIW(w) = (n / 2) * (1/m) sum_i (dw . grad l_i)^2          (nats)
 
-  (the mean over minibatches of the *squared* projection, which keeps the
-  variance part of the empirical Fisher; the reference code squared the mean
-  gradient). The gradients g_t -- the expensive part -- are recomputed every
-  ``interval`` steps; in between, the quadratic form is evaluated at the
-  current weights, so the term is differentiable at every step (its gradient
-  is 2 * scale * F dw). Alternatively any ``iiw_fn(model)`` can be plugged in;
-  it is then evaluated every ``interval`` steps (its gradient, if it has one,
-  is applied on those steps; the last value is reported in between).
+  over m examples: the empirical Fisher as a mean of *squared* per-example
+  projections (the reference code squared the mean gradient). The m
+  per-example gradients -- the expensive part -- are recomputed every
+  ``interval`` steps at the then-current weights (``torch.func``); in
+  between, the quadratic form is evaluated at the current weights with that
+  frozen Fisher, so the term is differentiable at every step (gradient
+  n F dw). At a refresh the value equals ``ibscope.weights.iiw(...)`` on the
+  same examples (tested). Alternatively any ``iiw_fn(model)`` can be
+  plugged in; it is then evaluated every ``interval`` steps (its gradient,
+  if it has one, is applied on those steps; the last value is reported in
+  between).
 * :func:`train_gibbs`, a plain loop that samples the Gibbs posterior
   p(w|S) ~ exp(-(L_S(w) + beta * IIW(w)) / T) with :class:`SGLD`, keeps the
   samples after burn-in with thinning in a :class:`PosteriorEnsemble`, and
@@ -36,47 +40,62 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.func import functional_call, grad, vmap
 
 from .._units import LN2, check_unit
 from .._validation import NONE, InstanceOf, Interval, validate_params
+from ..weights import snapshot_parameters
+from ..weights._common import resolve_prior_mean
 from ._schedule import AnnealingSchedule, check_weight, resolve_weight
 from ._sgld import SGLD, PolynomialDecay, PosteriorEnsemble
 
-__all__ = ["PIBLoss", "NonFiniteLossError", "GibbsResult", "train_gibbs", "gradient_probes"]
+__all__ = ["PIBLoss", "NonFiniteLossError", "GibbsResult", "train_gibbs", "per_example_gradients"]
 
 
-def _params(model: nn.Module) -> list[torch.Tensor]:
-    return [p for p in model.parameters() if p.requires_grad]
+def _named_params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def gradient_probes(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                    batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Gradients of the mean loss on each minibatch, flattened: a (T, P) tensor (detached).
+def per_example_gradients(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                          batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Per-example loss gradients, flattened over every trainable parameter: an (m, P) tensor.
 
-    Every trainable parameter is included (weights and biases alike).
-    ``(1/T) G^T G`` is the minibatch empirical Fisher used by the IIW term.
+    ``loss_fn(outputs, targets)`` may reduce by mean or return per-example
+    values; it is applied to one example at a time (``torch.func.vmap``).
+    The model runs in eval mode (restored afterwards). ``(1/m) G^T G`` is the
+    empirical Fisher.
     """
-    params = _params(model)
+    params = {k: v.detach() for k, v in _named_params(model).items()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def one(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, (p, buffers), (x.unsqueeze(0),))
+        return loss_fn(out, y.unsqueeze(0)).sum()
+
+    per_ex = vmap(grad(one), in_dims=(None, 0, 0))
     rows = []
-    for xb, yb in batches:
-        loss = loss_fn(model(xb), yb)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
-                               for p, g in zip(params, grads)]).detach())
+    was_training = model.training
+    model.eval()
+    try:
+        for xb, yb in batches:
+            g = per_ex(params, xb, yb)
+            rows.append(torch.cat([g[k].reshape(xb.shape[0], -1) for k in params], dim=1))
+    finally:
+        model.train(was_training)
     if not rows:
-        raise ValueError("'batches' yielded no minibatch; the IIW term needs at least one.")
-    return torch.stack(rows)
+        raise ValueError("'batches' yielded no examples; the IIW term needs at least one minibatch.")
+    return torch.cat(rows)
 
 
 class PIBLoss(nn.Module):
-    """The PAC-Bayes IB regularizer beta * IIW(w), refreshed every ``interval`` calls.
+    """The PAC-Bayes IB regularizer beta * IIW(w), its Fisher refreshed every ``interval`` calls.
 
     ``penalty, terms = pib(model)``: ``penalty`` (a differentiable scalar, in
     nats like a cross-entropy loss) is added to the training loss;
@@ -87,77 +106,69 @@ class PIBLoss(nn.Module):
     model : torch.nn.Module
     beta : float or AnnealingSchedule
         Weight >= 0 of the information term.
-    prior_mean : sequence of tensors or None
-        w0, one tensor per trainable parameter (e.g. the weights after
-        training on held-out data, as Wang et al. recommend); default: a
-        copy of the model's weights when the loss is built (the initialization).
-    loss_fn : callable (outputs, targets) -> scalar
-        Per-minibatch mean loss whose gradients estimate the Fisher.
-    batches : callable returning an iterable of (x, y) or a sequence of (x, y)
-        Minibatches used at every refresh (a callable is called anew each time,
-        e.g. to draw fresh minibatches).
+    n_train : int
+        n, the training-set size (IIW scales with it).
+    prior_mean : nn.Module, mapping name -> tensor, or None
+        w0, as for :func:`ibscope.weights.iiw` (from
+        :func:`~ibscope.weights.heldout_prior` as Wang et al. recommend, or
+        :func:`~ibscope.weights.bootstrap_prior`); default: the model's
+        weights when the loss is built (:func:`~ibscope.weights.init_prior`).
+    loss_fn : callable (outputs, targets) -> loss
+        Negative log-likelihood in nats (mean or per-example reduction).
+    batches : callable returning an iterable of (x, y), or a sequence of (x, y)
+        The examples whose gradients estimate the Fisher at each refresh (a
+        callable is called anew each time, e.g. to draw fresh examples).
     interval : int
-        Refresh the Fisher probes every ``interval`` calls (>= 1).
-    scale : float
-        Constant in front of the quadratic form.
+        Refresh the Fisher every ``interval`` calls (>= 1).
     iiw_fn : callable (model) -> scalar tensor or float, or None
-        Use this IIW instead of the built-in quadratic form (see module docstring).
+        Use this IIW (nats) instead of the built-in one (see module docstring).
     unit : {'bits', 'nats'}
         Unit of the reported ``terms``.
     """
 
-    def __init__(self, model: nn.Module, beta: float | AnnealingSchedule, *,
-                 prior_mean: Sequence[torch.Tensor] | None = None,
+    def __init__(self, model: nn.Module, beta: float | AnnealingSchedule, *, n_train: int | None = None,
+                 prior_mean: nn.Module | Mapping[str, torch.Tensor] | None = None,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                  batches: Callable[[], Iterable[Any]] | Sequence[Any] | None = None,
-                 interval: int = 50, scale: float = 1.0,
-                 iiw_fn: Callable[[nn.Module], Any] | None = None, unit: str = "bits"):
+                 interval: int = 50, iiw_fn: Callable[[nn.Module], Any] | None = None, unit: str = "bits"):
         super().__init__()
-        validate_params("PIBLoss", {"model": model, "interval": interval, "scale": scale}, {
+        validate_params("PIBLoss", {"model": model, "interval": interval, "n_train": n_train}, {
             "model": [InstanceOf((nn.Module,), "a torch.nn.Module")],
-            "interval": [Interval(int, 1, None)],
-            "scale": [Interval(float, 0, None, closed="neither")]})
+            "interval": [Interval(int, 1, None)], "n_train": [NONE, Interval(int, 1, None)]})
         check_weight(beta, "beta", "PIBLoss")
         self.unit = check_unit(unit)
-        if iiw_fn is None and (loss_fn is None or batches is None):
-            raise ValueError("PIBLoss needs 'loss_fn' and 'batches' (to estimate the Fisher), or an 'iiw_fn'.")
+        if iiw_fn is None and (loss_fn is None or batches is None or n_train is None):
+            raise ValueError("PIBLoss needs 'loss_fn', 'batches' and 'n_train' (to estimate the Fisher), or an 'iiw_fn'.")
         if iiw_fn is not None and not callable(iiw_fn):
             raise TypeError(f"'iiw_fn' must be callable, got {type(iiw_fn).__name__}.")
-        params = _params(model)
-        if prior_mean is None:
-            prior = [p.detach().clone() for p in params]
-        else:
-            prior = [torch.as_tensor(t).detach().to(p.device, p.dtype) for t, p in zip(prior_mean, params)]
-            if len(list(prior_mean)) != len(params) or any(a.shape != p.shape for a, p in zip(prior, params)):
-                raise ValueError("'prior_mean' must hold one tensor per trainable parameter, with the same shapes.")
+        params = _named_params(model)
+        self._prior = resolve_prior_mean(snapshot_parameters(model) if prior_mean is None else prior_mean,
+                                         params, owner="PIBLoss")
         self._model = [model]                   # not a submodule: its weights are not ours
-        self._prior = prior
-        self.beta, self.loss_fn, self.batches = beta, loss_fn, batches
-        self.interval, self.scale, self.iiw_fn = interval, float(scale), iiw_fn
+        self.beta, self.loss_fn, self.batches, self.n_train = beta, loss_fn, batches, n_train
+        self.interval, self.iiw_fn = interval, iiw_fn
         self.calls_ = 0
         self.step_ = 0
-        self.probes_: torch.Tensor | None = None
+        self.grads_: torch.Tensor | None = None
         self.last_iiw_: float = float("nan")    # nats
 
     def step(self) -> None:
         """Advance the beta schedule by one optimizer step."""
         self.step_ += 1
 
-    def _batches(self) -> Iterable[Any]:
-        return self.batches() if callable(self.batches) else self.batches
-
     def refresh(self) -> None:
-        """Recompute the Fisher probes at the current weights."""
-        model = self._model[0]
-        self.probes_ = gradient_probes(model, self.loss_fn, self._batches())
+        """Recompute the per-example gradients (the Fisher) at the current weights."""
+        batches = self.batches() if callable(self.batches) else self.batches
+        self.grads_ = per_example_gradients(self._model[0], self.loss_fn, batches)
 
     def quadratic_form(self) -> torch.Tensor:
-        """scale * mean_t (dw . g_t)^2 at the current weights (differentiable, nats)."""
-        if self.probes_ is None:
+        """(n/2) mean_i (dw . grad l_i)^2 at the current weights, frozen Fisher (differentiable, nats)."""
+        if self.grads_ is None:
             self.refresh()
-        dw = torch.cat([(p - p0).reshape(-1) for p, p0 in zip(_params(self._model[0]), self._prior)])
-        proj = self.probes_.to(dw.dtype) @ dw
-        return self.scale * (proj * proj).mean()
+        params = _named_params(self._model[0])
+        dw = torch.cat([(p - self._prior[k]).reshape(-1) for k, p in params.items()])
+        proj = self.grads_.to(dw.dtype) @ dw
+        return 0.5 * self.n_train * (proj * proj).mean()
 
     def forward(self, model: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         if model is not None and model is not self._model[0]:
@@ -230,7 +241,8 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
 def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                 x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int = 128, lr: float = 1e-2,
                 temperature: float | None = None, beta: float | AnnealingSchedule = 0.0,
-                pib: PIBLoss | None = None, pib_interval: int = 50, pib_batches: int = 8,
+                pib: PIBLoss | None = None, pib_interval: int = 50, pib_examples: int = 256,
+                prior_mean: nn.Module | Mapping[str, torch.Tensor] | None = None,
                 precondition: bool = False, decay_b: float | None = None, decay_gamma: float = 0.55,
                 weight_decay: float = 0.0, burn_in: int | None = None, thin: int = 1,
                 max_samples: int | None = None, ensemble_dir: str | os.PathLike | None = None,
@@ -263,9 +275,10 @@ def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
     beta : float or AnnealingSchedule
         Weight of the IIW term (0: no term). Ignored when ``pib`` is given.
     pib : PIBLoss or None
-        A ready term; by default one is built (when beta > 0) with the
-        initialization as prior mean and ``pib_batches`` random minibatches
-        per refresh every ``pib_interval`` steps.
+        A ready term; by default one is built (when beta > 0) with
+        ``prior_mean`` (default: the initialization) and the per-example
+        gradients of ``pib_examples`` random training examples, refreshed
+        every ``pib_interval`` steps.
     precondition : bool
         pSGLD (RMSprop preconditioner).
     burn_in : int or None
@@ -293,13 +306,13 @@ def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
     """
     validate_params("train_gibbs", {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                                     "temperature": temperature, "thin": thin, "burn_in": burn_in, "seed": seed,
-                                    "pib_interval": pib_interval, "pib_batches": pib_batches}, {
+                                    "pib_interval": pib_interval, "pib_examples": pib_examples}, {
         "model": [InstanceOf((nn.Module,), "a torch.nn.Module")],
         "epochs": [Interval(int, 1, None)], "batch_size": [Interval(int, 1, None)],
         "lr": [Interval(float, 0, None, closed="neither")], "temperature": [NONE, Interval(float, 0, None)],
         "thin": [Interval(int, 1, None)], "burn_in": [NONE, Interval(int, 0, None)],
         "seed": [Interval(int, 0, None)], "pib_interval": [Interval(int, 1, None)],
-        "pib_batches": [Interval(int, 1, None)]})
+        "pib_examples": [Interval(int, 1, None)]})
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError("'x' and 'y' must be torch tensors.")
     if x.shape[0] != y.shape[0]:
@@ -315,10 +328,11 @@ def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
         pib_gen = torch.Generator().manual_seed(seed + 1)
 
         def draw() -> list[tuple[torch.Tensor, torch.Tensor]]:
-            idx = torch.randperm(n, generator=pib_gen)[: pib_batches * batch_size].to(x.device)
+            idx = torch.randperm(n, generator=pib_gen)[:pib_examples].to(x.device)
             return [(x[i], y[i]) for i in torch.split(idx, batch_size)]
 
-        pib = PIBLoss(model, beta, loss_fn=loss_fn, batches=draw, interval=pib_interval)
+        pib = PIBLoss(model, beta, n_train=n, prior_mean=prior_mean, loss_fn=loss_fn, batches=draw,
+                      interval=pib_interval)
 
     opt = SGLD(model.parameters(), lr=lr, temperature=temp, precondition=precondition,
                weight_decay=weight_decay, seed=seed)
@@ -370,7 +384,7 @@ def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
                 total = total + penalty
                 iiw = terms["iiw"]
             if not bool(torch.isfinite(total.detach())):
-                fail(f"the loss is {float(total)}", step, epoch, good)
+                fail(f"the loss is {float(total.detach())}", step, epoch, good)
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
@@ -381,7 +395,7 @@ def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
             if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
                 fail("a weight became non-finite after the update", step, epoch, good)
             ensemble.update()
-            loss_sum += float(loss) * idx.numel()
+            loss_sum += float(loss.detach()) * idx.numel()
             step += 1
         history.append({"epoch": epoch + 1, "loss": loss_sum / n, "iiw": iiw,
                         "iiw_unit": pib.unit if pib is not None else None,
