@@ -33,8 +33,12 @@ def mutual_information(
     discrete_x: bool = False,
     discrete_y: bool = False,
     unit: str = "bits",
+    ci: float | None = None,
+    n_resamples: int = 50,
+    subsample: float = 0.5,
+    ci_seed: Any = 0,
     **params: Any,
-) -> float:
+) -> Any:
     """Estimate I(X;Y) with the estimator ``method`` (see ``ibscope.estimators.available()``).
 
     Parameters
@@ -47,15 +51,26 @@ def mutual_information(
     discrete_x, discrete_y : bool
         Declare a variable discrete (integer symbols); nothing is guessed.
     unit : {'bits', 'nats'}
+    ci : float in (0, 1) or None, default None
+        If given (e.g. 0.95), return an ``MIEstimate`` (value, low, high, level,
+        unit, method, n_resamples) with a confidence interval from subsampling
+        without replacement (see ``BaseMIEstimator.estimate_ci`` and
+        docs/estimators.md).
+    n_resamples, subsample, ci_seed
+        Number of subsamples, their fraction of the rows, and the seed that
+        draws them (used only with ``ci``).
     **params
         Passed to the estimator's constructor.
 
     Returns
     -------
     float
-        The estimate in ``unit``.
+        The estimate in ``unit``; an ``MIEstimate`` when ``ci`` is given.
     """
     est = estimators.get(method, unit=unit, **params)
+    if ci is not None:
+        return est.estimate_ci(x, y, discrete_x=discrete_x, discrete_y=discrete_y, level=ci,
+                               n_resamples=n_resamples, subsample=subsample, seed=ci_seed)
     return est.estimate(x, y, discrete_x=discrete_x, discrete_y=discrete_y)
 
 

@@ -88,12 +88,35 @@ def adaptive_bin_codes(
         return np.zeros(t.shape, dtype=np.int64)
     if mode == "equal_distinct":
         pool = np.unique(pool)
-    qs = np.quantile(pool, np.arange(1, k) / k) if k > 1 else np.empty(0)
-    inner = np.unique(qs)
-    codes = np.searchsorted(inner, values, side="right").astype(np.int64)
+    edges = _equal_mass_edges(np.sort(pool), k)
+    # bin j holds the values in (edges[j-1], edges[j]]; the last bin everything above
+    codes = np.searchsorted(edges, values, side="left").astype(np.int64)
     if floor is not None:
         codes = np.where(above, codes + 1, 0)
     return codes.reshape(t.shape)
+
+
+def _equal_mass_edges(sorted_values: np.ndarray, k: int) -> np.ndarray:
+    """Upper edges of at most ``k`` bins holding (as nearly as ties allow) equal mass.
+
+    Greedy over the sorted values: each bin takes its fair share of what is
+    left, extended to include every copy of its last value (ties are never
+    split), so a heavy atom such as the zeros of a ReLU layer fills one bin
+    and the remaining bins still share the rest equally. The loop runs over
+    bins (k <= a few dozen), never over samples.
+    """
+    s = sorted_values
+    n = s.size
+    edges = []
+    start, left = 0, k
+    while left > 1 and start < n:
+        v = s[start + -(-(n - start) // left) - 1]
+        edges.append(v)
+        start = int(np.searchsorted(s, v, side="right"))
+        left -= 1
+    if edges and start >= n:  # the last bin would be empty
+        edges.pop()
+    return np.asarray(edges, dtype=np.float64)
 
 
 def _plane_from_codes(

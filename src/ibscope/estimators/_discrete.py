@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import BOOLEAN, discrete_symbols
-from .base import BaseMIEstimator, DISCRETE
+from .base import DISCRETE, BaseMIEstimator
 
 __all__ = ["Discrete", "plugin_entropy", "entropy_of_symbols", "discrete_mi"]
 

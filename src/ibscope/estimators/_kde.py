@@ -34,37 +34,75 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._units import from_nats
-from .._validation import NONE, Interval, InstanceOf, check_array, is_torch, resolve_device
+from .._validation import (
+    NONE,
+    InstanceOf,
+    Interval,
+    check_array,
+    discrete_symbols,
+    is_torch,
+    resolve_device,
+    to_numpy,
+)
 from .base import CONTINUOUS, DISCRETE, BaseMIEstimator
 
-__all__ = ["KDEUpper", "KDELower", "AdaptiveKDE", "pairwise_mixture_term"]
+__all__ = ["KDEUpper", "KDELower", "AdaptiveKDE", "mixture_terms", "pairwise_mixture_term"]
 
-_CHUNK_ELEMENTS = 1 << 24  # ~128 MiB of float64 per distance block
+# Distance blocks of ~2 MiB stay in cache on a CPU (3x faster than one big block);
+# on a GPU large blocks are better.
+_CPU_BLOCK_ELEMENTS = 1 << 18
+_GPU_BLOCK_ELEMENTS = 1 << 26
 
 
-def pairwise_mixture_term(t: torch.Tensor, scale: float, *, chunk_size: int | None = None) -> float:
-    """-(1/N) sum_i log[(1/N) sum_j exp(-||t_i - t_j||^2 / scale)] in nats.
+def _default_chunk(n: int, device: torch.device) -> int:
+    if device.type == "cuda":
+        return max(1, min(n, _GPU_BLOCK_ELEMENTS // max(n, 1)))
+    return max(1, min(n, max(32, _CPU_BLOCK_ELEMENTS // max(n, 1))))
 
-    ``t`` is an (N, d) float64 tensor; ``scale`` is 2 s2 for the KL upper bound
-    and 8 s2 for the Bhattacharyya lower bound. Computed block by block.
+
+def mixture_terms(t: torch.Tensor, scale: float, labels: torch.Tensor | None = None, *,
+                  chunk_size: int | None = None) -> tuple[float, float]:
+    """Pairwise mixture terms of a sample, in nats, from one pass over the distances.
+
+    Returns ``(h, h_cond)`` with
+
+        h      = -(1/N) sum_i log[(1/N)   sum_j        exp(-||t_i - t_j||^2 / scale)]
+        h_cond = -(1/N) sum_i log[(1/N_c) sum_{j in c(i)} exp(-||t_i - t_j||^2 / scale)]
+
+    where c(i) is the class of sample i (``h_cond`` is sum_c p(c) h(T | c), and
+    0 when ``labels`` is None). ``scale`` is 2 s2 for the KL upper bound and
+    8 s2 for the Bhattacharyya lower bound. The (N, N) distances are
+    computed block by block, each block used for both terms.
     """
     n = t.shape[0]
     if chunk_size is None:
-        chunk_size = max(1, min(n, _CHUNK_ELEMENTS // max(n, 1)))
+        chunk_size = _default_chunk(n, t.device)
     sq = (t * t).sum(dim=1)
-    total = torch.zeros((), dtype=torch.float64, device=t.device)
-    log_n = math.log(n)
+    h = torch.zeros((), dtype=torch.float64, device=t.device)
+    h_cond = torch.zeros((), dtype=torch.float64, device=t.device)
+    if labels is not None:
+        _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+        onehot = torch.nn.functional.one_hot(inverse, counts.numel()).to(torch.float64)
+        log_n_class = torch.log(counts.to(torch.float64))[inverse]
     for start in range(0, n, chunk_size):
-        block = t[start:start + chunk_size]
-        d2 = sq[start:start + chunk_size, None] + sq[None, :] - 2.0 * (block @ t.T)
-        d2.clamp_(min=0.0)
-        # exact zeros on the diagonal (rounding can leave tiny positives)
-        idx = torch.arange(block.shape[0], device=t.device)
-        d2[idx, idx + start] = 0.0
-        lse = torch.logsumexp(-d2 / scale, dim=1)
-        total = total + (log_n - lse).sum()
-    return float(total / n)
+        stop = min(start + chunk_size, n)
+        e = torch.addmm(sq[None, :], t[start:stop], t.T, beta=1.0, alpha=-2.0)
+        e.add_(sq[start:stop, None]).clamp_(min=0.0)
+        idx = torch.arange(stop - start, device=t.device)
+        e[idx, idx + start] = 0.0  # exact zeros on the diagonal (rounding leaves tiny positives)
+        # Every row holds exp(0) = 1 on the diagonal, so its sums lie in [1, N]:
+        # summing the exponentials directly is stable (no log-sum-exp needed).
+        e.mul_(-1.0 / scale).exp_()
+        h = h + (math.log(n) - torch.log(e.sum(dim=1))).sum()
+        if labels is not None:
+            own = (e @ onehot).gather(1, inverse[start:stop, None]).squeeze(1)
+            h_cond = h_cond + (log_n_class[start:stop] - torch.log(own)).sum()
+    return float(h / n), float(h_cond / n)
+
+
+def pairwise_mixture_term(t: torch.Tensor, scale: float, *, chunk_size: int | None = None) -> float:
+    """-(1/N) sum_i log[(1/N) sum_j exp(-||t_i - t_j||^2 / scale)] in nats (see :func:`mixture_terms`)."""
+    return mixture_terms(t, scale, None, chunk_size=chunk_size)[0]
 
 
 def _to_tensor(a: Any, device: Any) -> torch.Tensor:
@@ -83,26 +121,15 @@ class _KDEBase(BaseMIEstimator):
 
     def _pair(self, t: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
         """(I(X;T), I(T;Y)) in nats for continuous t and integer labels."""
-        scale = self._factor * self._variance(t)
-        h_t = pairwise_mixture_term(t, scale, chunk_size=self.chunk_size)
-        labels = labels.reshape(-1)
-        classes, counts = torch.unique(labels, return_counts=True)
-        n = labels.shape[0]
-        h_cond = 0.0
-        for c, cnt in zip(classes.tolist(), counts.tolist()):
-            h_cond += (cnt / n) * pairwise_mixture_term(t[labels == c], scale, chunk_size=self.chunk_size)
+        h_t, h_cond = mixture_terms(t, self._factor * self._variance(t), labels.reshape(-1),
+                                    chunk_size=self.chunk_size)
         return h_t, max(h_t - h_cond, 0.0)
 
     def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
         cont, disc = (y, x) if discrete_x else (x, y)
         device = resolve_device(self.device, like=cont)
-        t = _to_tensor(cont, device)
-        if disc.shape[1] > 1:
-            from .._validation import discrete_symbols
-
-            disc = discrete_symbols(np.asarray(disc.cpu() if is_torch(disc) else disc))[0]
-        labels = _to_tensor(disc, device).to(torch.int64)
-        return self._pair(t, labels)[1]
+        symbols = discrete_symbols(np.asarray(to_numpy(disc)))[0]  # rows of a 2-D label are joint symbols
+        return self._pair(_to_tensor(cont, device), torch.as_tensor(symbols, device=device))[1]
 
     def plane(self, t: Any, y: Any) -> tuple[float, float]:
         """(I(X;T), I(T;Y)) of a layer ``t`` (n, d) with discrete labels ``y`` (n,), in ``self.unit``."""
@@ -126,7 +153,7 @@ _COMMON_DOC = """
         Variance s2 of the isotropic Gaussian noise added to the layer (Saxe
         et al. used 0.1). The result depends strongly on it; report it.
     chunk_size : int or None
-        Rows per distance block (None: chosen so a block has ~16M entries).
+        Rows per distance block (None: ~2 MiB blocks on CPU, ~512 MiB on GPU).
     device : str, torch.device or None
         Where to compute; None uses the input tensor's device (CPU for numpy).
     unit : {'bits', 'nats'}, default 'bits'

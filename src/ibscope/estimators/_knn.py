@@ -1,0 +1,680 @@
+"""Nearest-neighbour estimators: KSG, Kozachenko-Leonenko (KL) and weighted KL.
+
+* **KSG** (Kraskov, Stoegbauer & Grassberger [1]_): algorithm 1
+
+      I = psi(k) + psi(N) - < psi(n_x + 1) + psi(n_y + 1) >
+
+  with eps_i the distance of point i to its k-th neighbour in the joint space
+  (maximum of the x- and y-distances) and n_x the number of other points
+  with ||x_j - x_i|| < eps_i; algorithm 2
+
+      I = psi(k) - 1/k + psi(N) - < psi(n_x) + psi(n_y) >
+
+  with eps_x,i the largest x-distance among the k joint neighbours and n_x
+  the number of other points with ||x_j - x_i|| <= eps_x,i.
+  For continuous x and discrete y the Ross variant [2]_ is used.
+* **KL**: Kozachenko-Leonenko entropies [3]_ in the form of [1]_,
+  H = psi(N) - psi(k) + log V_d + (d/N) sum_i log rho_k,i, and
+  I = H(X) + H(Y) - H(X,Y); with a discrete y,
+  I(T;Y) = H(T) - sum_y p(y) H(T | Y=y).
+* **WKL**: the weighted KL entropy of Berrett, Samworth & Yuan [4]_,
+  H_w = sum_j w_j [log(N-1) - psi(j) + log V_d + (d/N) sum_i log rho_j,i]
+  with weights of minimum Euclidean norm subject to sum_j w_j = 1 and
+  sum_j w_j Gamma(j + 2l/d)/Gamma(j) = 0 for l = 1..floor(d/4), supported on
+  j = 1..k (for d < 4 this is the plain KL estimator with k neighbours).
+
+Computation: on CPU, scipy's cKDTree for the k-th neighbour distances and the
+neighbour counts (the 1-D marginals of KSG use sorting + searchsorted, exact
+to the same floating-point comparisons as the tree); memory O(N k), never
+N x N. Torch tensors on CUDA (or any ``device``) use chunked brute-force
+distances in torch on that device, memory O(chunk * N).
+
+References
+----------
+.. [1] A. Kraskov, H. Stoegbauer and P. Grassberger, "Estimating mutual
+   information", Phys. Rev. E 69, 066138, 2004.
+.. [2] B. C. Ross, "Mutual information between discrete and continuous data
+   sets", PLoS ONE 9(2), e87357, 2014.
+.. [3] L. F. Kozachenko and N. N. Leonenko, "Sample estimate of the entropy of
+   a random vector", Problems Inform. Transmission 23, 1987.
+.. [4] T. B. Berrett, R. J. Samworth and M. Yuan, "Efficient multivariate
+   entropy estimation via k-nearest neighbour distances", Annals of
+   Statistics 47(1), 2019.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from scipy.special import digamma, gammaln
+
+from .._validation import (
+    BOOLEAN,
+    NONE,
+    InstanceOf,
+    Interval,
+    Options,
+    check_no_constant_columns,
+    check_random_state,
+    discrete_symbols,
+    is_torch,
+    resolve_device,
+)
+from .base import CONTINUOUS, DISCRETE, BaseMIEstimator
+
+__all__ = [
+    "KSG", "KL", "WKL", "ksg_mi", "ksg_mi_mixed", "kl_entropy", "wkl_weights",
+    "count_within", "knn_distances",
+]
+
+_METRICS = ("chebyshev", "euclidean")
+_P = {"chebyshev": math.inf, "euclidean": 2.0}
+
+
+# --------------------------------------------------------------------------- #
+# Neighbour searches: numpy (cKDTree / sorting) and torch (chunked brute force)
+# --------------------------------------------------------------------------- #
+def knn_distances(a: np.ndarray, k: int, metric: str = "chebyshev", n_jobs: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and indices of the k+1 nearest points of every row (self included), cKDTree."""
+    tree = cKDTree(a)
+    dist, idx = tree.query(a, k=k + 1, p=_P[metric], workers=n_jobs)
+    return np.asarray(dist).reshape(len(a), k + 1), np.asarray(idx).reshape(len(a), k + 1)
+
+
+def _count_sorted_1d(a: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """#{j : |a_j - a_i| <= r_i} (self included) for 1-D ``a``, by sorting.
+
+    The float comparison is the same as the tree's (abs(a_j - a_i) <= r_i):
+    the searchsorted guesses are corrected element by element at the boundary.
+    """
+    s = np.sort(a)
+    n = s.size
+    hi = np.searchsorted(s, a + r, side="right")
+    lo = np.searchsorted(s, a - r, side="left")
+    # hi: first index right of a_i where |s - a_i| > r (contiguous since rounding is monotone)
+    while True:
+        m = hi < n
+        m[m] = np.abs(s[hi[m]] - a[m]) <= r[m]
+        if not m.any():
+            break
+        hi[m] += 1
+    while True:
+        m = hi > 0
+        m[m] = np.abs(s[hi[m] - 1] - a[m]) > r[m]
+        if not m.any():
+            break
+        hi[m] -= 1
+    while True:
+        m = lo > 0
+        m[m] = np.abs(s[lo[m] - 1] - a[m]) <= r[m]
+        if not m.any():
+            break
+        lo[m] -= 1
+    while True:
+        m = lo < n
+        m[m] = np.abs(s[lo[m]] - a[m]) > r[m]
+        if not m.any():
+            break
+        lo[m] += 1
+    return hi - lo
+
+
+def count_within(a: np.ndarray, r: np.ndarray, metric: str = "chebyshev", n_jobs: int = 1
+                 ) -> np.ndarray:
+    """#{j : ||a_j - a_i|| <= r_i} for every row i (self included); no n x n matrix."""
+    if a.shape[1] == 1:
+        return _count_sorted_1d(a[:, 0], r)
+    tree = cKDTree(a)
+    return np.asarray(tree.query_ball_point(a, r, p=_P[metric], return_length=True, workers=n_jobs))
+
+
+def _chunk_rows(n: int, device: torch.device, chunk_size: int | None, parts: int = 1) -> int:
+    if chunk_size is not None:
+        return chunk_size
+    budget = (1 << 24) if device.type == "cuda" else (1 << 22)
+    return max(1, min(n, budget // max(n * parts, 1)))
+
+
+def _cdist(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
+    return torch.cdist(a, b, p=_P[metric], compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def _torch_knn(parts: list[torch.Tensor], k: int, metric: str, chunk: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """k+1 smallest joint distances (max over ``parts`` of per-part distances) and indices."""
+    n = parts[0].shape[0]
+    vals, idxs = [], []
+    for s in range(0, n, chunk):
+        d = None
+        for p in parts:
+            dp = _cdist(p[s:s + chunk], p, metric)
+            d = dp if d is None else torch.maximum(d, dp)
+        v, i = torch.topk(d, k + 1, dim=1, largest=False, sorted=True)
+        vals.append(v)
+        idxs.append(i)
+    return torch.cat(vals), torch.cat(idxs)
+
+
+def _torch_count(a: torch.Tensor, r: torch.Tensor, metric: str, chunk: int) -> torch.Tensor:
+    """#{j : ||a_j - a_i|| <= r_i} (self included), chunked."""
+    n = a.shape[0]
+    out = []
+    for s in range(0, n, chunk):
+        out.append((_cdist(a[s:s + chunk], a, metric) <= r[s:s + chunk, None]).sum(dim=1))
+    return torch.cat(out)
+
+
+def _drop_self(idx: np.ndarray | torch.Tensor, k: int):
+    """Mask of the k neighbours among k+1 returned indices: drop self (or the last if self was tied out)."""
+    rows = (torch.arange(idx.shape[0], device=idx.device)[:, None] if is_torch(idx)
+            else np.arange(idx.shape[0])[:, None])
+    is_self = idx == rows
+    no_self = ~is_self.any(1)
+    keep = ~is_self
+    keep[no_self, k] = False
+    return keep
+
+
+# --------------------------------------------------------------------------- #
+# KSG
+# --------------------------------------------------------------------------- #
+def ksg_mi(x: np.ndarray, y: np.ndarray, *, k: int = 3, algorithm: int = 1,
+           metric: str = "chebyshev", n_jobs: int = 1) -> float:
+    """KSG estimate of I(X;Y) in nats (not clipped) for continuous numpy x (n, dx), y (n, dy).
+
+    ``metric`` is the norm in each marginal space; the joint distance is the
+    maximum of the two marginal distances (with 'chebyshev' that is the
+    max-norm of the joint vector, the paper's choice; 'euclidean' is the
+    convention of the bmi package and is computed by brute force in torch).
+    """
+    n = x.shape[0]
+    if metric == "euclidean" and (x.shape[1] > 1 or y.shape[1] > 1):
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        return _ksg_torch(xt, yt, k=k, algorithm=algorithm, metric=metric, chunk_size=None)
+    dist, idx = knn_distances(np.hstack([x, y]), k, "chebyshev", n_jobs)
+    if algorithm == 1:
+        r = np.nextafter(dist[:, k], 0)
+        nx = count_within(x, r, metric, n_jobs) - 1
+        ny = count_within(y, r, metric, n_jobs) - 1
+        return float(digamma(k) + digamma(n) - np.mean(digamma(nx + 1) + digamma(ny + 1)))
+    keep = _drop_self(idx, k)
+    eps = []
+    for a in (x, y):
+        diff = a[idx] - a[:, None, :]
+        da = np.abs(diff).max(axis=2) if metric == "chebyshev" else np.sqrt((diff ** 2).sum(axis=2))
+        eps.append(np.where(keep, da, -np.inf).max(axis=1))
+    nx = count_within(x, eps[0], metric, n_jobs) - 1
+    ny = count_within(y, eps[1], metric, n_jobs) - 1
+    return float(digamma(k) - 1.0 / k + digamma(n) - np.mean(digamma(nx) + digamma(ny)))
+
+
+def _ksg_torch(x: torch.Tensor, y: torch.Tensor, *, k: int, algorithm: int, metric: str,
+               chunk_size: int | None) -> float:
+    n = x.shape[0]
+    chunk = _chunk_rows(n, x.device, chunk_size, parts=3)
+    vals, idx = _torch_knn([x, y], k, metric, chunk)
+    dig = torch.special.digamma
+    if algorithm == 1:
+        r = torch.nextafter(vals[:, k], torch.zeros((), dtype=vals.dtype, device=vals.device))
+        nx = _torch_count(x, r, metric, chunk) - 1
+        ny = _torch_count(y, r, metric, chunk) - 1
+        return float(digamma(k) + digamma(n)
+                     - (dig((nx + 1).double()) + dig((ny + 1).double())).mean())
+    keep = _drop_self(idx, k)
+    eps = []
+    for a in (x, y):
+        out = []
+        for s in range(0, n, chunk):
+            ia = idx[s:s + chunk]
+            diff = a[ia] - a[s:s + chunk, None, :]
+            da = diff.abs().amax(dim=2) if metric == "chebyshev" else diff.pow(2).sum(2).sqrt()
+            out.append(torch.where(keep[s:s + chunk], da, -torch.inf).amax(dim=1))
+        eps.append(torch.cat(out))
+    nx = _torch_count(x, eps[0], metric, chunk) - 1
+    ny = _torch_count(y, eps[1], metric, chunk) - 1
+    return float(digamma(k) - 1.0 / k + digamma(n) - (dig(nx.double()) + dig(ny.double())).mean())
+
+
+def ksg_mi_mixed(c: Any, labels: Any, *, k: int = 3, metric: str = "chebyshev",
+                 n_jobs: int = 1, chunk_size: int | None = None) -> float:
+    """Ross (2014) kNN estimate of I(C;L) in nats for continuous c (n, d) and integer labels (n,).
+
+    For every point, eps_i is the distance to its k-th neighbour among the
+    points of the same label (k_i = min(k, N_label - 1)); m_i counts all
+    points within distance < eps_i (self included); then
+    I = psi(N) + <psi(k_i)> - <psi(N_label_i)> - <psi(m_i)>. Points whose
+    label occurs once are left out (as in scikit-learn's mutual_info_classif).
+    Works on numpy arrays (cKDTree) or torch tensors (brute force on their device).
+    """
+    torch_mode = is_torch(c)
+    lab = labels.cpu().numpy() if is_torch(labels) else np.asarray(labels)
+    lab = lab.reshape(-1)
+    classes, inv, counts = np.unique(lab, return_inverse=True, return_counts=True)
+    n_lab = counts[inv]
+    use = n_lab > 1
+    if use.sum() < 2:
+        raise ValueError("Every label of 'y' occurs only once; the Ross estimator needs repeated labels.")
+    radius = np.zeros(lab.size)
+    k_all = np.zeros(lab.size)
+    cn = None if torch_mode else c
+    for ci in np.flatnonzero(counts > 1):
+        mask = inv == ci
+        kc = int(min(k, counts[ci] - 1))
+        if torch_mode:
+            sub = c[torch.from_numpy(mask).to(c.device)]
+            vals, _ = _torch_knn([sub], kc, metric, _chunk_rows(sub.shape[0], c.device, chunk_size))
+            kd = vals[:, kc].cpu().numpy()
+        else:
+            kd = knn_distances(cn[mask], kc, metric, n_jobs)[0][:, kc]
+        radius[mask] = np.nextafter(kd, 0)
+        k_all[mask] = kc
+    if torch_mode:
+        keep = torch.from_numpy(use).to(c.device)
+        cc = c[keep]
+        r = torch.as_tensor(radius[use], dtype=cc.dtype, device=cc.device)
+        m_all = _torch_count(cc, r, metric, _chunk_rows(cc.shape[0], cc.device, chunk_size)).cpu().numpy()
+    else:
+        m_all = count_within(cn[use], radius[use], metric, n_jobs)
+    n = int(use.sum())
+    return float(digamma(n) + np.mean(digamma(k_all[use])) - np.mean(digamma(n_lab[use]))
+                 - np.mean(digamma(m_all)))
+
+
+# --------------------------------------------------------------------------- #
+# Kozachenko-Leonenko entropies
+# --------------------------------------------------------------------------- #
+def _log_unit_ball(d: int, metric: str) -> float:
+    if metric == "chebyshev":
+        return d * math.log(2.0)
+    return 0.5 * d * math.log(math.pi) - float(gammaln(0.5 * d + 1.0))
+
+
+def _kth_distances(a: Any, k: int, metric: str, n_jobs: int, chunk_size: int | None) -> np.ndarray:
+    """(n, k) distances to the 1st..k-th neighbours (self excluded)."""
+    if is_torch(a):
+        vals, _ = _torch_knn([a], k, metric, _chunk_rows(a.shape[0], a.device, chunk_size))
+        return vals[:, 1:].cpu().numpy()
+    return knn_distances(a, k, metric, n_jobs)[0][:, 1:]
+
+
+def _check_positive_distances(rho: np.ndarray, what: str) -> np.ndarray:
+    if (rho <= 0).any():
+        raise ValueError(
+            f"{what}: some points have k or more exact duplicates (zero nearest-neighbour "
+            f"distance), so the Kozachenko-Leonenko log-distance is -inf. Add tiny noise "
+            f"(the 'noise' parameter) or declare the variable discrete."
+        )
+    return np.log(rho)
+
+
+def kl_entropy(a: Any, *, k: int = 3, metric: str = "euclidean", n_jobs: int = 1,
+               chunk_size: int | None = None) -> float:
+    """Kozachenko-Leonenko differential entropy of the rows of ``a`` (n, d), in nats."""
+    n, d = a.shape
+    logr = _check_positive_distances(_kth_distances(a, k, metric, n_jobs, chunk_size)[:, k - 1],
+                                     "KL entropy")
+    return float(digamma(n) - digamma(k) + _log_unit_ball(d, metric) + d * logr.mean())
+
+
+def wkl_weights(k: int, d: int) -> np.ndarray:
+    """Berrett-Samworth-Yuan weights on j = 1..k of minimum Euclidean norm.
+
+    Constraints: sum_j w_j = 1 and sum_j w_j Gamma(j + 2l/d) / Gamma(j) = 0
+    for l = 1..floor(d/4). For d < 4 (no linear constraint) the estimator is
+    the plain KL estimator with k neighbours (w = e_k), as in the authors' code.
+    """
+    n_con = d // 4
+    if n_con == 0 or k == 1:
+        w = np.zeros(k)
+        w[-1] = 1.0
+        return w
+    if k <= n_con:
+        raise ValueError(
+            f"The weighted KL estimator in dimension {d} needs k > floor(d/4) = {n_con} "
+            f"neighbours to satisfy its {n_con} bias-cancelling constraints; got k={k}."
+        )
+    j = np.arange(1, k + 1, dtype=np.float64)
+    g = np.vstack([np.ones(k)] + [np.exp(gammaln(j + 2.0 * ell / d) - gammaln(j)) for ell in range(1, n_con + 1)])
+    e1 = np.zeros(n_con + 1)
+    e1[0] = 1.0
+    return g.T @ np.linalg.solve(g @ g.T, e1)
+
+
+def wkl_entropy(a: Any, *, k: int = 5, metric: str = "euclidean", n_jobs: int = 1,
+                chunk_size: int | None = None) -> float:
+    """Weighted Kozachenko-Leonenko entropy (Berrett, Samworth & Yuan 2019) in nats."""
+    n, d = a.shape
+    w = wkl_weights(k, d)
+    rho = _kth_distances(a, k, metric, n_jobs, chunk_size)
+    support = np.flatnonzero(w != 0)
+    logr = _check_positive_distances(rho[:, support], "Weighted KL entropy")
+    j = support + 1.0
+    terms = math.log(n - 1) - digamma(j) + _log_unit_ball(d, metric) + d * logr.mean(axis=0)
+    return float(np.dot(w[support], terms))
+
+
+# --------------------------------------------------------------------------- #
+# Estimator classes
+# --------------------------------------------------------------------------- #
+class _KNNBase(BaseMIEstimator):
+    """Shared preprocessing: device choice, zero-variance check, scaling, tie-breaking noise."""
+
+    keep_torch = True
+    supports = frozenset({(CONTINUOUS, CONTINUOUS), (CONTINUOUS, DISCRETE), (DISCRETE, CONTINUOUS)})
+    _common_constraints = {
+        "k": [Interval(int, 1, None)],
+        "metric": [Options(_METRICS)],
+        "standardize": [BOOLEAN],
+        "noise": [Interval(float, 0, None)],
+        "seed": [NONE, Interval(int, 0, None), InstanceOf((np.random.Generator,), "a numpy Generator")],
+        "n_jobs": [Interval(int, -1, None)],
+        "chunk_size": [NONE, Interval(int, 1, None)],
+        "device": [NONE, InstanceOf((str, torch.device), "a device name or torch.device")],
+    }
+
+    def _use_torch(self, *arrays) -> torch.device | None:
+        """The torch device to compute on, or None for the numpy/cKDTree path."""
+        if self.device is not None:
+            return resolve_device(self.device)
+        for a in arrays:
+            if is_torch(a) and a.device.type != "cpu":
+                return a.device
+        return None
+
+    def _prep(self, a: Any, name: str, device: torch.device | None, rng: np.random.Generator) -> Any:
+        """Continuous variable -> float64 numpy array, or torch tensor on ``device``; scaled, jittered."""
+        if device is None:
+            arr = a.detach().cpu().numpy() if is_torch(a) else np.asarray(a)
+            arr = arr.astype(np.float64, copy=False)
+            check_no_constant_columns(arr, name)
+            if self.standardize:
+                arr = arr / arr.std(axis=0)
+            if self.noise > 0:
+                arr = arr + self.noise * arr.std(axis=0) * rng.standard_normal(arr.shape)
+            return np.ascontiguousarray(arr)
+        t = a.detach() if is_torch(a) else torch.as_tensor(np.asarray(a))
+        t = t.to(device=device, dtype=torch.float64)
+        const = torch.nonzero(t.amax(0) == t.amin(0)).reshape(-1)
+        if const.numel():
+            check_no_constant_columns(t[:, const[:1]].cpu().numpy(), name)  # raises the usual error
+        if self.standardize:
+            t = t / t.std(dim=0, unbiased=False)
+        if self.noise > 0:
+            z = torch.as_tensor(rng.standard_normal(tuple(t.shape)), device=device)
+            t = t + self.noise * t.std(dim=0, unbiased=False) * z
+        return t.contiguous()
+
+    @staticmethod
+    def _labels(a: Any) -> np.ndarray:
+        arr = a.cpu().numpy() if is_torch(a) else np.asarray(a)
+        return arr[:, 0] if arr.shape[1] == 1 else discrete_symbols(arr)[0]
+
+    def _check_n(self, n: int, what: str = "") -> None:
+        if n <= self.k:
+            raise ValueError(
+                f"{type(self).__name__} with k={self.k} needs more than k samples{what}; got n={n}. "
+                f"Lower 'k' or pass more samples."
+            )
+
+
+_KNN_PARAMS_DOC = """
+    metric : {'chebyshev', 'euclidean'}
+        Norm used in each space.
+    standardize : bool, default True
+        Divide every continuous column by its standard deviation first (no
+        centring; the scaling of scikit-learn's ``mutual_info_regression``).
+    noise : float, default 0.0
+        Tie breaking: add ``noise * std`` times standard normal noise to every
+        continuous column (Kraskov et al. advise ~1e-10 for data with ties);
+        0 adds nothing.
+    seed : int, numpy Generator or None, default 0
+        Seed of that noise.
+    n_jobs : int, default 1
+        Threads of the cKDTree queries (-1: all cores).
+    chunk_size : int or None
+        Rows per distance block on the torch path (None: automatic).
+    device : str, torch.device or None
+        None: CUDA tensors are computed on their device by chunked brute force
+        in torch, everything else on CPU with cKDTree. A device forces the
+        torch path there (``'cpu'`` included).
+    unit : {'bits', 'nats'}, default 'bits'
+"""
+
+
+class KSG(_KNNBase):
+    __doc__ = (
+        """Kraskov-Stoegbauer-Grassberger kNN estimator of I(X;Y).
+
+    Algorithms 1 and 2 of [1]_ with the joint distance max(d_x, d_y); for a
+    continuous x and a discrete y (or the reverse) the variant of Ross [2]_.
+    Discrete-discrete pairs are not supported (use 'discrete').
+
+    Parameters
+    ----------
+    k : int, default 3
+        Number of neighbours (scikit-learn's default is 3, Kraskov et al.
+        suggest 2-4 for small bias, larger k for smaller variance).
+    algorithm : {1, 2}, default 1
+    clip : bool, default True
+        Return max(estimate, 0) (as scikit-learn and bmi do); False returns the
+        raw value, which scatters around 0 for independent variables.
+    """
+        + _KNN_PARAMS_DOC.replace(
+            "        Norm used in each space.",
+            "        Norm in each marginal space, default 'chebyshev' (the paper's max-norm;\n"
+            "        scikit-learn). 'euclidean' gives max(||dx||_2, ||dy||_2) in the joint space,\n"
+            "        bmi's default; for multivariate x or y it runs by brute force (O(N^2 d)).",
+        )
+        + """
+    Notes
+    -----
+    Bias: consistent, no bound. Exact for independent variables in
+    expectation (up to O(1/N)); underestimates strongly dependent pairs
+    (high MI, bias grows with MI and dimension) [1]_, [5]_; overestimates
+    slightly at small N for weak dependence. Invariant to per-coordinate
+    scaling only with ``standardize``; approximately invariant to smooth
+    monotone maps.
+    Cost: O(N log N) per query for low dimension (kd-tree), memory O(N k);
+    1-D marginals by sorting.
+    ``estimate`` matches scikit-learn's ``_compute_mi_cc`` (algorithm 1,
+    chebyshev, k=n_neighbors, clip=True, on the same scaled data) and bmi's
+    ``KSGEnsembleFirstEstimator(neighborhoods=(k,), metric_x=...)`` to
+    floating-point precision (see benchmarks/speed.py).
+
+    References
+    ----------
+    .. [1] Kraskov, Stoegbauer & Grassberger, Phys. Rev. E 69, 066138 (2004).
+    .. [2] Ross, PLoS ONE 9(2), e87357 (2014).
+    .. [5] Czyz et al., "Beyond normal", NeurIPS 2023.
+    """
+    )
+
+    name = "ksg"
+    _constraints = {**_KNNBase._common_constraints, "algorithm": [Options((1, 2))], "clip": [BOOLEAN]}
+
+    def __init__(self, *, k: int = 3, algorithm: int = 1, metric: str = "chebyshev",
+                 standardize: bool = True, noise: float = 0.0, seed: Any = 0, clip: bool = True,
+                 n_jobs: int = 1, chunk_size: int | None = None, device: Any = None,
+                 unit: str = "bits"):
+        self.k = k
+        self.algorithm = algorithm
+        self.metric = metric
+        self.standardize = standardize
+        self.noise = noise
+        self.seed = seed
+        self.clip = clip
+        self.n_jobs = n_jobs
+        self.chunk_size = chunk_size
+        self.device = device
+        self.unit = unit
+        self._check_params()
+
+    def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
+        n = x.shape[0]
+        self._check_n(n)
+        rng = check_random_state(self.seed)
+        device = self._use_torch(x, y)
+        if discrete_x or discrete_y:
+            cont, disc = (y, x) if discrete_x else (x, y)
+            c = self._prep(cont, "y" if discrete_x else "x", device, rng)
+            mi = ksg_mi_mixed(c, self._labels(disc), k=self.k, metric=self.metric,
+                              n_jobs=self.n_jobs, chunk_size=self.chunk_size)
+        else:
+            xa = self._prep(x, "x", device, rng)
+            ya = self._prep(y, "y", device, rng)
+            if device is not None:
+                mi = _ksg_torch(xa, ya, k=self.k, algorithm=self.algorithm, metric=self.metric,
+                                chunk_size=self.chunk_size)
+            else:
+                mi = ksg_mi(xa, ya, k=self.k, algorithm=self.algorithm, metric=self.metric,
+                            n_jobs=self.n_jobs)
+        return max(mi, 0.0) if self.clip else mi
+
+
+class _EntropyKNN(_KNNBase):
+    """I = H(X) + H(Y) - H(X,Y), or H(T) - sum_y p(y) H(T|y) with one discrete variable."""
+
+    def _entropy(self, a: Any) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
+        n = x.shape[0]
+        self._check_n(n)
+        rng = check_random_state(self.seed)
+        device = self._use_torch(x, y)
+        if discrete_x or discrete_y:
+            cont, disc = (y, x) if discrete_x else (x, y)
+            t = self._prep(cont, "y" if discrete_x else "x", device, rng)
+            labels = self._labels(disc)
+            classes, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
+            small = counts <= self.k
+            if small.any():
+                raise ValueError(
+                    f"{type(self).__name__} with k={self.k} needs more than k samples of every "
+                    f"class of the discrete variable; classes {classes[small][:10].tolist()} have "
+                    f"{counts[small][:10].tolist()}. Lower 'k' or merge rare classes."
+                )
+            h_cond = 0.0
+            for ci in range(classes.size):
+                mask = inv == ci
+                sub = t[torch.from_numpy(mask).to(t.device)] if is_torch(t) else t[mask]
+                h_cond += counts[ci] / n * self._entropy(sub)
+            return self._entropy(t) - h_cond
+        xa = self._prep(x, "x", device, rng)
+        ya = self._prep(y, "y", device, rng)
+        joint = torch.cat([xa, ya], dim=1) if is_torch(xa) else np.hstack([xa, ya])
+        return self._entropy(xa) + self._entropy(ya) - self._entropy(joint)
+
+
+class KL(_EntropyKNN):
+    __doc__ = (
+        """MI from Kozachenko-Leonenko entropies: I = H(X) + H(Y) - H(X,Y).
+
+    Each entropy uses its own k-th neighbour distances (the "3KL" estimator);
+    with one discrete variable, I(T;Y) = H(T) - sum_y p(y) H(T | Y=y).
+
+    Parameters
+    ----------
+    k : int, default 3
+    """
+        + _KNN_PARAMS_DOC.replace(
+            "        Norm used in each space.",
+            "        Norm defining the neighbour balls, default 'euclidean' (volume\n"
+            "        pi^(d/2)/Gamma(d/2+1)); 'chebyshev' uses cubes (volume 2^d).",
+        )
+        + """
+    Notes
+    -----
+    Bias: consistent, no bound. The three entropy biases do not cancel as in
+    KSG: noticeably worse than KSG for dependent variables in d >= 2 and in
+    high dimension (the joint-space bias dominates). Exact duplicates make
+    log-distances -inf: use ``noise``.
+    Cost: three kd-tree kNN searches, O(N log N) each in low dimension.
+
+    References
+    ----------
+    .. [1] Kozachenko & Leonenko, Problems Inform. Transmission 23 (1987).
+    .. [2] Kraskov, Stoegbauer & Grassberger, Phys. Rev. E 69 (2004).
+    """
+    )
+
+    name = "kl"
+    _constraints = _KNNBase._common_constraints
+
+    def __init__(self, *, k: int = 3, metric: str = "euclidean", standardize: bool = True,
+                 noise: float = 0.0, seed: Any = 0, n_jobs: int = 1, chunk_size: int | None = None,
+                 device: Any = None, unit: str = "bits"):
+        self.k = k
+        self.metric = metric
+        self.standardize = standardize
+        self.noise = noise
+        self.seed = seed
+        self.n_jobs = n_jobs
+        self.chunk_size = chunk_size
+        self.device = device
+        self.unit = unit
+        self._check_params()
+
+    def _entropy(self, a):
+        return kl_entropy(a, k=self.k, metric=self.metric, n_jobs=self.n_jobs, chunk_size=self.chunk_size)
+
+
+class WKL(_EntropyKNN):
+    __doc__ = (
+        """MI from weighted Kozachenko-Leonenko entropies (Berrett, Samworth & Yuan 2019).
+
+    H_w = sum_j w_j [log(N-1) - psi(j) + log V_d + (d/N) sum_i log rho_(j),i],
+    weights of minimum norm with sum 1 that cancel the leading floor(d/4)
+    bias terms (see :func:`wkl_weights`); I = H(X) + H(Y) - H(X,Y) or
+    H(T) - sum_y p(y) H(T | Y=y). Used by Butakov et al. (2024).
+
+    Parameters
+    ----------
+    k : int, default 5
+        Largest neighbour order used; must exceed floor(d/4) for the joint
+        dimension d.
+    """
+        + _KNN_PARAMS_DOC.replace(
+            "        Norm used in each space.",
+            "        Norm defining the neighbour balls, default 'euclidean'.",
+        )
+        + """
+    Notes
+    -----
+    Bias: consistent; the weights remove the leading bias terms of the
+    entropy, which makes it efficient (root-N) up to dimension 7 and less
+    biased than KL in d >= 4. For d < 4 it equals KL with k neighbours.
+    Cost: as KL (one k-neighbour search per entropy).
+
+    References
+    ----------
+    .. [1] T. B. Berrett, R. J. Samworth and M. Yuan, Annals of Statistics
+       47(1), 288-318, 2019.
+    .. [2] Butakov et al., ICLR 2024.
+    """
+    )
+
+    name = "wkl"
+    _constraints = _KNNBase._common_constraints
+
+    def __init__(self, *, k: int = 5, metric: str = "euclidean", standardize: bool = True,
+                 noise: float = 0.0, seed: Any = 0, n_jobs: int = 1, chunk_size: int | None = None,
+                 device: Any = None, unit: str = "bits"):
+        self.k = k
+        self.metric = metric
+        self.standardize = standardize
+        self.noise = noise
+        self.seed = seed
+        self.n_jobs = n_jobs
+        self.chunk_size = chunk_size
+        self.device = device
+        self.unit = unit
+        self._check_params()
+
+    def _entropy(self, a):
+        return wkl_entropy(a, k=self.k, metric=self.metric, n_jobs=self.n_jobs, chunk_size=self.chunk_size)

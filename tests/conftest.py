@@ -1,0 +1,24 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("IBSCOPE_TEST_THREADS", "2")))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (or $IBSCOPE_DATA); tests that need it skip with a reason when absent."""
+    from ibscope.data import data_dir
+
+    d = data_dir()
+    if not d.is_dir():
+        pytest.skip(f"shared data directory {d} not present (set IBSCOPE_DATA)")
+    return d
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
