@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     frames = []
     for values in itertools.product(*(grid[k] for k in keys)):
-        overrides = {**base, **dict(zip(keys, values))}
+        overrides = {**base, **dict(zip(keys, values, strict=False))}
         unknown = set(overrides) - allowed
         if unknown:
             raise SystemExit(f"Unknown config keys for {name}: {sorted(unknown)}")
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in _seeds(args.seeds):
             t0 = time.time()
             frames.append(mod.run_seed(cfg, seed, out))
-            print(f"{name} {dict(zip(keys, values))} seed {seed}: {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
+            print(f"{name} {dict(zip(keys, values, strict=False))} seed {seed}: {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
     results = pd.concat(frames, ignore_index=True)
     from ibscope.store import atomic_write_parquet
 

@@ -86,7 +86,7 @@ def test_temperature_zero_is_exactly_sgd():
             o.zero_grad()
             nn.functional.cross_entropy(m(x), y).backward()
             o.step()
-    for p, q in zip(net.parameters(), net2.parameters()):
+    for p, q in zip(net.parameters(), net2.parameters(), strict=False):
         assert torch.equal(p, q)
 
 
@@ -117,7 +117,7 @@ def test_polynomial_decay():
         opt.step()
         sched.step()
     assert lrs[0] == pytest.approx(0.1) and lrs[10] == pytest.approx(0.05)
-    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
 
 
 @pytest.mark.parametrize("kwargs, match", [

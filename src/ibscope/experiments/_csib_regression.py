@@ -187,7 +187,7 @@ def plot(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     s = summarize(results)
     datasets = list(s["dataset"].unique())
     fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(4 * max(len(datasets), 1), 3.5), squeeze=False)
-    for ax, ds in zip(axes[0], datasets):
+    for ax, ds in zip(axes[0], datasets, strict=False):
         g = s[s["dataset"] == ds]
         ax.bar(g["method"], g["mean"], yerr=g["ci95"], capsize=4, color="tab:green")
         ax.set_title(ds)

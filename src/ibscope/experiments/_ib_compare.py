@@ -261,7 +261,7 @@ def summarize(results: pd.DataFrame, quantities: tuple[str, ...] = ("test_accura
         v = g["value"].to_numpy(dtype=float)
         k = len(v)
         half = float(stats.t.ppf(0.975, k - 1) * v.std(ddof=1) / math.sqrt(k)) if k > 1 else float("nan")
-        rows.append({**dict(zip([*by, "quantity"], keys)), "mean": float(v.mean()), "ci95": half,
+        rows.append({**dict(zip([*by, "quantity"], keys, strict=False)), "mean": float(v.mean()), "ci95": half,
                      "n_seeds": k, "unit": g["unit"].iloc[0]})
     return pd.DataFrame(rows)
 

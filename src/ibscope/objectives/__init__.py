@@ -16,7 +16,15 @@ floats with their ``unit``), so it drops into a plain training loop. See
 docs/objectives.md.
 """
 
-from ._cs import CSIBLoss, cs_divergence, cs_qmi, gaussian_gram, kernel_width, matrix_renyi_entropy, matrix_renyi_mi
+from ._cs import (
+    CSIBLoss,
+    cs_divergence,
+    cs_qmi,
+    gaussian_gram,
+    kernel_width,
+    matrix_renyi_entropy,
+    matrix_renyi_mi,
+)
 from ._dual_ib import DualIBLoss, NoisyLabels
 from ._pib import GibbsResult, NonFiniteLossError, PIBLoss, per_example_gradients, train_gibbs
 from ._schedule import AnnealingSchedule

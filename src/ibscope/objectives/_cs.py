@@ -32,8 +32,9 @@ squared error (our tests check that this one is not).
 
     I_CS = log(tr(Kx Kz) / N^2) + log(sum Kx * sum Kz / N^4) - 2 log(1^T Kx Kz 1 / N^3) >= 0.
 
-**Matrix-based Renyi alpha-entropy** (Sanchez Giraldo et al. [3]_):
-A = K / tr(K) (for a Gaussian Gram matrix, K_ii = 1), S_alpha(A) =
+**Matrix-based Renyi alpha-entropy** (Sanchez Giraldo et al. [3]_), the
+functions of :mod:`ibscope.estimators._renyi` with a loss-friendly default:
+A_ij = K_ij / (N sqrt(K_ii K_jj)), S_alpha(A) =
 log2(sum lambda_i^alpha) / (1 - alpha); for alpha = 2 it is
 -log2 ||A||_F^2, which needs no eigendecomposition (the loss default).
 Joint entropy via the normalized Hadamard product; I = S(A) + S(B) - S(A,B).
@@ -52,8 +53,6 @@ References
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 import torch
@@ -61,12 +60,13 @@ from torch import nn
 
 from .._units import LN2, check_unit
 from .._validation import Interval, validate_params
+from ..estimators import _renyi
 from ._schedule import AnnealingSchedule, check_weight, resolve_weight
 
 __all__ = ["gaussian_gram", "kernel_width", "cs_divergence", "cs_qmi", "CSIBLoss",
            "matrix_renyi_entropy", "matrix_renyi_mi"]
 
-WIDTH_RULES = ("silverman", "median")
+WIDTH_RULES = ("silverman", "median", "knn")
 
 
 def _as_2d(a: torch.Tensor, name: str) -> torch.Tensor:
@@ -88,25 +88,14 @@ def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def kernel_width(x: torch.Tensor, rule: str | float = "silverman") -> float:
-    """Gaussian kernel width sigma for the rows of ``x`` by ``rule`` (see module docstring)."""
-    if isinstance(rule, numbers.Real) and not isinstance(rule, bool):
-        if not (math.isfinite(rule) and rule > 0):
-            raise ValueError(f"A numeric kernel width must be a finite float > 0, got {rule!r}.")
-        return float(rule)
-    if rule not in WIDTH_RULES:
+    """Gaussian kernel width sigma for the rows of ``x`` by ``rule`` (see module docstring).
+
+    The rules are those of :func:`ibscope.estimators._renyi.kernel_width`
+    (one implementation); the width is computed on detached data.
+    """
+    if isinstance(rule, str) and rule not in WIDTH_RULES:
         raise ValueError(f"'rule' must be a float > 0 or one of {WIDTH_RULES}; got {rule!r}.")
-    x = _as_2d(x, "x").detach().double()
-    n, d = x.shape
-    if rule == "silverman":
-        s = float(x.std(dim=0).mean())
-        sigma = s * (4.0 / ((d + 2) * n)) ** (1.0 / (d + 4))
-    else:
-        dist = _sq_dists(x, x).sqrt()
-        iu = torch.triu_indices(n, n, offset=1)
-        sigma = float(dist[iu[0], iu[1]].median())
-    if not (sigma > 0 and math.isfinite(sigma)):
-        raise ValueError(f"Rule {rule!r} gives kernel width {sigma!r} (constant data?); pass a width > 0.")
-    return sigma
+    return _renyi.kernel_width(_as_2d(x, "x").detach().double(), rule)
 
 
 def gaussian_gram(a: torch.Tensor, sigma: float, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -225,36 +214,23 @@ class CSIBLoss(nn.Module):
 # --------------------------------------------------------------------------- #
 # Matrix-based Renyi alpha-entropy (differentiable)
 # --------------------------------------------------------------------------- #
-def _check_alpha(alpha: Any) -> float:
-    validate_params("matrix_renyi_entropy", {"alpha": alpha}, {"alpha": [Interval(float, 0, None, closed="neither")]})
-    if alpha == 1:
-        raise ValueError("'alpha' must differ from 1 (use alpha = 1.01 for a near-Shannon value).")
-    return float(alpha)
-
-
-def _entropy_normalized(a: torch.Tensor, alpha: float) -> torch.Tensor:
-    if alpha == 2.0:
-        return -torch.log((a * a).sum())            # tr(A^2) = ||A||_F^2 for symmetric A
-    lam = torch.linalg.eigvalsh(a)
-    # rounding leaves tiny (even negative) eigenvalues where the exact ones are 0;
-    # for alpha < 1 they would count, so zero them below a relative tolerance
-    tol = lam.shape[0] * torch.finfo(lam.dtype).eps * lam.detach().abs().max()
-    lam = torch.where(lam > tol, lam, torch.zeros_like(lam))
-    return torch.log((lam ** alpha).sum()) / (1.0 - alpha)
-
-
 def matrix_renyi_entropy(k: torch.Tensor, alpha: float = 2.0, *, unit: str = "bits") -> torch.Tensor:
-    """S_alpha(A), A = K / tr(K), of a positive semidefinite Gram matrix ``k`` (differentiable).
+    """S_alpha(A), A_ij = K_ij / (N sqrt(K_ii K_jj)), of a PSD Gram matrix ``k`` (differentiable).
 
-    For n orthogonal points (K = I) every eigenvalue of A is 1/n and
-    S_alpha = log2(n) for every alpha != 1.
+    The loss-oriented front of :func:`ibscope.estimators._renyi.renyi_entropy`
+    (same normalization and values): alpha defaults to 2, computed without an
+    eigendecomposition as -log ||A||_F^2 (stable gradients even with repeated
+    eigenvalues); other alpha go through ``eigvalsh``. For n orthogonal points
+    (K = I) every eigenvalue of A is 1/n and S_alpha = log2(n) for every alpha.
     """
     check_unit(unit)
-    alpha = _check_alpha(alpha)
     if not isinstance(k, torch.Tensor) or k.ndim != 2 or k.shape[0] != k.shape[1]:
         raise ValueError("'k' must be a square (n, n) Gram matrix tensor.")
-    a = k / torch.trace(k)
-    s = _entropy_normalized(a, alpha)
+    alpha = _check_alpha(alpha)
+    if alpha != 2.0:
+        return _renyi.renyi_entropy(k, alpha, unit=unit)
+    a = _renyi._normalize(k)
+    s = -torch.log((a * a).sum())
     return s / LN2 if unit == "bits" else s
 
 
@@ -262,5 +238,15 @@ def matrix_renyi_mi(kx: torch.Tensor, ky: torch.Tensor, alpha: float = 2.0, *, u
     """I_alpha = S(A) + S(B) - S(A o B / tr(A o B)) of two Gram matrices (differentiable)."""
     if not isinstance(kx, torch.Tensor) or not isinstance(ky, torch.Tensor) or kx.shape != ky.shape:
         raise ValueError("'kx' and 'ky' must be Gram matrix tensors of the same (n, n) shape.")
+    alpha = _check_alpha(alpha)
+    if alpha != 2.0:
+        return _renyi.renyi_mi(kx, ky, alpha, unit=unit)
     return (matrix_renyi_entropy(kx, alpha, unit=unit) + matrix_renyi_entropy(ky, alpha, unit=unit)
             - matrix_renyi_entropy(kx * ky, alpha, unit=unit))
+
+
+def _check_alpha(alpha: Any) -> float:
+    validate_params("matrix_renyi_entropy", {"alpha": alpha}, {"alpha": [Interval(float, 0, None, closed="neither")]})
+    if alpha == 1:
+        raise ValueError("'alpha' must differ from 1 (use alpha = 1.01 for a near-Shannon value).")
+    return float(alpha)
