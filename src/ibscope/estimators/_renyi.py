@@ -1,0 +1,362 @@
+"""Matrix-based Renyi alpha-entropy mutual information.
+
+Giraldo, Rao & Principe [1]_ define an entropy-like functional directly on a
+Gram matrix, with no density estimate. For samples x_1..x_N and a positive
+definite kernel K with K_ii > 0,
+
+    A_ij = K_ij / (N sqrt(K_ii K_jj))                (trace 1, positive semidefinite)
+    S_alpha(A) = log(sum_i lambda_i(A)^alpha) / (1 - alpha)
+
+(lambda_i the eigenvalues of A; alpha -> 1 gives the von Neumann entropy
+-sum lambda log lambda). The joint entropy uses the normalized Hadamard
+product, and the mutual information is
+
+    S_alpha(A, B) = S_alpha(A o B / tr(A o B)),
+    I_alpha(A; B) = S_alpha(A) + S_alpha(B) - S_alpha(A, B).
+
+Yu et al. [2]_ extended this to several variables and use it to analyse and
+train deep networks (alpha = 1.01 for measurement, alpha = 2 as a loss).
+
+This is **not** Shannon mutual information. It is a kernel functional whose
+value depends on the kernel width and on N (entropies are at most log N). It
+satisfies 0 <= I_alpha <= min(S_alpha(A), S_alpha(B)) [1]_, vanishes (in the
+large-sample limit) for independent variables, grows with the dependence, and
+for a label (delta) kernel reduces exactly to the Renyi entropy of the label
+distribution. Use it to compare and rank, not as bits of Shannon information.
+
+Kernel convention (one, stated): the Gaussian kernel
+``K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2))`` on the raw (unstandardized)
+data, so K_ii = 1 and A = K / N. For discrete variables the label kernel
+``K_ij = 1[x_i == x_j]`` (whole rows compared).
+
+References
+----------
+.. [1] L. G. Sanchez Giraldo, M. Rao and J. C. Principe, "Measures of entropy
+   from data using infinitely divisible kernels", IEEE Trans. Information
+   Theory 61(1), 2015.
+.. [2] S. Yu, L. G. Sanchez Giraldo, R. Jenssen and J. C. Principe,
+   "Multivariate extension of matrix-based Renyi's alpha-order entropy
+   functional", IEEE TPAMI 42(11), 2020; S. Yu and J. C. Principe,
+   "Understanding autoencoders with information theoretic concepts",
+   Neural Networks 117, 2019.
+.. [3] B. W. Silverman, "Density Estimation for Statistics and Data
+   Analysis", Chapman & Hall, 1986 (the rule-of-thumb width).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._units import LN2, check_unit
+from .._validation import (
+    NONE,
+    InstanceOf,
+    Interval,
+    Options,
+    check_random_state,
+    discrete_symbols,
+    is_torch,
+    resolve_device,
+)
+from .base import BaseMIEstimator
+
+__all__ = [
+    "Renyi",
+    "gram_matrix",
+    "label_gram_matrix",
+    "kernel_width",
+    "renyi_entropy",
+    "renyi_joint_entropy",
+    "renyi_mi",
+]
+
+WIDTH_RULES = ("silverman", "knn", "median")
+
+
+# --------------------------------------------------------------------------- #
+# Pure (differentiable) torch functions
+# --------------------------------------------------------------------------- #
+def _check_alpha(alpha: Any) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (
+        math.isfinite(float(alpha)) and float(alpha) > 0
+    ):
+        raise ValueError(f"The 'alpha' parameter must be a float in (0, inf). Got {alpha!r} instead.")
+    return float(alpha)
+
+
+def _unit_factor(unit: str) -> float:
+    check_unit(unit)
+    return 1.0 / LN2 if unit == "bits" else 1.0
+
+
+def gram_matrix(x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """Gaussian Gram matrix ``K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2))``.
+
+    Differentiable in ``x`` (and in ``sigma`` if it is a tensor); computed on
+    ``x``'s device and dtype. Squared distances come from the expansion
+    ||a||^2 + ||b||^2 - 2 a.b, clamped at 0, so memory is O(N^2), not O(N^2 d).
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (N,) or (N, d)
+    sigma : float or 0-dim tensor, > 0
+        Kernel width (standard-deviation convention).
+    """
+    if not is_torch(x):
+        raise TypeError(f"'x' must be a torch.Tensor, got {type(x).__name__}.")
+    if x.ndim == 1:
+        x = x[:, None]
+    if not is_torch(sigma) and not (
+        isinstance(sigma, numbers.Real) and not isinstance(sigma, bool) and math.isfinite(sigma) and sigma > 0
+    ):
+        raise ValueError(f"The 'sigma' parameter must be a float in (0, inf). Got {sigma!r} instead.")
+    sq = (x * x).sum(dim=1)
+    d2 = (sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)).clamp(min=0.0)
+    d2 = d2 * (1.0 - torch.eye(x.shape[0], dtype=x.dtype, device=x.device))  # exact zero diagonal
+    return torch.exp(-d2 / (2.0 * sigma * sigma))
+
+
+def label_gram_matrix(labels: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Label (delta) kernel ``K_ij = 1[label_i == label_j]`` of integer labels (N,) or rows (N, d)."""
+    if labels.ndim == 2:
+        eq = (labels[:, None, :] == labels[None, :, :]).all(dim=2)
+    else:
+        eq = labels[:, None] == labels[None, :]
+    return eq.to(dtype)
+
+
+def _normalize(k: torch.Tensor) -> torch.Tensor:
+    """A_ij = K_ij / (N sqrt(K_ii K_jj)): unit trace."""
+    n = k.shape[0]
+    d = torch.sqrt(torch.diagonal(k))
+    return k / (n * d[:, None] * d[None, :])
+
+
+def _entropy_of_normalized(a: torch.Tensor, alpha: float) -> torch.Tensor:
+    """S_alpha in nats of a unit-trace PSD matrix (symmetrized for eigvalsh)."""
+    lam = torch.linalg.eigvalsh(0.5 * (a + a.T)).clamp(min=0.0)
+    lam = lam / lam.sum()
+    pos = lam > torch.finfo(lam.dtype).tiny
+    safe = torch.where(pos, lam, torch.ones_like(lam))
+    if alpha == 1.0:  # von Neumann limit
+        return -(torch.where(pos, safe * torch.log(safe), torch.zeros_like(lam))).sum()
+    power = torch.where(pos, safe**alpha, torch.zeros_like(lam)).sum()
+    return torch.log(power) / (1.0 - alpha)
+
+
+def renyi_entropy(k: torch.Tensor, alpha: float = 1.01, *, unit: str = "bits") -> torch.Tensor:
+    """Matrix-based Renyi alpha-entropy S_alpha of a Gram matrix (0-dim tensor).
+
+    ``k`` is an (N, N) positive semidefinite Gram matrix with positive
+    diagonal (any kernel); it is normalized to A = K_ij / (N sqrt(K_ii K_jj))
+    first. ``alpha`` in (0, inf); ``alpha == 1`` is the von Neumann limit.
+    Differentiable (through ``torch.linalg.eigvalsh``). At most log N; equal
+    to log N when the N points are mutually orthogonal in feature space
+    (K = identity), for every alpha.
+    """
+    alpha = _check_alpha(alpha)
+    return _entropy_of_normalized(_normalize(k), alpha) * _unit_factor(unit)
+
+
+def renyi_joint_entropy(kx: torch.Tensor, ky: torch.Tensor, alpha: float = 1.01, *,
+                        unit: str = "bits") -> torch.Tensor:
+    """Joint entropy S_alpha(A, B) = S_alpha(A o B / tr(A o B)) of two Gram matrices."""
+    if kx.shape != ky.shape:
+        raise ValueError(f"Gram matrices must have the same shape; got {tuple(kx.shape)} and {tuple(ky.shape)}.")
+    return renyi_entropy(kx * ky, alpha, unit=unit)
+
+
+def renyi_mi(kx: torch.Tensor, ky: torch.Tensor, alpha: float = 1.01, *,
+             unit: str = "bits") -> torch.Tensor:
+    """Matrix-based Renyi mutual information I_alpha = S(A) + S(B) - S(A, B) (0-dim tensor).
+
+    Differentiable in both Gram matrices, so it can serve as a loss term (the
+    usual choice there is alpha = 2). Not Shannon MI: see the module notes.
+    No clipping is applied here (a tiny negative value from rounding keeps its
+    gradient); :class:`Renyi` clips the reported float at 0.
+    """
+    alpha = _check_alpha(alpha)
+    if kx.shape != ky.shape or kx.ndim != 2 or kx.shape[0] != kx.shape[1]:
+        raise ValueError(
+            f"'kx' and 'ky' must be square Gram matrices of the same shape; got "
+            f"{tuple(kx.shape)} and {tuple(ky.shape)}."
+        )
+    ax, ay = _normalize(kx), _normalize(ky)
+    axy = ax * ay
+    axy = axy / torch.trace(axy)
+    nats = (_entropy_of_normalized(ax, alpha) + _entropy_of_normalized(ay, alpha)
+            - _entropy_of_normalized(axy, alpha))
+    return nats * _unit_factor(unit)
+
+
+def kernel_width(x: torch.Tensor, rule: str | float = "silverman", *, k: int = 10) -> float:
+    """Gaussian kernel width sigma for sample ``x`` (N, d) under a named rule.
+
+    Rules
+    -----
+    'silverman'
+        Silverman's multivariate rule of thumb [3]_:
+        sigma = s (4 / ((d + 2) N))^(1 / (d + 4)), s the mean column std.
+    'knn'
+        Mean distance from each point to its ``k``-th nearest neighbour.
+    'median'
+        Median of the pairwise distances between distinct points.
+    float
+        A fixed width (> 0), used as is.
+    """
+    if isinstance(rule, numbers.Real) and not isinstance(rule, bool):
+        if not (math.isfinite(float(rule)) and float(rule) > 0):
+            raise ValueError(f"A fixed kernel width must be a float in (0, inf). Got {rule!r} instead.")
+        return float(rule)
+    if rule not in WIDTH_RULES:
+        raise ValueError(
+            f"Unknown kernel width rule {rule!r}; use one of {', '.join(map(repr, WIDTH_RULES))} or a positive float."
+        )
+    if x.ndim == 1:
+        x = x[:, None]
+    n, d = x.shape
+    with torch.no_grad():
+        if rule == "silverman":
+            s = float(x.std(dim=0).mean())
+            width = s * (4.0 / ((d + 2.0) * n)) ** (1.0 / (d + 4.0))
+        else:
+            dist = torch.cdist(x, x)
+            if rule == "median":
+                iu = torch.triu_indices(n, n, offset=1, device=x.device)
+                width = float(dist[iu[0], iu[1]].median())
+            else:
+                kk = min(k, n - 1)
+                width = float(torch.topk(dist, kk + 1, dim=1, largest=False).values[:, kk].mean())
+    if not (math.isfinite(width) and width > 0):
+        raise ValueError(
+            f"The {rule!r} width rule gave sigma = {width}; the sample has (nearly) no spread. "
+            f"Pass a fixed positive width instead."
+        )
+    return width
+
+
+# --------------------------------------------------------------------------- #
+# Estimator
+# --------------------------------------------------------------------------- #
+class Renyi(BaseMIEstimator):
+    """Matrix-based Renyi alpha-entropy mutual information (Giraldo et al. 2015).
+
+    I_alpha(X;Y) = S_alpha(A) + S_alpha(B) - S_alpha(A o B / tr(A o B)) with
+    A, B the normalized Gram matrices of x and y (see the module docstring).
+    Gaussian kernel convention: ``exp(-||a - b||^2 / (2 sigma^2))`` on the raw
+    data; discrete variables get the label kernel ``1[a == b]``.
+
+    Parameters
+    ----------
+    alpha : float, default 1.01
+        Order of the entropy, in (0, inf); 1 gives the von Neumann limit.
+        1.01 is the usual measurement choice, 2 the usual loss.
+    width : {'silverman', 'knn', 'median'} or float, default 'median'
+        Kernel width rule for continuous variables, applied to x and y
+        separately (see :func:`kernel_width`), or a fixed sigma for both.
+        The median heuristic is the default because it keeps the kernel wide
+        enough in every dimension: the density-estimation rules ('silverman',
+        'knn') give narrow kernels for d > 1, the joint entropy then saturates
+        near log N, and independent variables get a large positive value
+        (e.g. ~6 bits at N = 1000, d = 3 with 'silverman').
+    width_y : same as ``width`` or None, default None
+        A different rule/width for y; None uses ``width``.
+    k : int, default 10
+        Neighbour order of the 'knn' rule.
+    max_samples : int or None, default 2000
+        The method needs three N x N eigendecompositions (O(N^3)); larger
+        samples are subsampled at random (with ``seed``) to this size. None
+        uses every sample.
+    seed : int or None, default 0
+        Seed of the subsampling.
+    device : str, torch.device or None
+        Where to compute; None follows the input tensor (CPU for numpy).
+    unit : {'bits', 'nats'}, default 'bits'
+
+    Attributes
+    ----------
+    widths_ : tuple (sigma_x, sigma_y)
+        Kernel widths used by the last call (None for a discrete variable).
+
+    Notes
+    -----
+    Bias: **not an estimator of Shannon MI**. The value depends on alpha, the
+    kernel width and N (every entropy is at most log N). Guarantees that do
+    hold, and that the tests check: 0 <= I_alpha <= min(S(A), S(B)) (the
+    estimate is clipped at 0 against rounding); I_alpha -> 0 for independent
+    variables (a positive finite-sample bias that shrinks with N); it is
+    monotone in the dependence of a Gaussian pair; N mutually orthogonal
+    points (K = I) have entropy log N for every alpha; with a label kernel
+    the entropy equals the Renyi entropy of the label frequencies, so for
+    discrete x, y it is the Renyi-entropy analogue of the plug-in MI.
+    Symmetric in x and y (same width rule for both). Supports every
+    discrete/continuous combination.
+
+    Cost: O(N^2 d) for the Gram matrices plus three O(N^3) symmetric
+    eigendecompositions (about 1 s at N = 2000 on 2 CPU cores).
+
+    References
+    ----------
+    .. [1] Sanchez Giraldo, Rao & Principe, IEEE Trans. Inf. Theory 61(1), 2015.
+    .. [2] Yu, Sanchez Giraldo, Jenssen & Principe, IEEE TPAMI 42(11), 2020.
+    """
+
+    name = "renyi"
+    keep_torch = True
+    _width_constraint = [Options(WIDTH_RULES), Interval(float, 0, None, closed="neither")]
+    _constraints = {
+        "alpha": [Interval(float, 0, None, closed="neither")],
+        "width": _width_constraint,
+        "width_y": [NONE, *_width_constraint],
+        "k": [Interval(int, 1, None)],
+        "max_samples": [NONE, Interval(int, 2, None)],
+        "seed": [NONE, Interval(int, 0, None)],
+        "device": [NONE, InstanceOf((str, torch.device), "a device name or torch.device")],
+    }
+
+    def __init__(self, *, alpha: float = 1.01, width: str | float = "median",
+                 width_y: str | float | None = None, k: int = 10,
+                 max_samples: int | None = 2000, seed: int | None = 0,
+                 device: Any = None, unit: str = "bits"):
+        self.alpha = alpha
+        self.width = width
+        self.width_y = width_y
+        self.k = k
+        self.max_samples = max_samples
+        self.seed = seed
+        self.device = device
+        self.unit = unit
+        self._check_params()
+
+    def _gram(self, a: Any, discrete: bool, rule: Any,
+              device: torch.device) -> tuple[torch.Tensor, float | None]:
+        if discrete:
+            arr = a.cpu().numpy() if is_torch(a) else np.asarray(a)
+            ids = torch.as_tensor(discrete_symbols(arr)[0], device=device)
+            return label_gram_matrix(ids), None
+        t = a.to(device=device, dtype=torch.float64) if is_torch(a) else torch.as_tensor(
+            np.asarray(a), dtype=torch.float64, device=device)
+        sigma = kernel_width(t, rule, k=self.k)
+        return gram_matrix(t, sigma), sigma
+
+    def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
+        device = resolve_device(self.device, like=x)
+        n = x.shape[0]
+        if self.max_samples is not None and n > self.max_samples:
+            idx = np.sort(check_random_state(self.seed).choice(n, self.max_samples, replace=False))
+            if is_torch(x):
+                x, y = x[torch.as_tensor(idx, device=x.device)], y[torch.as_tensor(idx, device=y.device)]
+            else:
+                x, y = x[idx], y[idx]
+        with torch.no_grad():
+            kx, sx = self._gram(x, discrete_x, self.width, device)
+            ky, sy = self._gram(y, discrete_y, self.width if self.width_y is None else self.width_y, device)
+        self.widths_ = (sx, sy)
+        with torch.no_grad():
+            nats = float(renyi_mi(kx, ky, float(self.alpha), unit="nats"))
+        return max(nats, 0.0)

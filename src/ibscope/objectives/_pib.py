@@ -1,0 +1,406 @@
+"""PAC-Bayes information bottleneck (Wang et al., ICLR 2022): the IIW term and a Gibbs-posterior loop.
+
+PIB minimizes E_{p(w|S)}[L_S(w)] + beta * I(w;S). Two tools here:
+
+* :class:`PIBLoss`, the term beta * IIW(w) added to a training loss. IIW is
+  the ``fisher_quadratic`` information in the weights of
+  :func:`ibscope.weights.iiw` (same constants, same prior-mean objects):
+  with dw = w - w0 (w0 the prior mean), n the training-set size and
+  grad l_i the per-example loss gradients,
+
+      IIW(w) = (n / 2) * (1/m) sum_i (dw . grad l_i)^2          (nats)
+
+  over m examples: the empirical Fisher as a mean of *squared* per-example
+  projections (the reference code squared the mean gradient). The m
+  per-example gradients -- the expensive part -- are recomputed every
+  ``interval`` steps at the then-current weights (``torch.func``); in
+  between, the quadratic form is evaluated at the current weights with that
+  frozen Fisher, so the term is differentiable at every step (gradient
+  n F dw). At a refresh the value equals ``ibscope.weights.iiw(...)`` on the
+  same examples (tested). Alternatively any ``iiw_fn(model)`` can be
+  plugged in; it is then evaluated every ``interval`` steps (its gradient,
+  if it has one, is applied on those steps; the last value is reported in
+  between).
+* :func:`train_gibbs`, a plain loop that samples the Gibbs posterior
+  p(w|S) ~ exp(-(L_S(w) + beta * IIW(w)) / T) with :class:`SGLD`, keeps the
+  samples after burn-in with thinning in a :class:`PosteriorEnsemble`, and
+  stops on a non-finite loss or weight with the last good state restored and
+  saved, raising :class:`NonFiniteLossError` with what to change.
+
+References
+----------
+.. [1] Z. Wang, S.-L. Huang, E. E. Kuruoglu, J. Sun, X. Chen and Y. Zheng,
+   "PAC-Bayes information bottleneck", ICLR 2022.
+.. [2] M. Welling and Y. W. Teh, "Bayesian learning via stochastic gradient
+   Langevin dynamics", ICML 2011.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from .._units import LN2, check_unit
+from .._validation import NONE, InstanceOf, Interval, validate_params
+from ..weights import snapshot_parameters
+from ..weights._common import resolve_prior_mean
+from ._schedule import AnnealingSchedule, check_weight, resolve_weight
+from ._sgld import SGLD, PolynomialDecay, PosteriorEnsemble
+
+__all__ = ["PIBLoss", "NonFiniteLossError", "GibbsResult", "train_gibbs", "per_example_gradients"]
+
+
+def _named_params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def per_example_gradients(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                          batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Per-example loss gradients, flattened over every trainable parameter: an (m, P) tensor.
+
+    ``loss_fn(outputs, targets)`` may reduce by mean or return per-example
+    values; it is applied to one example at a time (``torch.func.vmap``).
+    The model runs in eval mode (restored afterwards). ``(1/m) G^T G`` is the
+    empirical Fisher.
+    """
+    params = {k: v.detach() for k, v in _named_params(model).items()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def one(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, (p, buffers), (x.unsqueeze(0),))
+        return loss_fn(out, y.unsqueeze(0)).sum()
+
+    per_ex = vmap(grad(one), in_dims=(None, 0, 0))
+    rows = []
+    was_training = model.training
+    model.eval()
+    try:
+        for xb, yb in batches:
+            g = per_ex(params, xb, yb)
+            rows.append(torch.cat([g[k].reshape(xb.shape[0], -1) for k in params], dim=1))
+    finally:
+        model.train(was_training)
+    if not rows:
+        raise ValueError("'batches' yielded no examples; the IIW term needs at least one minibatch.")
+    return torch.cat(rows)
+
+
+class PIBLoss(nn.Module):
+    """The PAC-Bayes IB regularizer beta * IIW(w), its Fisher refreshed every ``interval`` calls.
+
+    ``penalty, terms = pib(model)``: ``penalty`` (a differentiable scalar, in
+    nats like a cross-entropy loss) is added to the training loss;
+    ``terms['iiw']`` is the current IIW in ``unit``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    beta : float or AnnealingSchedule
+        Weight >= 0 of the information term.
+    n_train : int
+        n, the training-set size (IIW scales with it).
+    prior_mean : nn.Module, mapping name -> tensor, or None
+        w0, as for :func:`ibscope.weights.iiw` (from
+        :func:`~ibscope.weights.heldout_prior` as Wang et al. recommend, or
+        :func:`~ibscope.weights.bootstrap_prior`); default: the model's
+        weights when the loss is built (:func:`~ibscope.weights.init_prior`).
+    loss_fn : callable (outputs, targets) -> loss
+        Negative log-likelihood in nats (mean or per-example reduction).
+    batches : callable returning an iterable of (x, y), or a sequence of (x, y)
+        The examples whose gradients estimate the Fisher at each refresh (a
+        callable is called anew each time, e.g. to draw fresh examples).
+    interval : int
+        Refresh the Fisher every ``interval`` calls (>= 1).
+    iiw_fn : callable (model) -> scalar tensor or float, or None
+        Use this IIW (nats) instead of the built-in one (see module docstring).
+    unit : {'bits', 'nats'}
+        Unit of the reported ``terms``.
+    """
+
+    def __init__(self, model: nn.Module, beta: float | AnnealingSchedule, *, n_train: int | None = None,
+                 prior_mean: nn.Module | Mapping[str, torch.Tensor] | None = None,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 batches: Callable[[], Iterable[Any]] | Sequence[Any] | None = None,
+                 interval: int = 50, iiw_fn: Callable[[nn.Module], Any] | None = None, unit: str = "bits"):
+        super().__init__()
+        validate_params("PIBLoss", {"model": model, "interval": interval, "n_train": n_train}, {
+            "model": [InstanceOf((nn.Module,), "a torch.nn.Module")],
+            "interval": [Interval(int, 1, None)], "n_train": [NONE, Interval(int, 1, None)]})
+        check_weight(beta, "beta", "PIBLoss")
+        self.unit = check_unit(unit)
+        if iiw_fn is None and (loss_fn is None or batches is None or n_train is None):
+            raise ValueError("PIBLoss needs 'loss_fn', 'batches' and 'n_train' (to estimate the Fisher), or an 'iiw_fn'.")
+        if iiw_fn is not None and not callable(iiw_fn):
+            raise TypeError(f"'iiw_fn' must be callable, got {type(iiw_fn).__name__}.")
+        params = _named_params(model)
+        self._prior = resolve_prior_mean(snapshot_parameters(model) if prior_mean is None else prior_mean,
+                                         params, owner="PIBLoss")
+        self._model = [model]                   # not a submodule: its weights are not ours
+        self.beta, self.loss_fn, self.batches, self.n_train = beta, loss_fn, batches, n_train
+        self.interval, self.iiw_fn = interval, iiw_fn
+        self.calls_ = 0
+        self.step_ = 0
+        self.grads_: torch.Tensor | None = None
+        self.last_iiw_: float = float("nan")    # nats
+
+    def step(self) -> None:
+        """Advance the beta schedule by one optimizer step."""
+        self.step_ += 1
+
+    def refresh(self) -> None:
+        """Recompute the per-example gradients (the Fisher) at the current weights."""
+        batches = self.batches() if callable(self.batches) else self.batches
+        self.grads_ = per_example_gradients(self._model[0], self.loss_fn, batches)
+
+    def quadratic_form(self) -> torch.Tensor:
+        """(n/2) mean_i (dw . grad l_i)^2 at the current weights, frozen Fisher (differentiable, nats)."""
+        if self.grads_ is None:
+            self.refresh()
+        params = _named_params(self._model[0])
+        dw = torch.cat([(p - self._prior[k]).reshape(-1) for k, p in params.items()])
+        proj = self.grads_.to(dw.dtype) @ dw
+        return 0.5 * self.n_train * (proj * proj).mean()
+
+    def forward(self, model: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        if model is not None and model is not self._model[0]:
+            raise ValueError("PIBLoss was built for another model; build one PIBLoss per model.")
+        beta = resolve_weight(self.beta, self.step_, "beta")
+        due = self.calls_ % self.interval == 0
+        self.calls_ += 1
+        ref = next(iter(self._model[0].parameters()))
+        if self.iiw_fn is None:
+            if due:
+                self.refresh()
+            iiw = self.quadratic_form()
+            penalty = beta * iiw
+        elif due:
+            iiw = self.iiw_fn(self._model[0])
+            iiw = iiw if isinstance(iiw, torch.Tensor) else torch.tensor(float(iiw), device=ref.device)
+            penalty = beta * iiw if iiw.requires_grad else torch.zeros((), device=ref.device)
+        else:
+            iiw = torch.tensor(self.last_iiw_, device=ref.device)
+            penalty = torch.zeros((), device=ref.device)
+        self.last_iiw_ = float(iiw.detach())
+        if not math.isfinite(self.last_iiw_):
+            raise FloatingPointError(f"The IIW term is {self.last_iiw_} (non-finite) at call {self.calls_}.")
+        scale = 1.0 / LN2 if self.unit == "bits" else 1.0
+        return penalty, {"iiw": self.last_iiw_ * scale, "beta": beta, "unit": self.unit}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Sampling met a NaN/inf loss or weight; the last good state was restored (and saved)."""
+
+    def __init__(self, message: str, *, step: int, checkpoint: Path | None):
+        super().__init__(message)
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class GibbsResult:
+    """What :func:`train_gibbs` returns."""
+
+    model: nn.Module
+    ensemble: PosteriorEnsemble
+    history: list[dict[str, Any]] = field(default_factory=list)
+    n_steps: int = 0
+
+
+def _state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    return {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "optimizer": _clone_nested(opt.state_dict())}
+
+
+def _clone_nested(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone_nested(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clone_nested(v) for v in obj]
+    return obj
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    from ..store import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int = 128, lr: float = 1e-2,
+                temperature: float | None = None, beta: float | AnnealingSchedule = 0.0,
+                pib: PIBLoss | None = None, pib_interval: int = 50, pib_examples: int = 256,
+                prior_mean: nn.Module | Mapping[str, torch.Tensor] | None = None,
+                precondition: bool = False, decay_b: float | None = None, decay_gamma: float = 0.55,
+                weight_decay: float = 0.0, burn_in: int | None = None, thin: int = 1,
+                max_samples: int | None = None, ensemble_dir: str | os.PathLike | None = None,
+                checkpoint: str | os.PathLike | None = None, seed: int = 0,
+                progress: bool = False) -> GibbsResult:
+    """Sample the PIB Gibbs posterior with SGLD in a plain minibatch loop.
+
+    The potential is U(w) = L_B(w) + beta * IIW(w) (+ weight_decay/2 ||w||^2),
+    L_B the minibatch mean of ``loss_fn``, so the chain targets
+    p(w|S) ~ exp(-(L_S(w) + beta IIW(w)) / T). The default
+    ``temperature = 1 / n`` makes exp(-L_S/T) the likelihood of the n
+    training examples, i.e. the Bayesian posterior (Gibbs posterior with the
+    natural temperature); larger T spreads the posterior.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Network returning logits; trained in place (holds the last sample).
+    loss_fn : callable (outputs, targets) -> scalar mean loss
+    x, y : tensors
+        Training inputs and targets (same number of rows), on the model's device.
+    epochs, batch_size : int
+        The budget: ``epochs`` passes over shuffled minibatches (the last,
+        smaller batch included).
+    lr : float
+        SGLD step size (optionally decayed: ``decay_b`` enables
+        :class:`PolynomialDecay` lr (1 + t/b)^-gamma).
+    temperature : float or None
+        T >= 0 (None: 1 / len(x)); 0 gives plain SGD.
+    beta : float or AnnealingSchedule
+        Weight of the IIW term (0: no term). Ignored when ``pib`` is given.
+    pib : PIBLoss or None
+        A ready term; by default one is built (when beta > 0) with
+        ``prior_mean`` (default: the initialization) and the per-example
+        gradients of ``pib_examples`` random training examples, refreshed
+        every ``pib_interval`` steps.
+    precondition : bool
+        pSGLD (RMSprop preconditioner).
+    burn_in : int or None
+        Steps discarded before keeping samples (default: half of all steps).
+    thin, max_samples, ensemble_dir
+        See :class:`PosteriorEnsemble`.
+    checkpoint : path or None
+        File for the state at the end of every epoch and the last good state
+        on failure (atomic writes). If it exists, training resumes from it.
+    seed : int
+        Seeds minibatch order, the IIW minibatches and the SGLD noise.
+    progress : bool
+        Show a tqdm bar over epochs.
+
+    Returns
+    -------
+    GibbsResult
+
+    Raises
+    ------
+    NonFiniteLossError
+        When the loss, the IIW term or a weight becomes NaN/inf. The model
+        is restored to the last good state, which is also written to
+        ``checkpoint`` when given.
+    """
+    validate_params("train_gibbs", {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                                    "temperature": temperature, "thin": thin, "burn_in": burn_in, "seed": seed,
+                                    "pib_interval": pib_interval, "pib_examples": pib_examples}, {
+        "model": [InstanceOf((nn.Module,), "a torch.nn.Module")],
+        "epochs": [Interval(int, 1, None)], "batch_size": [Interval(int, 1, None)],
+        "lr": [Interval(float, 0, None, closed="neither")], "temperature": [NONE, Interval(float, 0, None)],
+        "thin": [Interval(int, 1, None)], "burn_in": [NONE, Interval(int, 0, None)],
+        "seed": [Interval(int, 0, None)], "pib_interval": [Interval(int, 1, None)],
+        "pib_examples": [Interval(int, 1, None)]})
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError("'x' and 'y' must be torch tensors.")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"'x' and 'y' must have the same number of samples; got {x.shape[0]} and {y.shape[0]}.")
+    check_weight(beta, "beta", "train_gibbs")
+    n = x.shape[0]
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = epochs * steps_per_epoch
+    temp = 1.0 / n if temperature is None else float(temperature)
+    gen = torch.Generator().manual_seed(seed)
+
+    if pib is None and (isinstance(beta, AnnealingSchedule) or beta > 0):
+        pib_gen = torch.Generator().manual_seed(seed + 1)
+
+        def draw() -> list[tuple[torch.Tensor, torch.Tensor]]:
+            idx = torch.randperm(n, generator=pib_gen)[:pib_examples].to(x.device)
+            return [(x[i], y[i]) for i in torch.split(idx, batch_size)]
+
+        pib = PIBLoss(model, beta, n_train=n, prior_mean=prior_mean, loss_fn=loss_fn, batches=draw,
+                      interval=pib_interval)
+
+    opt = SGLD(model.parameters(), lr=lr, temperature=temp, precondition=precondition,
+               weight_decay=weight_decay, seed=seed)
+    sched = PolynomialDecay(opt, b=decay_b, gamma=decay_gamma) if decay_b is not None else None
+    ensemble = PosteriorEnsemble(model, burn_in=total_steps // 2 if burn_in is None else burn_in,
+                                 thin=thin, max_samples=max_samples, directory=ensemble_dir)
+    ckpt = None if checkpoint is None else Path(checkpoint)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if ckpt is not None and ckpt.exists():
+        payload = torch.load(ckpt, map_location=x.device, weights_only=False)
+        model.load_state_dict(payload["model"])
+        opt.load_state_dict(payload["optimizer"])
+        start_epoch, history = int(payload["epoch"]), list(payload["history"])
+        gen.set_state(payload["generator"])
+        if sched is not None:
+            sched.load_state_dict(payload["scheduler"])
+        if pib is not None:
+            pib.step_ = pib.calls_ = start_epoch * steps_per_epoch
+
+    def fail(what: str, step: int, epoch: int, good: dict[str, Any]) -> None:
+        model.load_state_dict(good["model"])
+        opt.load_state_dict(good["optimizer"])
+        if ckpt is not None:
+            _save(ckpt, {**good, "epoch": epoch, "history": history, "generator": gen.get_state(),
+                         "scheduler": sched.state_dict() if sched is not None else None, "failed_at": step})
+        where = f"; the last good state was saved to '{ckpt}'" if ckpt is not None else ""
+        raise NonFiniteLossError(
+            f"train_gibbs stopped: {what} at step {step} (epoch {epoch}). The model holds the last good "
+            f"state (before step {step}){where}. Lower 'lr' or 'temperature' (now lr={opt.param_groups[0]['lr']:g}, "
+            f"T={temp:g}), or 'beta', or check the data.", step=step, checkpoint=ckpt)
+
+    epochs_iter: Iterable[int] = range(start_epoch, epochs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epochs_iter = tqdm(epochs_iter, desc="SGLD", initial=start_epoch, total=epochs)
+    step = start_epoch * steps_per_epoch
+    for epoch in epochs_iter:
+        model.train()
+        perm = torch.randperm(n, generator=gen).to(x.device)
+        loss_sum, iiw = 0.0, float("nan")
+        for idx in torch.split(perm, batch_size):
+            good = _state(model, opt)
+            loss = loss_fn(model(x[idx]), y[idx])
+            total = loss
+            if pib is not None:
+                penalty, terms = pib(model)
+                total = total + penalty
+                iiw = terms["iiw"]
+            if not bool(torch.isfinite(total.detach())):
+                fail(f"the loss is {float(total.detach())}", step, epoch, good)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            if pib is not None:
+                pib.step()
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                fail("a weight became non-finite after the update", step, epoch, good)
+            ensemble.update()
+            loss_sum += float(loss.detach()) * idx.numel()
+            step += 1
+        history.append({"epoch": epoch + 1, "loss": loss_sum / n, "iiw": iiw,
+                        "iiw_unit": pib.unit if pib is not None else None,
+                        "lr": opt.param_groups[0]["lr"], "temperature": temp, "n_samples": len(ensemble)})
+        if ckpt is not None:
+            _save(ckpt, {**_state(model, opt), "epoch": epoch + 1, "history": history,
+                         "generator": gen.get_state(), "scheduler": sched.state_dict() if sched is not None else None})
+    return GibbsResult(model=model, ensemble=ensemble, history=history, n_steps=step)

@@ -1,0 +1,61 @@
+"""The ib_compare and csib_regression experiments on their tiny 'test' profiles."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from ibscope.experiments import _csib_regression as reg
+from ibscope.experiments import _ib_compare as ibc
+
+
+def test_ib_compare_all_methods_tiny(tmp_path):
+    frames = [ibc.run_seed(ibc.Config(method=m, **ibc.PROFILES["test"]), 0, tmp_path) for m in ibc.METHODS]
+    res = pd.concat(frames, ignore_index=True)
+    assert set(res["method"]) == set(ibc.METHODS)
+    acc = res[res["quantity"] == "test_accuracy"]
+    assert ((acc["value"] >= 0) & (acc["value"] <= 1)).all() and (acc["unit"] == "fraction").all()
+    iiw = res[res["quantity"] == "iiw"]
+    assert len(iiw) == 5 and (iiw["unit"] == "bits").all() and (iiw["value"] >= 0).all()
+    assert res["unit"].notna().all()
+    # resume: a second call reads the stored rows
+    again = ibc.run_seed(ibc.Config(method="vanilla", **ibc.PROFILES["test"]), 0, tmp_path)
+    pd.testing.assert_frame_equal(again, frames[0])
+    summary = ibc.summarize(pd.concat([res, res.assign(seed=1)]))
+    assert {"mean", "ci95", "n_seeds"} <= set(summary.columns)
+    assert all(p.exists() for p in ibc.plot(res, tmp_path / "fig"))
+
+
+def test_same_initialization_for_every_method():
+    cfg = {k: v for k, v in ibc.PROFILES["test"].items() if k != "latent_dim"}
+    base = ibc._build(ibc.Config(method="vanilla", **cfg), 3, 64, 10)
+    for m in ("l2", "dropout", "pib"):
+        other = ibc._build(ibc.Config(method=m, **cfg), 3, 64, 10)
+        lin_a = [p for p in base.parameters()]
+        lin_b = [p for p in other.parameters()]
+        assert all(torch.equal(a, b) for a, b in zip(lin_a, lin_b, strict=False))
+    vib = ibc._build(ibc.Config(method="vib", **cfg), 3, 64, 10)
+    assert torch.equal(vib.encoder.trunk[0].weight, base[0].weight)
+
+
+def test_ib_compare_bad_config():
+    with pytest.raises(ValueError, match="method"):
+        ibc.Config(method="sgld")
+    with pytest.raises(ValueError, match="dataset"):
+        ibc.Config(dataset="cifar")
+    with pytest.raises(ValueError, match="pib_beta"):
+        ibc.Config(pib_beta=-1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        ibc.Config(temperature=-0.1)
+
+
+def test_csib_regression_tiny(tmp_path):
+    rows = [reg.run_seed(reg.Config(method=m, dataset=d, **reg.PROFILES["test"]), 0, tmp_path)
+            for d in reg.DATASETS for m in reg.METHODS]
+    res = pd.concat(rows, ignore_index=True)
+    rmse = res[res["quantity"] == "test_rmse"]
+    assert len(rmse) == 4 and (rmse["value"] > 0).all()
+    assert all(p.exists() for p in reg.plot(res, tmp_path / "fig"))
+    with pytest.raises(ValueError, match="method"):
+        reg.Config(method="mae")
