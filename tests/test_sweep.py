@@ -299,3 +299,17 @@ def test_cli_sweep_reports_failures_with_exit_status(tmp_path, capsys):
     assert "2 task(s) failed" in err and "fail=true__seed=1" in err and "deliberate failure" in err
     assert main([*args[:-2], "--set", "scale=3.0"]) == 2  # changed base config: refused
     assert "--force-config" in capsys.readouterr().err
+
+
+def test_summarize_points_keeps_grid_columns_the_summary_already_has():
+    import types
+
+    import pandas as pd
+
+    from ibscope.sweep import summarize_points
+
+    mod = types.SimpleNamespace(summarize=lambda r: r.groupby("method", as_index=False)["value"].mean())
+    res = pd.DataFrame({"method": ["a", "a", "b"], "lr": [1, 1, 2], "value": [1.0, 3.0, 5.0]})
+    out = summarize_points(res, mod, ["method", "lr"])
+    assert out.columns.tolist() == ["lr", "method", "value"]
+    assert out.sort_values("method")["value"].tolist() == [2.0, 5.0]

@@ -28,6 +28,7 @@ _REGISTRY: dict[str, str] = {
     "iiw": "_iiw",
     "ib_compare": "_ib_compare",
     "ntk": "_ntk",
+    "csib_regression": "_csib_regression",
 }
 
 

@@ -140,7 +140,9 @@ def summarize_points(results: pd.DataFrame, experiment: ModuleType, point_column
     for key, g in results.groupby(list(point_columns), sort=False, dropna=False):
         s = fn(g)
         if len(s):
-            for i, (c, v) in enumerate(zip(point_columns, key if isinstance(key, tuple) else (key,), strict=False)):
+            values = key if isinstance(key, tuple) else (key,)
+            missing = [(c, v) for c, v in zip(point_columns, values, strict=False) if c not in s.columns]
+            for i, (c, v) in enumerate(missing):  # a summary may already carry a grid column
                 s.insert(i, c, v)
             frames.append(s)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
