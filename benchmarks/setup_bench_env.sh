@@ -8,8 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-CONSTRAINTS=${CONSTRAINTS:-/work/main/constraints.txt}
-[ -f "$CONSTRAINTS" ] || CONSTRAINTS=constraints.txt
+CONSTRAINTS=${CONSTRAINTS:-constraints.txt}
 "$PY" -m venv .bench-env
 .bench-env/bin/pip install -q --upgrade pip
 .bench-env/bin/pip install -q -c "$CONSTRAINTS" torch==2.13.0 numpy scipy scikit-learn \
