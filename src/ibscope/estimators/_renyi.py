@@ -141,7 +141,10 @@ def _entropy_of_normalized(a: torch.Tensor, alpha: float) -> torch.Tensor:
     """S_alpha in nats of a unit-trace PSD matrix (symmetrized for eigvalsh)."""
     lam = torch.linalg.eigvalsh(0.5 * (a + a.T)).clamp(min=0.0)
     lam = lam / lam.sum()
-    pos = lam > torch.finfo(lam.dtype).tiny
+    # eigenvalues below the numerical-rank cutoff are rounding noise; for
+    # alpha < 1 they would otherwise add lambda^alpha >> lambda
+    cutoff = lam.shape[0] * torch.finfo(lam.dtype).eps * lam.max().detach()
+    pos = lam > cutoff
     safe = torch.where(pos, lam, torch.ones_like(lam))
     if alpha == 1.0:  # von Neumann limit
         return -(torch.where(pos, safe * torch.log(safe), torch.zeros_like(lam))).sum()
@@ -205,7 +208,8 @@ def kernel_width(x: torch.Tensor, rule: str | float = "silverman", *, k: int = 1
     'knn'
         Mean distance from each point to its ``k``-th nearest neighbour.
     'median'
-        Median of the pairwise distances between distinct points.
+        Median of the pairwise distances between distinct points (the lower
+        median for an even number of pairs).
     float
         A fixed width (> 0), used as is.
     """
