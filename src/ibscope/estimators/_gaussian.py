@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.linalg import solve_triangular
 from scipy.special import digamma
 
 from .._validation import BOOLEAN, NONE, InstanceOf, is_torch, resolve_device
@@ -32,20 +33,33 @@ from .base import CONTINUOUS, BaseMIEstimator
 __all__ = ["Gaussian", "canonical_correlations", "gaussian_mi"]
 
 
-def _whiten(c: torch.Tensor, name: str) -> torch.Tensor:
-    """Inverse Cholesky factor L^{-1} of a covariance block (L L^T = c)."""
-    chol, info = torch.linalg.cholesky_ex(c)
-    if int(info) != 0:
+def _whiten(c: Any, name: str) -> Any:
+    """Inverse Cholesky factor L^{-1} of a covariance block (L L^T = c); numpy or torch."""
+    if is_torch(c):
+        chol, info = torch.linalg.cholesky_ex(c)
+        ok = int(info) == 0
+    else:
+        try:
+            chol, ok = np.linalg.cholesky(c), True
+        except np.linalg.LinAlgError:
+            ok = False
+    if not ok:
         raise ValueError(
             f"The sample covariance of '{name}' is singular (collinear columns or too few "
             f"samples); drop redundant columns or pass more samples."
         )
-    eye = torch.eye(c.shape[0], dtype=c.dtype, device=c.device)
-    return torch.linalg.solve_triangular(chol, eye, upper=False)
+    if is_torch(c):
+        eye = torch.eye(c.shape[0], dtype=c.dtype, device=c.device)
+        return torch.linalg.solve_triangular(chol, eye, upper=False)
+    return solve_triangular(chol, np.eye(c.shape[0]), lower=True)
 
 
-def canonical_correlations(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Canonical correlations (descending) of samples x (n, dx), y (n, dy), float64 tensors."""
+def canonical_correlations(x: Any, y: Any) -> Any:
+    """Canonical correlations (descending) of samples x (n, dx), y (n, dy).
+
+    numpy float64 arrays (computed with numpy/scipy) or torch tensors
+    (computed on their device).
+    """
     xc = x - x.mean(0)
     yc = y - y.mean(0)
     n = x.shape[0]
@@ -53,7 +67,9 @@ def canonical_correlations(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     syy = yc.T @ yc / (n - 1)
     sxy = xc.T @ yc / (n - 1)
     m = _whiten(sxx, "x") @ sxy @ _whiten(syy, "y").T
-    return torch.linalg.svdvals(m)
+    if is_torch(m):
+        return torch.linalg.svdvals(m)
+    return np.linalg.svd(m, compute_uv=False)
 
 
 def _logdet_bias(n: int, d: int) -> float:
@@ -62,15 +78,16 @@ def _logdet_bias(n: int, d: int) -> float:
     return float(np.sum(digamma((n - i) / 2.0)) + d * np.log(2.0 / (n - 1)))
 
 
-def gaussian_mi(x: torch.Tensor, y: torch.Tensor, *, bias_correction: bool = False) -> float:
+def gaussian_mi(x: Any, y: Any, *, bias_correction: bool = False) -> float:
     """-1/2 sum log(1 - rho_i^2) in nats; optionally with the exact Gaussian log-det bias removed."""
     rho = canonical_correlations(x, y)
+    rho = rho.cpu().numpy() if is_torch(rho) else np.asarray(rho)
     if bool((rho >= 1.0 - 1e-12).any()):
         raise ValueError(
             "'x' and 'y' are (numerically) perfectly correlated along some direction, so the "
             "Gaussian mutual information is infinite."
         )
-    mi = float(-0.5 * torch.log1p(-rho * rho).sum())
+    mi = float(-0.5 * np.log1p(-rho * rho).sum())
     if bias_correction:
         n, dx, dy = x.shape[0], x.shape[1], y.shape[1]
         # I = 1/2 (logdet Sxx + logdet Syy - logdet S); remove each term's expected bias
@@ -92,7 +109,8 @@ class Gaussian(BaseMIEstimator):
         terms, so the MI estimate is unbiased for Gaussian data (then it can
         be negative near 0; it is clipped at 0).
     device : str, torch.device or None
-        Where to compute; None follows the input (CUDA tensors stay there).
+        Where to compute with torch; None: CUDA tensors on their device, anything
+        else with numpy/scipy on CPU.
     unit : {'bits', 'nats'}, default 'bits'
 
     Notes
@@ -128,14 +146,20 @@ class Gaussian(BaseMIEstimator):
         self._check_params()
 
     def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
-        device = resolve_device(self.device, like=x)
+        use_torch = self.device is not None or any(
+            is_torch(a) and a.device.type != "cpu" for a in (x, y))
+        device = resolve_device(self.device, like=x) if use_torch else None
         ts = []
         for a, name in ((x, "x"), (y, "y")):
-            t = (a.detach() if is_torch(a) else torch.as_tensor(np.asarray(a))).to(device, torch.float64)
-            const = torch.nonzero(t.amax(0) == t.amin(0)).reshape(-1)
-            if const.numel():
+            if use_torch:
+                t = (a.detach() if is_torch(a) else torch.as_tensor(np.asarray(a))).to(device, torch.float64)
+                const = torch.nonzero(t.amax(0) == t.amin(0)).reshape(-1).tolist()
+            else:
+                t = (a.detach().cpu().numpy() if is_torch(a) else np.asarray(a)).astype(np.float64)
+                const = np.flatnonzero(np.ptp(t, axis=0) == 0).tolist()
+            if const:
                 raise ValueError(
-                    f"'{name}' has zero-variance column(s) {const[:10].tolist()}; drop them "
+                    f"'{name}' has zero-variance column(s) {const[:10]}; drop them "
                     f"(a constant carries no information)."
                 )
             ts.append(t)

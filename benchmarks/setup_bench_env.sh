@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Separate environment for the reference implementations compared in benchmarks/speed.py.
+# benchmark-mi (the "Beyond Normal" package, module `bmi`) imports only with jax==0.4.30,
+# so it is kept out of ibscope's own dependencies. ibscope itself comes from src/ via
+# PYTHONPATH. Usage:
+#   bash benchmarks/setup_bench_env.sh            # creates .bench-env/ (gitignored)
+#   PYTHONPATH=src .bench-env/bin/python benchmarks/speed.py
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+CONSTRAINTS=${CONSTRAINTS:-/work/main/constraints.txt}
+[ -f "$CONSTRAINTS" ] || CONSTRAINTS=constraints.txt
+"$PY" -m venv .bench-env
+.bench-env/bin/pip install -q --upgrade pip
+.bench-env/bin/pip install -q -c "$CONSTRAINTS" torch==2.13.0 numpy scipy scikit-learn \
+    "jax==0.4.30" "jaxlib==0.4.30" benchmark-mi
+.bench-env/bin/python -c "import bmi, sklearn, torch; print('bench env ok: bmi', getattr(bmi, '__version__', '?'))"

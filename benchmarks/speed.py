@@ -1,0 +1,174 @@
+"""Estimator speed: ibscope's KSG against scikit-learn and bmi, and bounded-memory runs.
+
+Run (reference packages in their own environment, see setup_bench_env.sh)::
+
+    bash benchmarks/setup_bench_env.sh
+    PYTHONPATH=src OMP_NUM_THREADS=1 .bench-env/bin/python benchmarks/speed.py
+
+With the project venv instead of .bench-env, the bmi rows are reported as
+unavailable. Every comparison runs in one process on the same samples, so the
+ratios hold on a shared machine. Memory rows run in a fresh subprocess each,
+so "peak RSS" is that run's own high-water mark (resource.getrusage).
+
+What is compared:
+
+1. 1-D x and y, n = 10,000, k = 3: scikit-learn's public
+   ``mutual_info_regression`` (which scales both variables to unit variance
+   and adds 1e-10-relative noise) against ``ksg`` on the same scaled and
+   jittered arrays (the noise is reproduced with the same RandomState), and
+   against its noise-free core ``_compute_mi_cc``.
+2. x and y of 5 dimensions each, n = 10,000, k = 3: bmi's
+   ``KSGEnsembleFirstEstimator(neighborhoods=(3,), standardize=False)`` with
+   the Chebyshev metric and with its default Euclidean metric, against
+   ``ksg(metric=...)`` on the same standardized samples.
+3. n = 100,000, d = 10 (x and y of 5 dimensions each): ``ksg`` (tree path), peak RSS.
+4. KDE upper bound (``kde_upper``), n = 10,000, d = 1,000, 10 classes: peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from ibscope import estimators, tasks
+
+
+def best_time(fn, repeats=3):
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def row(name, ours_s, ref_s, ours_v, ref_v):
+    ratio = f"{ref_s / ours_s:8.1f}x" if ref_s else "     n/a"
+    diff = f"{abs(ours_v - ref_v):.1e}" if ref_v is not None else "n/a"
+    ref_t = f"{ref_s:9.3f}" if ref_s else "      n/a"
+    ref_val = f"{ref_v:.9f}" if ref_v is not None else "n/a"
+    print(f"| {name:<44} | {ours_s:8.3f} | {ref_t} | {ratio} | {ours_v:.9f} | {ref_val:>11} | {diff:>7} |")
+
+
+HEADER = ("| comparison (same samples)                    | ours [s] | ref [s]   | speedup  "
+          "| ours [nats]  | ref [nats]  | abs diff |\n"
+          "|----------------------------------------------|----------|-----------|----------"
+          "|--------------|-------------|----------|")
+
+
+def compare_sklearn(n=10_000, k=3):
+    from sklearn.feature_selection import mutual_info_regression
+    from sklearn.feature_selection._mutual_info import _compute_mi_cc
+
+    x, y = tasks.get("gaussian_split", dim=1, mi=1.0).sample(n, seed=0)
+    # reproduce mutual_info_regression's preprocessing exactly (scale, then 1e-10 noise)
+    rng = np.random.RandomState(0)
+    xs = x / x.std()
+    xs = xs + 1e-10 * max(1.0, np.abs(xs).mean()) * rng.standard_normal(size=(n, 1))
+    ys = y[:, 0] / y[:, 0].std()
+    ys = ys + 1e-10 * max(1.0, np.abs(ys).mean()) * rng.standard_normal(size=n)
+    ours = estimators.get("ksg", k=k, standardize=False, unit="nats")
+    t_ref, v_ref = best_time(lambda: mutual_info_regression(x, y[:, 0], n_neighbors=k, random_state=0)[0])
+    t_ours, v_ours = best_time(lambda: ours.estimate(xs, ys))
+    row(f"1-D n={n} k={k}: sklearn mutual_info_regression", t_ours, t_ref, v_ours, v_ref)
+    x1, y1 = x[:, 0] / x.std(), y[:, 0] / y.std()
+    t_core, v_core = best_time(lambda: _compute_mi_cc(x1, y1, k))
+    t_ours2, v_ours2 = best_time(lambda: ours.estimate(x1, y1))
+    row(f"1-D n={n} k={k}: sklearn _compute_mi_cc (no noise)", t_ours2, t_core, v_ours2, v_core)
+    ours_mt = estimators.get("ksg", k=k, standardize=False, unit="nats", n_jobs=-1)
+    t_mt, v_mt = best_time(lambda: ours_mt.estimate(xs, ys))
+    row(f"1-D n={n} k={k}: same, ours with n_jobs=-1", t_mt, t_ref, v_mt, v_ref)
+
+
+def compare_bmi(n=10_000, k=3, dim=5):
+    try:
+        import bmi
+    except Exception as e:  # noqa: BLE001 - any import failure means "not available here"
+        print(f"| bmi (benchmark-mi) not importable here ({type(e).__name__}: {str(e)[:60]}); "
+              f"run benchmarks/setup_bench_env.sh and use .bench-env/bin/python |")
+        return
+    x, y = tasks.get("gaussian_split", dim=dim, mi=2.0).sample(n, seed=1)
+    x = (x - x.mean(0)) / x.std(0)
+    y = (y - y.mean(0)) / y.std(0)
+    for metric in ("chebyshev", "euclidean"):
+        ref = bmi.estimators.KSGEnsembleFirstEstimator(
+            neighborhoods=(k,), standardize=False, metric_x=metric, metric_y=metric)
+        ours = estimators.get("ksg", k=k, metric=metric, standardize=False, unit="nats")
+        t_ref, v_ref = best_time(lambda ref=ref: ref.estimate(x, y), repeats=1)
+        t_ours, v_ours = best_time(lambda ours=ours: ours.estimate(x, y))
+        row(f"{dim}+{dim}-D n={n} k={k} {metric}: bmi KSG", t_ours, t_ref, v_ours, v_ref)
+
+
+def run_big_ksg(n=100_000, dim=5, k=3):
+    x, y = tasks.get("gaussian_split", dim=dim, mi=3.0).sample(n, seed=2)
+    t0 = time.perf_counter()
+    v = estimators.get("ksg", k=k).estimate(x, y)
+    return {"what": f"ksg n={n:,} x {dim}-D + y {dim}-D k={k}", "seconds": time.perf_counter() - t0,
+            "value_bits": v, "truth_bits": 3.0, "peak_rss_mib": peak_rss_mib(),
+            "n_by_n_float64_mib": n * n * 8 / 2**20}
+
+
+def run_big_kde(n=10_000, dim=1_000):
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 10, n)
+    centers = rng.standard_normal((10, dim)) * 0.3
+    t = np.tanh(centers[y] + rng.standard_normal((n, dim)))
+    t0 = time.perf_counter()
+    v = estimators.get("kde_upper", noise_variance=0.1).estimate(t, y, discrete_y=True)
+    return {"what": f"kde_upper I(T;Y) n={n:,} d={dim:,} 10 classes", "seconds": time.perf_counter() - t0,
+            "value_bits": v, "peak_rss_mib": peak_rss_mib(), "input_mib": t.nbytes / 2**20,
+            "n_by_n_float64_mib": n * n * 8 / 2**20}
+
+
+def in_subprocess(which: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--only", which], capture_output=True, text=True,
+                         env={**os.environ}, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", choices=["big-ksg", "big-kde"], help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=10_000)
+    args = ap.parse_args()
+    if args.only:
+        print(json.dumps(run_big_ksg() if args.only == "big-ksg" else run_big_kde()))
+        return
+    import scipy
+    import sklearn
+    import torch
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, scipy {scipy.__version__}, "
+          f"scikit-learn {sklearn.__version__}, torch {torch.__version__}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, cores={os.cpu_count()}")
+    try:
+        from importlib.metadata import version
+        print(f"benchmark-mi {version('benchmark-mi')}, jax {version('jax')}")
+    except Exception:  # noqa: BLE001
+        print("benchmark-mi: not installed in this environment")
+    print()
+    print(HEADER)
+    compare_sklearn(n=args.n)
+    compare_bmi(n=args.n)
+    print()
+    print("| bounded-memory run (fresh process)                | time [s] | peak RSS [MiB] | n x n float64 would be [MiB] | estimate [bits] |")
+    print("|---------------------------------------------------|----------|----------------|------------------------------|-----------------|")
+    for which in ("big-ksg", "big-kde"):
+        r = in_subprocess(which)
+        est = f"{r['value_bits']:.3f}" + (f" (truth {r['truth_bits']:.1f})" if "truth_bits" in r else "")
+        print(f"| {r['what']:<49} | {r['seconds']:8.1f} | {r['peak_rss_mib']:14.0f} | "
+              f"{r['n_by_n_float64_mib']:28.0f} | {est:>15} |")
+
+
+if __name__ == "__main__":
+    main()
