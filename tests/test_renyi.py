@@ -154,7 +154,7 @@ def test_width_rules():
     d = np.sort(pdist(a))
     assert kernel_width(t, "median") == pytest.approx(d[(d.size - 1) // 2], rel=1e-12)  # lower median
     dist, _ = NearestNeighbors(n_neighbors=6).fit(a).kneighbors(a)
-    assert kernel_width(t, "knn", k=5) == pytest.approx(dist[:, 5].mean(), rel=1e-9)
+    assert kernel_width(t, "knn", n_neighbors=5) == pytest.approx(dist[:, 5].mean(), rel=1e-9)
     silverman = a.std(axis=0, ddof=1).mean() * (4 / (5 * 200)) ** (1 / 7)
     assert kernel_width(t, "silverman") == pytest.approx(silverman, rel=1e-12)
     assert kernel_width(t, 0.3) == 0.3
@@ -177,7 +177,7 @@ def test_subsampling_torch_and_units():
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("params", [
     {"alpha": 0.0}, {"alpha": -1.0}, {"alpha": float("nan")}, {"alpha": "2"},
-    {"width": "scott"}, {"width": -1.0}, {"width_y": "foo"}, {"k": 0},
+    {"width": "scott"}, {"width": -1.0}, {"width_y": "foo"}, {"n_neighbors": 0},
     {"max_samples": 1}, {"unit": "dits"},
 ])
 def test_bad_parameters(params):

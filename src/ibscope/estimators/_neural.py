@@ -19,8 +19,9 @@ train on the bound itself.
 Protocol (shared): continuous inputs are standardized with the training
 split's mean and std; a discrete variable is one-hot encoded (rows of a
 2-D discrete input are joint symbols, one category each). The rows are split
-at random (``seed``) into a training part and a held-out part
-(``test_fraction``); the critic is trained with Adam on minibatches of the
+at random (``seed``; after sorting the rows into a canonical order, so the
+estimate does not depend on the order of the rows) into a training part and
+a held-out part (``test_fraction``); the critic is trained with Adam on minibatches of the
 training part, the bound is evaluated on the held-out part after every epoch,
 training stops after ``patience`` epochs without improvement (or at
 ``max_epochs``), and the critic of the best held-out epoch is kept. The
@@ -138,6 +139,10 @@ class Critic(nn.Module):
             )
             return self.net(pairs).squeeze(-1)
         return self.g(x) @ self.h(y).T
+
+
+def _as_numpy(a: Any) -> np.ndarray:
+    return (a.detach().cpu().numpy() if is_torch(a) else np.asarray(a)).astype(np.float64)
 
 
 # --------------------------------------------------------------------------- #
@@ -282,7 +287,11 @@ class _NeuralBound(BaseMIEstimator):
             )
         like = x if is_torch(x) else y
         device = resolve_device(self.device, like=like)
-        perm = check_random_state(self.seed).permutation(n)
+        # canonical row order first (lexicographic on the values), then the
+        # seeded permutation: the estimate depends on the set of rows, not on
+        # their order
+        canon = np.lexsort(np.concatenate([_as_numpy(x), _as_numpy(y)], axis=1).T[::-1])
+        perm = canon[check_random_state(self.seed).permutation(n)]
         test_idx, train_idx = perm[:n_test], perm[n_test:]
         xt, self.x_mean_, self.x_std_ = self._encode(x, discrete_x, train_idx, device)
         yt, self.y_mean_, self.y_std_ = self._encode(y, discrete_y, train_idx, device)

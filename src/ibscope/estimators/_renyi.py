@@ -197,7 +197,7 @@ def renyi_mi(kx: torch.Tensor, ky: torch.Tensor, alpha: float = 1.01, *,
     return nats * _unit_factor(unit)
 
 
-def kernel_width(x: torch.Tensor, rule: str | float = "silverman", *, k: int = 10) -> float:
+def kernel_width(x: torch.Tensor, rule: str | float = "median", *, n_neighbors: int = 10) -> float:
     """Gaussian kernel width sigma for sample ``x`` (N, d) under a named rule.
 
     Rules
@@ -206,7 +206,7 @@ def kernel_width(x: torch.Tensor, rule: str | float = "silverman", *, k: int = 1
         Silverman's multivariate rule of thumb [3]_:
         sigma = s (4 / ((d + 2) N))^(1 / (d + 4)), s the mean column std.
     'knn'
-        Mean distance from each point to its ``k``-th nearest neighbour.
+        Mean distance from each point to its ``n_neighbors``-th nearest neighbour.
     'median'
         Median of the pairwise distances between distinct points (the lower
         median for an even number of pairs).
@@ -234,7 +234,7 @@ def kernel_width(x: torch.Tensor, rule: str | float = "silverman", *, k: int = 1
                 iu = torch.triu_indices(n, n, offset=1, device=x.device)
                 width = float(dist[iu[0], iu[1]].median())
             else:
-                kk = min(k, n - 1)
+                kk = min(n_neighbors, n - 1)
                 width = float(torch.topk(dist, kk + 1, dim=1, largest=False).values[:, kk].mean())
     if not (math.isfinite(width) and width > 0):
         raise ValueError(
@@ -270,7 +270,7 @@ class Renyi(BaseMIEstimator):
         (e.g. ~6 bits at N = 1000, d = 3 with 'silverman').
     width_y : same as ``width`` or None, default None
         A different rule/width for y; None uses ``width``.
-    k : int, default 10
+    n_neighbors : int, default 10
         Neighbour order of the 'knn' rule.
     max_samples : int or None, default 2000
         The method needs three N x N eigendecompositions (O(N^3)); larger
@@ -317,20 +317,20 @@ class Renyi(BaseMIEstimator):
         "alpha": [Interval(float, 0, None, closed="neither")],
         "width": _width_constraint,
         "width_y": [NONE, *_width_constraint],
-        "k": [Interval(int, 1, None)],
+        "n_neighbors": [Interval(int, 1, None)],
         "max_samples": [NONE, Interval(int, 2, None)],
         "seed": [NONE, Interval(int, 0, None)],
         "device": [NONE, InstanceOf((str, torch.device), "a device name or torch.device")],
     }
 
     def __init__(self, *, alpha: float = 1.01, width: str | float = "median",
-                 width_y: str | float | None = None, k: int = 10,
+                 width_y: str | float | None = None, n_neighbors: int = 10,
                  max_samples: int | None = 2000, seed: int | None = 0,
                  device: Any = None, unit: str = "bits"):
         self.alpha = alpha
         self.width = width
         self.width_y = width_y
-        self.k = k
+        self.n_neighbors = n_neighbors
         self.max_samples = max_samples
         self.seed = seed
         self.device = device
@@ -345,7 +345,7 @@ class Renyi(BaseMIEstimator):
             return label_gram_matrix(ids), None
         t = a.to(device=device, dtype=torch.float64) if is_torch(a) else torch.as_tensor(
             np.asarray(a), dtype=torch.float64, device=device)
-        sigma = kernel_width(t, rule, k=self.k)
+        sigma = kernel_width(t, rule, n_neighbors=self.n_neighbors)
         return gram_matrix(t, sigma), sigma
 
     def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
