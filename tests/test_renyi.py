@@ -87,6 +87,19 @@ def test_discrete_pair_at_alpha_one_is_plugin_shannon_mi(error):
     assert got == pytest.approx(max(want, 0.0), abs=1e-9)
 
 
+def test_mixed_pair_block_spectrum_equals_full_label_kernel():
+    """The estimator's per-class block shortcut gives the value of the full formula."""
+    task = tasks.get("mixture_labels", n_classes=3, dim=2, separation=2.0)
+    x, y = task.sample(300, seed=0)
+    for alpha in (0.5, 1.0, 2.0):
+        est = Renyi(alpha=alpha)
+        v = est.estimate(x, y, discrete_y=True)
+        kx = gram_matrix(torch.from_numpy(x), est.widths_[0])
+        full = float(renyi_mi(kx, label_gram_matrix(torch.from_numpy(y)), alpha))
+        assert v == pytest.approx(max(full, 0.0), abs=1e-9)
+        assert est.estimate(y, x, discrete_x=True) == pytest.approx(v, abs=1e-9)
+
+
 # ------------------------------------------------ properties against truth
 def test_independence_gives_about_zero():
     for dim in (1, 2):

@@ -139,7 +139,12 @@ def _normalize(k: torch.Tensor) -> torch.Tensor:
 
 def _entropy_of_normalized(a: torch.Tensor, alpha: float) -> torch.Tensor:
     """S_alpha in nats of a unit-trace PSD matrix (symmetrized for eigvalsh)."""
-    lam = torch.linalg.eigvalsh(0.5 * (a + a.T)).clamp(min=0.0)
+    return _entropy_of_spectrum(torch.linalg.eigvalsh(0.5 * (a + a.T)), alpha)
+
+
+def _entropy_of_spectrum(lam: torch.Tensor, alpha: float) -> torch.Tensor:
+    """S_alpha in nats of the eigenvalues of a unit-trace PSD matrix."""
+    lam = lam.clamp(min=0.0)
     lam = lam / lam.sum()
     # eigenvalues below the numerical-rank cutoff are rounding noise; for
     # alpha < 1 they would otherwise add lambda^alpha >> lambda
@@ -337,30 +342,57 @@ class Renyi(BaseMIEstimator):
         self.unit = unit
         self._check_params()
 
-    def _gram(self, a: Any, discrete: bool, rule: Any,
-              device: torch.device) -> tuple[torch.Tensor, float | None]:
-        if discrete:
-            arr = a.cpu().numpy() if is_torch(a) else np.asarray(a)
-            ids = torch.as_tensor(discrete_symbols(arr)[0], device=device)
-            return label_gram_matrix(ids), None
+    def _continuous_gram(self, a: Any, rule: Any, device: torch.device) -> tuple[torch.Tensor, float]:
         t = a.to(device=device, dtype=torch.float64) if is_torch(a) else torch.as_tensor(
             np.asarray(a), dtype=torch.float64, device=device)
         sigma = kernel_width(t, rule, n_neighbors=self.n_neighbors)
         return gram_matrix(t, sigma), sigma
 
+    @staticmethod
+    def _symbols(a: Any) -> np.ndarray:
+        return discrete_symbols(a.cpu().numpy() if is_torch(a) else np.asarray(a))[0]
+
     def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
-        device = resolve_device(self.device, like=x)
+        """Label kernels are never formed: a normalized label kernel has the class
+        frequencies as eigenvalues, and its Hadamard product with another Gram
+        matrix is block diagonal over the classes, so the joint spectrum is the
+        union of the spectra of the per-class blocks (same value, less work)."""
+        device = resolve_device(self.device, like=x if is_torch(x) else y)
         n = x.shape[0]
         if self.max_samples is not None and n > self.max_samples:
             idx = np.sort(check_random_state(self.seed).choice(n, self.max_samples, replace=False))
-            if is_torch(x):
-                x, y = x[torch.as_tensor(idx, device=x.device)], y[torch.as_tensor(idx, device=y.device)]
+            x = x[torch.as_tensor(idx, device=x.device)] if is_torch(x) else x[idx]
+            y = y[torch.as_tensor(idx, device=y.device)] if is_torch(y) else y[idx]
+            n = self.max_samples
+        alpha = float(self.alpha)
+        width_y = self.width if self.width_y is None else self.width_y
+
+        def freq_spectrum(ids: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.bincount(ids) / n, dtype=torch.float64, device=device)
+
+        with torch.no_grad():
+            if discrete_x and discrete_y:
+                ix, iy = self._symbols(x), self._symbols(y)
+                joint = discrete_symbols(np.stack([ix, iy], axis=1))[0]
+                self.widths_ = (None, None)
+                nats = (_entropy_of_spectrum(freq_spectrum(ix), alpha)
+                        + _entropy_of_spectrum(freq_spectrum(iy), alpha)
+                        - _entropy_of_spectrum(freq_spectrum(joint), alpha))
+            elif discrete_x or discrete_y:
+                cont, disc = (y, x) if discrete_x else (x, y)
+                k, sigma = self._continuous_gram(cont, width_y if discrete_x else self.width, device)
+                self.widths_ = (None, sigma) if discrete_x else (sigma, None)
+                ids = self._symbols(disc)
+                blocks = []
+                for c in np.unique(ids):
+                    sel = torch.as_tensor(np.flatnonzero(ids == c), device=device)
+                    blocks.append(torch.linalg.eigvalsh(k[sel][:, sel] / n))
+                nats = (_entropy_of_normalized(k / n, alpha)
+                        + _entropy_of_spectrum(freq_spectrum(ids), alpha)
+                        - _entropy_of_spectrum(torch.cat(blocks), alpha))
             else:
-                x, y = x[idx], y[idx]
-        with torch.no_grad():
-            kx, sx = self._gram(x, discrete_x, self.width, device)
-            ky, sy = self._gram(y, discrete_y, self.width if self.width_y is None else self.width_y, device)
-        self.widths_ = (sx, sy)
-        with torch.no_grad():
-            nats = float(renyi_mi(kx, ky, float(self.alpha), unit="nats"))
-        return max(nats, 0.0)
+                kx, sx = self._continuous_gram(x, self.width, device)
+                ky, sy = self._continuous_gram(y, width_y, device)
+                self.widths_ = (sx, sy)
+                nats = renyi_mi(kx, ky, alpha, unit="nats")
+        return max(float(nats), 0.0)
