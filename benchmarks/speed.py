@@ -8,7 +8,7 @@ Run (reference packages in their own environment, see setup_bench_env.sh)::
 With the project venv instead of .bench-env, the bmi rows are reported as
 unavailable. Every comparison runs in one process on the same samples, so the
 ratios hold on a shared machine. Memory rows run in a fresh subprocess each,
-so "peak RSS" is that run's own high-water mark (resource.getrusage).
+so "peak RSS" is that run's own high-water mark (VmHWM, imports included).
 
 What is compared:
 
@@ -50,6 +50,14 @@ def best_time(fn, repeats=3):
 
 
 def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM; ru_maxrss would include the parent's after fork)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -141,9 +149,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=["big-ksg", "big-kde"], help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--skip-memory", action="store_true", help="only the comparisons")
     args = ap.parse_args()
     if args.only:
-        print(json.dumps(run_big_ksg() if args.only == "big-ksg" else run_big_kde()))
+        baseline = peak_rss_mib()
+        r = run_big_ksg() if args.only == "big-ksg" else run_big_kde()
+        r["baseline_rss_mib"] = baseline  # after imports, before the data
+        print(json.dumps(r))
         return
     import scipy
     import sklearn
@@ -160,13 +172,15 @@ def main() -> None:
     print(HEADER)
     compare_sklearn(n=args.n)
     compare_bmi(n=args.n)
+    if args.skip_memory:
+        return
     print()
-    print("| bounded-memory run (fresh process)                | time [s] | peak RSS [MiB] | n x n float64 would be [MiB] | estimate [bits] |")
-    print("|---------------------------------------------------|----------|----------------|------------------------------|-----------------|")
+    print("| bounded-memory run (fresh process)                | time [s] | peak RSS [MiB] (after imports) | n x n float64 would be [MiB] | estimate [bits] |")
+    print("|---------------------------------------------------|----------|--------------------------------|------------------------------|-----------------|")
     for which in ("big-ksg", "big-kde"):
         r = in_subprocess(which)
         est = f"{r['value_bits']:.3f}" + (f" (truth {r['truth_bits']:.1f})" if "truth_bits" in r else "")
-        print(f"| {r['what']:<49} | {r['seconds']:8.1f} | {r['peak_rss_mib']:14.0f} | "
+        print(f"| {r['what']:<49} | {r['seconds']:8.1f} | {r['peak_rss_mib']:14.0f} ({r['baseline_rss_mib']:5.0f})        | "
               f"{r['n_by_n_float64_mib']:28.0f} | {est:>15} |")
 
 
