@@ -307,7 +307,10 @@ class Renyi(BaseMIEstimator):
     discrete/continuous combination.
 
     Cost: O(N^2 d) for the Gram matrices plus three O(N^3) symmetric
-    eigendecompositions (about 1 s at N = 2000 on 2 CPU cores).
+    eigendecompositions (about 1 s at N = 2000 on 2 CPU cores). Label
+    kernels are never formed: their spectrum is the class frequencies and
+    the joint with a continuous variable is block diagonal over the classes
+    (one eigendecomposition per class block); a discrete pair costs O(N).
 
     References
     ----------
