@@ -80,6 +80,11 @@ def _run_cell(name: str, x, y, dx: bool, dy: bool, conn) -> None:
         t0 = time.perf_counter()
         value = est.estimate(x, y, discrete_x=dx, discrete_y=dy)
         conn.send((float(value), time.perf_counter() - t0, "ok", ""))
+    except ValueError as e:
+        if "does not support" in str(e):  # e.g. the inner estimator of 'compressed'
+            conn.send((float("nan"), float("nan"), "n/a", str(e)[:200]))
+        else:
+            conn.send((float("nan"), float("nan"), "error", f"ValueError: {e}"[:200]))
     except Exception as e:  # recorded, not raised: one failure must not stop the table
         last = traceback.format_exception_only(type(e), e)[-1].strip()
         conn.send((float("nan"), float("nan"), "error", last[:200]))

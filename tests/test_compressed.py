@@ -67,8 +67,9 @@ def test_wide_layer_with_labels():
     x, y = task.sample(2000, seed=0)
     value = get("compressed", dim_x=2).estimate(x, y, discrete_y=True)
     assert abs(value - task.mutual_information) < 0.15, value
-    with pytest.raises(ValueError, match="dim_y"):
-        get("compressed", dim_x=2, dim_y=1).estimate(x, y, discrete_y=True)
+    both = get("compressed", dim_x=2, dim_y=1)  # labels are never compressed
+    assert both.estimate(x, y, discrete_y=True) == value
+    assert both.compression_["y"] == {"dim": 1, "compressed": False, "reason": "discrete"}
 
 
 def test_data_processing_inequality_with_exact_inner():

@@ -145,8 +145,9 @@ class Compressed(BaseMIEstimator):
     method : {'pca', 'autoencoder'}, default 'pca'
     dim_x, dim_y : int or None, default None
         Target dimension of x / y; None (or a dimension >= the variable's)
-        leaves that variable as it is. Discrete variables cannot be
-        compressed (a dimension for one raises an error).
+        leaves that variable as it is. Discrete variables (labels) are
+        never compressed: their dimension is ignored, so ``dim_x=dim_y=4``
+        can be used for any layer / label pair.
     hidden : tuple of int, default (128, 64)
         Encoder hidden sizes of the autoencoder (the decoder mirrors them).
     epochs, batch_size, lr : int, int, float
@@ -237,11 +238,9 @@ class Compressed(BaseMIEstimator):
     def _compress(self, a: Any, dim: int | None, discrete: bool, which: str) -> Any:
         if dim is None:
             return a
-        if discrete:
-            raise ValueError(
-                f"'dim_{which}' was given but {which} is declared discrete; only continuous variables "
-                f"can be compressed (set dim_{which}=None)."
-            )
+        if discrete:  # labels / symbols are never compressed
+            self.compression_[which] = {"dim": int(a.shape[1]), "compressed": False, "reason": "discrete"}
+            return a
         if dim >= a.shape[1]:
             self.compression_[which] = {"dim": int(a.shape[1]), "compressed": False}
             return a
