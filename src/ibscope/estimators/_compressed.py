@@ -40,6 +40,7 @@ from .._validation import (
     is_torch,
     resolve_device,
 )
+from ._neural import batch_generator, check_hidden, seeded
 from .base import BaseMIEstimator
 
 __all__ = ["Compressed", "pca_compress", "autoencoder_compress"]
@@ -108,13 +109,9 @@ def autoencoder_compress(a: Any, dim: int, *, hidden: tuple[int, ...] = (128, 64
     t = t / (scale if scale > 0 else 1.0)
     n = t.shape[0]
     b = min(batch_size, n)
-    devices = [dev.index or 0] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        if seed is not None:
-            torch.manual_seed(seed)
+    with seeded(seed, dev):
         model = _AutoEncoder(t.shape[1], dim, tuple(hidden)).to(dev)
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        gen = batch_generator()
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         for _ in range(epochs):
             order = torch.randperm(n, generator=gen).to(dev)
@@ -219,9 +216,7 @@ class Compressed(BaseMIEstimator):
         self.device = device
         self.unit = unit
         self._check_params()
-        if not all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1 for h in hidden):
-            raise ValueError(f"The 'hidden' parameter of Compressed must be a tuple of positive ints. "
-                             f"Got {hidden!r} instead.")
+        check_hidden("Compressed", hidden)
         if isinstance(estimator, BaseMIEstimator) and estimator_params:
             raise ValueError("'estimator_params' can only be given with an estimator name, not an instance.")
         self._inner()  # fail early on an unknown name or bad inner parameters
