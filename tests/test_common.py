@@ -117,6 +117,36 @@ CONFIG: dict[str, dict] = {
 }
 
 
+# Part B estimators (renyi, neural bounds, compressed); see tests/test_renyi.py,
+# test_neural.py and test_compressed.py for their own, more specific checks.
+NEURAL_FAST = {"hidden": (32, 32), "batch_size": 64, "lr": 5e-3, "max_epochs": 40}
+BLOB2 = ("blobs_image", dict(latent_dim=2, mi=1.0))
+BLOB1 = ("blobs_image", dict(latent_dim=1, mi=2.0))
+CONFIG.update({
+    "renyi": dict(
+        params={"alpha": 1.0},
+        cases=[(CH4, 0.06, "alpha=1 with label kernels is exactly the plug-in Shannon MI"),
+               (CH8, 0.10, "plug-in, upward bias ~0.02, sd ~0.03"),
+               (CH2, 0.08, "plug-in, sd ~0.024")],
+        independence=(IND_DD, 0.02, {}),
+        symmetric=True, rejects_constant=False),
+    **{name: dict(
+        params=NEURAL_FAST, n=1000, n_small=300,
+        cases=[(GS1, 0.25, "lower bound; 700 training rows, errors 0.02-0.15"),
+               (ST1, 0.25, "heavy tails"),
+               (MIX2, 0.25, "one-hot labels")],
+        independence=(IND_CC, 0.10, {}),
+        symmetric=False, rejects_constant=False) for name in ("mine", "nwj", "infonce")},
+    "compressed": dict(
+        params={"estimator": "ksg", "dim_x": 4, "dim_y": 4},
+        cases=[(GS2, 0.10, "dims <= 4: no compression, plain KSG"),
+               (BLOB2, 0.20, "PCA 256 -> 4 of a 2-D latent: ~-0.1 (lossy + KSG bias)"),
+               (BLOB1, 0.20, "PCA 256 -> 4 of a 1-D latent")],
+        independence=(IND_CC, 0.03, {"estimator_params": {"clip": False}}),
+        symmetric=True, rejects_constant=True),
+})
+
+
 def _kinds(est) -> tuple[bool, bool]:
     """(discrete_x, discrete_y) of the estimator's first case."""
     (name, params), _, _ = CONFIG[est]["cases"][0]

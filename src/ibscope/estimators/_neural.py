@@ -19,8 +19,9 @@ train on the bound itself.
 Protocol (shared): continuous inputs are standardized with the training
 split's mean and std; a discrete variable is one-hot encoded (rows of a
 2-D discrete input are joint symbols, one category each). The rows are split
-at random (``seed``) into a training part and a held-out part
-(``test_fraction``); the critic is trained with Adam on minibatches of the
+at random (``seed``; after sorting the rows into a canonical order, so the
+estimate does not depend on the order of the rows) into a training part and
+a held-out part (``test_fraction``); the critic is trained with Adam on minibatches of the
 training part, the bound is evaluated on the held-out part after every epoch,
 training stops after ``patience`` epochs without improvement (or at
 ``max_epochs``), and the critic of the best held-out epoch is kept. The
@@ -46,8 +47,10 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -140,6 +143,39 @@ class Critic(nn.Module):
         return self.g(x) @ self.h(y).T
 
 
+def check_hidden(owner: str, hidden: Any) -> None:
+    """Raise unless ``hidden`` is a tuple/list of positive ints (MLP hidden sizes)."""
+    if isinstance(hidden, bool) or not isinstance(hidden, (tuple, list)) or not all(
+        isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1 for h in hidden
+    ):
+        raise ValueError(f"The 'hidden' parameter of {owner} must be a tuple of positive ints. "
+                         f"Got {hidden!r} instead.")
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNG inside the block (its state is restored afterwards).
+
+    Build the model inside the block, then call :func:`batch_generator`.
+    """
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
+def batch_generator() -> torch.Generator:
+    """A CPU generator for the minibatch order, seeded from torch's global RNG."""
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+    return gen
+
+
+def _as_numpy(a: Any) -> np.ndarray:
+    return (a.detach().cpu().numpy() if is_torch(a) else np.asarray(a)).astype(np.float64)
+
+
 # --------------------------------------------------------------------------- #
 # Estimators
 # --------------------------------------------------------------------------- #
@@ -223,13 +259,7 @@ class _NeuralBound(BaseMIEstimator):
         self.device = device
         self.unit = unit
         self._check_params()
-        if isinstance(hidden, bool) or not all(
-            isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1 for h in hidden
-        ):
-            raise ValueError(
-                f"The 'hidden' parameter of {type(self).__name__} must be a tuple of positive ints. "
-                f"Got {hidden!r} instead."
-            )
+        check_hidden(type(self).__name__, hidden)
 
     # ----------------------------------------------------------- the bound
     def _bound(self, scores: torch.Tensor) -> torch.Tensor:
@@ -282,7 +312,11 @@ class _NeuralBound(BaseMIEstimator):
             )
         like = x if is_torch(x) else y
         device = resolve_device(self.device, like=like)
-        perm = check_random_state(self.seed).permutation(n)
+        # canonical row order first (lexicographic on the values), then the
+        # seeded permutation: the estimate depends on the set of rows, not on
+        # their order
+        canon = np.lexsort(np.concatenate([_as_numpy(x), _as_numpy(y)], axis=1).T[::-1])
+        perm = canon[check_random_state(self.seed).permutation(n)]
         test_idx, train_idx = perm[:n_test], perm[n_test:]
         xt, self.x_mean_, self.x_std_ = self._encode(x, discrete_x, train_idx, device)
         yt, self.y_mean_, self.y_std_ = self._encode(y, discrete_y, train_idx, device)
@@ -290,14 +324,10 @@ class _NeuralBound(BaseMIEstimator):
         te = torch.as_tensor(test_idx, device=device)
         x_tr, y_tr, x_te, y_te = xt[tr], yt[tr], xt[te], yt[te]
 
-        devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            if self.seed is not None:
-                torch.manual_seed(self.seed)
+        with seeded(self.seed, device):
             critic = Critic(xt.shape[1], yt.shape[1], kind=self.critic, hidden=tuple(self.hidden),
                             embed_dim=self.embed_dim, activation=self.activation).to(device)
-            gen = torch.Generator(device="cpu")
-            gen.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+            gen = batch_generator()
             best = self._train(critic, x_tr, y_tr, x_te, y_te, gen)
         return max(best, 0.0)
 

@@ -139,9 +139,17 @@ def _normalize(k: torch.Tensor) -> torch.Tensor:
 
 def _entropy_of_normalized(a: torch.Tensor, alpha: float) -> torch.Tensor:
     """S_alpha in nats of a unit-trace PSD matrix (symmetrized for eigvalsh)."""
-    lam = torch.linalg.eigvalsh(0.5 * (a + a.T)).clamp(min=0.0)
+    return _entropy_of_spectrum(torch.linalg.eigvalsh(0.5 * (a + a.T)), alpha)
+
+
+def _entropy_of_spectrum(lam: torch.Tensor, alpha: float) -> torch.Tensor:
+    """S_alpha in nats of the eigenvalues of a unit-trace PSD matrix."""
+    lam = lam.clamp(min=0.0)
     lam = lam / lam.sum()
-    pos = lam > torch.finfo(lam.dtype).tiny
+    # eigenvalues below the numerical-rank cutoff are rounding noise; for
+    # alpha < 1 they would otherwise add lambda^alpha >> lambda
+    cutoff = lam.shape[0] * torch.finfo(lam.dtype).eps * lam.max().detach()
+    pos = lam > cutoff
     safe = torch.where(pos, lam, torch.ones_like(lam))
     if alpha == 1.0:  # von Neumann limit
         return -(torch.where(pos, safe * torch.log(safe), torch.zeros_like(lam))).sum()
@@ -194,7 +202,7 @@ def renyi_mi(kx: torch.Tensor, ky: torch.Tensor, alpha: float = 1.01, *,
     return nats * _unit_factor(unit)
 
 
-def kernel_width(x: torch.Tensor, rule: str | float = "silverman", *, k: int = 10) -> float:
+def kernel_width(x: torch.Tensor, rule: str | float = "median", *, n_neighbors: int = 10) -> float:
     """Gaussian kernel width sigma for sample ``x`` (N, d) under a named rule.
 
     Rules
@@ -203,9 +211,10 @@ def kernel_width(x: torch.Tensor, rule: str | float = "silverman", *, k: int = 1
         Silverman's multivariate rule of thumb [3]_:
         sigma = s (4 / ((d + 2) N))^(1 / (d + 4)), s the mean column std.
     'knn'
-        Mean distance from each point to its ``k``-th nearest neighbour.
+        Mean distance from each point to its ``n_neighbors``-th nearest neighbour.
     'median'
-        Median of the pairwise distances between distinct points.
+        Median of the pairwise distances between distinct points (the lower
+        median for an even number of pairs).
     float
         A fixed width (> 0), used as is.
     """
@@ -230,7 +239,7 @@ def kernel_width(x: torch.Tensor, rule: str | float = "silverman", *, k: int = 1
                 iu = torch.triu_indices(n, n, offset=1, device=x.device)
                 width = float(dist[iu[0], iu[1]].median())
             else:
-                kk = min(k, n - 1)
+                kk = min(n_neighbors, n - 1)
                 width = float(torch.topk(dist, kk + 1, dim=1, largest=False).values[:, kk].mean())
     if not (math.isfinite(width) and width > 0):
         raise ValueError(
@@ -266,7 +275,7 @@ class Renyi(BaseMIEstimator):
         (e.g. ~6 bits at N = 1000, d = 3 with 'silverman').
     width_y : same as ``width`` or None, default None
         A different rule/width for y; None uses ``width``.
-    k : int, default 10
+    n_neighbors : int, default 10
         Neighbour order of the 'knn' rule.
     max_samples : int or None, default 2000
         The method needs three N x N eigendecompositions (O(N^3)); larger
@@ -298,7 +307,10 @@ class Renyi(BaseMIEstimator):
     discrete/continuous combination.
 
     Cost: O(N^2 d) for the Gram matrices plus three O(N^3) symmetric
-    eigendecompositions (about 1 s at N = 2000 on 2 CPU cores).
+    eigendecompositions (about 1 s at N = 2000 on 2 CPU cores). Label
+    kernels are never formed: their spectrum is the class frequencies and
+    the joint with a continuous variable is block diagonal over the classes
+    (one eigendecomposition per class block); a discrete pair costs O(N).
 
     References
     ----------
@@ -313,50 +325,77 @@ class Renyi(BaseMIEstimator):
         "alpha": [Interval(float, 0, None, closed="neither")],
         "width": _width_constraint,
         "width_y": [NONE, *_width_constraint],
-        "k": [Interval(int, 1, None)],
+        "n_neighbors": [Interval(int, 1, None)],
         "max_samples": [NONE, Interval(int, 2, None)],
         "seed": [NONE, Interval(int, 0, None)],
         "device": [NONE, InstanceOf((str, torch.device), "a device name or torch.device")],
     }
 
     def __init__(self, *, alpha: float = 1.01, width: str | float = "median",
-                 width_y: str | float | None = None, k: int = 10,
+                 width_y: str | float | None = None, n_neighbors: int = 10,
                  max_samples: int | None = 2000, seed: int | None = 0,
                  device: Any = None, unit: str = "bits"):
         self.alpha = alpha
         self.width = width
         self.width_y = width_y
-        self.k = k
+        self.n_neighbors = n_neighbors
         self.max_samples = max_samples
         self.seed = seed
         self.device = device
         self.unit = unit
         self._check_params()
 
-    def _gram(self, a: Any, discrete: bool, rule: Any,
-              device: torch.device) -> tuple[torch.Tensor, float | None]:
-        if discrete:
-            arr = a.cpu().numpy() if is_torch(a) else np.asarray(a)
-            ids = torch.as_tensor(discrete_symbols(arr)[0], device=device)
-            return label_gram_matrix(ids), None
+    def _continuous_gram(self, a: Any, rule: Any, device: torch.device) -> tuple[torch.Tensor, float]:
         t = a.to(device=device, dtype=torch.float64) if is_torch(a) else torch.as_tensor(
             np.asarray(a), dtype=torch.float64, device=device)
-        sigma = kernel_width(t, rule, k=self.k)
+        sigma = kernel_width(t, rule, n_neighbors=self.n_neighbors)
         return gram_matrix(t, sigma), sigma
 
+    @staticmethod
+    def _symbols(a: Any) -> np.ndarray:
+        return discrete_symbols(a.cpu().numpy() if is_torch(a) else np.asarray(a))[0]
+
     def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
-        device = resolve_device(self.device, like=x)
+        """Label kernels are never formed: a normalized label kernel has the class
+        frequencies as eigenvalues, and its Hadamard product with another Gram
+        matrix is block diagonal over the classes, so the joint spectrum is the
+        union of the spectra of the per-class blocks (same value, less work)."""
+        device = resolve_device(self.device, like=x if is_torch(x) else y)
         n = x.shape[0]
         if self.max_samples is not None and n > self.max_samples:
             idx = np.sort(check_random_state(self.seed).choice(n, self.max_samples, replace=False))
-            if is_torch(x):
-                x, y = x[torch.as_tensor(idx, device=x.device)], y[torch.as_tensor(idx, device=y.device)]
+            x = x[torch.as_tensor(idx, device=x.device)] if is_torch(x) else x[idx]
+            y = y[torch.as_tensor(idx, device=y.device)] if is_torch(y) else y[idx]
+            n = self.max_samples
+        alpha = float(self.alpha)
+        width_y = self.width if self.width_y is None else self.width_y
+
+        def freq_spectrum(ids: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.bincount(ids) / n, dtype=torch.float64, device=device)
+
+        with torch.no_grad():
+            if discrete_x and discrete_y:
+                ix, iy = self._symbols(x), self._symbols(y)
+                joint = discrete_symbols(np.stack([ix, iy], axis=1))[0]
+                self.widths_ = (None, None)
+                nats = (_entropy_of_spectrum(freq_spectrum(ix), alpha)
+                        + _entropy_of_spectrum(freq_spectrum(iy), alpha)
+                        - _entropy_of_spectrum(freq_spectrum(joint), alpha))
+            elif discrete_x or discrete_y:
+                cont, disc = (y, x) if discrete_x else (x, y)
+                k, sigma = self._continuous_gram(cont, width_y if discrete_x else self.width, device)
+                self.widths_ = (None, sigma) if discrete_x else (sigma, None)
+                ids = self._symbols(disc)
+                blocks = []
+                for c in np.unique(ids):
+                    sel = torch.as_tensor(np.flatnonzero(ids == c), device=device)
+                    blocks.append(torch.linalg.eigvalsh(k[sel][:, sel] / n))
+                nats = (_entropy_of_normalized(k / n, alpha)
+                        + _entropy_of_spectrum(freq_spectrum(ids), alpha)
+                        - _entropy_of_spectrum(torch.cat(blocks), alpha))
             else:
-                x, y = x[idx], y[idx]
-        with torch.no_grad():
-            kx, sx = self._gram(x, discrete_x, self.width, device)
-            ky, sy = self._gram(y, discrete_y, self.width if self.width_y is None else self.width_y, device)
-        self.widths_ = (sx, sy)
-        with torch.no_grad():
-            nats = float(renyi_mi(kx, ky, float(self.alpha), unit="nats"))
-        return max(nats, 0.0)
+                kx, sx = self._continuous_gram(x, self.width, device)
+                ky, sy = self._continuous_gram(y, width_y, device)
+                self.widths_ = (sx, sy)
+                nats = renyi_mi(kx, ky, alpha, unit="nats")
+        return max(float(nats), 0.0)

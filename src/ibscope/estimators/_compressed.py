@@ -1,0 +1,263 @@
+"""Estimate MI after lossy compression of wide variables (Butakov et al. 2024).
+
+kNN and kernel estimators break down in high dimension (hundreds of units,
+images), while the information in a layer often lives on a low-dimensional
+manifold. Butakov et al. [1]_ therefore compress X and/or Y to a few
+dimensions first (PCA or an autoencoder) and run a low-dimensional estimator
+(KSG, weighted Kozachenko-Leonenko) on the codes.
+
+Direction of the error: for a deterministic compression map f,
+I(f(X); g(Y)) <= I(X; Y) (data-processing inequality), so the compressed
+quantity is a lower bound on the original MI, tight when the codes keep the
+dependence (f injective on the support, or a sufficient statistic). The
+reported number is that lower bound *as estimated by the inner estimator*,
+so it carries the inner estimator's own bias too (KSG: low at high MI).
+The compression map is fitted on the very data being estimated; it uses
+each variable alone (never the pairing), so it cannot manufacture
+dependence, but with very few samples a flexible autoencoder can overfit.
+
+References
+----------
+.. [1] I. Butakov, A. Tolmachev, S. Malanchuk, A. Neopryatnaya, A. Frolov
+   and K. Andreev, "Information bottleneck analysis of deep neural networks
+   via lossy compression", ICLR 2024.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._units import to_nats
+from .._validation import (
+    NONE,
+    InstanceOf,
+    Interval,
+    Options,
+    is_torch,
+    resolve_device,
+)
+from ._neural import batch_generator, check_hidden, seeded
+from .base import BaseMIEstimator
+
+__all__ = ["Compressed", "pca_compress", "autoencoder_compress"]
+
+
+def pca_compress(a: Any, dim: int) -> tuple[Any, dict[str, Any]]:
+    """Project ``a`` (n, d) onto its first ``dim`` principal components.
+
+    numpy input uses :class:`sklearn.decomposition.PCA`; a torch tensor is
+    reduced on its own device with ``torch.linalg.svd`` of the centred data
+    (the same projection up to the sign of each component). Returns the codes
+    (same array type) and ``{'explained_variance_ratio': ...}``.
+    """
+    if is_torch(a):
+        t = a.to(torch.float64)
+        c = t - t.mean(dim=0)
+        _, s, vh = torch.linalg.svd(c, full_matrices=False)
+        var = s * s
+        ratio = (var[:dim].sum() / var.sum()).item() if float(var.sum()) > 0 else 1.0
+        return c @ vh[:dim].T, {"explained_variance_ratio": ratio}
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=dim, svd_solver="full")
+    codes = pca.fit_transform(np.asarray(a, dtype=np.float64))
+    return codes, {"explained_variance_ratio": float(pca.explained_variance_ratio_.sum()), "pca": pca}
+
+
+class _AutoEncoder(nn.Module):
+    def __init__(self, d: int, dim: int, hidden: tuple[int, ...]):
+        super().__init__()
+        enc: list[nn.Module] = []
+        d_in = d
+        for h in hidden:
+            enc += [nn.Linear(d_in, h), nn.ELU()]
+            d_in = h
+        enc.append(nn.Linear(d_in, dim))
+        dec: list[nn.Module] = []
+        d_in = dim
+        for h in reversed(hidden):
+            dec += [nn.Linear(d_in, h), nn.ELU()]
+            d_in = h
+        dec.append(nn.Linear(d_in, d))
+        self.encoder, self.decoder = nn.Sequential(*enc), nn.Sequential(*dec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def autoencoder_compress(a: Any, dim: int, *, hidden: tuple[int, ...] = (128, 64), epochs: int = 100,
+                         batch_size: int = 128, lr: float = 1e-3, seed: int | None = 0,
+                         device: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Codes of a small MLP autoencoder (ELU, MSE loss, Adam) trained on ``a`` itself.
+
+    The input is centred per column and divided by one global standard
+    deviation (relative column scales, e.g. pixel intensities, are kept).
+    Training uses every row for ``epochs`` epochs; on CPU the result is
+    deterministic given ``seed``. Returns the encoder outputs (numpy for
+    numpy input, a tensor on the input's device otherwise) and
+    ``{'model': autoencoder, 'reconstruction_mse': mse (scaled units)}``.
+    """
+    dev = resolve_device(device, like=a)
+    t = a.to(device=dev, dtype=torch.float32) if is_torch(a) else torch.as_tensor(
+        np.asarray(a), dtype=torch.float32, device=dev)
+    t = t - t.mean(dim=0)
+    scale = float(t.std())
+    t = t / (scale if scale > 0 else 1.0)
+    n = t.shape[0]
+    b = min(batch_size, n)
+    with seeded(seed, dev):
+        model = _AutoEncoder(t.shape[1], dim, tuple(hidden)).to(dev)
+        gen = batch_generator()
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=gen).to(dev)
+            for i in range(0, n - b + 1, b):
+                batch = t[order[i:i + b]]
+                loss = ((model(batch) - batch) ** 2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    model.eval()
+    with torch.no_grad():
+        codes = model.encoder(t)
+        mse = float(((model.decoder(codes) - t) ** 2).mean())
+    codes = codes.to(torch.float64)
+    out = codes if is_torch(a) else codes.cpu().numpy()
+    return out, {"model": model, "reconstruction_mse": mse}
+
+
+class Compressed(BaseMIEstimator):
+    """Any registered estimator applied to compressed (PCA / autoencoder) x and/or y.
+
+    Parameters
+    ----------
+    estimator : str or BaseMIEstimator, default 'ksg'
+        Registry name of the inner estimator, or an estimator instance.
+    estimator_params : dict or None
+        Constructor parameters of the inner estimator (only with a name).
+    method : {'pca', 'autoencoder'}, default 'pca'
+    dim_x, dim_y : int or None, default None
+        Target dimension of x / y; None (or a dimension >= the variable's)
+        leaves that variable as it is. Discrete variables (labels) are
+        never compressed: their dimension is ignored, so ``dim_x=dim_y=4``
+        can be used for any layer / label pair.
+    hidden : tuple of int, default (128, 64)
+        Encoder hidden sizes of the autoencoder (the decoder mirrors them).
+    epochs, batch_size, lr : int, int, float
+        Autoencoder training (default 100 epochs, batch 128, Adam lr 1e-3).
+    seed : int or None, default 0
+        Seed of the autoencoder (initialization and batch order).
+    device : str, torch.device or None
+        Where the autoencoder / torch PCA runs; None follows the input.
+    unit : {'bits', 'nats'}, default 'bits'
+
+    Attributes
+    ----------
+    inner_ : BaseMIEstimator
+        The inner estimator used by the last call.
+    compression_ : dict
+        For each compressed variable ('x', 'y'): the code dimension and
+        'explained_variance_ratio' (PCA) or 'reconstruction_mse' and the
+        'model' (autoencoder).
+
+    Notes
+    -----
+    Bias: a lower bound on I(X;Y) by the data-processing inequality (MI can
+    only decrease under compression), up to the inner estimator's own bias,
+    which is added on top (KSG underestimates at high MI; it can also
+    overestimate slightly at low MI). Tight when the codes keep the
+    dependence; PCA (linear) needs more dimensions than the intrinsic ones
+    for nonlinear manifolds such as images: e.g. for ``blobs_image`` with a
+    2-D latent, PCA to 2 dims keeps ~70% of 1 bit, PCA to 4 dims ~90%.
+    Supports the discrete/continuous combinations of the inner estimator.
+    Cost: PCA O(n d min(n, d)); autoencoder O(epochs n d h); plus the inner
+    estimator on the codes.
+
+    References
+    ----------
+    .. [1] Butakov et al., ICLR 2024.
+    """
+
+    name = "compressed"
+    keep_torch = True
+    _constraints = {
+        "estimator": [InstanceOf((str, BaseMIEstimator), "an estimator name or instance")],
+        "estimator_params": [NONE, InstanceOf((dict,), "a dict")],
+        "method": [Options(("pca", "autoencoder"))],
+        "dim_x": [NONE, Interval(int, 1, None)],
+        "dim_y": [NONE, Interval(int, 1, None)],
+        "hidden": [InstanceOf((tuple, list), "a tuple of positive ints")],
+        "epochs": [Interval(int, 1, None)],
+        "batch_size": [Interval(int, 1, None)],
+        "lr": [Interval(float, 0, None, closed="neither")],
+        "seed": [NONE, Interval(int, 0, None)],
+        "device": [NONE, InstanceOf((str, torch.device), "a device name or torch.device")],
+    }
+
+    def __init__(self, *, estimator: str | BaseMIEstimator = "ksg",
+                 estimator_params: dict | None = None, method: str = "pca",
+                 dim_x: int | None = None, dim_y: int | None = None,
+                 hidden: tuple[int, ...] = (128, 64), epochs: int = 100, batch_size: int = 128,
+                 lr: float = 1e-3, seed: int | None = 0, device: Any = None, unit: str = "bits"):
+        self.estimator = estimator
+        self.estimator_params = estimator_params
+        self.method = method
+        self.dim_x = dim_x
+        self.dim_y = dim_y
+        self.hidden = hidden
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.seed = seed
+        self.device = device
+        self.unit = unit
+        self._check_params()
+        check_hidden("Compressed", hidden)
+        if isinstance(estimator, BaseMIEstimator) and estimator_params:
+            raise ValueError("'estimator_params' can only be given with an estimator name, not an instance.")
+        self._inner()  # fail early on an unknown name or bad inner parameters
+
+    def _inner(self) -> BaseMIEstimator:
+        if isinstance(self.estimator, BaseMIEstimator):
+            return self.estimator
+        from . import get
+
+        if self.estimator == "compressed":
+            raise ValueError("The 'estimator' parameter of Compressed cannot be 'compressed' itself.")
+        return get(self.estimator, **(self.estimator_params or {}))
+
+    def _compress(self, a: Any, dim: int | None, discrete: bool, which: str) -> Any:
+        if dim is None:
+            return a
+        if discrete:  # labels / symbols are never compressed
+            self.compression_[which] = {"dim": int(a.shape[1]), "compressed": False, "reason": "discrete"}
+            return a
+        if dim >= a.shape[1]:
+            self.compression_[which] = {"dim": int(a.shape[1]), "compressed": False}
+            return a
+        if self.method == "pca":
+            codes, info = pca_compress(a, dim)
+        else:
+            seed = None if self.seed is None else self.seed + (0 if which == "x" else 1)
+            codes, info = autoencoder_compress(a, dim, hidden=tuple(self.hidden), epochs=self.epochs,
+                                               batch_size=self.batch_size, lr=self.lr, seed=seed,
+                                               device=self.device)
+        self.compression_[which] = {"dim": dim, "compressed": True, **info}
+        return codes
+
+    def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
+        inner = self._inner()
+        self.inner_ = inner
+        self.compression_: dict[str, Any] = {}
+        if self.device is not None and self.method == "pca":
+            dev = resolve_device(self.device)
+            x = x if discrete_x else (x.to(dev) if is_torch(x) else torch.as_tensor(x, device=dev))
+            y = y if discrete_y else (y.to(dev) if is_torch(y) else torch.as_tensor(y, device=dev))
+        cx = self._compress(x, self.dim_x, discrete_x, "x")
+        cy = self._compress(y, self.dim_y, discrete_y, "y")
+        value = inner.estimate(cx, cy, discrete_x=discrete_x, discrete_y=discrete_y)
+        return to_nats(float(value), inner.unit)
