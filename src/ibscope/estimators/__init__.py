@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 from typing import Any
 
-from .base import BaseMIEstimator
+from .base import BaseMIEstimator, MIEstimate
 
 # name -> "module:Class" (module relative to this package)
 _REGISTRY: dict[str, str] = {
@@ -74,4 +74,4 @@ def __getattr__(attr: str) -> Any:  # lazy access to the classes, e.g. estimator
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
-__all__ = ["BaseMIEstimator", "available", "get", "get_class"]
+__all__ = ["BaseMIEstimator", "MIEstimate", "available", "get", "get_class"]
