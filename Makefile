@@ -19,11 +19,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(PY) -m ibscope run tishby --profile demo --out runs/demo
 
+# pytest exits 5 when it collected no test: that is a failure here, said plainly.
+NO_TESTS := if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): failing." >&2; exit 1; fi; exit $$rc
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q; rc=$$?; $(NO_TESTS)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow; rc=$$?; $(NO_TESTS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
