@@ -367,3 +367,25 @@ def test_bad_inputs(trained_mlp):
         information_lagrangian(model, CE, data, -1.0)
     with pytest.raises(TypeError, match="'data'"):
         iiw(model, CE, torch.zeros(3), prior_mean=prior)
+
+
+@pytest.mark.parametrize("kind", ["empirical", "model"])
+def test_fisher_hook_engine_equals_vmap_engine(kind):
+    """The hook engine (per-example norms from layer inputs and output gradients) is exact."""
+    from ibscope.models import ConvNet
+
+    torch.manual_seed(0)
+    for model, x in ((MLP(20, (16, 8), 5, activation="relu", seed=0), torch.randn(64, 20)),
+                     (ConvNet(in_channels=1, image_size=12, channels=(4, 6), dense=8, n_classes=5, seed=0),
+                      torch.randn(64, 144))):
+        y = torch.randint(0, 5, (64,))
+        data = [(x[:40], y[:40]), (x[40:], y[40:])]
+        ns = None if kind == "model" else 1
+        a = fisher(model, data, kind=kind, n_samples=ns, engine="vmap")
+        b = fisher(model, data, kind=kind, n_samples=ns, engine="hooks")
+        assert b.trace == pytest.approx(a.trace, rel=1e-6)
+        for k in a.per_layer:
+            assert b.per_layer[k] == pytest.approx(a.per_layer[k], rel=1e-6, abs=1e-12)
+    with pytest.raises(ValueError, match="engine='hooks'"):
+        fisher(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3)), [(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))],
+               engine="hooks")

@@ -65,10 +65,80 @@ class FisherResult:
         return tidy_rows(self.trace, self.per_layer, "fisher_trace", self.unit, f"{self.kind}_T{self.temperature:g}")
 
 
+def _layer_of(model: nn.Module, names: list[str]) -> dict[str, tuple[str, nn.Module, str]] | None:
+    """param name -> (module name, module, 'weight'|'bias') when every parameter belongs to a
+    Linear or a plain Conv2d (groups 1, zero padding); None otherwise."""
+    modules = dict(model.named_modules())
+    out = {}
+    for n in names:
+        mod_name, _, kind = n.rpartition(".")
+        m = modules.get(mod_name)
+        ok = isinstance(m, nn.Linear) or (
+            isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
+            and not isinstance(m.padding, str))
+        if not ok or kind not in ("weight", "bias"):
+            return None
+        out[n] = (mod_name, m, kind)
+    return out
+
+
+def _hook_sq_norms(model: nn.Module, layers: dict[str, tuple[str, nn.Module, str]], names: list[str],
+                   x: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor | None:
+    """Per-example squared gradient norms (n, len(names)) from one forward and one backward pass.
+
+    For a Linear layer the gradient of example i is the outer product g_i a_i^T
+    of its output gradient and its input, so ||grad W_i||^2 = ||g_i||^2 ||a_i||^2
+    and ||grad b_i||^2 = ||g_i||^2; for a Conv2d it is g_i U_i^T with U_i the
+    unfolded input patches. Nothing of size (n, parameters) is formed. Returns
+    None when a layer is called more than once or sees inputs of another rank
+    (the caller then uses the generic vmap path).
+    """
+    seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    handles = []
+    mods = {mod_name: m for mod_name, m, _ in layers.values()}
+
+    def make_hook(mod_name: str):
+        def hook(module, args, output):
+            seen.setdefault(mod_name, []).append((args[0].detach(), output))
+        return hook
+
+    for mod_name, m in mods.items():
+        handles.append(m.register_forward_hook(make_hook(mod_name)))
+    try:
+        with torch.enable_grad():
+            logits = model(x)
+            loss = F.cross_entropy(logits / temperature, y, reduction="sum")  # examples independent
+            if any(len(v) != 1 for v in seen.values()) or set(seen) != set(mods):
+                return None
+            outs = [seen[m][0][1] for m in mods]
+            grads = dict(zip(mods, torch.autograd.grad(loss, outs), strict=True))
+    finally:
+        for h in handles:
+            h.remove()
+    n = x.shape[0]
+    cols = []
+    for name in names:
+        mod_name, m, kind = layers[name]
+        a, g = seen[mod_name][0][0].to(torch.float64), grads[mod_name].to(torch.float64)
+        if isinstance(m, nn.Linear):
+            if a.ndim != 2:
+                return None
+            g2 = g.pow(2).sum(1)
+            cols.append(g2 * a.pow(2).sum(1) if kind == "weight" else g2)
+        else:
+            g = g.reshape(n, g.shape[1], -1)  # (n, C_out, P)
+            if kind == "bias":
+                cols.append(g.sum(2).pow(2).sum(1))
+            else:
+                u = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)
+                cols.append(torch.einsum("nop,nkp->nok", g, u).pow(2).sum((1, 2)))
+    return torch.stack(cols, 1)
+
+
 def fisher(model: nn.Module, data: Any, *, kind: str = "model", temperature: float = 1.0,
            n_samples: int | None = 1, max_batches: int | None = None, groups: str = "module",
            include_bias: bool = True, exclude: Any = None, seed: int = 0,
-           chunk_size: int = 256) -> FisherResult:
+           chunk_size: int = 256, engine: str = "auto") -> FisherResult:
     """Fisher-information trace (mean over examples) and per-layer traces.
 
     Parameters
@@ -95,9 +165,17 @@ def fisher(model: nn.Module, data: Any, *, kind: str = "model", temperature: flo
     seed : int
         Seed of the label sampling.
     chunk_size : int
-        Examples per vectorized gradient call (memory ~ chunk_size x parameters).
+        Examples per gradient call (vmap engine: memory ~ chunk_size x parameters).
+    engine : {'auto', 'hooks', 'vmap'}
+        'hooks': per-example squared norms from layer inputs and output
+        gradients (Linear and plain Conv2d layers; one forward and one backward
+        pass per chunk, no per-example gradient is stored); 'vmap':
+        ``vmap(grad)`` per-example gradients, any layer type; 'auto' (default)
+        uses hooks when every selected parameter allows it.
     """
     owner = "fisher"
+    if engine not in ("auto", "hooks", "vmap"):
+        raise ValueError(f"The 'engine' parameter of fisher must be 'auto', 'hooks' or 'vmap'. Got {engine!r} instead.")
     if kind not in ("model", "empirical"):
         raise ValueError(f"The 'kind' parameter of fisher must be 'model' or 'empirical'. Got {kind!r} instead.")
     if groups not in ("module", "parameter"):
@@ -122,7 +200,19 @@ def fisher(model: nn.Module, data: Any, *, kind: str = "model", temperature: flo
 
     per_grad = vmap(grad(nll), in_dims=(None, 0, 0))
 
+    layers = _layer_of(model, names) if engine != "vmap" else None
+    if engine == "hooks" and layers is None:
+        raise ValueError("fisher: engine='hooks' needs every selected parameter in a Linear or plain Conv2d "
+                         "layer; use engine='vmap' (or 'auto').")
+
     def sq_norms(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if layers is not None:
+            fast = _hook_sq_norms(model, layers, names, x, y, temperature)
+            if fast is not None:
+                return fast
+            if engine == "hooks":
+                raise ValueError("fisher: engine='hooks' cannot handle a layer called more than once or with "
+                                 "inputs of rank > 2 (Linear); use engine='vmap'.")
         g = per_grad(sel, x, y)
         return torch.stack([g[n].to(torch.float64).pow(2).reshape(x.shape[0], -1).sum(1) for n in names], 1)
 
@@ -166,6 +256,7 @@ def fisher(model: nn.Module, data: Any, *, kind: str = "model", temperature: flo
     return FisherResult(
         trace=float(means.sum()), per_layer=per_layer, kind=kind, temperature=temperature, n_examples=n_examples,
         settings={"kind": kind, "temperature": temperature, "n_samples": n_samples, "max_batches": max_batches,
+                  "engine": engine,
                   "groups": groups, "include_bias": include_bias, "exclude": exclude, "seed": seed,
                   "parameters": names},
     )
