@@ -11,7 +11,7 @@ includes the two n x n float64 outputs (2 * 8 n**2 bytes).
 
 Usage::
 
-    IBSCOPE_DATA=/work/shared/data PYTHONPATH=src python benchmarks/ntk.py \
+    PYTHONPATH=src python benchmarks/ntk.py \
         --n 5000 --depth 3 --naive-n 5000
 """
 

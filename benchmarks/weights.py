@@ -14,7 +14,7 @@ the relative spread of the estimates over different subsets of examples
 (the stability that justifies the subset size). Targets: IIW <= 0.5 epoch,
 Fisher trace <= 2 epochs.
 
-Usage: IBSCOPE_DATA=/work/shared/data python benchmarks/weights.py
+Usage: python benchmarks/weights.py
 """
 
 from __future__ import annotations

@@ -62,11 +62,11 @@ def test_finite_fisher_trace_matches_infinite_width():
     assert emp == pytest.approx(float(exact), rel=0.04)
 
 
-def test_bad_config():
+def test_bad_config(tmp_path):
     with pytest.raises(ValueError, match="dataset"):
-        ntk_exp.run_seed(_cfg(datasets=("cifar-10",)), 0, "/tmp/unused-ntk")
+        ntk_exp.run_seed(_cfg(datasets=("cifar-10",)), 0, tmp_path)
     with pytest.raises(ValueError, match="activation"):
-        ntk_exp.run_seed(_cfg(activation="tanh"), 0, "/tmp/unused-ntk")
+        ntk_exp.run_seed(_cfg(activation="tanh"), 0, tmp_path)
     with pytest.raises(ValueError, match="n must be"):
         ntk_exp.load_dataset("digits-5000", 0)
 
