@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_information_plane", "plot_training_curves", "plot_information_plane_bands",
+__all__ = ["pyplot", "plot_information_plane", "plot_training_curves", "plot_information_plane_bands",
            "plot_trajectory_bands", "plot_compression_vs_gap"]
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (figures are only saved to files)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -25,7 +26,7 @@ def plot_information_plane(results: pd.DataFrame, path: str | Path) -> Path:
 
     Expects columns estimator, layer, layer_index, epoch, i_xt, i_ty, unit.
     """
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.colors import LogNorm
 
     path = Path(path)
@@ -61,7 +62,7 @@ def plot_information_plane(results: pd.DataFrame, path: str | Path) -> Path:
 
 def plot_training_curves(results: pd.DataFrame, path: str | Path) -> Path:
     """Train/test loss and accuracy over epochs (mean and range over seeds)."""
-    plt = _plt()
+    plt = pyplot()
     path = Path(path)
     per = results.drop_duplicates(["seed", "epoch"])[["seed", "epoch", "train_loss", "test_loss", "train_acc", "test_acc"]]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -133,7 +134,7 @@ def plot_information_plane_bands(bands: pd.DataFrame, path: str | Path, point_co
     [I(X;T) lo, hi] x [I(T;Y) lo, hi] at each snapshot epoch. ``bands`` is the
     table of :func:`ibscope.sweep.trajectory_bands`.
     """
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
 
@@ -174,7 +175,7 @@ def plot_trajectory_bands(bands: pd.DataFrame, path: str | Path, point_columns: 
 
     Rows: (estimator, quantity); columns: grid points (the first ``max_points``).
     """
-    plt = _plt()
+    plt = pyplot()
     path = Path(path)
     point_columns = list(point_columns or [])
     points, ests, unit, layers, colors = _band_layout(plt, bands, point_columns, max_points)
@@ -206,7 +207,7 @@ def plot_compression_vs_gap(per_run: pd.DataFrame, correlation: pd.DataFrame, pa
 
     One panel per estimator; the legend gives Spearman's rho per layer.
     """
-    plt = _plt()
+    plt = pyplot()
     path = Path(path)
     ests = list(dict.fromkeys(per_run["estimator"]))
     layers = _layers(per_run)

@@ -177,10 +177,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 def plot(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Test RMSE per method and data set (mean, 95% interval)."""
-    import matplotlib
+    from ..plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -268,10 +268,9 @@ def summarize(results: pd.DataFrame, quantities: tuple[str, ...] = ("test_accura
 
 def plot(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Bar charts of test accuracy and IIW (mean and 95% interval over seeds) per method."""
-    import matplotlib
+    from ..plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

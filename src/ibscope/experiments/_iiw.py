@@ -308,9 +308,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 def plot(results: pd.DataFrame, out_dir: Any) -> list[Path]:
     """IIW over training per setting, and final IIW against the generalization gap."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plots import pyplot
+
+    plt = pyplot()
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -368,10 +368,9 @@ def plot(results: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
     Curves are the mean over seeds with a min-max band; ``t = 0`` and ``t =
     inf`` rows are in the data but not on the log-time axis.
     """
-    import matplotlib
+    from ..plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
