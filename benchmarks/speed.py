@@ -3,12 +3,18 @@
 Run (reference packages in their own environment, see setup_bench_env.sh)::
 
     bash benchmarks/setup_bench_env.sh
-    PYTHONPATH=src OMP_NUM_THREADS=1 .bench-env/bin/python benchmarks/speed.py
+    PYTHONPATH=src .bench-env/bin/python benchmarks/speed.py
 
 With the project venv instead of .bench-env, the bmi rows are reported as
 unavailable. Every comparison runs in one process on the same samples, so the
 ratios hold on a shared machine. Memory rows run in a fresh subprocess each,
 so "peak RSS" is that run's own high-water mark (VmHWM, imports included).
+
+Our rows come twice: on one thread (``n_jobs=1``) and on every core
+(``n_jobs=-1``; scikit-learn has no way to use more than one core for a
+single feature, and bmi/jax uses what jax uses). bmi's time is the best of
+two calls after one warm-up call (jax compiles on its first call); the other
+times are the best of 3-5 calls.
 
 What is compared:
 
@@ -40,8 +46,10 @@ import numpy as np
 from ibscope import estimators, tasks
 
 
-def best_time(fn, repeats=3):
+def best_time(fn, repeats=3, warmup=False):
     times, out = [], None
+    if warmup:
+        fn()
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = fn()
@@ -64,14 +72,14 @@ def peak_rss_mib() -> float:
 def row(name, ours_s, ref_s, ours_v, ref_v):
     ratio = f"{ref_s / ours_s:8.1f}x" if ref_s else "     n/a"
     diff = f"{abs(ours_v - ref_v):.1e}" if ref_v is not None else "n/a"
-    ref_t = f"{ref_s:9.3f}" if ref_s else "      n/a"
+    ref_t = f"{ref_s:9.4f}" if ref_s else "      n/a"
     ref_val = f"{ref_v:.9f}" if ref_v is not None else "n/a"
-    print(f"| {name:<44} | {ours_s:8.3f} | {ref_t} | {ratio} | {ours_v:.9f} | {ref_val:>11} | {diff:>7} |")
+    print(f"| {name:<66} | {ours_s:8.4f} | {ref_t} | {ratio} | {ours_v:.9f} | {ref_val:>11} | {diff:>7} |")
 
 
-HEADER = ("| comparison (same samples)                    | ours [s] | ref [s]   | speedup  "
+HEADER = ("| comparison (same samples)" + " " * 42 + "| ours [s] | ref [s]   | speedup  "
           "| ours [nats]  | ref [nats]  | abs diff |\n"
-          "|----------------------------------------------|----------|-----------|----------"
+          "|" + "-" * 68 + "|----------|-----------|----------"
           "|--------------|-------------|----------|")
 
 
@@ -86,17 +94,16 @@ def compare_sklearn(n=10_000, k=3):
     xs = xs + 1e-10 * max(1.0, np.abs(xs).mean()) * rng.standard_normal(size=(n, 1))
     ys = y[:, 0] / y[:, 0].std()
     ys = ys + 1e-10 * max(1.0, np.abs(ys).mean()) * rng.standard_normal(size=n)
-    ours = estimators.get("ksg", k=k, standardize=False, unit="nats")
-    t_ref, v_ref = best_time(lambda: mutual_info_regression(x, y[:, 0], n_neighbors=k, random_state=0)[0])
-    t_ours, v_ours = best_time(lambda: ours.estimate(xs, ys))
-    row(f"1-D n={n} k={k}: sklearn mutual_info_regression", t_ours, t_ref, v_ours, v_ref)
+    t_ref, v_ref = best_time(lambda: mutual_info_regression(x, y[:, 0], n_neighbors=k, random_state=0)[0],
+                             repeats=5)
     x1, y1 = x[:, 0] / x.std(), y[:, 0] / y.std()
-    t_core, v_core = best_time(lambda: _compute_mi_cc(x1, y1, k))
-    t_ours2, v_ours2 = best_time(lambda: ours.estimate(x1, y1))
-    row(f"1-D n={n} k={k}: sklearn _compute_mi_cc (no noise)", t_ours2, t_core, v_ours2, v_core)
-    ours_mt = estimators.get("ksg", k=k, standardize=False, unit="nats", n_jobs=-1)
-    t_mt, v_mt = best_time(lambda: ours_mt.estimate(xs, ys))
-    row(f"1-D n={n} k={k}: same, ours with n_jobs=-1", t_mt, t_ref, v_mt, v_ref)
+    t_core, v_core = best_time(lambda: _compute_mi_cc(x1, y1, k), repeats=5)
+    for n_jobs, label in ((1, "1 thread"), (-1, "all cores")):
+        ours = estimators.get("ksg", k=k, standardize=False, unit="nats", n_jobs=n_jobs)
+        t_ours, v_ours = best_time(lambda ours=ours: ours.estimate(xs, ys), repeats=5)
+        row(f"1-D n={n} k={k}: sklearn mutual_info_regression, ours {label}", t_ours, t_ref, v_ours, v_ref)
+        t_ours2, v_ours2 = best_time(lambda ours=ours: ours.estimate(x1, y1), repeats=5)
+        row(f"1-D n={n} k={k}: sklearn _compute_mi_cc (no noise), ours {label}", t_ours2, t_core, v_ours2, v_core)
 
 
 def compare_bmi(n=10_000, k=3, dim=5):
@@ -112,10 +119,13 @@ def compare_bmi(n=10_000, k=3, dim=5):
     for metric in ("chebyshev", "euclidean"):
         ref = bmi.estimators.KSGEnsembleFirstEstimator(
             neighborhoods=(k,), standardize=False, metric_x=metric, metric_y=metric)
-        ours = estimators.get("ksg", k=k, metric=metric, standardize=False, unit="nats")
-        t_ref, v_ref = best_time(lambda ref=ref: ref.estimate(x, y), repeats=1)
-        t_ours, v_ours = best_time(lambda ours=ours: ours.estimate(x, y))
-        row(f"{dim}+{dim}-D n={n} k={k} {metric}: bmi KSG", t_ours, t_ref, v_ours, v_ref)
+        t_ref, v_ref = best_time(lambda ref=ref: ref.estimate(x, y), repeats=2, warmup=True)
+        # the Euclidean convention runs by brute force in torch, on torch's threads
+        runs = ((1, "1 thread"), (-1, "all cores")) if metric == "chebyshev" else ((None, "torch threads"),)
+        for n_jobs, label in runs:
+            ours = estimators.get("ksg", k=k, metric=metric, standardize=False, unit="nats", n_jobs=n_jobs)
+            t_ours, v_ours = best_time(lambda ours=ours: ours.estimate(x, y))
+            row(f"{dim}+{dim}-D n={n} k={k} {metric}: bmi KSG, ours {label}", t_ours, t_ref, v_ours, v_ref)
 
 
 def run_big_ksg(n=100_000, dim=5, k=3):

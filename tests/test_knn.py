@@ -89,6 +89,35 @@ def test_count_within_1d_exact_with_ties_and_boundaries():
     assert np.array_equal(count_within(np.c_[a, a], r), brute)  # tree path, 2-D
 
 
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_ksg_1d_path_matches_slow_reference_with_ties(n_jobs):
+    # the 1-D x and y path (x-sorted order, one tree, sorted counts) on data with many
+    # ties, where an off-by-one in the strict '< eps' counts would show
+    rng = np.random.default_rng(3)
+    x = np.round(rng.standard_normal((400, 1)), 2)
+    y = np.round(x + rng.standard_normal((400, 1)), 2)
+    ref = slow_ksg(x, y, 3, 1, "chebyshev")
+    assert np.isfinite(ref) and len(np.unique(x)) < 300  # ties in x, but every eps_i > 0
+    est = estimators.get("ksg", k=3, standardize=False, clip=False, unit="nats", n_jobs=n_jobs)
+    assert est.estimate(x, y) == pytest.approx(ref, abs=1e-10)
+
+
+def test_threaded_counts_and_knn_equal_single_thread():
+    x, y = tasks.get("gaussian_split", dim=3, mi=1.0).sample(5000, seed=4)
+    r = np.full(len(x), 0.3)
+    assert np.array_equal(count_within(x, r, n_jobs=1), count_within(x, r, n_jobs=3))
+    one = estimators.get("ksg", k=3, n_jobs=1).estimate(x, y)
+    assert estimators.get("ksg", k=3, n_jobs=2).estimate(x, y) == one
+    assert estimators.get("ksg", k=3, n_jobs=-1).estimate(x, y) == one
+    assert estimators.get("ksg", k=3).estimate(x, y) == one  # default: torch's thread count
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "2"])
+def test_n_jobs_validated(bad):
+    with pytest.raises((ValueError, TypeError), match="n_jobs"):
+        estimators.get("ksg", n_jobs=bad)
+
+
 def test_kl_entropy_of_gaussian():
     rng = np.random.default_rng(1)
     for d in (1, 3):

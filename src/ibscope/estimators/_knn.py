@@ -24,10 +24,10 @@
   j = 1..k (for d < 4 this is the plain KL estimator with k neighbours).
 
 Computation: on CPU, scipy's cKDTree for the k-th neighbour distances and
-scikit-learn's KDTree (count_only) for the neighbour counts (cKDTree with
-``n_jobs != 1``); the 1-D marginals of KSG use sorting + searchsorted, exact
-to the same floating-point comparisons as the tree; memory O(N k), never
-N x N. Torch tensors on CUDA (or any ``device``) use chunked brute-force
+scikit-learn's KDTree (count_only) for the neighbour counts, both on
+``n_jobs`` threads (default: as many as torch uses); the 1-D marginals of KSG
+use sorting + searchsorted, exact to the same floating-point comparisons as
+the tree; memory O(N k), never N x N. Torch tensors on CUDA (or any ``device``) use chunked brute-force
 distances in torch on that device, memory O(chunk * N).
 
 References
@@ -46,6 +46,8 @@ References
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -80,67 +82,100 @@ _P = {"chebyshev": math.inf, "euclidean": 2.0}
 # --------------------------------------------------------------------------- #
 # Neighbour searches: numpy (cKDTree / sorting) and torch (chunked brute force)
 # --------------------------------------------------------------------------- #
-def knn_distances(a: np.ndarray, k: int, metric: str = "chebyshev", n_jobs: int = 1
+def resolve_n_jobs(n_jobs: int | None) -> int:
+    """Number of threads for the neighbour searches.
+
+    None: as many as torch uses (``torch.get_num_threads()``, set by
+    ``OMP_NUM_THREADS`` or ``torch.set_num_threads``; the sweep runner sets 1
+    per worker process); -1: every core this process may run on; else n_jobs >= 1.
+    """
+    if n_jobs is None:
+        return max(1, torch.get_num_threads())
+    if n_jobs == -1:
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            return max(1, os.cpu_count() or 1)
+    if not isinstance(n_jobs, (int, np.integer)) or isinstance(n_jobs, bool) or n_jobs < 1:
+        raise ValueError(f"'n_jobs' must be None, -1 or a positive int; got {n_jobs!r}.")
+    return int(n_jobs)
+
+
+def knn_distances(a: np.ndarray, k: int, metric: str = "chebyshev", n_jobs: int | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Distances and indices of the k+1 nearest points of every row (self included), cKDTree."""
     tree = cKDTree(a)
-    dist, idx = tree.query(a, k=k + 1, p=_P[metric], workers=n_jobs)
+    dist, idx = tree.query(a, k=k + 1, p=_P[metric], workers=resolve_n_jobs(n_jobs))
     return np.asarray(dist).reshape(len(a), k + 1), np.asarray(idx).reshape(len(a), k + 1)
 
 
 def _count_sorted_1d(a: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """#{j : |a_j - a_i| <= r_i} (self included) for 1-D ``a``, by sorting.
-
-    The float comparison is the same as the tree's (abs(a_j - a_i) <= r_i):
-    the searchsorted guesses are corrected element by element at the boundary.
-    """
-    order = np.argsort(a, kind="stable")
-    s = a[order]
-    n = s.size
-    a, r = s, r[order]  # queries in sorted order: searchsorted walks memory in order
-    hi = np.searchsorted(s, a + r, side="right")
-    lo = np.searchsorted(s, a - r, side="left")
-    # hi: first index right of a_i where |s - a_i| > r (contiguous since rounding is monotone)
-    while True:
-        m = hi < n
-        m[m] = np.abs(s[hi[m]] - a[m]) <= r[m]
-        if not m.any():
-            break
-        hi[m] += 1
-    while True:
-        m = hi > 0
-        m[m] = np.abs(s[hi[m] - 1] - a[m]) > r[m]
-        if not m.any():
-            break
-        hi[m] -= 1
-    while True:
-        m = lo > 0
-        m[m] = np.abs(s[lo[m] - 1] - a[m]) <= r[m]
-        if not m.any():
-            break
-        lo[m] -= 1
-    while True:
-        m = lo < n
-        m[m] = np.abs(s[lo[m]] - a[m]) > r[m]
-        if not m.any():
-            break
-        lo[m] += 1
-    out = np.empty(n, dtype=np.int64)
-    out[order] = hi - lo
+    """#{j : |a_j - a_i| <= r_i} (self included) for 1-D ``a``, by sorting."""
+    order = np.argsort(a)
+    out = np.empty(a.size, dtype=np.int64)
+    out[order] = _count_in_sorted(a[order], r[order])  # queries in sorted order: memory in order
     return out
 
 
-def count_within(a: np.ndarray, r: np.ndarray, metric: str = "chebyshev", n_jobs: int = 1
+def _count_in_sorted(s: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """#{j : |s_j - s_i| <= r_i} (self included) for sorted 1-D ``s`` and radii ``r >= 0``.
+
+    The float comparison is the same as the tree's (abs(s_j - s_i) <= r_i).
+    Rounded subtraction is monotone, so the points within r_i form one run
+    around i; searchsorted on s_i +- r_i (rounded sums) finds its ends up to a
+    few positions, which are then corrected by the exact comparison, only
+    for the entries that still need it.
+    """
+    n = s.size
+    hi = np.searchsorted(s, s + r, side="right")  # >= i + 1
+    lo = np.searchsorted(s, s - r, side="left")  # <= i
+    # hi = first j with s_j - s_i > r_i: move right while s_hi is still within r_i ...
+    idx = np.flatnonzero(hi < n)
+    idx = idx[s[hi[idx]] - s[idx] <= r[idx]]
+    while idx.size:
+        hi[idx] += 1
+        idx = idx[hi[idx] < n]
+        idx = idx[s[hi[idx]] - s[idx] <= r[idx]]
+    # ... or left while s_(hi-1) is beyond it (stops at hi = i + 1 at the latest)
+    idx = np.flatnonzero(s[hi - 1] - s > r)
+    while idx.size:
+        hi[idx] -= 1
+        idx = idx[s[hi[idx] - 1] - s[idx] > r[idx]]
+    # lo = first j with s_i - s_j <= r_i, the same way
+    idx = np.flatnonzero(lo > 0)
+    idx = idx[s[idx] - s[lo[idx] - 1] <= r[idx]]
+    while idx.size:
+        lo[idx] -= 1
+        idx = idx[lo[idx] > 0]
+        idx = idx[s[idx] - s[lo[idx] - 1] <= r[idx]]
+    idx = np.flatnonzero(s - s[lo] > r)  # stops at lo = i at the latest
+    while idx.size:
+        lo[idx] += 1
+        idx = idx[s[idx] - s[lo[idx]] > r[idx]]
+    return (hi - lo).astype(np.int64, copy=False)
+
+
+def count_within(a: np.ndarray, r: np.ndarray, metric: str = "chebyshev", n_jobs: int | None = None
                  ) -> np.ndarray:
     """#{j : ||a_j - a_i|| <= r_i} for every row i (self included); no n x n matrix."""
     if a.shape[1] == 1:
         return _count_sorted_1d(a[:, 0], r)
-    if n_jobs != 1:  # cKDTree parallelizes over queries
-        tree = cKDTree(a)
-        return np.asarray(tree.query_ball_point(a, r, p=_P[metric], return_length=True, workers=n_jobs))
     # scikit-learn's KDTree adds whole nodes that lie inside the ball (about 4x faster
-    # than cKDTree's return_length on KSG's radii in 5-D, same counts)
-    return KDTree(a, metric=metric).query_radius(a, r, count_only=True).astype(np.int64)
+    # than cKDTree's return_length on KSG's radii in 5-D, same counts). Its queries
+    # release the GIL, so blocks of queries run on threads; each thread builds its
+    # own tree (the tree object counts its calls: threads sharing one tree run
+    # slower together than one thread alone).
+    def block(start: int, stop: int) -> np.ndarray:
+        tree = KDTree(a, metric=metric)
+        return tree.query_radius(a[start:stop], r[start:stop], count_only=True)
+
+    jobs = min(resolve_n_jobs(n_jobs), max(1, a.shape[0] // 1024))
+    if jobs == 1:
+        return block(0, a.shape[0]).astype(np.int64)
+    bounds = np.linspace(0, a.shape[0], jobs + 1).astype(int)
+    with ThreadPoolExecutor(jobs) as pool:
+        parts = list(pool.map(block, bounds[:-1], bounds[1:]))
+    return np.concatenate(parts).astype(np.int64)
 
 
 def _chunk_rows(n: int, device: torch.device, chunk_size: int | None, parts: int = 1) -> int:
@@ -193,19 +228,54 @@ def _drop_self(idx: np.ndarray | torch.Tensor, k: int):
 # --------------------------------------------------------------------------- #
 # KSG
 # --------------------------------------------------------------------------- #
+def _ksg1_1d(x: np.ndarray, y: np.ndarray, k: int, n_jobs: int) -> float:
+    """KSG algorithm 1 for 1-D x and y, everything in x-sorted order.
+
+    Same values as the general path (the joint k-th neighbour distance does
+    not depend on the query order); the x-sorted order makes the tree queries
+    and the x-count walk memory in order and saves one argsort.
+    """
+    n = x.size
+    ox = np.argsort(x)  # (numpy's default sort is several times faster than 'stable')
+    xs, ys = x[ox], y[ox]
+    pts = np.column_stack([xs, ys])
+    # sliding-midpoint tree: faster to build, equally fast to query in 2-D
+    tree = cKDTree(pts, balanced_tree=False)
+    dist, _ = tree.query(pts, k=[k + 1], p=math.inf, workers=n_jobs)
+    r = np.nextafter(dist[:, 0], 0)
+
+    def count_y() -> np.ndarray:
+        oy = np.argsort(ys)
+        return _count_in_sorted(ys[oy], r[oy])
+
+    if n_jobs > 1:  # the two marginal counts side by side (numpy releases the GIL)
+        with ThreadPoolExecutor(1) as pool:
+            fut = pool.submit(count_y)
+            nx = _count_in_sorted(xs, r)
+            ny = fut.result()
+    else:
+        nx = _count_in_sorted(xs, r)  # self included: n_x + 1
+        ny = count_y()
+    return float(digamma(k) + digamma(n) - (digamma(nx).sum() + digamma(ny).sum()) / n)
+
+
 def ksg_mi(x: np.ndarray, y: np.ndarray, *, k: int = 3, algorithm: int = 1,
-           metric: str = "chebyshev", n_jobs: int = 1) -> float:
+           metric: str = "chebyshev", n_jobs: int | None = None) -> float:
     """KSG estimate of I(X;Y) in nats (not clipped) for continuous numpy x (n, dx), y (n, dy).
 
     ``metric`` is the norm in each marginal space; the joint distance is the
     maximum of the two marginal distances (with 'chebyshev' that is the
     max-norm of the joint vector, the paper's choice; 'euclidean' is the
     convention of the bmi package and is computed by brute force in torch).
+    ``n_jobs``: threads of the neighbour searches (see ``resolve_n_jobs``).
     """
     n = x.shape[0]
+    n_jobs = resolve_n_jobs(n_jobs)
     if metric == "euclidean" and (x.shape[1] > 1 or y.shape[1] > 1):
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         return _ksg_torch(xt, yt, k=k, algorithm=algorithm, metric=metric, chunk_size=None)
+    if algorithm == 1 and x.shape[1] == 1 and y.shape[1] == 1:
+        return _ksg1_1d(x[:, 0], y[:, 0], k, n_jobs)
     dist, idx = knn_distances(np.hstack([x, y]), k, "chebyshev", n_jobs)
     if algorithm == 1:
         r = np.nextafter(dist[:, k], 0)
@@ -248,7 +318,7 @@ def _ksg_torch(x: torch.Tensor, y: torch.Tensor, *, k: int, algorithm: int, metr
 
 
 def ksg_mi_mixed(c: Any, labels: Any, *, k: int = 3, metric: str = "chebyshev",
-                 n_jobs: int = 1, chunk_size: int | None = None) -> float:
+                 n_jobs: int | None = None, chunk_size: int | None = None) -> float:
     """Ross (2014) kNN estimate of I(C;L) in nats for continuous c (n, d) and integer labels (n,).
 
     For every point, eps_i is the distance to its k-th neighbour among the
@@ -301,7 +371,7 @@ def _log_unit_ball(d: int, metric: str) -> float:
     return 0.5 * d * math.log(math.pi) - float(gammaln(0.5 * d + 1.0))
 
 
-def _kth_distances(a: Any, k: int, metric: str, n_jobs: int, chunk_size: int | None) -> np.ndarray:
+def _kth_distances(a: Any, k: int, metric: str, n_jobs: int | None, chunk_size: int | None) -> np.ndarray:
     """(n, k) distances to the 1st..k-th neighbours (self excluded)."""
     if is_torch(a):
         vals, _ = _torch_knn([a], k, metric, _chunk_rows(a.shape[0], a.device, chunk_size))
@@ -319,7 +389,7 @@ def _check_positive_distances(rho: np.ndarray, what: str) -> np.ndarray:
     return np.log(rho)
 
 
-def kl_entropy(a: Any, *, k: int = 3, metric: str = "euclidean", n_jobs: int = 1,
+def kl_entropy(a: Any, *, k: int = 3, metric: str = "euclidean", n_jobs: int | None = None,
                chunk_size: int | None = None) -> float:
     """Kozachenko-Leonenko differential entropy of the rows of ``a`` (n, d), in nats."""
     n, d = a.shape
@@ -352,7 +422,7 @@ def wkl_weights(k: int, d: int) -> np.ndarray:
     return g.T @ np.linalg.solve(g @ g.T, e1)
 
 
-def wkl_entropy(a: Any, *, k: int = 5, metric: str = "euclidean", n_jobs: int = 1,
+def wkl_entropy(a: Any, *, k: int = 5, metric: str = "euclidean", n_jobs: int | None = None,
                 chunk_size: int | None = None) -> float:
     """Weighted Kozachenko-Leonenko entropy (Berrett, Samworth & Yuan 2019) in nats."""
     n, d = a.shape
@@ -380,7 +450,7 @@ class _KNNBase(BaseMIEstimator):
         "noise": [Interval(float, 0, None)],
         "seed": [NONE, Interval(int, 0, None), InstanceOf((np.random.Generator,), "a numpy Generator")],
         "clip": [BOOLEAN],
-        "n_jobs": [Interval(int, -1, None)],
+        "n_jobs": [NONE, Options((-1,)), Interval(int, 1, None)],
         "chunk_size": [NONE, Interval(int, 1, None)],
         "device": [NONE, InstanceOf((str, torch.device), "a device name or torch.device")],
     }
@@ -451,8 +521,11 @@ _KNN_PARAMS_DOC = """
     clip : bool, default True
         Return max(estimate, 0) (I(X;Y) >= 0); False returns the raw value,
         which scatters around 0 for independent variables.
-    n_jobs : int, default 1
-        Threads of the cKDTree queries (-1: all cores).
+    n_jobs : int or None, default None
+        Threads of the neighbour searches on CPU: None uses as many as torch
+        (``torch.get_num_threads()``, which ``OMP_NUM_THREADS`` and
+        ``torch.set_num_threads`` set; the sweep runner sets 1 per worker),
+        -1 every core this process may use. Results do not depend on it.
     chunk_size : int or None
         Rows per distance block on the torch path (None: automatic).
     device : str, torch.device or None
@@ -513,7 +586,7 @@ class KSG(_KNNBase):
 
     def __init__(self, *, k: int = 3, algorithm: int = 1, metric: str = "chebyshev",
                  standardize: bool = True, noise: float = 0.0, seed: Any = 0, clip: bool = True,
-                 n_jobs: int = 1, chunk_size: int | None = None, device: Any = None,
+                 n_jobs: int | None = None, chunk_size: int | None = None, device: Any = None,
                  unit: str = "bits"):
         self.k = k
         self.algorithm = algorithm
@@ -623,7 +696,7 @@ class KL(_EntropyKNN):
     _constraints = _KNNBase._common_constraints
 
     def __init__(self, *, k: int = 3, metric: str = "euclidean", standardize: bool = True,
-                 noise: float = 0.0, seed: Any = 0, clip: bool = True, n_jobs: int = 1,
+                 noise: float = 0.0, seed: Any = 0, clip: bool = True, n_jobs: int | None = None,
                  chunk_size: int | None = None, device: Any = None, unit: str = "bits"):
         self._store(k=k, metric=metric, standardize=standardize, noise=noise, seed=seed, clip=clip,
                     n_jobs=n_jobs, chunk_size=chunk_size, device=device, unit=unit)
@@ -671,7 +744,7 @@ class WKL(_EntropyKNN):
     _constraints = _KNNBase._common_constraints
 
     def __init__(self, *, k: int = 5, metric: str = "euclidean", standardize: bool = True,
-                 noise: float = 0.0, seed: Any = 0, clip: bool = True, n_jobs: int = 1,
+                 noise: float = 0.0, seed: Any = 0, clip: bool = True, n_jobs: int | None = None,
                  chunk_size: int | None = None, device: Any = None, unit: str = "bits"):
         self._store(k=k, metric=metric, standardize=standardize, noise=noise, seed=seed, clip=clip,
                     n_jobs=n_jobs, chunk_size=chunk_size, device=device, unit=unit)
