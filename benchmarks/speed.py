@@ -26,7 +26,8 @@ What is compared:
 2. x and y of 5 dimensions each, n = 10,000, k = 3: bmi's
    ``KSGEnsembleFirstEstimator(neighborhoods=(3,), standardize=False)`` with
    the Chebyshev metric and with its default Euclidean metric, against
-   ``ksg(metric=...)`` on the same standardized samples.
+   ``ksg(metric=...)`` on the same standardized samples; where CUDA is
+   available, also ``ksg`` on CUDA tensors (chunked brute force on the GPU).
 3. n = 100,000, d = 10 (x and y of 5 dimensions each): ``ksg`` (tree path), peak RSS.
 4. KDE upper bound (``kde_upper``), n = 10,000, d = 1,000, 10 classes: peak RSS.
 """
@@ -42,6 +43,7 @@ import sys
 import time
 
 import numpy as np
+import torch
 
 from ibscope import estimators, tasks
 
@@ -126,6 +128,17 @@ def compare_bmi(n=10_000, k=3, dim=5):
             ours = estimators.get("ksg", k=k, metric=metric, standardize=False, unit="nats", n_jobs=n_jobs)
             t_ours, v_ours = best_time(lambda ours=ours: ours.estimate(x, y))
             row(f"{dim}+{dim}-D n={n} k={k} {metric}: bmi KSG, ours {label}", t_ours, t_ref, v_ours, v_ref)
+        if torch.cuda.is_available():  # brute force on the GPU, inputs already there
+            xc, yc = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
+            ours = estimators.get("ksg", k=k, metric=metric, standardize=False, unit="nats")
+
+            def on_gpu(ours=ours, xc=xc, yc=yc):
+                v = ours.estimate(xc, yc)
+                torch.cuda.synchronize()
+                return v
+
+            t_ours, v_ours = best_time(on_gpu, warmup=True)
+            row(f"{dim}+{dim}-D n={n} k={k} {metric}: bmi KSG (CPU), ours on CUDA", t_ours, t_ref, v_ours, v_ref)
 
 
 def run_big_ksg(n=100_000, dim=5, k=3):
@@ -169,7 +182,6 @@ def main() -> None:
         return
     import scipy
     import sklearn
-    import torch
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, scipy {scipy.__version__}, "
           f"scikit-learn {sklearn.__version__}, torch {torch.__version__}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, cores={os.cpu_count()}")
