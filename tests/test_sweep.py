@@ -216,11 +216,28 @@ def test_sigkill_then_resume_every_task_once_finished_not_recomputed(tmp_path):
 # --------------------------------------------------------------------------- executors
 
 
-def test_ray_sweep_matches_local_pool(tmp_path):
+def test_results_written_by_driver_equal_results_written_by_workers(tmp_path):
+    spec = _toy(grid={"scale": [1.0, 2.0]}, seeds=2)
+    by_workers = run_sweep(spec, tmp_path / "w", workers=2, progress=False, report=False)
+    by_driver = run_sweep(spec, tmp_path / "d", workers=2, progress=False, report=False, results="driver")
+    assert by_workers.ok and by_driver.ok and by_driver.ran == 4
+    pd.testing.assert_frame_equal(pd.read_parquet(by_workers.results), pd.read_parquet(by_driver.results))
+    for tid in by_driver.done:  # the tasks ran elsewhere: their side files never reached the sweep directory
+        assert _calls(tmp_path / "w", tid) == 1 and _calls(tmp_path / "d", tid) == 0
+        assert (tmp_path / "d" / "tasks" / tid / "task.json").is_file()
+    again = run_sweep(spec, tmp_path / "d", workers=2, progress=False, report=False, results="driver")
+    assert again.ok and again.ran == 0  # finished tasks are known to the store, not recomputed
+    with pytest.raises(ValueError, match="'results'"):
+        run_sweep(spec, tmp_path / "x", results="nfs", progress=False, report=False)
+
+
+@pytest.mark.parametrize("results", ["workers", "driver"])
+def test_ray_sweep_matches_local_pool(tmp_path, results):
     pytest.importorskip("ray")
     spec = SweepSpec("tishby", profile="test", config=TINY_TISHBY, grid={"activation": ["tanh"]}, seeds=2)
     local = run_sweep(spec, tmp_path / "local", executor="local", workers=2, progress=False, report=False)
-    ray_ = run_sweep(spec, tmp_path / "ray", executor="ray", workers=2, progress=False, report=False)
+    ray_ = run_sweep(spec, tmp_path / "ray", executor="ray", workers=2, progress=False, report=False,
+                     results=results)
     assert local.ok and ray_.ok
     a = pd.read_parquet(local.results).drop(columns="seconds")
     b = pd.read_parquet(ray_.results).drop(columns="seconds")

@@ -84,7 +84,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{Path(args.config).stem}"
     result = run_sweep(spec, out, executor=args.executor, workers=args.workers, address=args.address,
                        num_cpus=args.cpus_per_task, retries=args.retries, force_config=args.force_config,
-                       progress=not args.no_progress, report=not args.no_report)
+                       progress=not args.no_progress, report=not args.no_report, results=args.results)
     print(f"Sweep:   {result.directory} ({len(result.done)}/{result.tasks} tasks done, {result.ran} run now)")
     if result.results is not None:
         print(f"Results: {result.results}")
@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--workers", type=int, help="local: processes (default: all cores; 0 = in this process); ray: CPUs of a local Ray")
     sw.add_argument("--address", help="Ray cluster address (e.g. auto or ray://head:10001); default: start a local Ray")
     sw.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray resources per task (num_cpus)")
+    sw.add_argument("--results", choices=("workers", "driver"), default="workers",
+                    help="who writes task results: the workers (they must see --out, e.g. a shared "
+                         "filesystem) or the driver (workers send their rows back)")
     sw.add_argument("--out", help="sweep directory (default runs/sweep-<config name>)")
     sw.add_argument("--retries", type=int, default=1, help="extra attempts for a failing task (default 1)")
     sw.add_argument("--force-config", action="store_true", help="accept a changed base config in an existing --out")

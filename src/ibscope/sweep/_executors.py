@@ -4,8 +4,10 @@ Every executor offers the same four calls to the driver loop
 (:func:`ibscope.sweep.run_sweep`): ``submit(spec) -> handle``,
 ``wait(handles, timeout) -> finished handles``, ``outcome(handle) -> dict``
 (never raises: a lost worker becomes an 'error' outcome) and
-``shutdown(cancel)``. Results are written by the tasks themselves into the
-sweep directory, so only small outcome dicts travel back to the driver.
+``shutdown(cancel)``. By default results are written by the tasks
+themselves into the sweep directory, so only small outcome dicts travel back
+to the driver; with ``results='driver'`` (no shared filesystem) each outcome
+carries its task's rows and the driver writes them.
 """
 
 from __future__ import annotations
@@ -124,9 +126,9 @@ class RayExecutor:
     """Tasks as Ray remote functions (``num_cpus`` each) on a cluster or a local Ray.
 
     With ``address`` (e.g. ``"auto"`` or ``"ray://head:10001"``) it joins that
-    cluster: every node must have ibscope installed and see the sweep
-    directory at the same path (shared filesystem), because the workers write
-    the results there. Without it, a local Ray is started with ``workers``
+    cluster: every node must have ibscope installed and either see the sweep
+    directory at the same path (shared filesystem; the workers write the
+    results there) or the sweep runs with ``results='driver'``. Without it, a local Ray is started with ``workers``
     CPUs (all cores by default) and workers import this very ibscope.
     """
 

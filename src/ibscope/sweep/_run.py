@@ -13,6 +13,7 @@ from .. import __version__
 from ..experiments.runner import config_record, experiment_key, load_experiment, resolve_config
 from ..store import DirectoryLock, config_hash
 from ._executors import make_executor
+from ._task import store_returned_result
 from ._spec import SweepSpec, Task, grid_points, task_id
 from ._store import SweepConfigMismatch, SweepStore, last_line
 
@@ -142,7 +143,7 @@ def plan_sweep(spec: SweepSpec, out_dir: str | Path, *, force_config: bool = Fal
 def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", workers: int | None = None,
               address: str | None = None, num_cpus: float = 1.0, retries: int = 1,
               force_config: bool = False, progress: bool = True, report: bool = True,
-              mp_context: str = "spawn") -> SweepResult:
+              mp_context: str = "spawn", results: str = "workers") -> SweepResult:
     """Run every (grid point, seed) task of ``spec`` into the sweep directory ``out_dir``.
 
     Parameters
@@ -159,6 +160,12 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
         ``workers=0`` runs the tasks one after another in this process).
         'ray': Ray remote functions of ``num_cpus`` CPUs each, on the cluster
         at ``address`` or on a local Ray of ``workers`` CPUs.
+    results : {'workers', 'driver'}
+        Who writes each task's result into ``out_dir``: 'workers' (they must
+        see ``out_dir``, e.g. on a shared filesystem; a task resumes from its
+        checkpoints there) or 'driver' (each task runs in a temporary
+        directory of its worker and sends its rows back; for clusters without
+        a shared filesystem; an interrupted task starts over).
     retries : int
         Extra attempts for a task that raised; after them the task is
         reported failed, its tracebacks kept in ``tasks/<id>/error.json``.
@@ -180,6 +187,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
     """
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"'retries' must be an int >= 0, got {retries!r}.")
+    if results not in ("workers", "driver"):
+        raise ValueError(f"'results' must be 'workers' or 'driver', got {results!r}.")
     store = SweepStore(out_dir)
     with DirectoryLock(store.directory, what="sweep"):
         plan = plan_sweep(spec, store.directory, force_config=force_config)
@@ -190,7 +199,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
         if todo:
             ex = make_executor(executor, workers=workers, address=address, num_cpus=num_cpus,
                                mp_context=mp_context)
-            ran = _drive(ex, store, plan, todo, retries, progress, len(plan.tasks))
+            ran = _drive(ex, store, plan, todo, retries, progress, len(plan.tasks), results == "driver")
         status = store.write_status(plan.tasks)
         rows = store.compact(plan.tasks, plan.meta["sweep_hash"])
         report_path = None
@@ -203,14 +212,15 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
 
 
 def _drive(ex: Any, store: SweepStore, plan: _Plan, todo: list[Task], retries: int, progress: bool,
-           total: int) -> int:
+           total: int, return_results: bool = False) -> int:
     """Submit tasks (a bounded number in flight), collect outcomes, retry failures."""
     from tqdm.auto import tqdm
 
     def spec_of(t: Task, attempt: int) -> dict[str, Any]:
         return {"task_id": t.task_id, "task_dir": str(store.task_dir(t)), "experiment": plan.meta["experiment"],
                 "profile": plan.meta["profile"], "overrides": plan.overrides[t.task_id], "point": t.point,
-                "seed": t.seed, "config_hash": t.config_hash, "attempt": attempt}
+                "seed": t.seed, "config_hash": t.config_hash, "attempt": attempt,
+                "return_result": return_results}
 
     queue = deque((t, 1) for t in todo)
     inflight: dict[Any, tuple[Task, int]] = {}
@@ -228,6 +238,8 @@ def _drive(ex: Any, store: SweepStore, plan: _Plan, todo: list[Task], retries: i
                 outcome = ex.outcome(handle)
                 ran += 1
                 if outcome.get("status") == "done":
+                    if "result" in outcome:  # rows sent back by the worker: the driver stores them
+                        store_returned_result(spec_of(t, attempt), outcome)
                     bar.update(1)
                     continue
                 store.record_error(t, attempt, outcome)

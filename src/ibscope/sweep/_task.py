@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import socket
+import tempfile
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-__all__ = ["execute_task", "init_worker", "limit_threads"]
+__all__ = ["execute_task", "init_worker", "limit_threads", "store_returned_result"]
 
 RESULT = "result.parquet"
 TASK_RECORD = "task.json"
@@ -75,15 +77,45 @@ def _prepare(task_dir: Path, spec: dict[str, Any]) -> None:
     atomic_write_json(record_path, {k: spec[k] for k in ("task_id", "experiment", "point", "seed", "config_hash")})
 
 
+def _run_experiment(spec: dict[str, Any], directory: Path):
+    """Resolve the task's config (checked against the driver's hash) and run its seed in ``directory``."""
+    from ..experiments.runner import config_record, load_experiment, resolve_config
+
+    mod = load_experiment(spec["experiment"])
+    config = resolve_config(mod, profile=spec["profile"], overrides=spec["overrides"])
+    got = config_record(mod, config)["config_hash"]
+    if got != spec["config_hash"]:
+        raise RuntimeError(
+            f"This worker resolves task {spec['task_id']} to config hash {got}, the driver to "
+            f"{spec['config_hash']}: driver and worker run different ibscope code or defaults.")
+    df = mod.run_seed(config, int(spec["seed"]), directory, progress=False)
+    if df is None or not hasattr(df, "to_parquet"):
+        raise TypeError(f"{mod.__name__}.run_seed must return a pandas DataFrame, got {type(df).__name__}.")
+    return df
+
+
+def _result_meta(spec: dict[str, Any], seconds: float, host: str) -> dict[str, Any]:
+    return {"config_hash": spec["config_hash"], "task_id": spec["task_id"], "seed": int(spec["seed"]),
+            "point": spec["point"], "attempt": spec.get("attempt", 1), "seconds": seconds, "host": host,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
 def execute_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one (grid point, seed) task; write its result into its directory; return an outcome.
 
     ``spec`` holds task_id, task_dir (absolute), experiment, profile,
-    overrides, point, seed, config_hash, attempt. The experiment's ``run_seed``
-    writes its own side files there and resumes from them; the finished rows
-    go to ``result.parquet`` with a checked sidecar ``result.json``. A task
-    already finished (e.g. by an orphaned worker of a killed driver) is not
-    run again: the task directory is locked while a task runs in it.
+    overrides, point, seed, config_hash, attempt and optionally
+    return_result. The experiment's ``run_seed`` writes its own side files
+    there and resumes from them; the finished rows go to ``result.parquet``
+    with a checked sidecar ``result.json``. A task already finished (e.g. by
+    an orphaned worker of a killed driver) is not run again: the task
+    directory is locked while a task runs in it.
+
+    With ``return_result`` (workers that cannot see the sweep directory) the
+    task runs in a private temporary directory instead, and the rows travel
+    back in the outcome (``result``: Parquet bytes, ``result_meta``) for the
+    driver to store with :func:`store_returned_result`. Its checkpoints are
+    lost with the worker, so an interrupted task starts over.
 
     Returns
     -------
@@ -92,39 +124,44 @@ def execute_task(spec: dict[str, Any]) -> dict[str, Any]:
         ``traceback``, ``host``, ``pid``, ``skipped``. It never raises for an
         error of the experiment: the driver decides about retries.
     """
-    from ..experiments.runner import (
-        config_record,
-        load_experiment,
-        resolve_config,
-        seed_result_done,
-        write_seed_result,
-    )
+    from ..experiments.runner import seed_result_done, write_seed_result
     from ..store import DirectoryLock
 
     t0 = time.perf_counter()
     base = {"task_id": spec["task_id"], "host": socket.gethostname(), "pid": os.getpid()}
-    task_dir = Path(spec["task_dir"])
     try:
+        if spec.get("return_result"):
+            with tempfile.TemporaryDirectory(prefix="ibscope-task-") as scratch:
+                df = _run_experiment(spec, Path(scratch))
+            seconds = time.perf_counter() - t0
+            buf = io.BytesIO()
+            df.to_parquet(buf, index=False)
+            return {**base, "status": "done", "skipped": False, "rows": int(len(df)), "seconds": seconds,
+                    "result": buf.getvalue(), "result_meta": _result_meta(spec, seconds, base["host"])}
+        task_dir = Path(spec["task_dir"])
         with DirectoryLock(task_dir, what="task", blocking=True):
             expect = {"config_hash": spec["config_hash"], "task_id": spec["task_id"]}
             if seed_result_done(task_dir, expect=expect):
                 return {**base, "status": "done", "skipped": True, "seconds": 0.0}
             _prepare(task_dir, spec)
-            mod = load_experiment(spec["experiment"])
-            config = resolve_config(mod, profile=spec["profile"], overrides=spec["overrides"])
-            got = config_record(mod, config)["config_hash"]
-            if got != spec["config_hash"]:
-                raise RuntimeError(
-                    f"This worker resolves task {spec['task_id']} to config hash {got}, the driver to "
-                    f"{spec['config_hash']}: driver and worker run different ibscope code or defaults.")
-            df = mod.run_seed(config, int(spec["seed"]), task_dir, progress=False)
-            if df is None or not hasattr(df, "to_parquet"):
-                raise TypeError(f"{mod.__name__}.run_seed must return a pandas DataFrame, got {type(df).__name__}.")
+            df = _run_experiment(spec, task_dir)
             seconds = time.perf_counter() - t0
-            write_seed_result(task_dir, df, {**expect, "seed": int(spec["seed"]), "point": spec["point"],
-                                             "attempt": spec.get("attempt", 1), "seconds": seconds,
-                                             "host": base["host"], "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            write_seed_result(task_dir, df, _result_meta(spec, seconds, base["host"]))
             return {**base, "status": "done", "skipped": False, "rows": int(len(df)), "seconds": seconds}
     except Exception:
         return {**base, "status": "error", "traceback": traceback.format_exc(),
                 "seconds": time.perf_counter() - t0}
+
+
+def store_returned_result(spec: dict[str, Any], outcome: dict[str, Any]) -> None:
+    """Driver side of ``return_result``: write the rows a worker sent back into the task directory."""
+    import pandas as pd
+
+    from ..experiments.runner import write_seed_result
+    from ..store import DirectoryLock
+
+    task_dir = Path(spec["task_dir"])
+    df = pd.read_parquet(io.BytesIO(outcome["result"]))
+    with DirectoryLock(task_dir, what="task", blocking=True):
+        _prepare(task_dir, spec)
+        write_seed_result(task_dir, df, outcome["result_meta"])
