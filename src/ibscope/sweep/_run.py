@@ -13,9 +13,9 @@ from .. import __version__
 from ..experiments.runner import config_record, experiment_key, load_experiment, resolve_config
 from ..store import DirectoryLock, config_hash
 from ._executors import make_executor
-from ._task import store_returned_result
 from ._spec import SweepSpec, Task, grid_points, task_id
 from ._store import SweepConfigMismatch, SweepStore, last_line
+from ._task import store_returned_result
 
 __all__ = ["SweepResult", "plan_sweep", "run_sweep"]
 
