@@ -27,6 +27,22 @@ def test_ib_compare_all_methods_tiny(tmp_path):
     assert all(p.exists() for p in ibc.plot(res, tmp_path / "fig"))
 
 
+def test_summarize_t_interval_in_order_of_appearance():
+    from scipy import stats
+
+    vals = {"vib": [0.90, 0.92, 0.95, 0.91], "pib": [0.80, 0.84, 0.82, 0.86]}
+    rows = [{"dataset": "digits", "method": m, "quantity": "test_accuracy", "seed": s, "value": v,
+             "unit": "fraction"} for m, vs in vals.items() for s, v in enumerate(vs)]
+    summary = ibc.summarize(pd.DataFrame(rows))
+    assert list(summary["method"]) == ["vib", "pib"]  # not sorted
+    for m, vs in vals.items():
+        row = summary[summary["method"] == m].iloc[0]
+        v = pd.Series(vs)
+        assert row["mean"] == pytest.approx(v.mean())
+        assert row["ci95"] == pytest.approx(stats.t.ppf(0.975, 3) * v.std(ddof=1) / 2)
+        assert row["n_seeds"] == 4 and row["unit"] == "fraction"
+
+
 def test_same_initialization_for_every_method():
     cfg = {k: v for k, v in ibc.PROFILES["test"].items() if k != "latent_dim"}
     base = ibc._build(ibc.Config(method="vanilla", **cfg), 3, 64, 10)

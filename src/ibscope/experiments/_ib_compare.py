@@ -253,17 +253,15 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
 # --------------------------------------------------------------------------- #
 def summarize(results: pd.DataFrame, quantities: tuple[str, ...] = ("test_accuracy", "iiw"),
               by: tuple[str, ...] = ("dataset", "method")) -> pd.DataFrame:
-    """Mean and 95% t-interval half-width over seeds of each quantity, per ``by`` group."""
-    from scipy import stats
+    """Mean and 95% t-interval half-width over seeds of each quantity, per ``by`` group (order kept)."""
+    from ..sweep import mean_interval
 
-    rows = []
-    for keys, g in results[results["quantity"].isin(quantities)].groupby([*by, "quantity"], sort=False):
-        v = g["value"].to_numpy(dtype=float)
-        k = len(v)
-        half = float(stats.t.ppf(0.975, k - 1) * v.std(ddof=1) / math.sqrt(k)) if k > 1 else float("nan")
-        rows.append({**dict(zip([*by, "quantity"], keys, strict=False)), "mean": float(v.mean()), "ci95": half,
-                     "n_seeds": k, "unit": g["unit"].iloc[0]})
-    return pd.DataFrame(rows)
+    sel = results[results["quantity"].isin(quantities)]
+    keys = [*by, "quantity"]
+    out = mean_interval(sel, keys, ["value"], sort=False)
+    units = sel.groupby(keys, sort=False, dropna=False)["unit"].first().to_numpy()
+    return pd.DataFrame({**{k: out[k] for k in keys}, "mean": out["value"], "ci95": out["value_hi"] - out["value"],
+                         "n_seeds": out["n"], "unit": units})
 
 
 def plot(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:

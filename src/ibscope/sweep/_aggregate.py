@@ -35,7 +35,8 @@ def is_information_plane_table(results: pd.DataFrame) -> bool:
     return set(PLANE_COLUMNS) <= set(results.columns)
 
 
-def mean_interval(df: pd.DataFrame, by: Sequence[str], values: Sequence[str], *, level: float = 0.95) -> pd.DataFrame:
+def mean_interval(df: pd.DataFrame, by: Sequence[str], values: Sequence[str], *, level: float = 0.95,
+                  sort: bool = True) -> pd.DataFrame:
     """Mean and two-sided Student-t interval of the mean of each value column within groups.
 
     Parameters
@@ -48,6 +49,8 @@ def mean_interval(df: pd.DataFrame, by: Sequence[str], values: Sequence[str], *,
         Numeric columns to aggregate (NaN rows are left out per column).
     level : float
         Coverage of the interval (0.95: mean +- t_{0.975, n-1} s / sqrt(n)).
+    sort : bool
+        Groups in sorted order (default) or in order of first appearance.
 
     Returns
     -------
@@ -60,7 +63,7 @@ def mean_interval(df: pd.DataFrame, by: Sequence[str], values: Sequence[str], *,
 
     if not 0 < level < 1:
         raise ValueError(f"'level' must be in (0, 1), got {level!r}.")
-    g = df.groupby(list(by), sort=True, dropna=False)
+    g = df.groupby(list(by), sort=sort, dropna=False)
     out = g[list(values)].mean()
     std = g[list(values)].std(ddof=1)
     cnt = g[list(values)].count()
