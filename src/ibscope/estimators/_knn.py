@@ -27,8 +27,9 @@ Computation: on CPU, scipy's cKDTree for the k-th neighbour distances and
 scikit-learn's KDTree (count_only) for the neighbour counts, both on
 ``n_jobs`` threads (default: as many as torch uses); the 1-D marginals of KSG
 use sorting + searchsorted, exact to the same floating-point comparisons as
-the tree; memory O(N k), never N x N. Torch tensors on CUDA (or any ``device``) use chunked brute-force
-distances in torch on that device, memory O(chunk * N).
+the tree; memory O(N k), never N x N. Torch tensors on CUDA (or any
+``device``) use chunked brute-force distances in torch on that device,
+memory O(chunk * N).
 
 References
 ----------

@@ -128,7 +128,8 @@ class RayExecutor:
     With ``address`` (e.g. ``"auto"`` or ``"ray://head:10001"``) it joins that
     cluster: every node must have ibscope installed and either see the sweep
     directory at the same path (shared filesystem; the workers write the
-    results there) or the sweep runs with ``results='driver'``. Without it, a local Ray is started with ``workers``
+    results there) or the sweep runs with ``results='driver'``. Without it,
+    a local Ray is started with ``workers``
     CPUs (all cores by default) and workers import this very ibscope.
     """
 
