@@ -129,8 +129,8 @@ class RayExecutor:
     cluster: every node must have ibscope installed and either see the sweep
     directory at the same path (shared filesystem; the workers write the
     results there) or the sweep runs with ``results='driver'``. Without it,
-    a local Ray is started with ``workers``
-    CPUs (all cores by default) and workers import this very ibscope.
+    a local Ray is started with ``workers`` CPUs (all cores by default) and
+    workers import this very ibscope.
     """
 
     def __init__(self, address: str | None = None, workers: int | None = None, num_cpus: float = 1.0):
