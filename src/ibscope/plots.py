@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["pyplot", "plot_information_plane", "plot_training_curves", "plot_information_plane_bands",
+__all__ = ["pyplot", "save_figure", "plot_information_plane", "plot_training_curves", "plot_information_plane_bands",
            "plot_trajectory_bands", "plot_compression_vs_gap"]
 
 
@@ -19,6 +19,18 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path: str | Path, *, dpi: int, tight_layout: bool = True, **savefig_kwargs) -> Path:
+    """Lay out (unless ``tight_layout=False``), save ``fig`` to ``path`` and close it; returns the path."""
+    path = Path(path)
+    try:
+        if tight_layout:
+            fig.tight_layout()
+        fig.savefig(path, dpi=dpi, **savefig_kwargs)
+    finally:
+        pyplot().close(fig)
+    return path
 
 
 def plot_information_plane(results: pd.DataFrame, path: str | Path) -> Path:
@@ -55,9 +67,7 @@ def plot_information_plane(results: pd.DataFrame, path: str | Path) -> Path:
     if sc is not None:
         cb = fig.colorbar(sc, ax=axes[0].tolist(), shrink=0.9)
         cb.set_label("epoch (log scale)")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, tight_layout=False, bbox_inches="tight")
 
 
 def plot_training_curves(results: pd.DataFrame, path: str | Path) -> Path:
@@ -78,10 +88,7 @@ def plot_training_curves(results: pd.DataFrame, path: str | Path) -> Path:
         ax.set_ylabel("cross-entropy (nats)" if kind == "loss" else "accuracy")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 # --------------------------------------------------------------------------- sweeps
@@ -163,10 +170,7 @@ def plot_information_plane_bands(bands: pd.DataFrame, path: str | Path, point_co
             ax.autoscale_view()
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.suptitle("Information plane: mean over seeds, 95% interval boxes", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_trajectory_bands(bands: pd.DataFrame, path: str | Path, point_columns: list[str] | None = None,
@@ -196,10 +200,7 @@ def plot_trajectory_bands(bands: pd.DataFrame, path: str | Path, point_columns: 
             if r == len(rows) - 1:
                 ax.set_xlabel("epoch (epoch 0 drawn at 1)")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_compression_vs_gap(per_run: pd.DataFrame, correlation: pd.DataFrame, path: str | Path) -> Path:
@@ -227,7 +228,4 @@ def plot_compression_vs_gap(per_run: pd.DataFrame, correlation: pd.DataFrame, pa
         ax.set_ylabel("generalization gap (train - test accuracy)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -177,7 +177,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 def plot(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Test RMSE per method and data set (mean, 95% interval)."""
-    from ..plots import pyplot
+    from ..plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -191,8 +191,4 @@ def plot(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         ax.bar(g["method"], g["mean"], yerr=g["ci95"], capsize=4, color="tab:green")
         ax.set_title(ds)
         ax.set_ylabel("test RMSE")
-    fig.tight_layout()
-    p = out / "csib_regression.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    return [p]
+    return [save_figure(fig, out / "csib_regression.png", dpi=120)]

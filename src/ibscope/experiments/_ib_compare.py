@@ -266,7 +266,7 @@ def summarize(results: pd.DataFrame, quantities: tuple[str, ...] = ("test_accura
 
 def plot(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Bar charts of test accuracy and IIW (mean and 95% interval over seeds) per method."""
-    from ..plots import pyplot
+    from ..plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -284,9 +284,5 @@ def plot(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                 lo = float((s["mean"] - s["ci95"].fillna(0)).min())
                 ax.set_ylim(max(0.0, lo - 0.02), 1.0)
         fig.suptitle(f"ib_compare on {dataset} (mean, 95% interval over seeds)")
-        fig.tight_layout()
-        p = out / f"ib_compare_{dataset}.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(save_figure(fig, out / f"ib_compare_{dataset}.png", dpi=120))
     return paths

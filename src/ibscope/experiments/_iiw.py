@@ -308,7 +308,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 def plot(results: pd.DataFrame, out_dir: Any) -> list[Path]:
     """IIW over training per setting, and final IIW against the generalization gap."""
-    from ..plots import pyplot
+    from ..plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -326,10 +326,7 @@ def plot(results: pd.DataFrame, out_dir: Any) -> list[Path]:
     ax.set_yscale("log")
     ax.set_title("Information in the weights over training")
     ax.legend(fontsize=7, title=",".join(["dataset", *varied]), title_fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "iiw_curves.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "iiw_curves.png", dpi=120))
     pts = sweep_points(results)
     summ = summarize(results)
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -342,10 +339,7 @@ def plot(results: pd.DataFrame, out_dir: Any) -> list[Path]:
     ax.set_ylabel("generalization gap (train - test accuracy)")
     ax.set_title("; ".join(f"{r.dataset}: Spearman {r.spearman_rho:.2f}" for r in summ.itertuples()), fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "iiw_vs_gap.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "iiw_vs_gap.png", dpi=120))
     return paths
 
 

@@ -368,7 +368,7 @@ def plot(results: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
     Curves are the mean over seeds with a min-max band; ``t = 0`` and ``t =
     inf`` rows are in the data but not on the log-time axis.
     """
-    from ..plots import pyplot
+    from ..plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -398,9 +398,5 @@ def plot(results: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
             ax.legend(fontsize=7)
         axes.flat[-1].axis("off")
         fig.suptitle(f"Infinite ensemble (NTK) vs finite networks: {spec}")
-        fig.tight_layout()
-        path = out / f"ntk_{spec}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out / f"ntk_{spec}.png", dpi=110))
     return paths
