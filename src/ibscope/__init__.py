@@ -19,7 +19,7 @@ from . import estimators
 
 _SUBMODULES = (
     "data", "models", "tasks", "tracking", "weights", "objectives", "ntk",
-    "experiments", "sweep", "store", "plots", "report",
+    "experiments", "sweep", "store", "plots", "report", "training",
 )
 
 __version__ = "0.1.0"
