@@ -350,3 +350,17 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="unit"):
         ensemble_information(flow.predict(1.0), np.ones(5), k.nngp, unit="dits")
     assert isinstance(k, Kernels)
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+@pytest.mark.parametrize("chunk_size", [2048, 3])
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_kernels_of_one_set_are_exactly_symmetric(activation, chunk_size, as_torch):
+    # users factor these matrices: symmetric must hold bit for bit, by construction
+    # (mirrored blocks), whatever BLAS path or vector width the machine takes
+    x = _data(11, 7, 3)
+    k = kernels(torch.as_tensor(x) if as_torch else x, depth=3, activation=activation,
+                weight_std=1.4, bias_std=0.2, chunk_size=chunk_size)
+    for m in (k.nngp, k.ntk):
+        m = m.numpy() if as_torch else m
+        assert np.array_equal(m, m.T)

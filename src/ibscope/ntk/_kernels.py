@@ -313,6 +313,13 @@ def kernels(
             j1 = min(j0 + chunk_size, n2)
             k, th = _block_recursion(a[i0:i1], b[j0:j1], rows, [p[j0:j1] for p in pre2],
                                      activation, w2, b2, bufs)
+            if symmetric and j0 == i0:
+                # a diagonal block: BLAS need not give x_i.x_j and x_j.x_i
+                # bit-identically (nor vectorized transcendental functions the
+                # same last bit in every lane), so mirror the upper triangle:
+                # the kernels are then exactly symmetric by construction
+                k.triu_().add_(k.triu(1).T)
+                th.triu_().add_(th.triu(1).T)
             nngp[i0:i1, j0:j1] = k
             ntk[i0:i1, j0:j1] = th
             if symmetric and j0 != i0:
