@@ -1,4 +1,4 @@
-"""Command-line interface: ``ibscope run | sweep | report | estimate`` (thin layer over the library)."""
+"""Command-line interface: ``ibscope run | sweep | report | reproduce | estimate`` (thin layer over the library)."""
 
 from __future__ import annotations
 
@@ -126,6 +126,30 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import catalogue, reproduce, reproduce_all
+
+    if args.list:
+        for cid, claim in catalogue().items():
+            print(f"{cid:40s} {claim.paper}: {claim.statement}")
+        return 0
+    if args.seeds is not None and args.seeds < 1:
+        raise SystemExit("ibscope: --seeds must be >= 1.")
+    if args.all == bool(args.claim):
+        raise SystemExit("ibscope: name one CLAIM (see `ibscope reproduce --list`) or give --all.")
+    out = Path(args.out)
+    kw = {"profile": args.profile, "seeds": args.seeds, "out": out, "workers": args.workers,
+          "progress": not args.no_progress}
+    results = reproduce_all(**kw) if args.all else [reproduce(args.claim, **kw)]
+    for r in results:
+        v = r.verdict
+        ci = f"[{v.low:.3g}, {v.high:.3g}]" if v.low == v.low and v.high == v.high else "n/a"
+        print(f"{r.claim}: {v.verdict} (statistic {v.estimate:.4g}, {v.level:.0%} interval {ci}, n={v.n})")
+    print(f"Catalogue: {(out / 'index.html').resolve()}")
+    n_claims = len(catalogue()) if args.all else 1
+    return 0 if len(results) == n_claims else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -175,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="rebuild figures and report.html from a run or sweep directory")
     rp.add_argument("run_dir")
     rp.set_defaults(func=cmd_report)
+
+    rr = sub.add_parser("reproduce", help="reproduce claims of the literature with a verdict over seeds")
+    rr.add_argument("claim", nargs="?", help="claim id (see --list)")
+    rr.add_argument("--list", action="store_true", help="list the claims of the catalogue")
+    rr.add_argument("--all", action="store_true", help="every claim of the catalogue")
+    rr.add_argument("--profile", default="quick", help="claim profile: tiny, quick (default) or paper")
+    rr.add_argument("--seeds", type=int, help="number of seeds (default: the profile's)")
+    rr.add_argument("--out", default="runs/reproduce", help="reproduction directory (default runs/reproduce)")
+    rr.add_argument("--workers", type=int, help="local processes (default: all cores; 0 = in this process)")
+    rr.add_argument("--no-progress", action="store_true")
+    rr.set_defaults(func=cmd_reproduce)
 
     e = sub.add_parser("estimate", help="estimate I(X;Y) from two .npy/.csv/.txt files")
     e.add_argument("x")

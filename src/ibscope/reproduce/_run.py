@@ -1,0 +1,231 @@
+"""Run claims: their sweeps, their statistic, the verdict and the catalogue report.
+
+Layout of a reproduction directory::
+
+    <out>/runs/<experiment>-<hash>/   one sweep per distinct run (shared by claims that run the same thing;
+                                      resumable, grows when more seeds are asked for)
+    <out>/claims/<id>/verdict.json    the verdict, the statistic, its interval, the rule, the runs
+    <out>/claims/<id>/replicates.csv  the statistic's per-replicate values
+    <out>/claims/<id>/replicates.png  those values with the interval and the threshold
+    <out>/index.html                  the catalogue: every claim evaluated in <out>, its verdict, links
+
+A claim evaluated again reuses every finished task of its runs, so adding
+seeds (``--seeds``) only runs the new ones.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..store import atomic_write_json, atomic_write_text, config_hash
+from ._claims import Claim, catalogue, get_claim
+from ._statistics import compute_statistic
+from ._verdict import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Verdict, decide
+
+__all__ = ["reproduce", "reproduce_all", "ClaimResult", "build_catalogue_report", "run_spec"]
+
+log = logging.getLogger(__name__)
+
+_COLORS = {REPRODUCED: "#1a7f37", NOT_REPRODUCED: "#cf222e", INCONCLUSIVE: "#9a6700"}
+
+
+@dataclass
+class ClaimResult:
+    claim: str
+    profile: str
+    verdict: Verdict
+    directory: Path
+    runs: dict[str, str]  # run name -> sweep directory (relative to the reproduction directory)
+
+
+def run_spec(claim: Claim, run: str, profile: str, seeds: int):
+    """The SweepSpec of one of ``claim``'s runs at ``profile`` with ``seeds`` seeds."""
+    from ..sweep import SweepSpec
+
+    r = claim.runs[run]
+    prof = claim.profile(profile)
+    config = {**r.config, **dict(prof.get("config") or {}), **dict((r.profiles.get(profile) or {}).get("config") or {})}
+    return SweepSpec(r.experiment, config, dict(r.grid), list(range(seeds)), r.profile)
+
+
+def _run_key(spec) -> str:
+    return f"{spec.experiment}-" + config_hash({"experiment": spec.experiment, "config": spec.config,
+                                               "grid": spec.grid, "profile": spec.profile})
+
+
+def reproduce(claim: str | Claim, *, profile: str = "quick", seeds: int | None = None,
+              out: str | Path = "runs/reproduce", workers: int | None = None, progress: bool = True,
+              catalogue_report: bool = True) -> ClaimResult:
+    """Run ``claim``'s experiments at ``profile``, compute its statistic and decide.
+
+    Parameters
+    ----------
+    claim : str or Claim
+        A claim id (``ibscope reproduce --list``) or a loaded claim.
+    profile : str
+        One of the claim's profiles (``quick``, ``paper``, ...).
+    seeds : int, optional
+        Number of seeds (0..seeds-1); default: the profile's.
+    out : path-like
+        The reproduction directory (see the module docstring).
+    workers : int, optional
+        Processes of the local sweep executor (default: all cores; 0: in this process).
+
+    Returns
+    -------
+    ClaimResult
+    """
+    from ..experiments.runner import resolve_config
+    from ..sweep import SweepStore, grid_points, run_sweep
+
+    c = get_claim(claim) if isinstance(claim, str) else claim
+    n_seeds = c.seeds(profile) if seeds is None else seeds
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
+        raise ValueError(f"'seeds' must be an int >= 1, got {seeds!r}.")
+    out = Path(out)
+    tables, where = {}, {}
+    specs = {name: run_spec(c, name, profile, n_seeds) for name in c.runs}
+    for spec in specs.values():  # every grid point of every run is validated before any runs
+        for point in grid_points(spec.grid):
+            resolve_config(spec.experiment, profile=spec.profile, overrides={**spec.config, **point})
+    for name, spec in specs.items():
+        key = _run_key(spec)
+        res = run_sweep(spec, out / "runs" / key, workers=workers, progress=progress, report=True)
+        if res.failed:
+            raise RuntimeError(f"Claim {c.id!r}: run {name!r} has {len(res.failed)} failed task(s) in "
+                               f"{res.directory} (see tasks/<task>/error.json): {next(iter(res.failed.values()))}")
+        tables[name] = SweepStore(res.directory).results()
+        where[name] = f"runs/{key}"
+    stat = compute_statistic(c.statistic, tables, c.statistic_params, c.rule.level)
+    verdict = decide(stat.estimate, stat.low, stat.high, c.rule, n=stat.n, interval=stat.interval,
+                     unit=stat.unit, details=stat.details)
+    d = out / "claims" / c.id
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(d / "replicates.csv", stat.per_replicate.to_csv(index=False))
+    _plot_replicates(stat, c, verdict, d / "replicates.png")
+    record = {"claim": c.id, "paper": c.paper, "reference": c.reference, "statement": c.statement,
+              "paper_result": c.paper_result, "profile": profile, "seeds": n_seeds,
+              "statistic": {"name": c.statistic, "params": c.statistic_params, "unit": stat.unit},
+              "rule": asdict(c.rule), "verdict": verdict.as_dict(), "runs": where, "notes": c.notes,
+              "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+    atomic_write_json(d / "verdict.json", record)
+    if catalogue_report:
+        build_catalogue_report(out)
+    return ClaimResult(c.id, profile, verdict, d, where)
+
+
+def reproduce_all(*, profile: str = "quick", seeds: int | None = None, out: str | Path = "runs/reproduce",
+                  workers: int | None = None, progress: bool = True,
+                  claims: Iterable[str] | None = None) -> list[ClaimResult]:
+    """Every claim of the catalogue (or those named) at ``profile``; one catalogue report at the end.
+
+    A claim whose runs fail is reported (logged, and listed as failed in the
+    catalogue) without stopping the others.
+    """
+    out = Path(out)
+    results = []
+    ids = list(claims) if claims is not None else list(catalogue())
+    for cid in ids:
+        try:
+            results.append(reproduce(cid, profile=profile, seeds=seeds, out=out, workers=workers,
+                                     progress=progress, catalogue_report=False))
+        except (RuntimeError, ValueError) as e:
+            log.error("Claim %s failed: %s", cid, e)
+            d = out / "claims" / cid
+            d.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(d / "error.json", {"claim": cid, "profile": profile, "error": str(e)})
+    build_catalogue_report(out)
+    return results
+
+
+def _plot_replicates(stat, claim: Claim, verdict: Verdict, path: Path) -> Path:
+    from ..plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    vals = stat.per_replicate["value"].to_numpy(dtype=float) if "value" in stat.per_replicate else np.array([])
+    if "arm" in stat.per_replicate:
+        for i, (arm, g) in enumerate(stat.per_replicate.groupby("arm")):
+            ax.plot(g["value"], np.full(len(g), 0.15 * (i + 1)), "o", ms=4, alpha=0.6, label=f"arm {arm}")
+        ax.legend(fontsize=7)
+    else:
+        ax.plot(vals, np.zeros_like(vals), "o", ms=4, alpha=0.6, color="0.3", label="replicates")
+    color = _COLORS[verdict.verdict]
+    if np.isfinite([verdict.low, verdict.high]).all():
+        ax.errorbar([verdict.estimate], [-0.2], xerr=[[verdict.estimate - verdict.low], [verdict.high - verdict.estimate]],
+                    fmt="s", color=color, capsize=4, label=f"{verdict.level:.0%} interval")
+    ax.axvline(claim.rule.threshold, color="k", ls="--", lw=1, label=f"threshold {claim.rule.threshold:g}")
+    ax.set_yticks([])
+    ax.set_ylim(-0.6, 0.6)
+    ax.set_xlabel(f"{claim.statistic} [{stat.unit}]")
+    ax.set_title(f"{claim.id}: {verdict.verdict}", fontsize=9, color=color)
+    ax.legend(fontsize=7, loc="upper right")
+    return save_figure(fig, path, dpi=100)
+
+
+def build_catalogue_report(out: str | Path) -> Path:
+    """``<out>/index.html``: every claim evaluated in ``out`` with its verdict, interval and links."""
+    import base64
+
+    out = Path(out)
+    known = catalogue()
+    rows, sections = [], []
+    for cid, claim in known.items():
+        d = out / "claims" / cid
+        vpath, epath = d / "verdict.json", d / "error.json"
+        if vpath.is_file():
+            try:
+                rec = json.loads(vpath.read_text())
+            except ValueError as e:
+                raise ValueError(f"'{vpath}' is damaged ({e}); delete it and run the claim again.") from None
+            v = rec["verdict"]
+            unit = rec["statistic"]["unit"]
+            ci = (f"[{v['low']:.3g}, {v['high']:.3g}]" if np.isfinite([v["low"], v["high"]]).all() else "n/a")
+            rows.append(f"<tr><td><a href='#{cid}'>{html.escape(cid)}</a></td><td>{html.escape(claim.paper)}</td>"
+                        f"<td style='color:{_COLORS[v['verdict']]}'><b>{v['verdict']}</b></td>"
+                        f"<td>{v['estimate']:.3g} {html.escape(unit)}</td><td>{ci}</td><td>{v['n']}</td>"
+                        f"<td>{html.escape(rec['profile'])}</td></tr>")
+            links = " ".join(f"<a href='{html.escape(p)}/report.html'>{html.escape(n)}</a>"
+                             for n, p in rec["runs"].items())
+            img = d / "replicates.png"
+            fig = (f"<img alt='replicates' src='data:image/png;base64,"
+                   f"{base64.b64encode(img.read_bytes()).decode('ascii')}'/>" if img.is_file() else "")
+            sections.append(
+                f"<h2 id='{cid}'>{html.escape(cid)}: <span style='color:{_COLORS[v['verdict']]}'>"
+                f"{v['verdict']}</span></h2><p><b>{html.escape(claim.paper)}</b> {html.escape(claim.reference)}</p>"
+                f"<p>{html.escape(claim.statement)}</p>"
+                f"<p><b>Paper:</b> {html.escape(claim.paper_result or 'n/a')}</p>"
+                f"<p><b>Statistic:</b> {html.escape(claim.statistic)} {html.escape(json.dumps(claim.statistic_params))}; "
+                f"<b>rule:</b> {html.escape(claim.rule.describe(unit))}.</p>"
+                f"<p><b>Measured</b> ({html.escape(rec['profile'])} profile, {rec['seeds']} seeds): "
+                f"{v['estimate']:.4g} {html.escape(unit)}, {v['level']:.0%} interval {ci} "
+                f"({html.escape(v['interval'])}); {html.escape(v['reason'])}.</p>"
+                f"<p>Run reports: {links}; per-replicate values: <code>claims/{cid}/replicates.csv</code>.</p>{fig}"
+                + (f"<p><i>{html.escape(claim.notes)}</i></p>" if claim.notes else ""))
+        elif epath.is_file():
+            err = json.loads(epath.read_text())
+            rows.append(f"<tr><td>{html.escape(cid)}</td><td>{html.escape(claim.paper)}</td>"
+                        f"<td>failed</td><td colspan=4>{html.escape(err.get('error', ''))[:300]}</td></tr>")
+        else:
+            rows.append(f"<tr><td>{html.escape(cid)}</td><td>{html.escape(claim.paper)}</td>"
+                        "<td>not run</td><td></td><td></td><td></td><td></td></tr>")
+    page = ["<!doctype html><html><head><meta charset='utf-8'><title>ibscope: reproductions</title>",
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}"
+            "img{max-width:100%}</style></head><body>",
+            "<h1>ibscope: claims of the literature, reproduced</h1>",
+            "<p>Each claim is decided by a statistic and a rule fixed before the run; the interval is over "
+            "seeds (or runs) as stated. <i>not reproduced</i> and <i>inconclusive</i> are results like "
+            "<i>reproduced</i>.</p>",
+            "<table><tr><th>claim</th><th>paper</th><th>verdict</th><th>statistic</th><th>interval</th>"
+            "<th>n</th><th>profile</th></tr>", *rows, "</table>", *sections, "</body></html>"]
+    out.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(out / "index.html", "\n".join(page))

@@ -1,0 +1,169 @@
+"""Decision rules and verdicts: a claim's statistic, its interval, and what they say.
+
+A rule is fixed before the run (it is part of the claim's data). With a
+statistic's two-sided interval [lo, hi] at the rule's level:
+
+* ``direction: greater`` (the claim says the quantity exceeds ``threshold``):
+  ``reproduced`` if lo > threshold, ``not reproduced`` if hi < threshold,
+  else ``inconclusive``;
+* ``direction: less`` (the claim says the quantity stays below ``threshold``):
+  ``reproduced`` if hi < threshold, ``not reproduced`` if lo > threshold,
+  else ``inconclusive``.
+
+An interval that cannot be computed (fewer than two replicates, NaN values)
+is always ``inconclusive``, with the reason stated. A refuted claim is a
+result like any other: the verdict says so plainly, with its interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Rule", "Verdict", "decide", "t_interval", "bootstrap_interval",
+           "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "VERDICTS"]
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The decision rule of a claim.
+
+    Parameters
+    ----------
+    direction : {'greater', 'less'}
+        Whether the claim says the statistic is above or below ``threshold``.
+    threshold : float
+        In the statistic's unit (bits for information, 1 for correlations...).
+    level : float in (0, 1), default 0.95
+        Coverage of the interval the decision reads.
+    """
+
+    direction: str
+    threshold: float
+    level: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("greater", "less"):
+            raise ValueError(f"A rule's 'direction' must be 'greater' or 'less', got {self.direction!r}.")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                or not math.isfinite(self.threshold):
+            raise ValueError(f"A rule's 'threshold' must be a finite number, got {self.threshold!r}.")
+        if isinstance(self.level, bool) or not isinstance(self.level, (int, float)) or not 0 < self.level < 1:
+            raise ValueError(f"A rule's 'level' must be in (0, 1), got {self.level!r}.")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Rule:
+        unknown = sorted(set(d) - {"direction", "threshold", "level"})
+        if unknown:
+            raise ValueError(f"Unknown rule key(s) {unknown}; a rule has direction, threshold, level.")
+        return cls(**dict(d))
+
+    def describe(self, unit: str = "") -> str:
+        sign = ">" if self.direction == "greater" else "<"
+        return (f"{self.level:.0%} interval entirely {sign} {self.threshold:g}{' ' + unit if unit else ''} "
+                f"-> reproduced; entirely on the other side -> not reproduced; else inconclusive")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A statistic, its interval and the decision.
+
+    Attributes
+    ----------
+    verdict : str
+        'reproduced', 'not reproduced' or 'inconclusive'.
+    estimate, low, high : float
+        The statistic and its interval (NaN when unknown).
+    level : float
+    n : int
+        Replicates behind the interval (seeds, runs).
+    interval : str
+        How the interval was computed (e.g. 'Student t over seeds').
+    reason : str
+        One sentence: why this verdict.
+    details : dict
+    """
+
+    verdict: str
+    estimate: float
+    low: float
+    high: float
+    level: float
+    n: int
+    interval: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(estimate: float, low: float, high: float, rule: Rule, *, n: int, interval: str,
+           unit: str = "", details: Mapping[str, Any] | None = None) -> Verdict:
+    """Apply ``rule`` to a statistic with interval [low, high] (see the module docstring)."""
+    vals = [float(v) for v in (estimate, low, high)]
+    t = float(rule.threshold)
+    u = f" {unit}" if unit else ""
+    if not all(math.isfinite(v) for v in vals[1:]):
+        v, why = INCONCLUSIVE, f"the interval could not be computed ({n} replicate(s)); at least 2 are needed"
+    elif vals[1] > vals[2]:
+        raise ValueError(f"decide: low {vals[1]} > high {vals[2]}.")
+    else:
+        lo, hi = vals[1], vals[2]
+        above, below = lo > t, hi < t
+        if rule.direction == "greater":
+            v = REPRODUCED if above else NOT_REPRODUCED if below else INCONCLUSIVE
+        else:
+            v = REPRODUCED if below else NOT_REPRODUCED if above else INCONCLUSIVE
+        where = ("entirely above" if above else "entirely below" if below else "contains")
+        why = (f"the {rule.level:.0%} interval [{lo:.4g}, {hi:.4g}]{u} is {where} the threshold {t:g}{u}"
+               if where != "contains" else
+               f"the {rule.level:.0%} interval [{lo:.4g}, {hi:.4g}]{u} contains the threshold {t:g}{u}")
+    return Verdict(v, vals[0], vals[1], vals[2], float(rule.level), int(n), interval, why, dict(details or {}))
+
+
+def t_interval(values: Any, level: float = 0.95) -> tuple[float, float, float, int]:
+    """Mean and two-sided Student-t interval of the mean: (mean, lo, hi, n); NaN bounds for n < 2."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    m = float(v.mean())
+    if n < 2:
+        return m, float("nan"), float("nan"), n
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    return m, m - half, m + half, n
+
+
+def bootstrap_interval(statistic: Any, data: Any, *, level: float = 0.95, n_resamples: int = 2000,
+                       seed: int = 0) -> tuple[float, float, float, int]:
+    """Percentile bootstrap over rows of ``data`` (an array or DataFrame): (estimate, lo, hi, n).
+
+    ``statistic(rows) -> float``; resamples whose statistic is NaN (e.g. a
+    constant column for a correlation) are left out; fewer than half valid
+    gives NaN bounds.
+    """
+    rows = np.arange(len(data))
+    n = int(rows.size)
+    take = (lambda idx: data.iloc[idx]) if hasattr(data, "iloc") else (lambda idx: np.asarray(data)[idx])
+    est = float(statistic(take(rows))) if n else float("nan")
+    if n < 3:
+        return est, float("nan"), float("nan"), n
+    rng = np.random.default_rng(seed)
+    reps = np.array([statistic(take(rng.integers(0, n, n))) for _ in range(n_resamples)], dtype=np.float64)
+    reps = reps[np.isfinite(reps)]
+    if reps.size < n_resamples / 2:
+        return est, float("nan"), float("nan"), n
+    a = 1 - level
+    lo, hi = np.quantile(reps, [a / 2, 1 - a / 2])
+    return est, float(lo), float(hi), n
