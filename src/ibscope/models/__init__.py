@@ -1,5 +1,6 @@
 """Model builders: MLPs and small conv nets with named layers, activations, inits, noise."""
 
+from ._batched import BatchedMLP, SeedBatches, batched_cross_entropy
 from ._layers import (
            ACTIVATION_BOUNDS,
            ACTIVATIONS,
@@ -10,5 +11,6 @@ from ._layers import (
 )
 from ._mlp import MLP, ConvNet
 
-__all__ = ["ACTIVATIONS", "ACTIVATION_BOUNDS", "INITS", "ConvNet", "GaussianNoise", "MLP",
+__all__ = ["ACTIVATIONS", "ACTIVATION_BOUNDS", "INITS", "BatchedMLP", "ConvNet", "GaussianNoise", "MLP", "SeedBatches",
+           "batched_cross_entropy",
            "init_linear", "make_activation"]

@@ -1,0 +1,144 @@
+"""The 12-bit information plane for many seeds at once (seeds as a batch dimension).
+
+:func:`run_seeds` trains the seeds of one tishby configuration as one
+:class:`~ibscope.models.BatchedMLP` through :func:`ibscope.training.fit`:
+each seed keeps its own initialization (``MLP(..., seed=s)``), train/test
+split and minibatch order (generator ``seed + 1_000_003``), exactly as
+:func:`ibscope.experiments._tishby.run_seed` does for one seed, and the
+training loss is the sum of the seeds' mean losses, so each seed takes the
+step it would take alone (Adam is element-wise). Per-seed rows equal the
+one-seed path up to floating-point reassociation in the batched matrix
+products (tested). At every snapshot all seeds' layers come from one
+forward pass and are estimated with the same per-layer estimators as the
+one-seed path.
+
+Resume: the batch directory holds fit's checkpoint (every snapshot) and the
+rows estimated so far; a crashed run continues from its last snapshot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..data import train_test_split
+from ..models import MLP, BatchedMLP, SeedBatches, batched_cross_entropy
+from ..store import TableWriter
+from ..tracking import log_schedule
+from ..training import BatchLoss, Callback, TrainState, fit
+
+__all__ = ["run_seeds"]
+
+_SHUFFLE_OFFSET = 1_000_003  # the one-seed path's minibatch generator: seed + 1_000_003
+
+
+class _Snapshots(Callback):
+    """Estimate every seed's plane at the scheduled epochs; rows go to one resumable table."""
+
+    def __init__(self, model: BatchedMLP, seeds: Sequence[int], x_all: torch.Tensor, y_np: np.ndarray,
+                 splits: list[Any], ests: dict[tuple[str, str], Any], schedule: Sequence[int], table: TableWriter,
+                 unit: str):
+        self.model, self.seeds, self.x_all, self.y_np, self.splits = model, list(seeds), x_all, y_np, splits
+        self.ests, self.schedule, self.table, self.unit = ests, set(schedule), table, unit
+        self.y_all = torch.as_tensor(y_np, dtype=torch.int64, device=x_all.device)
+        frame = table.frame()
+        self.done = set(frame["epoch"].unique().tolist()) if len(frame) else set()
+
+    def _metrics(self, logits: torch.Tensor) -> list[tuple[float, float, float, float]]:
+        out = []
+        for i, split in enumerate(self.splits):
+            vals = []
+            for idx in (split.train, split.test):
+                if idx.size == 0:
+                    vals += [float("nan"), float("nan")]
+                    continue
+                lg, yy = logits[i, idx], self.y_all[idx]
+                vals += [float(nn.functional.cross_entropy(lg, yy)), float((lg.argmax(1) == yy).double().mean())]
+            out.append(tuple(vals))
+        return out
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        epoch = state.epoch
+        if epoch not in self.schedule or epoch in self.done:
+            return
+        was = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            acts = {k: v.cpu().numpy() for k, v in self.model.layer_outputs(self.x_all).items()}
+            logits = self.model(self.x_all)
+        self.model.train(was)
+        metrics = self._metrics(logits)
+        names = self.model.layer_names
+        rows = []
+        for i, seed in enumerate(self.seeds):
+            tr_loss, tr_acc, te_loss, te_acc = metrics[i]
+            for (name, layer), est in self.ests.items():
+                t0 = time.perf_counter()
+                a = acts[layer][i]
+                if not np.isfinite(a).all():
+                    raise FloatingPointError(f"Layer '{layer}' of seed {seed} has NaN or infinite activations at "
+                                             f"epoch {epoch}; lower the learning rate.")
+                i_xt, i_ty = est.plane(a, self.y_np)
+                rows.append({"seed": seed, "epoch": epoch, "layer": layer, "layer_index": names.index(layer) + 1,
+                             "estimator": name, "i_xt": i_xt, "i_ty": i_ty, "unit": self.unit,
+                             "train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc,
+                             "seconds": time.perf_counter() - t0})
+        self.table.add(rows)
+        self.table.flush()
+        self.done.add(epoch)
+
+
+def run_seeds(config: Any, seeds: Sequence[int], out_dir: str | Path, *, progress: bool = False
+              ) -> dict[int, pd.DataFrame]:
+    """Train the tishby ``config`` for every seed in ``seeds`` as one batched network.
+
+    Returns ``{seed: rows}`` with the columns and order of
+    :func:`ibscope.experiments._tishby.run_seed`. ``out_dir`` holds the
+    batch's checkpoint and partial table (resume after a crash).
+    """
+    from . import _tishby as tishby
+
+    config.validate()
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"'seeds' must be a non-empty list of distinct ints, got {seeds!r}.")
+    previous = torch.get_num_threads()
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    try:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
+                              ("cpu" if config.device == "auto" else config.device))
+        x_np, y_np = tishby.load_data(config)
+        splits = [train_test_split(len(y_np), train_fraction=config.train_fraction, seed=s, stratify=y_np)
+                  for s in seeds]
+        x_all = torch.as_tensor(x_np, dtype=torch.float32, device=device)
+        y_all = torch.as_tensor(y_np, dtype=torch.int64, device=device)
+        xs = torch.stack([x_all[torch.as_tensor(sp.train, device=device)] for sp in splits])
+        ys = torch.stack([y_all[torch.as_tensor(sp.train, device=device)] for sp in splits])
+        nets = [MLP(x_np.shape[1], config.hidden, 2, activation=config.activation, init=config.init, seed=s)
+                for s in seeds]
+        model = BatchedMLP(nets).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        schedule = log_schedule(config.epochs, config.n_snapshots)
+        ests = {(name, layer): tishby._layer_estimator(name, params, model.layer_activations[layer], config.unit)
+                for name, params in config.estimators.items() for layer in model.layer_names}
+        table = TableWriter(out / "infoplane.parquet")
+        snaps = _Snapshots(model, seeds, x_all, y_np, splits, ests, schedule, table, config.unit)
+        data = SeedBatches(xs, ys, config.batch_size, [s + _SHUFFLE_OFFSET for s in seeds])
+        loss = BatchLoss(lambda m, b: batched_cross_entropy(m(b[0]), b[1]))
+        fit(model, loss, data, opt, epochs=config.epochs, callbacks=[snaps], checkpoint_dir=out,
+            checkpoint_every=schedule, progress=progress, desc=f"{len(seeds)} seeds")
+        frame = table.frame()
+        return {s: frame[frame["seed"] == s].sort_values(["epoch", "estimator", "layer_index"]).reset_index(drop=True)
+                for s in seeds}
+    finally:
+        torch.set_num_threads(previous)

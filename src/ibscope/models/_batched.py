@@ -1,0 +1,170 @@
+"""Many independent MLPs trained as one network: seeds as a batch dimension.
+
+Small networks (the 12-bit task's 12-10-7-5-4-3-2) leave a CPU idle between
+tiny matrix products; training S seeds one after another pays Python's and
+torch's per-call overhead S times. :class:`BatchedMLP` stacks the weights of
+S :class:`~ibscope.models.MLP` instances into ``(S, in, out)`` tensors and
+runs every seed's forward pass with one batched matrix product per layer.
+
+The seeds stay independent: each keeps its own initialization (copied from
+``MLP(..., seed=s)``), its own minibatches (:class:`SeedBatches`) and, since
+the training loss is the *sum* of the seeds' mean losses, its own gradient.
+Adam, SGD (with momentum and weight decay) and every other element-wise
+optimizer then take for each seed exactly the step they take for that seed
+alone: per-seed results equal the one-seed path up to floating-point
+reassociation in the matrix products (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._layers import make_activation
+from ._mlp import MLP
+
+__all__ = ["BatchedMLP", "SeedBatches", "batched_cross_entropy"]
+
+
+class BatchedMLP(nn.Module):
+    """S MLPs of one architecture evaluated together (weights ``(S, in, out)``).
+
+    Parameters
+    ----------
+    nets : sequence of MLP
+        The seeds' networks (same widths and activations, no noise layers);
+        their current weights are copied.
+
+    Notes
+    -----
+    ``forward(x)`` takes ``(S, B, in)`` (each seed its own batch) or
+    ``(B, in)`` (one batch for every seed) and returns logits ``(S, B, out)``.
+    :meth:`layer_outputs` returns every recordable layer of every seed
+    (``hidden1..``, ``output`` as softmax probabilities), and :meth:`unbatch`
+    gives seed ``i`` back as an ordinary :class:`MLP`.
+    """
+
+    def __init__(self, nets: Sequence[MLP]):
+        super().__init__()
+        nets = list(nets)
+        if not nets or not all(isinstance(n, MLP) for n in nets):
+            raise TypeError("'nets' must be a non-empty sequence of ibscope.models.MLP.")
+        ref = nets[0]
+        fcs = [name for name in ref._order if name.startswith("fc")]
+        if any(name.startswith("noise") for name in ref._order):
+            raise ValueError("BatchedMLP does not support noise layers (noise_std > 0).")
+        shapes = [[tuple(getattr(n, f).weight.shape) for f in fcs] + [tuple(n.logits.weight.shape)]
+                  if n._order == ref._order else None for n in nets]
+        if any(s != shapes[0] for s in shapes) or any(n.activations != ref.activations for n in nets):
+            raise ValueError("All nets of a BatchedMLP need the same widths and activations.")
+        self.n_seeds = len(nets)
+        self.activations = list(ref.activations)
+        self.layer_names = list(ref.layer_names)
+        self.layer_activations = dict(ref.layer_activations)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        with torch.no_grad():
+            for f in [*fcs, "logits"]:
+                self.weights.append(nn.Parameter(torch.stack([getattr(n, f).weight.detach().T for n in nets]).clone()))
+                self.biases.append(nn.Parameter(torch.stack([getattr(n, f).bias.detach()[None, :] for n in nets])
+                                                .clone()))
+        self.acts = nn.ModuleList(make_activation(a) for a in self.activations)
+        self._template = ref
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:
+            return x.unsqueeze(0).expand(self.n_seeds, -1, -1)
+        if x.ndim != 3 or x.shape[0] != self.n_seeds:
+            raise ValueError(f"BatchedMLP input must be (B, in) or ({self.n_seeds}, B, in); got {tuple(x.shape)}.")
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self._input(x)
+        for w, b, act in zip(self.weights[:-1], self.biases[:-1], self.acts, strict=True):
+            h = act(torch.baddbmm(b, h, w))
+        return torch.baddbmm(self.biases[-1], h, self.weights[-1])
+
+    @torch.no_grad()
+    def layer_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every recordable layer: ``{hidden1: (S, B, w1), ..., output: (S, B, out) softmax}``."""
+        h = self._input(x)
+        out = {}
+        for i, (w, b, act) in enumerate(zip(self.weights[:-1], self.biases[:-1], self.acts, strict=True), start=1):
+            h = act(torch.baddbmm(b, h, w))
+            out[f"hidden{i}"] = h
+        out["output"] = torch.softmax(torch.baddbmm(self.biases[-1], h, self.weights[-1]), dim=-1)
+        return out
+
+    @torch.no_grad()
+    def unbatch(self, i: int) -> MLP:
+        """Seed ``i`` as an ordinary MLP (a copy of its current weights)."""
+        import copy
+
+        net = copy.deepcopy(self._template)
+        fcs = [name for name in net._order if name.startswith("fc")] + ["logits"]
+        for f, w, b in zip(fcs, self.weights, self.biases, strict=True):
+            getattr(net, f).weight.copy_(w[i].T)
+            getattr(net, f).bias.copy_(b[i, 0])
+        return net
+
+
+def batched_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sum over seeds of each seed's mean cross entropy (logits (S, B, C), target (S, B)).
+
+    The gradient with respect to seed s's weights is that of its own mean
+    loss, as when it trains alone.
+    """
+    s, b, c = logits.shape
+    ce = nn.functional.cross_entropy(logits.reshape(s * b, c), target.reshape(s * b), reduction="none")
+    return ce.reshape(s, b).mean(1).sum()
+
+
+class SeedBatches:
+    """Minibatches for S seeds at once, each seed with its own data and shuffling generator.
+
+    Each epoch, seed s draws ``torch.randperm(n, generator=g_s)`` and its
+    batches are consecutive slices of ``batch_size`` -- what
+    :class:`ibscope.training.TensorBatches` does for one seed -- and the
+    seeds' k-th batches are stacked: ``x`` ``(S, b, ...)``, ``y`` ``(S, b)``.
+
+    Parameters
+    ----------
+    x : torch.Tensor (S, n, ...)
+    y : torch.Tensor (S, n)
+    batch_size : int
+    seeds : sequence of int
+        The shuffling seed of each of the S data sets.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seeds: Sequence[int]):
+        if x.ndim < 3 or y.ndim != 2 or x.shape[:2] != y.shape or len(seeds) != x.shape[0]:
+            raise ValueError(f"SeedBatches needs x (S, n, ...), y (S, n) and S seeds; got {tuple(x.shape)}, "
+                             f"{tuple(y.shape)} and {len(seeds)} seeds.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"'batch_size' must be a positive int, got {batch_size!r}.")
+        self.x, self.y = x, y
+        self.n = int(x.shape[1])
+        self.batch_size = min(batch_size, self.n)
+        self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        perms = torch.stack([torch.randperm(self.n, generator=g) for g in self.generators]).to(self.x.device)
+        rows = torch.arange(self.x.shape[0], device=self.x.device)[:, None]
+        for start in range(0, self.n, self.batch_size):
+            idx = perms[:, start:start + self.batch_size]
+            yield self.x[rows, idx], self.y[rows, idx]
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generators": [g.get_state() for g in self.generators]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if len(state["generators"]) != len(self.generators):
+            raise ValueError("SeedBatches state holds another number of seeds.")
+        for g, s in zip(self.generators, state["generators"], strict=True):
+            g.set_state(s)
