@@ -415,7 +415,7 @@ class InformationPlane(Callback):
         extra = {str(k): float(v) for k, v in (metrics or {}).items()}
         for r in rows:
             r.update(extra)
-        new = pd.DataFrame(rows)
+        new = pd.DataFrame(rows).sort_values(["estimator", "layer_index"], kind="stable").reset_index(drop=True)
         self._table = new if not len(self._table) else pd.concat([self._table, new], ignore_index=True)
         self._flush()
         return new
@@ -511,7 +511,17 @@ class InformationPlane(Callback):
             raise ValueError("Nothing to plot yet: no snapshot has been recorded.")
         from .. import plots
 
-        return plots.plot_information_plane(self.results(), path)
+        return plots.plot_information_plane(for_plot(self.results()), path)
+
+
+def for_plot(results: pd.DataFrame) -> pd.DataFrame:
+    """The table as the figures read it: a one-run table gets a constant ``seed`` column.
+
+    The contract makes ``seed`` optional (absent or constant for one run);
+    figure code written before that contract counted seeds, so a constant 0
+    is added when the column is absent.
+    """
+    return results if "seed" in results.columns else results.assign(seed=0)
 
 
 def _jsonable(v: Any) -> Any:
