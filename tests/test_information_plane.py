@@ -304,3 +304,18 @@ def test_plot_writes_the_figure(tmp_path):
     plane.record(0)
     path = plane.plot()
     assert path == tmp_path / "information_plane.png" and path.stat().st_size > 1000
+
+
+def test_default_estimator_and_pca_cache_match_compressed():
+    x, y = _data(300, 8)
+    m = MLP(8, (6, 3), 2, seed=0)
+    df = information_plane(m, x, y)
+    assert set(df["estimator"]) == {"compressed"}
+    est = estimators.get("compressed", estimator="ksg", method="pca", dim_x=4, dim_y=4)
+    with torch.no_grad():
+        h1 = torch.tanh(m.fc1(x))
+        h2 = torch.tanh(m.fc2(h1))
+    for layer, t in (("hidden1", h1), ("hidden2", h2)):  # 6 units: PCA'd; 3 units: left as they are
+        row = df[df["layer"] == layer]
+        assert row["i_xt"].item() == pytest.approx(est.estimate(x, t), rel=1e-6, abs=1e-9)
+        assert row["i_ty"].item() == pytest.approx(est.estimate(t, y, discrete_y=True), rel=1e-6, abs=1e-9)

@@ -460,14 +460,15 @@ class InformationPlane(Callback):
                 a, b = est.plane(t, y, ci=ci, **kw) if ci is not None else est.plane(t, y)
                 f = _flags(a, b, getattr(est, "flags_", ()))
             else:
-                if ci is not None:
+                if ci is None:
+                    x_in, t_xt, t_ty = self._pca_codes(est, x, t)
+                    a = est.estimate(x_in, t_xt)
+                    fa = getattr(est, "flags_", ())
+                    b = est.estimate(t_ty, y, discrete_y=True)
+                elif ci is not None:
                     a = est.estimate_ci(x, t, level=ci, **kw)
                     fa = getattr(est, "flags_", ())
                     b = est.estimate_ci(t, y, discrete_y=True, level=ci, **kw)
-                else:
-                    a = est.estimate(x, t)
-                    fa = getattr(est, "flags_", ())
-                    b = est.estimate(t, y, discrete_y=True)
                 f = _flags(a, b, fa, getattr(est, "flags_", ()))
             if INPUT in self.recorder.reduction_ and not hasattr(est, "plane"):
                 reduced = reduced + ["random_projection_input"]
@@ -483,6 +484,37 @@ class InformationPlane(Callback):
                 "flags": ";".join(_flags(f, reduced)), "n": int(t.shape[0]), "seconds": seconds,
             })
         return rows
+
+    def _pca_codes(self, est: BaseMIEstimator, x: Any, t: torch.Tensor) -> tuple[Any, Any, Any]:
+        """For ``compressed`` with PCA: the codes of x (once per run) and of t (once per layer).
+
+        The Compressed estimator leaves a variable whose width is at most its
+        target dimension as it is, so passing PCA codes gives the same number
+        as passing the raw variables (PCA is deterministic; KSG's max-norm and
+        per-column standardization ignore the sign of a component), without
+        compressing the fixed inputs again for every layer and snapshot and
+        each layer twice. Other estimators get the raw variables.
+        """
+        from ..estimators._compressed import Compressed, pca_compress
+
+        if not isinstance(est, Compressed) or est.method != "pca" or est.device is not None:
+            return x, t, t
+        if x is not None and est.dim_x is not None and x.shape[1] > est.dim_x:
+            key = (id(est), est.dim_x)
+            cache = self.__dict__.setdefault("_x_codes", {})
+            if key not in cache:
+                cache[key] = pca_compress(x, est.dim_x)[0]
+            x = cache[key]
+        t_xt = t_ty = t
+        dims = {est.dim_y, est.dim_x}
+        if est.dim_y is not None and est.dim_y == est.dim_x and t.shape[1] > est.dim_y:
+            t_xt = t_ty = pca_compress(t, est.dim_y)[0]
+        elif None not in dims:
+            if t.shape[1] > est.dim_y:
+                t_xt = pca_compress(t, est.dim_y)[0]
+            if t.shape[1] > est.dim_x:
+                t_ty = pca_compress(t, est.dim_x)[0]
+        return x, t_xt, t_ty
 
     def _flush(self) -> None:
         if self.out_dir is None:
