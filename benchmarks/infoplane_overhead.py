@@ -112,7 +112,8 @@ def main() -> None:
         rows.append((f"12-bit: + plane, {a.snapshots} snapshots x binning", "twelve_plane", "twelve_train"))
     if not a.skip_mnist:
         rows.append((f"MNIST conv net: training alone ({a.mnist_epochs} epochs)", "mnist_train", None))
-        rows.append(("MNIST conv net: + plane, 20 snapshots x compressed", "mnist_plane", "mnist_train"))
+        n = min(20, a.mnist_epochs + 1)
+        rows.append((f"MNIST conv net: + plane, {n} snapshots x compressed", "mnist_plane", "mnist_train"))
     got: dict[str, dict] = {}
     for label, case, base in rows:
         r = got[case] = _run(case, a)

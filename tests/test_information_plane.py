@@ -319,3 +319,12 @@ def test_default_estimator_and_pca_cache_match_compressed():
         row = df[df["layer"] == layer]
         assert row["i_xt"].item() == pytest.approx(est.estimate(x, t), rel=1e-6, abs=1e-9)
         assert row["i_ty"].item() == pytest.approx(est.estimate(t, y, discrete_y=True), rel=1e-6, abs=1e-9)
+
+
+def test_list_of_batches_is_a_loader():
+    x, y = _data(120)
+    m = MLP(6, (4,), 2, seed=0)
+    batches = [(x[i:i + 50], y[i:i + 50]) for i in range(0, 120, 50)]
+    a = information_plane(m, batches, None, estimators="binning")
+    b = information_plane(m, x, y, estimators="binning")
+    np.testing.assert_allclose(a[["i_xt", "i_ty"]].to_numpy(), b[["i_xt", "i_ty"]].to_numpy(), rtol=1e-9)

@@ -261,7 +261,7 @@ class InformationPlane(Callback):
             raise ValueError(f"'unit' must be 'bits' or 'nats', got {unit!r}.")
         from_batches = labels is None
         if from_batches and (isinstance(inputs, torch.Tensor) or (
-                isinstance(inputs, (tuple, list)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs))):
+                isinstance(inputs, tuple) and inputs and all(isinstance(t, torch.Tensor) for t in inputs))):
             raise ValueError("'labels' is None: pass the class labels of the inputs (labels are only taken "
                              "from the batches when 'inputs' is a DataLoader).")
         self.recorder = ActivationRecorder(model, inputs, layers=layers, batch_size=batch_size, output=output,

@@ -90,7 +90,8 @@ class _Batches:
         self.batch_size = batch_size
         if isinstance(inputs, torch.Tensor):
             inputs = (inputs,)
-        if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs):
+        # a tuple of tensors is one multi-input evaluation set; a list is a list of batches
+        if isinstance(inputs, tuple) and inputs and all(isinstance(t, torch.Tensor) for t in inputs):
             self.tensors: tuple[torch.Tensor, ...] | None = tuple(inputs)
             if any(t.ndim < 1 for t in self.tensors):
                 raise ValueError("'inputs' must be tensors with a sample dimension (got a 0-d tensor).")
@@ -106,10 +107,10 @@ class _Batches:
                                  "with tensor inputs.")
             self.loader = None
             return
-        if isinstance(inputs, (tuple, list)) or isinstance(inputs, (str, bytes, np.ndarray)) \
-                or not isinstance(inputs, Iterable):
-            raise TypeError(f"'inputs' must be a torch.Tensor, a tuple of tensors or a DataLoader; got "
-                            f"{type(inputs).__name__}.")
+        if isinstance(inputs, tuple) or isinstance(inputs, (str, bytes, np.ndarray)) \
+                or not isinstance(inputs, Iterable) or (isinstance(inputs, list) and not inputs):
+            raise TypeError(f"'inputs' must be a torch.Tensor, a tuple of tensors, a DataLoader or a list of "
+                            f"batches; got {type(inputs).__name__}.")
         if iter(inputs) is inputs:
             raise TypeError("'inputs' is a one-shot iterator; pass a DataLoader or a list of batches "
                             "(it is read again at every snapshot).")
