@@ -1,61 +1,131 @@
 """Cost of recording + estimating the information plane, relative to training alone.
 
-Runs the 12-bit experiment (paper network, Adam 4e-4, batch 512) twice in one
-process with the same seed:
+Everything trains through :func:`ibscope.training.fit`; the plane is an
+:class:`ibscope.InformationPlane` callback writing its table to a temporary
+run directory. Each run is a fresh subprocess (so its peak resident memory,
+``ru_maxrss``, is its own); times are measured inside it, after imports and
+data loading.
 
-1. training alone (only the two snapshots the runner always takes: epoch 0
-   and the last, with the cheapest estimator), and
-2. training + recording all layers on all 4096 inputs + binning estimation at
-   every one of the ~300 log-spaced snapshots (what the paper does),
-   including the atomic checkpoint and results writes at every snapshot.
+1. **12-bit task** (the paper setup): 12-10-7-5-4-3-2 tanh net, Adam 4e-4,
+   batch 512, 80% training split, 8000 epochs. Training alone vs training +
+   recording all 6 layers on all 4096 inputs + 30-bin binning (range from
+   each layer's activation) at ~300 log-spaced snapshots. Target: < 25%.
+2. **MNIST conv net**: ibscope's ConvNet (conv 8-16-32, dense 32, leaky
+   ReLU) trained with Adam 1e-3, batch 128 on MNIST-8k (8,000 of the 10,000
+   t10k images); the plane records every layer on all 10,000 images at 20
+   linearly spaced snapshots with the default estimator (``compressed``:
+   PCA to 4 dims + KSG), ``--max-features`` wide layers reduced by the
+   random projection.
 
-It prints wall-clock and CPU time of both and the overhead. Target: less than
-25% over training alone. CPU time is the robust figure on a busy machine.
-
-    python benchmarks/infoplane_overhead.py                 # 8000 epochs, 300 snapshots (paper)
-    python benchmarks/infoplane_overhead.py --epochs 2000   # a quarter of the epochs, same snapshots
+    python benchmarks/infoplane_overhead.py                        # both rows
+    python benchmarks/infoplane_overhead.py --epochs 2000          # a quarter of the 12-bit epochs
+    python benchmarks/infoplane_overhead.py --skip-twelve-bit --mnist-epochs 19
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 
-import torch
 
-from ibscope.experiments._tishby import Config, run_seed
+def _case(args: argparse.Namespace) -> dict:
+    import torch
+    from torch import nn
 
+    from ibscope.data import mnist_8k_2k, train_test_split, twelve_bit
+    from ibscope.models import MLP, ConvNet
+    from ibscope.tracking import InformationPlane, linear_schedule, log_schedule
+    from ibscope.training import fit
 
-def timed(cfg: Config, seed: int) -> tuple[float, float]:
+    torch.set_num_threads(args.threads)
+    with_plane = args.case.endswith("plane")
     with tempfile.TemporaryDirectory() as d:
+        if args.case.startswith("twelve"):
+            x_np, y_np = twelve_bit()
+            split = train_test_split(len(y_np), train_fraction=0.8, seed=args.seed, stratify=y_np)
+            x_all, y_all = torch.as_tensor(x_np, dtype=torch.float32), torch.as_tensor(y_np)
+            model = MLP(12, (10, 7, 5, 4, 3), 2, activation="tanh", init="truncated_normal", seed=args.seed)
+            opt = torch.optim.Adam(model.parameters(), lr=4e-4)
+            data, epochs, bs = (x_all[split.train], y_all[split.train]), args.epochs, 512
+            cbs = [InformationPlane(model, x_all, y_all, estimators="binning", out_dir=d,
+                                    schedule=log_schedule(epochs, args.snapshots))] if with_plane else []
+        else:
+            mn = mnist_8k_2k(args.data, seed=args.seed)
+            x_tr, y_tr = torch.as_tensor(mn["x_train"]), torch.as_tensor(mn["y_train"])
+            x_all = torch.cat([x_tr, torch.as_tensor(mn["x_test"])])
+            y_all = torch.cat([y_tr, torch.as_tensor(mn["y_test"])])
+            model = ConvNet(seed=args.seed)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            data, epochs, bs = (x_tr, y_tr), args.mnist_epochs, 128
+            cbs = [InformationPlane(model, x_all, y_all, out_dir=d, max_features=args.max_features,
+                                    schedule=linear_schedule(epochs, 20))] if with_plane else []
         w, c = time.perf_counter(), time.process_time()
-        run_seed(cfg, seed, d)
-        return time.perf_counter() - w, time.process_time() - c
+        fit(model, nn.CrossEntropyLoss(), data, opt, epochs=epochs, batch_size=bs, seed=args.seed,
+            callbacks=cbs, progress=False)
+        wall, cpu = time.perf_counter() - w, time.process_time() - c
+        out = {"wall": wall, "cpu": cpu, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if cbs:
+            df = cbs[0].results()
+            out["snapshots"] = int(df["epoch"].nunique())
+            out["estimation_s"] = float(df["seconds"].sum())
+            out["layers"] = int(df["layer"].nunique())
+            out["reduction"] = json.load(open(os.path.join(d, "information_plane.json")))["reduction"]
+            out["final"] = df[df["epoch"] == df["epoch"].max()][["layer", "i_xt", "i_ty"]].round(3).values.tolist()
+    return out
+
+
+def _run(case: str, a: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--case", case, "--epochs", str(a.epochs), "--snapshots", str(a.snapshots),
+           "--mnist-epochs", str(a.mnist_epochs), "--max-features", str(a.max_features), "--threads",
+           str(a.threads), "--seed", str(a.seed)] + (["--data", a.data] if a.data else [])
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=8000)
-    p.add_argument("--snapshots", type=int, default=300)
-    p.add_argument("--estimators", nargs="+", default=["binning"])
+    p.add_argument("--epochs", type=int, default=8000, help="12-bit epochs")
+    p.add_argument("--snapshots", type=int, default=300, help="12-bit log-spaced snapshots")
+    p.add_argument("--mnist-epochs", type=int, default=19, help="conv-net epochs (>= 19 for 20 snapshots)")
+    p.add_argument("--max-features", type=int, default=4096, help="random-projection width of wide layers")
+    p.add_argument("--data", default=None, help="directory holding mnist/ (default: ibscope.data.data_dir())")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-twelve-bit", action="store_true")
+    p.add_argument("--skip-mnist", action="store_true")
+    p.add_argument("--case", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    base = dict(epochs=a.epochs, keep_activations=False)
-    train_only = Config(n_snapshots=2, estimators={"binning": {}}, **base)
-    full = Config(n_snapshots=a.snapshots, estimators={e: {} for e in a.estimators}, **base)
-    timed(Config(epochs=5, n_snapshots=2, keep_activations=False), a.seed)  # warm-up (imports, allocator)
-    tw, tc = timed(train_only, a.seed)
-    fw, fc = timed(full, a.seed)
-    n_snap = len(__import__("ibscope.tracking", fromlist=["log_schedule"]).log_schedule(a.epochs, a.snapshots))
-    print(f"12-bit task, 12-10-7-5-4-3-2 tanh, Adam 4e-4, batch 512, {a.epochs} epochs, torch threads {a.threads}")
-    print(f"{'run':<44} {'wall s':>8} {'cpu s':>8}")
-    print(f"{'training alone (2 snapshots)':<44} {tw:8.1f} {tc:8.1f}")
-    label = f"training + {n_snap} snapshots x {'+'.join(a.estimators)}"
-    print(f"{label:<44} {fw:8.1f} {fc:8.1f}")
-    print(f"{'overhead of recording + estimation':<44} {100 * (fw / tw - 1):7.1f}% {100 * (fc / tc - 1):7.1f}%")
+    if a.case:
+        print(json.dumps(_case(a)))
+        return
+    print(f"torch threads {a.threads}; each run in its own process")
+    print(f"{'run':<58} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9}")
+    rows = []
+    if not a.skip_twelve_bit:
+        rows.append((f"12-bit: training alone ({a.epochs} epochs)", "twelve_train", None))
+        rows.append((f"12-bit: + plane, {a.snapshots} snapshots x binning", "twelve_plane", "twelve_train"))
+    if not a.skip_mnist:
+        rows.append((f"MNIST conv net: training alone ({a.mnist_epochs} epochs)", "mnist_train", None))
+        n = min(20, a.mnist_epochs + 1)
+        rows.append((f"MNIST conv net: + plane, {n} snapshots x compressed", "mnist_plane", "mnist_train"))
+    got: dict[str, dict] = {}
+    for label, case, base in rows:
+        r = got[case] = _run(case, a)
+        print(f"{label:<58} {r['wall']:8.1f} {r['cpu']:8.1f} {r['maxrss_mib']:9.0f}")
+        if base:
+            b = got[base]
+            print(f"{'  overhead of recording + estimation':<58} {100 * (r['wall'] / b['wall'] - 1):7.1f}% "
+                  f"{100 * (r['cpu'] / b['cpu'] - 1):7.1f}%")
+            print(f"  {r['snapshots']} snapshots x {r['layers']} layers, estimation {r['estimation_s']:.1f} s; "
+                  f"reduction {r['reduction'] or 'none'}")
+            print(f"  last snapshot (layer, I(X;T), I(T;Y)) bits: {r['final']}")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -156,3 +156,41 @@ def test_discrete_plugin_and_miller_madow(rng):
     mab = int(nz.sum())
     corr = (3 + 3 - (mab - 1)) / (2 * 2000) / math.log(2)
     assert mm == pytest.approx(max(want + corr, 0.0), abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["binning", "adaptive_binning", "kde_upper", "kde_lower", "adaptive_kde"])
+def test_plane_ci_is_the_shared_subsampling_scheme(name):
+    from ibscope.estimators.base import subsample_interval
+
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(300, 2))
+    y = (t[:, 0] + 0.3 * rng.normal(size=300) > 0).astype(int)
+    est = estimators.get(name)
+    a, b = est.plane(t, y, ci=0.9, n_resamples=8, subsample=0.5, seed=3)
+    point = est.plane(t, y)
+    assert (a.value, b.value) == pytest.approx(point, abs=1e-12)
+    assert a.level == b.level == 0.9 and a.n_resamples == 8 and a.subsample_size == 150 and a.unit == "bits"
+    # the same subsets as estimate_ci's scheme: rebuild the interval by hand from the replicates
+    g = np.random.default_rng(3)
+    reps = []
+    for _ in range(8):
+        idx = np.sort(g.choice(300, size=150, replace=False))
+        reps.append(est.plane(t[idx], y[idx]))
+    reps = np.asarray(reps)
+    for j, e in enumerate((a, b)):
+        lo, hi = subsample_interval(point[j], reps[:, j], 300, 150, 0.9)
+        assert e.low == pytest.approx(max(lo, 0.0), abs=1e-9) and e.high == pytest.approx(max(hi, 0.0), abs=1e-9)
+    assert a.high > a.low
+    with pytest.raises(ValueError, match="'ci' parameter"):
+        est.plane(t, y, ci=1.5)
+
+
+def test_binning_plane_ci_subsamples_x_too():
+    rng = np.random.default_rng(1)
+    t = rng.uniform(-1, 1, size=(200, 1))
+    x = rng.integers(0, 4, size=200)
+    y = (t[:, 0] > 0).astype(int)
+    est = estimators.get("binning", n_bins=4, value_range=(-1, 1))
+    a, _ = est.plane(t, y, x=x, ci=0.9, n_resamples=5)
+    assert a.value == pytest.approx(est.plane(t, y, x=x)[0], abs=1e-12)
+    assert a.value <= 2.0 + 1e-9  # I(X;T) <= H(X) <= log2(4) with explicit inputs

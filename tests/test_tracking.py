@@ -53,3 +53,38 @@ def test_recorder_any_module_and_errors(tmp_path):
         bad.fc1.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="NaN or infinite activations"):
         ActivationRecorder(bad, torch.randn(5, 3)).record(0)
+
+
+def test_recorder_tuple_loader_and_shared_modules():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 3)
+
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, a, b):
+            return self.lin(self.lin(a) + b)
+
+    a, b = torch.randn(40, 3), torch.randn(40, 3)
+    net = Twice()
+    # weight sharing: an error naming the module and its number of calls, never silently mixed rows
+    with pytest.raises(ValueError, match="Layer 'lin' ran 2 times"):
+        ActivationRecorder(net, (a, b), batch_size=16).record(0)
+    rec = ActivationRecorder(net, (a, b), batch_size=16, call="all")
+    snap = rec.record(0)
+    with torch.no_grad():
+        want = torch.cat([lin(a), lin(lin(a) + b)], 1).numpy()
+    assert np.allclose(snap["lin"], want, atol=1e-6)
+    loader = DataLoader(TensorDataset(a, b, torch.arange(40)), batch_size=16)
+    rec = ActivationRecorder(net, loader, call="last", labels_in_batches=True)
+    acts, labels = rec.capture(inputs=True)
+    assert labels.tolist() == list(range(40)) and acts["__input__"].shape == (40, 6)
+    assert np.allclose(acts["lin"].numpy(), want[:, 3:], atol=1e-6)
+    with pytest.raises(TypeError, match="one-shot iterator"):
+        ActivationRecorder(net, iter(loader))
+    with pytest.raises(ValueError, match="'call' for layer 'lin'"):
+        ActivationRecorder(net, (a, b), call="middle")

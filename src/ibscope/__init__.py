@@ -19,8 +19,13 @@ from . import estimators
 
 _SUBMODULES = (
     "data", "models", "tasks", "tracking", "weights", "objectives", "ntk",
-    "experiments", "sweep", "store", "plots", "report", "training",
+    "experiments", "sweep", "store", "plots", "report", "training", "integrations",
 )
+# lazy public names: attribute -> module that defines it
+_LAZY = {
+    "InformationPlane": "tracking",
+    "information_plane": "tracking",
+}
 
 __version__ = "0.1.0"
 
@@ -77,7 +82,9 @@ def mutual_information(
 def __getattr__(name: str) -> Any:  # lazy submodules: ibscope.weights, ibscope.ntk, ...
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["__version__", "estimators", "mutual_information", *_SUBMODULES]
+__all__ = ["__version__", "estimators", "mutual_information", *_LAZY, *_SUBMODULES]

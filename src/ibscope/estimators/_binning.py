@@ -143,7 +143,8 @@ class _BinningBase(BaseMIEstimator):
         yq = y if discrete_y else self.codes(y)
         return discrete_mi(xq, yq, miller_madow=self.miller_madow)
 
-    def plane(self, t: Any, y: Any, *, x: Any = None) -> tuple[float, float]:
+    def plane(self, t: Any, y: Any, *, x: Any = None, ci: float | None = None, n_resamples: int = 50,
+              subsample: float = 0.5, seed: Any = 0) -> tuple[Any, Any]:
         """Both information-plane coordinates of one layer, in ``self.unit``.
 
         Parameters
@@ -155,7 +156,15 @@ class _BinningBase(BaseMIEstimator):
         x : array-like of shape (n,), optional
             Discrete input ids. If omitted, all inputs are taken to be distinct
             (the network is deterministic), so I(X;T) = H(T).
+        ci : float in (0, 1) or None, default None
+            If given, return a pair of :class:`~ibscope.estimators.MIEstimate`
+            with subsampling confidence intervals of this level (see
+            :meth:`BaseMIEstimator.plane_ci`); otherwise a pair of floats.
+        n_resamples, subsample, seed
+            Used only with ``ci`` (as in ``estimate_ci``).
         """
+        if ci is not None:
+            return self.plane_ci(t, y, x=x, level=ci, n_resamples=n_resamples, subsample=subsample, seed=seed)
         t = check_array(t, "t")
         y = check_array(y, "y", discrete=True)
         if y.shape[0] != t.shape[0]:

@@ -131,8 +131,16 @@ class _KDEBase(BaseMIEstimator):
         symbols = discrete_symbols(np.asarray(to_numpy(disc)))[0]  # rows of a 2-D label are joint symbols
         return self._pair(_to_tensor(cont, device), torch.as_tensor(symbols, device=device))[1]
 
-    def plane(self, t: Any, y: Any) -> tuple[float, float]:
-        """(I(X;T), I(T;Y)) of a layer ``t`` (n, d) with discrete labels ``y`` (n,), in ``self.unit``."""
+    def plane(self, t: Any, y: Any, *, ci: float | None = None, n_resamples: int = 50,
+              subsample: float = 0.5, seed: Any = 0) -> tuple[Any, Any]:
+        """(I(X;T), I(T;Y)) of a layer ``t`` (n, d) with discrete labels ``y`` (n,), in ``self.unit``.
+
+        With ``ci`` (a level in (0, 1)) a pair of MIEstimate with subsampling
+        intervals (:meth:`BaseMIEstimator.plane_ci`; ``n_resamples``,
+        ``subsample``, ``seed`` as in ``estimate_ci``).
+        """
+        if ci is not None:
+            return self.plane_ci(t, y, level=ci, n_resamples=n_resamples, subsample=subsample, seed=seed)
         t_checked = check_array(t, "t", keep_torch=True)
         y_checked = check_array(y, "y", discrete=True, keep_torch=True)
         if y_checked.shape[0] != t_checked.shape[0]:

@@ -288,6 +288,71 @@ class BaseMIEstimator:
                           unit=self.unit, method=self.name or type(self).__name__,
                           n_resamples=int(n_resamples), subsample_size=m)
 
+    def plane_ci(self, t: Any, y: Any, *, level: float = 0.95, n_resamples: int = 50,
+                 subsample: float = 0.5, seed: Any = 0, **paired: Any) -> tuple[MIEstimate, MIEstimate]:
+        """Both information-plane coordinates with subsampling confidence intervals.
+
+        The one implementation behind ``plane(t, y, ci=level)`` of every plane
+        estimator (binning, adaptive binning, the KDE bounds): the same scheme
+        as :meth:`estimate_ci` (subsets of m = floor(subsample * n) distinct
+        rows, the rate-corrected interval of :func:`subsample_interval`), with
+        one set of subsets shared by I(X;T) and I(T;Y), so the two intervals
+        describe the same resampled layers.
+
+        Parameters
+        ----------
+        t, y
+            As for ``plane``.
+        level, n_resamples, subsample, seed
+            As for :meth:`estimate_ci`.
+        **paired
+            Further row-aligned arguments of ``plane`` (e.g. binning's ``x``),
+            subsampled with the same rows; None is passed through.
+
+        Returns
+        -------
+        (MIEstimate, MIEstimate)
+            I(X;T) and I(T;Y) in ``self.unit``. Each estimate's ``flags`` (when
+            the MIEstimate has that field) are not set here; read the
+            estimator's ``flags_`` after the call.
+        """
+        validate_params(
+            type(self).__name__ + ".plane",
+            {"ci": level, "n_resamples": n_resamples, "subsample": subsample},
+            {"ci": [Interval(float, 0, 1, closed="neither")],
+             "n_resamples": [Interval(int, 2, None)],
+             "subsample": [Interval(float, 0, 1, closed="neither")]},
+        )
+        plane = getattr(self, "plane", None)
+        if plane is None:
+            raise TypeError(f"{type(self).__name__} has no plane(); use estimate_ci for each coordinate.")
+        rng = check_random_state(seed)
+        value = plane(t, y, **paired)
+        n = int(t.shape[0]) if hasattr(t, "shape") else len(t)
+        m = int(math.floor(subsample * n))
+        if m < max(self.min_samples, 2) or m >= n:
+            raise ValueError(
+                f"The subsample size floor(subsample * n) = {m} for n = {n} is too small for "
+                f"{type(self).__name__}; pass more samples or a larger 'subsample'."
+            )
+        reps = np.empty((n_resamples, 2))
+        for b in range(n_resamples):
+            idx = np.sort(rng.choice(n, size=m, replace=False))
+            sub = {k: None if v is None else _take_rows(v, idx) for k, v in paired.items()}
+            try:
+                reps[b] = plane(_take_rows(t, idx), _take_rows(y, idx), **sub)
+            except ValueError as e:
+                raise ValueError(f"In a subsample of {m} of the {n} rows (for the confidence "
+                                 f"interval): {e}") from None
+        out = []
+        for j in range(2):
+            low, high = subsample_interval(float(value[j]), reps[:, j], n, m, level)
+            out.append(MIEstimate(value=float(value[j]), low=max(low, 0.0), high=max(high, 0.0),
+                                  level=float(level), unit=self.unit,
+                                  method=self.name or type(self).__name__,
+                                  n_resamples=int(n_resamples), subsample_size=m))
+        return out[0], out[1]
+
     def _finish(self, nats: float) -> float:
         if not math.isfinite(nats):
             raise FloatingPointError(
@@ -298,3 +363,12 @@ class BaseMIEstimator:
 
     def _estimate_nats(self, x: Any, y: Any, discrete_x: bool, discrete_y: bool) -> float:
         raise NotImplementedError  # every registered subclass implements this
+
+
+def _take_rows(a: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of a numpy array, a torch tensor (on its device) or a sequence."""
+    if is_torch(a):
+        import torch
+
+        return a[torch.from_numpy(idx).to(a.device)]
+    return np.asarray(a)[idx]

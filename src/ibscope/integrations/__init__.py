@@ -1,0 +1,14 @@
+"""Adapters to other training stacks and loggers (optional extras).
+
+* :mod:`ibscope.integrations.lightning` (extra ``lightning``):
+  ``InformationPlaneCallback`` and ``WeightInformationCallback`` for a
+  PyTorch Lightning ``Trainer``, and ``IbscopeCallback`` to run any
+  :class:`ibscope.training.Callback` inside Lightning.
+* :mod:`ibscope.integrations.tensorboard` (extra ``tensorboard``): per-layer
+  scalars and the information-plane figure on a ``SummaryWriter``.
+
+Neither is imported by ``import ibscope``; each raises an ImportError naming
+the extra to install when its package is missing.
+"""
+
+__all__ = ["lightning", "tensorboard"]
