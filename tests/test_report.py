@@ -73,6 +73,8 @@ def test_report_of_a_tracker_dir_with_both_tables(tmp_path, capsys):
     for fig in ("information_plane.png", "information_curves.png", "training_curves.png", "weight_information.png"):
         assert (d / fig).is_file() and fig in page
     assert page.count("data:image/png;base64,") == 4
+    from ibscope.report import build_report  # the public entry (resolved from ibscope.reporting)
+    assert build_report(d) == d / "report.html"
     for text in ("<th>i_xt_lo</th>", "<th>i_ty_hi</th>", "<th>ci_level</th>", "<th>flags</th>", "saturated",
                  "Flagged estimates", "Information in the weights", "&quot;n_samples&quot;: 256",
                  "&quot;prior_mean&quot;: &quot;init&quot;", "estimator CI"):
