@@ -100,7 +100,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report
+    from .reporting import build_report
 
     path = build_report(args.run_dir)
     print(f"Report: {Path(path).resolve()}")
@@ -196,8 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-progress", action="store_true")
     sw.set_defaults(func=cmd_sweep)
 
-    rp = sub.add_parser("report", help="rebuild figures and report.html from a run or sweep directory")
-    rp.add_argument("run_dir")
+    rp = sub.add_parser("report", help="rebuild figures and report.html of a directory: a sweep (sweep.json), an "
+                        "experiment run (config.json) or any run recorded by InformationPlane / WeightInformation "
+                        "(information_plane.parquet, weight_information.parquet)")
+    rp.add_argument("run_dir", metavar="DIR")
     rp.set_defaults(func=cmd_report)
 
     rr = sub.add_parser("reproduce", help="reproduce claims of the literature with a verdict over seeds")

@@ -10,10 +10,21 @@ Every experiment is a module ``ibscope/experiments/_<name>.py`` that defines
   ``out_dir``, and returns tidy result rows (each with a ``unit`` column);
   it resumes from what it finds in ``out_dir`` after a crash;
 * ``plot(results, out_dir) -> list[pathlib.Path]``: figures from the rows of
-  all seeds (used by the report).
+  all seeds (used by the run report);
+* optionally ``summarize(results) -> pandas.DataFrame``: a summary table
+  (run report; the sweep report applies it to each grid point). Intervals
+  over seeds should be confidence intervals (e.g.
+  :func:`ibscope.sweep.mean_interval`, Student t), stated in the table;
+* optionally ``sweep_sections(results, point_columns, out_dir) -> list``:
+  extra sections of the sweep report, each an :class:`ibscope.report.Section`
+  or a mapping with its keys (``title``, ``text``, ``figures``, ``tables``);
+  ``results`` holds every finished task (one column per grid axis in
+  ``point_columns``), figures go under ``out_dir``. The tishby experiment's
+  compression vs generalization statistics come this way.
 
 The runner (:mod:`ibscope.experiments.runner`) and the sweep executors only
-talk to experiments through this contract.
+talk to experiments through this contract; experiment-specific figures and
+statistics stay in the experiment's module.
 """
 
 from __future__ import annotations

@@ -303,29 +303,18 @@ def label_entropy(config: Config) -> float:
     return _entropy_bits(load_data(config)[1])
 
 
-def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Final-epoch mean (and std over seeds) of I(X;T), I(T;Y) per estimator and layer."""
-    if results.empty:
-        return results
-    last = results[results["epoch"] == results["epoch"].max()]
-    g = last.groupby(["estimator", "layer_index", "layer", "unit"])
-    out = g.agg(i_xt=("i_xt", "mean"), i_xt_std=("i_xt", "std"), i_ty=("i_ty", "mean"),
-                i_ty_std=("i_ty", "std"), test_acc=("test_acc", "mean"), seeds=("seed", "nunique"))
-    return out.reset_index().drop(columns="layer_index")
-
-
-def plot(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """infoplane.png (per estimator: trajectories colored by epoch, log scale) and curves.png."""
-    from ..plots import plot_information_plane, plot_training_curves
-
-    out_dir = Path(out_dir)
-    return [plot_information_plane(results, out_dir / "infoplane.png"),
-            plot_training_curves(results, out_dir / "curves.png")]
-
-
 def config_from_dict(values: dict[str, Any]) -> Config:
     names = {f.name for f in dataclasses.fields(Config)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"Unknown setting(s) {unknown} for experiment 'tishby'. Known: {sorted(names)}.")
     return Config(**values)
+
+
+# --------------------------------------------------------------------------- report hooks
+# The experiment's figures and statistics (summarize, plot, and the sweep report's compression vs
+# generalization section) live in ._tishby_stats, apart from the training code above.
+from ._tishby_stats import compression_statistics, plot, summarize, sweep_sections  # noqa: E402
+
+__all__ = ["NAME", "Config", "PROFILES", "DEMO_SEEDS", "PLANE_ESTIMATORS", "run_seed", "plot", "summarize",
+           "sweep_sections", "compression_statistics", "load_data", "label_entropy", "config_from_dict"]

@@ -20,6 +20,7 @@ The pieces shared with :mod:`ibscope.sweep` live here: :func:`load_experiment`,
 from __future__ import annotations
 
 import dataclasses
+import html
 import importlib
 import json
 import logging
@@ -30,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..report import Section, flagged_estimates, render_report
 from ..store import (
     atomic_write_json,
     atomic_write_parquet,
@@ -41,7 +43,7 @@ from ..store import (
 from . import available
 from . import get as get_experiment
 
-__all__ = ["resolve_config", "run", "collect_results", "RunConfigMismatch", "load_experiment",
+__all__ = ["resolve_config", "run", "collect_results", "build_run_report", "RunConfigMismatch", "load_experiment",
            "experiment_key", "config_record", "seed_result_done", "write_seed_result"]
 
 _CONTRACT = ("NAME", "Config", "run_seed")
@@ -172,9 +174,7 @@ def run(experiment: str, *, seeds: Iterable[int], out_dir: str | Path, profile: 
     bar.close()
     collect_results(out)
     if report:
-        from ..report import build_report
-
-        build_report(out)
+        build_run_report(out)
     return out
 
 
@@ -189,3 +189,43 @@ def collect_results(run_dir: str | Path) -> pd.DataFrame:
         results.insert(1, "config_hash", cfg["config_hash"])
         atomic_write_parquet(run_dir / "results.parquet", results)
     return results
+
+
+def build_run_report(run_dir: str | Path) -> Path:
+    """(Re)build the figures and ``report.html`` of an experiment run directory; returns the report path.
+
+    Collects the finished seeds (:func:`collect_results`), calls the
+    experiment's ``plot(results, run_dir)`` and, if it has one,
+    ``summarize(results)``, and renders them with the run's configuration
+    (:func:`ibscope.report.render_report`). Rows with diagnostic flags (a
+    non-empty ``flags`` column) are listed in their own table.
+    """
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"'{run_dir}' is not an experiment run directory (no config.json); "
+                                f"argument 'run_dir'.")
+    record = json.loads(cfg_path.read_text())
+    mod = load_experiment(record["experiment"])
+    results = collect_results(run_dir)
+    if results.empty:
+        raise ValueError(f"'{run_dir}' has no finished seed yet; nothing to report.")
+    figures = mod.plot(results, run_dir)
+    summary = mod.summarize(results) if hasattr(mod, "summarize") else pd.DataFrame()
+    n_seeds = results["seed"].nunique() if "seed" in results.columns else 1
+    unit = results["unit"].iloc[0] if "unit" in results.columns else "unit not recorded"
+    sections = [Section("Figures", figures=[Path(p) for p in figures])]
+    if len(summary):
+        sections.append(Section("Summary", f"The experiment's own summary over {n_seeds} seed(s) (see "
+                                f"'{mod.__name__}.summarize' for its intervals).", tables=[summary]))
+    flagged = flagged_estimates(results)
+    if len(flagged):
+        sections.append(Section("Flagged estimates", f"Rows with diagnostic flags (first {len(flagged)}).",
+                                tables=[flagged]))
+    sections.append(Section("Results", f"Tidy results: results.parquet ({len(results)} rows)."))
+    name, rid = html.escape(str(record["experiment"])), html.escape(run_dir.name)
+    return render_report(
+        run_dir / "report.html", title=f"ibscope report: {run_dir.name}",
+        heading_html=f"<h1>ibscope: {name} run <code>{rid}</code></h1>",
+        intro=f"{n_seeds} seed(s); information in {unit}; config hash {record['config_hash']}.",
+        sections=sections, settings=record["config"])

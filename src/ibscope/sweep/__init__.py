@@ -22,10 +22,10 @@ from ._aggregate import (
     is_information_plane_table,
     mean_interval,
     summarize_points,
-    tishby_compression_statistics,
     trajectory_bands,
 )
 from ._executors import RAY_MISSING, InlineExecutor, LocalExecutor, RayExecutor, make_executor
+from ._report import build_sweep_report
 from ._run import SweepResult, plan_sweep, run_sweep
 from ._spec import SweepSpec, Task, grid_points, load_spec, parse_grid_args, task_id
 from ._store import SweepConfigMismatch, SweepStore
@@ -34,6 +34,6 @@ __all__ = [
     "SweepSpec", "Task", "load_spec", "parse_grid_args", "grid_points", "task_id",
     "SweepStore", "SweepConfigMismatch", "DirectoryLocked", "SweepResult", "plan_sweep", "run_sweep",
     "InlineExecutor", "LocalExecutor", "RayExecutor", "make_executor", "RAY_MISSING",
-    "mean_interval", "common_grid", "trajectory_bands", "summarize_points",
-    "tishby_compression_statistics", "is_information_plane_table",
+    "mean_interval", "common_grid", "trajectory_bands", "summarize_points", "is_information_plane_table",
+    "build_sweep_report",
 ]

@@ -13,6 +13,7 @@ from .. import __version__
 from ..experiments.runner import config_record, experiment_key, load_experiment, resolve_config
 from ..store import DirectoryLock, config_hash
 from ._executors import make_executor
+from ._report import build_sweep_report
 from ._spec import SweepSpec, Task, grid_points, task_id
 from ._store import SweepConfigMismatch, SweepStore, last_line
 from ._task import store_returned_result
@@ -204,8 +205,6 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
         rows = store.compact(plan.tasks, plan.meta["sweep_hash"])
         report_path = None
         if report and rows:
-            from ..report import build_sweep_report
-
             report_path = build_sweep_report(store.directory)
     return SweepResult(store.directory, len(plan.tasks), status["done"], status["errors"], status["pending"], ran,
                        store.results_path if rows else None, report_path)
