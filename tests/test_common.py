@@ -117,6 +117,28 @@ CONFIG: dict[str, dict] = {
 }
 
 
+# Gaussian copula and auto (tests/test_copula.py and test_auto.py have their own checks)
+ST2 = ("student_t", dict(dim=2, dof=2.0, rho=0.0))
+CONFIG.update({
+    "gaussian_copula": dict(
+        params={},
+        cases=[(GS2, 0.10, "exact for Gaussians (copula is Gaussian); sd ~0.03"),
+               (HC2, 0.10, "monotone maps of a Gaussian: same value as on the Gaussian"),
+               (SPARSE, 0.06, "exact, bias corrected"),
+               (MIX1, 0.12, "class-conditional Gaussian scores: slightly low (~-0.05)")],
+        independence=(IND_CC, 0.01, {}),
+        symmetric=True, rejects_constant=True),
+    "auto": dict(
+        params={},
+        cases=[(GS2, 0.10, "max(copula, KSG on scores): copula value, exact"),
+               (ST2, 0.12, "KSG on normal scores; ~-0.02 at 2+2 dims"),
+               (HC2, 0.10, "rank based: as on the Gaussian"),
+               (MIX3, 0.10, "Ross KSG on scores")],
+        independence=(IND_CC, 0.03, {}),
+        symmetric=True, rejects_constant=True),
+})
+
+
 # Part B estimators (renyi, neural bounds, compressed); see tests/test_renyi.py,
 # test_neural.py and test_compressed.py for their own, more specific checks.
 NEURAL_FAST = {"hidden": (32, 32), "batch_size": 64, "lr": 5e-3, "max_epochs": 40}

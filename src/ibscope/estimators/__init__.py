@@ -27,6 +27,8 @@ _REGISTRY: dict[str, str] = {
     "kl": "_knn:KL",
     "wkl": "_knn:WKL",
     "gaussian": "_gaussian:Gaussian",
+    "gaussian_copula": "_copula:GaussianCopula",
+    "auto": "_auto:Auto",
     "renyi": "_renyi:Renyi",
     "mine": "_neural:MINE",
     "nwj": "_neural:NWJ",

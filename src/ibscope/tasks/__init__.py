@@ -19,7 +19,15 @@ spiral             base, speed=0.5, **base_params
 mixture_labels     n_classes, dim, separation, mixing_seed=0
 blobs_image        latent_dim=2, mi=1.0 (bits), size=16, mixing_seed=0
 symmetric_channel  n_symbols=4, error=0.2 (both variables discrete)
+multinormal_dense  dim_x, dim_y, off_diag=0.5 (all correlations equal)
+additive_uniform   epsilon (X ~ U(0,1), Y = X + U(-eps, eps))
+normal_cdf, wiggly, bimodal  base, **base_params (monotone maps)
+swiss_roll         base='additive_uniform', **base_params (1-D x in [0,1] -> 2-D)
+normalized_spiral  base='gaussian_sparse', speed=1.0, **base_params
 =================  ==========================================================
+
+``beyond_normal_suite()`` returns the 40 tasks of the "Beyond Normal"
+benchmark (Czyz et al. 2023, benchmark-mi v1) with bmi's task ids.
 
 Example::
 
@@ -34,6 +42,18 @@ from __future__ import annotations
 from typing import Any
 
 from ._base import BaseTask
+from ._beyond_normal import (
+    AdditiveUniform,
+    Bimodal,
+    MultinormalDense,
+    NormalCDF,
+    NormalizedSpiral,
+    SuiteTask,
+    SwissRoll,
+    Wiggly,
+    beyond_normal_suite,
+    equicorrelation_logdet,
+)
 from ._gaussian import (
     GaussianDense,
     GaussianSparse,
@@ -59,6 +79,13 @@ _REGISTRY: dict[str, type[BaseTask]] = {
     "mixture_labels": MixtureLabels,
     "blobs_image": BlobsImage,
     "symmetric_channel": SymmetricChannel,
+    "multinormal_dense": MultinormalDense,
+    "additive_uniform": AdditiveUniform,
+    "normal_cdf": NormalCDF,
+    "wiggly": Wiggly,
+    "bimodal": Bimodal,
+    "swiss_roll": SwissRoll,
+    "normalized_spiral": NormalizedSpiral,
 }
 
 
@@ -88,4 +115,6 @@ __all__ = [
     "TransformedTask", "Asinh", "HalfCube", "Spiral", "MixtureLabels", "SymmetricChannel", "BlobsImage",
     "available", "get", "gaussian_mi_nats", "random_orthogonal", "student_t_mi_correction",
     "mixture_label_mi_nats", "render_blobs",
+    "MultinormalDense", "AdditiveUniform", "NormalCDF", "Wiggly", "Bimodal", "SwissRoll",
+    "NormalizedSpiral", "SuiteTask", "beyond_normal_suite", "equicorrelation_logdet",
 ]

@@ -1,0 +1,209 @@
+"""Every estimator on the 40 tasks of the "Beyond Normal" benchmark (Czyz et al. 2023).
+
+The tasks come from ``ibscope.tasks.beyond_normal_suite()`` (benchmark-mi v1's
+task list, truths in closed form). As in bmi's v1 workflow, every variable is
+standardized (each column centred and scaled to unit variance) before it is
+given to an estimator; that affine map leaves MI unchanged. For every
+estimator x task x seed the absolute error |estimate - truth| (bits) and the
+wall time are recorded; the table reports the mean absolute error (MAE)
+overall and by dimension group (the larger of dim_x, dim_y: 1-2, 3, 5,
+25-50), mean and maximum seconds per task, and the number of failed or
+timed-out cells (excluded from the MAE and listed).
+
+Each cell runs in a forked child with a time limit (``--timeout``); results
+go to a CSV (``--out``) that is appended after every cell, and a rerun skips
+the cells already there (resumable). Estimators are given as registry names,
+optionally with parameters: ``auto:k=1`` or ``ksg:k=5,metric=euclidean``.
+
+Usage::
+
+    PYTHONPATH=src python benchmarks/beyond_normal.py                    # defaults below
+    PYTHONPATH=src python benchmarks/beyond_normal.py --seeds 0,1,2 --estimators auto,ksg
+    PYTHONPATH=src python benchmarks/beyond_normal.py --table-only       # table from the CSV
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ibscope import estimators, tasks
+
+DEFAULT_ESTIMATORS = ("auto,auto:k=1,gaussian_copula,gaussian,ksg,kl,wkl,binning,adaptive_binning")
+FIELDS = ("estimator", "task_id", "group", "seed", "n", "truth_bits", "estimate_bits", "abs_error",
+          "seconds", "status", "choice")
+GROUPS = ("1-2", "3", "5", "25-50")
+
+
+def _parse_spec(spec: str) -> tuple[str, dict]:
+    name, _, rest = spec.partition(":")
+    params: dict = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return name, params
+
+
+def _split_specs(text: str) -> list[str]:
+    """Split 'a,b:k=1,c' into specs; a comma followed by key=value belongs to the previous spec."""
+    out: list[str] = []
+    for part in text.split(","):
+        if "=" in part and out and ":" in out[-1] and ":" not in part:
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return [s for s in out if s]
+
+
+def _standardize(a: np.ndarray) -> np.ndarray:
+    return (a - a.mean(axis=0)) / a.std(axis=0)
+
+
+def _cell(spec: str, index: int, seed: int, n: int, queue) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("BN_THREADS", "2")))
+        entry = tasks.beyond_normal_suite()[index]
+        x, y = entry.task.sample(n, seed=seed)
+        x, y = _standardize(x), _standardize(y)
+        name, params = _parse_spec(spec)
+        est = estimators.get(name, **params)
+        t0 = time.perf_counter()
+        value = float(est.estimate(x, y))
+        dt = time.perf_counter() - t0
+        choice = getattr(est, "choice_", None)
+        queue.put(("ok", value, dt, "" if choice is None else choice["chosen"]))
+    except Exception as e:  # recorded in the table instead of stopping the run
+        queue.put(("error", float("nan"), 0.0, f"{type(e).__name__}: {str(e)[:120]}"))
+
+
+def run_cell(spec: str, index: int, seed: int, n: int, timeout: float) -> tuple:
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_cell, args=(spec, index, seed, n, queue))
+    t0 = time.perf_counter()
+    proc.start()
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        return ("timeout", float("nan"), time.perf_counter() - t0, "")
+    try:
+        return queue.get(timeout=5)
+    except Exception:
+        return ("error", float("nan"), 0.0, f"child exited with code {proc.exitcode}")
+
+
+def _done(path: Path) -> set[tuple[str, str, int, int]]:
+    if not path.exists():
+        return set()
+    with path.open() as f:
+        return {(r["estimator"], r["task_id"], int(r["seed"]), int(r["n"])) for r in csv.DictReader(f)}
+
+
+def run(specs: list[str], seeds: list[int], n: int, timeout: float, out: Path) -> None:
+    import torch  # noqa: F401  (imported once here, so that forked cells do not pay for it)
+
+    for spec in specs:
+        estimators.get_class(_parse_spec(spec)[0])  # loads the estimator modules before forking
+    suite = tasks.beyond_normal_suite()
+    done = _done(out)
+    new = not out.exists()
+    with out.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            w.writeheader()
+        for spec in specs:
+            t_spec = time.perf_counter()
+            for seed in seeds:
+                for i, entry in enumerate(suite):
+                    if (spec, entry.task_id, seed, n) in done:
+                        continue
+                    status, value, dt, choice = run_cell(spec, i, seed, n, timeout)
+                    truth = entry.mutual_information
+                    w.writerow(dict(estimator=spec, task_id=entry.task_id, group=entry.dim_group,
+                                    seed=seed, n=n, truth_bits=f"{truth:.6f}",
+                                    estimate_bits=f"{value:.6f}",
+                                    abs_error=f"{abs(value - truth):.6f}", seconds=f"{dt:.3f}",
+                                    status=status, choice=choice))
+                    f.flush()
+            print(f"[{spec}] {time.perf_counter() - t_spec:.0f} s", file=sys.stderr, flush=True)
+
+
+def table(out: Path, n: int) -> str:
+    with out.open() as f:
+        rows = [r for r in csv.DictReader(f) if int(r["n"]) == n]
+    specs = list(dict.fromkeys(r["estimator"] for r in rows))
+    lines = ["| estimator | MAE all | " + " | ".join(f"MAE {g}" for g in GROUPS)
+             + " | mean s | max s | cells | failed |",
+             "|---|---:|" + "---:|" * len(GROUPS) + "---:|---:|---:|---:|"]
+    failed_notes = []
+    for spec in specs:
+        rs = [r for r in rows if r["estimator"] == spec]
+        ok = [r for r in rs if r["status"] == "ok"]
+        err = np.array([float(r["abs_error"]) for r in ok])
+        by = []
+        for g in GROUPS:
+            e = [float(r["abs_error"]) for r in ok if r["group"] == g]
+            by.append(f"{np.mean(e):.3f}" if e else "-")
+        secs = np.array([float(r["seconds"]) for r in ok]) if ok else np.array([np.nan])
+        bad = [r for r in rs if r["status"] != "ok"]
+        lines.append(f"| {spec} | {err.mean() if err.size else float('nan'):.3f} | " + " | ".join(by)
+                     + f" | {np.nanmean(secs):.2f} | {np.nanmax(secs):.1f} | {len(rs)} | {len(bad)} |")
+        if bad:
+            kinds = sorted({r["task_id"] + " (" + r["status"] + ")" for r in bad})
+            failed_notes.append(f"- {spec}: " + ", ".join(kinds[:8]) + (" ..." if len(kinds) > 8 else ""))
+    text = "\n".join(lines)
+    if failed_notes:
+        text += "\n\nFailed or timed-out cells (excluded from the MAE):\n" + "\n".join(failed_notes)
+    return text
+
+
+def per_task(out: Path, n: int, spec: str) -> str:
+    """Mean signed error per task of one estimator (and its choices)."""
+    with out.open() as f:
+        rows = [r for r in csv.DictReader(f) if int(r["n"]) == n and r["estimator"] == spec
+                and r["status"] == "ok"]
+    lines = [f"| task ({spec}) | truth (bits) | mean error | choices |", "|---|---:|---:|---|"]
+    for tid in dict.fromkeys(r["task_id"] for r in rows):
+        rs = [r for r in rows if r["task_id"] == tid]
+        err = np.mean([float(r["estimate_bits"]) - float(r["truth_bits"]) for r in rs])
+        ch = ", ".join(sorted({r["choice"] for r in rs if r["choice"]}))
+        lines.append(f"| {tid} | {float(rs[0]['truth_bits']):.3f} | {err:+.3f} | {ch} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--estimators", default=DEFAULT_ESTIMATORS)
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--timeout", type=float, default=30.0, help="seconds per cell")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/beyond_normal_results.csv"))
+    ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--per-task", default="auto", help="estimator whose per-task errors are printed")
+    args = ap.parse_args()
+    if not args.table_only:
+        run(_split_specs(args.estimators), [int(s) for s in args.seeds.split(",")], args.n,
+            args.timeout, args.out)
+    print(table(args.out, args.n))
+    if args.per_task:
+        print()
+        print(per_task(args.out, args.n, args.per_task))
+
+
+if __name__ == "__main__":
+    main()

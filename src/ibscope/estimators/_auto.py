@@ -1,0 +1,171 @@
+"""``auto``: choose an estimator per pair from observable properties of the data.
+
+Rules (the evidence for each, measured on the "Beyond Normal" suite at
+N = 5,000, is in docs/estimators.md and benchmarks/RESULTS.md):
+
+1. both variables discrete -> plug-in MI of the symbols with the chosen
+   entropy ``correction`` (``discrete``);
+2. one discrete -> KSG in Ross's mixed form on the normal scores of the
+   continuous variable (``ksg_mixed_copula``); the scores make it invariant to
+   monotone maps and tame heavy tails;
+3. both continuous: every column is replaced by its normal scores (ranks ->
+   Phi^{-1}), so heavy tails, bounded supports and any strictly increasing
+   coordinate map stop mattering; then
+
+   * the Gaussian-copula MI (``gaussian_copula``), consistent whenever the
+     copula is Gaussian and cheap in any dimension;
+   * if d_x + d_y <= ``max_knn_dim``, also KSG on the same scores
+     (``ksg_copula``, ``k`` neighbours), which sees non-linear dependence (a
+     shared scale, spirals) that the Gaussian copula misses;
+   * the result is the larger of the two. Both err mostly downward where
+     they err: KSG underestimates strongly dependent and higher-dimensional
+     pairs, the Gaussian copula misses any non-Gaussian dependence (and for
+     1-D X and Y it is a lower bound), so the maximum keeps the better one
+     without a test of Gaussianity (which is unreliable at small N).
+
+Columns with ties (fewer distinct values than rows) get jitter of
+1e-10 x their spread before the kNN search, as Kraskov et al. advise.
+The choice is recorded in ``choice_`` after every ``estimate`` or
+``estimate_ci`` (the candidate values, in bits, and the rule that decided),
+for the call on all rows (not the subsamples of a confidence interval).
+
+References
+----------
+.. [1] R. A. A. Ince et al., Human Brain Mapping 38(3), 2017 (Gaussian copula).
+.. [2] A. Kraskov, H. Stoegbauer and P. Grassberger, Phys. Rev. E 69, 066138, 2004.
+.. [3] B. C. Ross, PLoS ONE 9(2), e87357, 2014 (discrete-continuous KSG).
+.. [4] P. Czyz et al., "Beyond normal", NeurIPS 2023 (the benchmark).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._units import LN2
+from .._validation import Interval, Options, check_no_constant_columns, discrete_symbols
+from ._copula import copula_normal_scores, gaussian_copula_mi
+from ._discrete import CORRECTIONS, discrete_mi
+from ._knn import ksg_mi, ksg_mi_mixed
+from .base import BaseMIEstimator, MIEstimate
+
+__all__ = ["Auto"]
+
+
+def _jitter_ties(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Add 1e-10 x spread of noise to columns with repeated values (kNN distances must be > 0)."""
+    out = z
+    for j in range(z.shape[1]):
+        if np.unique(z[:, j]).size < z.shape[0]:
+            if out is z:
+                out = z.copy()
+            out[:, j] = z[:, j] + 1e-10 * np.ptp(z[:, j]) * rng.standard_normal(z.shape[0])
+    return out
+
+
+class Auto(BaseMIEstimator):
+    """Chooses among the ibscope estimators per pair (see the module docstring for the rules).
+
+    Parameters
+    ----------
+    k : int, default 3
+        Neighbours of the KSG candidate.
+    max_knn_dim : int, default 10
+        KSG runs only while d_x + d_y <= this (beyond it its bias grows fast
+        and its cost with it; the Gaussian copula alone is used).
+    correction : {'miller_madow', 'chao_shen', 'jackknife', 'none'}, default 'miller_madow'
+        Entropy bias correction for two discrete variables.
+    seed : int, default 0
+        Seed of the tie-breaking jitter.
+    unit : {'bits', 'nats'}, default 'bits'
+
+    Attributes
+    ----------
+    choice_ : dict
+        After ``estimate``: ``{'chosen': name, 'rule': text, 'candidates': {name: bits}}``
+        for the call on all rows.
+
+    Notes
+    -----
+    Bias: that of the chosen candidate; invariant to strictly increasing maps
+    of each coordinate (everything is computed on ranks). On the Beyond Normal
+    suite see benchmarks/RESULTS.md. Cost: O(N d log N) plus one KSG search
+    (O(N log N) per query in low dimension).
+    """
+
+    name = "auto"
+    bound = None
+    min_samples = 8
+    _constraints = {
+        "k": [Interval(int, 1, None)],
+        "max_knn_dim": [Interval(int, 0, None)],
+        "correction": [Options(CORRECTIONS)],
+        "seed": [Interval(int, 0, None)],
+    }
+
+    def __init__(self, *, k: int = 3, max_knn_dim: int = 10, correction: str = "miller_madow",
+                 seed: int = 0, unit: str = "bits"):
+        self.k = k
+        self.max_knn_dim = max_knn_dim
+        self.correction = correction
+        self.seed = seed
+        self.unit = unit
+        self._check_params()
+        self.choice_: dict[str, Any] | None = None
+
+    # record the choice of the call on all rows (estimate_ci's first call)
+    def estimate(self, x, y, **kwargs):
+        self._calls: list[dict] = []
+        out = super().estimate(x, y, **kwargs)
+        if self._calls:
+            self.choice_ = self._calls[0]
+        return out
+
+    def estimate_ci(self, x, y, **kwargs) -> MIEstimate:
+        self._calls = []
+        res = super().estimate_ci(x, y, **kwargs)
+        self.choice_ = self._calls[0]
+        return res
+
+    def _record(self, chosen: str, rule: str, **candidates: float) -> float:
+        if not hasattr(self, "_calls"):
+            self._calls = []
+        self._calls.append({"chosen": chosen, "rule": rule,
+                            "candidates": {k: v / LN2 for k, v in candidates.items()}})
+        return candidates[chosen]
+
+    def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
+        rng = np.random.default_rng(self.seed)
+        if discrete_x and discrete_y:
+            v = discrete_mi(x, y, correction=self.correction)
+            return self._record("discrete", f"both discrete: plug-in with {self.correction}",
+                                discrete=v)
+        if discrete_x or discrete_y:
+            cont, disc = (y, x) if discrete_x else (x, y)
+            check_no_constant_columns(cont, "y" if discrete_x else "x")
+            labels = disc[:, 0] if disc.shape[1] == 1 else discrete_symbols(disc)[0]
+            _, counts = np.unique(labels, return_counts=True)
+            if counts.min() <= self.k:
+                raise ValueError(f"auto (KSG, k={self.k}) needs more than k samples in every class "
+                                 f"of the discrete variable; the smallest class has {counts.min()}.")
+            z = _jitter_ties(copula_normal_scores(cont), rng)
+            v = max(ksg_mi_mixed(z, labels, k=self.k), 0.0)
+            return self._record("ksg_mixed_copula", "one discrete: Ross KSG on normal scores",
+                                ksg_mixed_copula=v)
+        check_no_constant_columns(x, "x")
+        check_no_constant_columns(y, "y")
+        n, d = x.shape[0], x.shape[1] + y.shape[1]
+        if n <= d + 1:
+            raise ValueError(f"auto needs more samples than dimensions (n > d_x + d_y + 1 = {d + 1}); "
+                             f"got n={n}.")
+        gc = max(gaussian_copula_mi(x, y), 0.0)
+        if d > self.max_knn_dim:
+            return self._record("gaussian_copula", f"d_x + d_y = {d} > max_knn_dim: Gaussian copula",
+                                gaussian_copula=gc)
+        zx = _jitter_ties(copula_normal_scores(x), rng)
+        zy = _jitter_ties(copula_normal_scores(y), rng)
+        kv = max(ksg_mi(zx, zy, k=self.k), 0.0)
+        chosen = "ksg_copula" if kv > gc else "gaussian_copula"
+        return self._record(chosen, "both continuous, low dimension: max(Gaussian copula, KSG on "
+                            "normal scores)", gaussian_copula=gc, ksg_copula=kv)
