@@ -100,6 +100,19 @@ def test_truncated_checkpoint_restarts_the_seed_cleanly(tmp_path, monkeypatch, c
                                   small_reference[COLS].reset_index(drop=True))
 
 
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_interrupted_run_on_cuda_resumes_to_identical_results(tmp_path, monkeypatch):
+    """The checkpoint's generator state is read back on the CPU even when training runs on the GPU."""
+    cfg = Config(**{**SMALL, "device": "cuda"})
+    reference = run_seed(cfg, 1, tmp_path / "ref")
+    calls = _interrupt_at_call(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        run_seed(cfg, 1, tmp_path / "cut")
+    calls["n"] = -10**6
+    resumed = run_seed(cfg, 1, tmp_path / "cut")
+    pd.testing.assert_frame_equal(resumed[COLS].reset_index(drop=True), reference[COLS].reset_index(drop=True))
+
+
 def test_planted_or_foreign_checkpoint_is_refused(tmp_path):
     import io
     import pickle
