@@ -11,6 +11,7 @@ from ibscope.cli import main
 from ibscope.experiments import _tishby, runner
 from ibscope.experiments._tishby import Config, run_seed
 from ibscope.tracking import ActivationRecorder
+from ibscope.training import CheckpointError, load_checkpoint
 
 H_Y = 0.99916  # bits, the 12-bit task's label entropy
 
@@ -42,31 +43,119 @@ def test_last_hidden_layer_learns_the_label(trained):
     assert trained.loc[trained["epoch"] == 600, "test_acc"].iloc[0] > 0.85
 
 
-def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch):
-    cfg = Config(epochs=40, n_snapshots=8, hidden=[10, 7, 5], estimators={"binning": {}})
-    reference = run_seed(cfg, 1, tmp_path / "ref")
+SMALL = dict(epochs=40, n_snapshots=8, hidden=[10, 7, 5], estimators={"binning": {}})
+COLS = ["epoch", "layer", "estimator", "i_xt", "i_ty", "train_acc", "test_acc"]
 
+
+@pytest.fixture(scope="module")
+def small_reference(tmp_path_factory):
+    """An uninterrupted run of the small setting (seed 1)."""
+    return run_seed(Config(**SMALL), 1, tmp_path_factory.mktemp("ref"))
+
+
+def _interrupt_at_call(monkeypatch, n):
+    """Make the n-th ActivationRecorder.record call (from the snapshot callback) raise KeyboardInterrupt."""
     calls = {"n": 0}
     original = ActivationRecorder.record
 
     def flaky(self, epoch):
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == n:
             raise KeyboardInterrupt  # Ctrl-C in the middle of the run
         return original(self, epoch)
 
     monkeypatch.setattr(ActivationRecorder, "record", flaky)
+    return calls
+
+
+def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch, small_reference):
+    cfg, reference = Config(**SMALL), small_reference
+    calls = _interrupt_at_call(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         run_seed(cfg, 1, tmp_path / "cut")
     kept = pd.read_parquet(tmp_path / "cut" / "infoplane.parquet")
     assert kept["epoch"].nunique() == 4  # every finished snapshot survived
     assert ActivationRecorder.epochs_on_disk(tmp_path / "cut" / "activations") == sorted(kept["epoch"].unique())
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == sorted(kept["epoch"].unique())[-1]
 
     calls["n"] = -10**6  # no more interruptions; count recomputed snapshots
     resumed = run_seed(cfg, 1, tmp_path / "cut")
     assert calls["n"] == -10**6 + (reference["epoch"].nunique() - 4)  # finished snapshots not recomputed
-    cols = ["epoch", "layer", "estimator", "i_xt", "i_ty", "train_acc", "test_acc"]
-    pd.testing.assert_frame_equal(resumed[cols].reset_index(drop=True), reference[cols].reset_index(drop=True))
+    pd.testing.assert_frame_equal(resumed[COLS].reset_index(drop=True), reference[COLS].reset_index(drop=True))
+
+
+def test_truncated_checkpoint_restarts_the_seed_cleanly(tmp_path, monkeypatch, caplog, small_reference):
+    cfg = Config(**SMALL)
+    calls = _interrupt_at_call(monkeypatch, 6)
+    with pytest.raises(KeyboardInterrupt):
+        run_seed(cfg, 1, tmp_path)
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:200])  # e.g. the disk filled up under a non-atomic copy
+    calls["n"] = -10**6
+    with caplog.at_level("WARNING"):
+        again = run_seed(cfg, 1, tmp_path)  # no EOFError on every retry: detected, said, restarted
+    assert "damaged" in caplog.text and (tmp_path / "checkpoint.pt.damaged").is_file()
+    assert load_checkpoint(ckpt)["epoch"] == cfg.epochs
+    pd.testing.assert_frame_equal(again[COLS].reset_index(drop=True),
+                                  small_reference[COLS].reset_index(drop=True))
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_interrupted_run_on_cuda_resumes_to_identical_results(tmp_path, monkeypatch):
+    """The checkpoint's generator state is read back on the CPU even when training runs on the GPU."""
+    cfg = Config(**{**SMALL, "device": "cuda"})
+    reference = run_seed(cfg, 1, tmp_path / "ref")
+    calls = _interrupt_at_call(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        run_seed(cfg, 1, tmp_path / "cut")
+    calls["n"] = -10**6
+    resumed = run_seed(cfg, 1, tmp_path / "cut")
+    pd.testing.assert_frame_equal(resumed[COLS].reset_index(drop=True), reference[COLS].reset_index(drop=True))
+
+
+def test_planted_or_foreign_checkpoint_is_refused(tmp_path):
+    import io
+    import pickle
+
+    import torch
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    buf = io.BytesIO()
+    torch.save({"format": "ibscope.fit/1", "x": Evil()}, buf, pickle_module=pickle)
+    (tmp_path / "planted").mkdir()
+    (tmp_path / "planted" / "checkpoint.pt").write_bytes(buf.getvalue())
+    cfg = Config(**{**SMALL, "epochs": 3, "n_snapshots": 2})
+    with pytest.raises(CheckpointError, match="Refusing to load checkpoint"):
+        run_seed(cfg, 0, tmp_path / "planted")
+    # the format written before the experiments trained through fit: said so, not guessed at
+    (tmp_path / "old").mkdir()
+    torch.save({"model": {}, "optimizer": {}, "generator": torch.Generator().get_state(), "epoch": 2},
+               tmp_path / "old" / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="not an ibscope fit checkpoint"):
+        run_seed(cfg, 0, tmp_path / "old")
+
+
+def test_unbounded_layers_get_fixed_width_bins():
+    from ibscope.estimators import Binning
+
+    est = _tishby._layer_estimator("binning", {"n_bins": 30}, "relu", "bits")
+    assert est.value_range is None and est.bin_width == pytest.approx(2 / 30)
+    tanh = _tishby._layer_estimator("binning", {"n_bins": 30}, "tanh", "bits")
+    assert tanh.value_range == (-1.0, 1.0) and tanh.bin_width is None
+    explicit = _tishby._layer_estimator("binning", {"bin_width": 0.5}, "tanh", "bits")
+    assert explicit.bin_width == 0.5 and explicit.value_range is None
+    # fixed width: small ReLU activations fall into few bins, as the same values must whatever the
+    # snapshot's spread; per-snapshot min/max bins would be blind to the scale (the Saxe artefact)
+    rng = np.random.default_rng(0)
+    acts = np.maximum(rng.standard_normal((4096, 3)), 0)
+    y = (acts[:, 0] > 0.5).astype(int)
+    big, small = est.plane(acts, y)[0], est.plane(0.05 * acts, y)[0]
+    stretch = Binning(n_bins=30)
+    assert stretch.plane(acts, y)[0] == pytest.approx(stretch.plane(0.05 * acts, y)[0])
+    assert small < big - 1.0
 
 
 def test_bad_config_fails_before_training(tmp_path):

@@ -26,7 +26,9 @@ With ``checkpoint_dir``, one file ``checkpoint.pt`` is written atomically
 containers (model and optimizer state, the epoch and step counters, the
 shuffling generator, torch's global RNG state, the per-epoch history and each
 callback's ``state_dict``) and is read back with ``torch.load(...,
-weights_only=True)``: a planted file holding pickled objects is refused, never
+weights_only=True)`` onto the CPU (``load_state_dict`` moves the model's and
+the optimizer's tensors to their parameters' device; generator states must
+stay on the CPU): a planted file holding pickled objects is refused, never
 executed. A damaged (truncated) checkpoint is reported, moved aside to
 ``checkpoint.pt.damaged`` and the run starts over from epoch 0.
 
@@ -259,7 +261,7 @@ class TensorBatches:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # a CPU generator, whatever the map_location
 
 
 class BatchLoss:
@@ -361,7 +363,9 @@ def _restore(path: Path, state: TrainState, data: Any, callbacks: Sequence[Callb
              fingerprint: dict[str, Any]) -> bool:
     """Load ``path`` into the objects; False (file moved aside) when the file is damaged."""
     try:
-        payload = load_checkpoint(path, map_location=state.device)
+        # on the CPU: the generator states must stay there (a CUDA copy is refused by set_state);
+        # load_state_dict moves the model's and the optimizer's tensors to the parameters' device
+        payload = load_checkpoint(path, map_location="cpu")
     except CheckpointError:
         raise
     except (EOFError, RuntimeError, OSError, ValueError) as e:

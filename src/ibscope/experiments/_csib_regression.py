@@ -112,6 +112,7 @@ class _Net(nn.Module):
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
     """Train one method with one seed; rows: test_rmse and train_rmse (target units)."""
     from ..objectives import CSIBLoss
+    from ..training import BatchLoss, TensorBatches, fit
 
     cfg = config if isinstance(config, Config) else Config(**config)
     out = Path(out_dir)
@@ -132,28 +133,19 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     net = _Net(cfg, xtr.shape[1], ytr.shape[1], seed).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     crit = CSIBLoss(cfg.beta, sigma_x=cfg.sigma, sigma_z=cfg.sigma, sigma_y=cfg.sigma_y) if cfg.method == "csib" else None
-    gen = torch.Generator().manual_seed(seed)
-    n = xtr_t.shape[0]
-    epochs = range(cfg.epochs)
-    if progress:
-        from tqdm.auto import tqdm
 
-        epochs = tqdm(epochs, desc=f"{cfg.method} seed {seed}")
-    for _ in epochs:
-        net.train()
-        for idx in torch.split(torch.randperm(n, generator=gen).to(dev), cfg.batch_size):
-            if idx.numel() < 2:
-                continue
-            z, pred = net(xtr_t[idx])
-            if crit is None:
-                loss = nn.functional.mse_loss(pred, ytr_t[idx])
-            else:
-                loss, _ = crit(xtr_t[idx], z, ytr_t[idx], pred)
-            if not bool(torch.isfinite(loss.detach())):
-                raise FloatingPointError(f"csib_regression: the {cfg.method} loss became non-finite; lower 'lr'.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    def objective(model: nn.Module, batch: tuple) -> Any:
+        x, y = batch
+        z, pred = model(x)
+        if crit is None:
+            return nn.functional.mse_loss(pred, y)
+        loss, terms = crit(x, z, y, pred)
+        return loss, {k: v for k, v in terms.items() if isinstance(v, (int, float))}
+
+    # minibatches of fewer than 2 examples are skipped (the CS kernels need pairs); the same order for both methods
+    batches = TensorBatches((xtr_t, ytr_t), cfg.batch_size, seed=seed, min_batch_size=2)
+    fit(net, BatchLoss(objective), batches, opt, epochs=cfg.epochs, device=dev, progress=progress,
+        desc=f"{cfg.method} seed {seed}")
     net.eval()
     with torch.no_grad():
         pte = net(xte_t)[1].cpu().double().numpy() * sy + my

@@ -169,6 +169,7 @@ def _accuracy(probs: torch.Tensor, y: torch.Tensor) -> float:
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
     """Train one method with one seed; rows of test/train accuracy and IIW. Resumes from ``out_dir``."""
     from ..objectives import VIBLoss, train_gibbs
+    from ..training import BatchLoss, fit
     from ..weights import iiw, init_prior
 
     cfg = config if isinstance(config, Config) else Config(**config)
@@ -200,25 +201,20 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr,
                               weight_decay=cfg.weight_decay if cfg.method == "l2" else 0.0)
-        vib_loss = VIBLoss(cfg.vib_beta) if cfg.method == "vib" else None
-        gen = torch.Generator().manual_seed(seed)   # same minibatch order as train_gibbs
-        epochs = range(cfg.epochs)
-        if progress:
-            from tqdm.auto import tqdm
+        if cfg.method == "vib":
+            vib_loss = VIBLoss(cfg.vib_beta)
 
-            epochs = tqdm(epochs, desc=f"{cfg.method} seed {seed}")
-        for _ in epochs:
-            model.train()
-            for idx in torch.split(torch.randperm(n, generator=gen).to(dev), cfg.batch_size):
-                if vib_loss is not None:
-                    loss, _ = vib_loss(model(xtr[idx]), ytr[idx])
-                else:
-                    loss = ce(model(xtr[idx]), ytr[idx])
-                if not bool(torch.isfinite(loss.detach())):
-                    raise FloatingPointError(f"ib_compare: the {cfg.method} loss became non-finite; lower 'lr'.")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            def objective(m: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, float]]:
+                loss, terms = vib_loss(m(batch[0]), batch[1])
+                return loss, {k: v for k, v in terms.items() if isinstance(v, (int, float))}
+
+            loss_fn: Any = BatchLoss(objective)
+        else:
+            loss_fn = nn.CrossEntropyLoss()
+        # the minibatch order of train_gibbs (a generator seeded with the seed); dropout and the
+        # VIB samples draw from torch's global RNG, seeded above
+        fit(model, loss_fn, (xtr, ytr), opt, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
+            device=dev, progress=progress, desc=f"{cfg.method} seed {seed}")
         model.eval()
         if cfg.method == "vib":
             def predict(x: torch.Tensor) -> torch.Tensor:

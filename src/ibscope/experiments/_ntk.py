@@ -8,9 +8,10 @@ I(X;Z) bounds, the Gibbs and Bayes losses, the KL bound on I(Z;D|X), the
 expected MSE, the accuracy of the ensemble mean and the Fisher trace
 (:mod:`ibscope.ntk`), on the training and on the test points. Next to them an
 ensemble of ``n_networks`` finite networks of the same architecture (width
-``width``) is trained by full-batch gradient descent on ``0.5 * mean((f -
-y)**2)`` with step ``lr = lr_scale * n k / lambda_max(Theta)`` (half the
-stability limit for ``lr_scale = 1``), so ``t = lr * step``; it reports its MSE,
+``width``) is trained by full-batch gradient descent (:func:`ibscope.training.fit`
+with ``torch.optim.SGD``, one step per epoch) on ``0.5 * mean((f - y)**2)``
+with step ``lr = lr_scale * n k / lambda_max(Theta)`` (half the stability
+limit for ``lr_scale = 1``), so ``t = lr * step``; it reports its MSE,
 accuracy, empirical Fisher trace, the deviation of its mean prediction from the
 infinite-width mean, and the deviation of each network from its own linearized
 (infinite-width) prediction started at the same initial outputs; both
@@ -48,6 +49,7 @@ import torch
 
 from .._validation import Interval, Options, resolve_device, validate_params
 from ..ntk import ACTIVATIONS, GradientFlowMSE, ensemble_information, fisher_trace, kernels
+from ..training import BatchLoss, Callback, TrainState, fit
 
 NAME = "ntk"
 
@@ -198,6 +200,55 @@ def _empirical_fisher(params: list[torch.Tensor], x: torch.Tensor, cfg: Config) 
 # --------------------------------------------------------------------------- #
 # One seed
 # --------------------------------------------------------------------------- #
+class _Ensemble(torch.nn.Module):
+    """The finite networks as one module (their stacked weights are its parameters), for :func:`fit`."""
+
+    def __init__(self, params: list[torch.Tensor], cfg: Config):
+        super().__init__()
+        self.params = torch.nn.ParameterList([torch.nn.Parameter(p.detach()) for p in params])
+        self.cfg = cfg
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _forward(list(self.params), x, self.cfg)
+
+
+def _ensemble_mse(model: _Ensemble, batch: tuple) -> torch.Tensor:
+    """0.5 * mean squared error of every member, summed over the members (each follows its own gradient)."""
+    x, y = batch
+    return 0.5 * ((model(x) - y[None]) ** 2).mean(dim=(1, 2)).sum()
+
+
+class _FiniteCurves(Callback):
+    """At the steps of the time grid: MSE, accuracy, deviations from infinite width, Fisher trace."""
+
+    def __init__(self, cfg: Config, steps_grid: np.ndarray, lr: float, xf: torch.Tensor, xs: torch.Tensor,
+                 fisher_x: torch.Tensor, tens: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
+                 mu_inf: dict[str, torch.Tensor], lin: dict[str, torch.Tensor], y_rms: float):
+        self.cfg, self.lr, self.xf, self.xs, self.fisher_x = cfg, lr, xf, xs, fisher_x
+        self.tens, self.labels, self.mu_inf, self.lin, self.y_rms = tens, labels, mu_inf, lin, y_rms
+        self.index = {int(step): i for i, step in enumerate(steps_grid)}
+        self.records: list[tuple[float, str, str, float]] = []
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if state.epoch in self.index:
+            self.record(state.model, state.epoch)
+
+    def record(self, model: _Ensemble, step: int) -> None:
+        idx, params, cfg = self.index[step], list(model.params), self.cfg
+        t_now = float(step * self.lr)
+        with torch.no_grad():
+            outs = {"train": _forward(params, self.xf, cfg), "test": _forward(params, self.xs, cfg)}
+        for split, out in outs.items():
+            y = self.tens[f"y_{split}"]
+            self.records += [
+                (t_now, split, "mse_loss", float(0.5 * ((out - y[None]) ** 2).mean())),
+                (t_now, split, "accuracy", float((out.mean(0).argmax(1) == self.labels[split]).double().mean())),
+                (t_now, split, "mean_deviation", _rms(out.mean(0) - self.mu_inf[split][idx]) / self.y_rms),
+                (t_now, split, "lin_deviation", _rms(out - self.lin[split][:, idx]) / self.y_rms),
+            ]
+        self.records.append((t_now, "train", "fisher_trace", _empirical_fisher(params, self.fisher_x, cfg)))
+
+
 def _rows(df: pd.DataFrame, **cols: Any) -> pd.DataFrame:
     for k, v in cols.items():
         df[k] = v
@@ -275,41 +326,15 @@ def _run_dataset(cfg: Config, spec: str, seed: int, device: Any, progress: bool)
                                     for e in range(cfg.n_networks)])}
         labels = {"train": torch.as_tensor(data["labels_train"], device=device),
                   "test": torch.as_tensor(data["labels_test"], device=device)}
-        records = []
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=int(steps_grid[-1]) if len(steps_grid) else 0, desc=f"{spec} GD", leave=False)
-        step, idx = 0, 0
-        while idx < len(steps_grid):
-            if step == steps_grid[idx]:
-                with torch.no_grad():
-                    outs = {"train": _forward(params, xf, cfg), "test": _forward(params, xs, cfg)}
-                for split, out in outs.items():
-                    y = tens[f"y_{split}"]
-                    t_now = float(step * lr)
-                    records += [
-                        (t_now, split, "mse_loss", float(0.5 * ((out - y[None]) ** 2).mean())),
-                        (t_now, split, "accuracy", float((out.mean(0).argmax(1) == labels[split]).double().mean())),
-                        (t_now, split, "mean_deviation", _rms(out.mean(0) - mu_inf[split][idx]) / y_rms),
-                        (t_now, split, "lin_deviation", _rms(out - lin[split][:, idx]) / y_rms),
-                    ]
-                records.append((float(step * lr), "train", "fisher_trace", _empirical_fisher(params, fisher_x, cfg)))
-                idx += 1
-                if idx == len(steps_grid):
-                    break
-            out = _forward(params, xf, cfg)
-            loss = 0.5 * ((out - tens["y_train"][None]) ** 2).mean(dim=(1, 2)).sum()  # sum over members
-            grads = torch.autograd.grad(loss, params)
-            with torch.no_grad():
-                for p_, g_ in zip(params, grads, strict=True):
-                    p_.sub_(lr * g_)
-            step += 1
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+        curves = _FiniteCurves(cfg, steps_grid, lr, xf, xs, fisher_x, tens, labels, mu_inf, lin, y_rms)
+        ensemble = _Ensemble(params, cfg)
+        if steps_grid[-1] == 0:  # every later time point needs more than finite_max_steps steps
+            curves.record(ensemble, 0)
+        else:
+            # full-batch gradient descent: one "epoch" of fit is one step over the whole training set
+            fit(ensemble, BatchLoss(_ensemble_mse), [(xf, tens["y_train"])], torch.optim.SGD(ensemble.parameters(), lr=lr),
+                epochs=int(steps_grid[-1]), callbacks=[curves], device=device, progress=progress, desc=f"{spec} GD")
+        records = curves.records
         fin = pd.DataFrame(records, columns=["t", "split", "quantity", "value"])
         fin["unit"], fin["source"] = "none", "finite"
         frames.append(fin)

@@ -10,9 +10,19 @@ training fraction, ~300 log-spaced snapshots. Unlike the reference code the
 train/test split is shuffled (stratified, seeded), values outside the binning
 range are clipped rather than wrapped, and test metrics are really computed.
 
-Each seed runs in its own directory with a checkpoint (model, optimizer and
-RNG state) written atomically at every snapshot, so a crashed or interrupted
-run resumes at its last snapshot without recomputing or losing anything.
+Binning uses fixed edges on every layer: ``n_bins`` bins over a bounded
+activation's range, and on unbounded activations (ReLU, ...) bins of fixed
+width ``2 / n_bins`` (or the ``bin_width`` / ``value_range`` given), never
+each snapshot's own min/max, which would stretch with the activations and
+show a ReLU layer "compressing" (the contrast of Saxe et al. [2]_ needs
+fixed-width bins).
+
+Training goes through :func:`ibscope.training.fit`; the snapshots are a
+callback at the scheduled epochs. Each seed runs in its own directory with
+fit's checkpoint (model, optimizer and RNG state; written atomically at
+every snapshot epoch, read with ``weights_only=True``), so a crashed or
+interrupted run resumes at its last snapshot without recomputing or losing
+anything; a truncated checkpoint is moved aside and the seed starts over.
 
 References
 ----------
@@ -38,8 +48,9 @@ from torch import nn
 from .. import estimators as est_registry
 from ..data import load_twelve_bit_mat, train_test_split, twelve_bit
 from ..models import ACTIVATION_BOUNDS, ACTIVATIONS, INITS, MLP
-from ..store import TableWriter, atomic_write_bytes
+from ..store import TableWriter
 from ..tracking import ActivationRecorder, log_schedule
+from ..training import Callback, TrainState, fit
 
 NAME = "tishby"
 PLANE_ESTIMATORS = ("binning", "adaptive_binning", "kde_upper", "kde_lower", "adaptive_kde")
@@ -69,7 +80,9 @@ class Config:
     estimators : dict
         Estimator name -> parameters. Binning ranges and adaptive-binning
         floors default to each layer's activation bounds (tanh (-1, 1),
-        softmax (0, 1); unbounded layers use the snapshot's own min/max).
+        softmax (0, 1)); unbounded layers (ReLU, ...) get fixed-width bins of
+        width ``2 / n_bins`` (never the snapshot's own min/max); an explicit
+        ``value_range`` or ``bin_width`` applies to every layer.
     unit : str
         'bits' or 'nats'.
     keep_activations : bool
@@ -155,11 +168,26 @@ DEMO_SEEDS = 3
 
 
 def _layer_estimator(name: str, params: dict[str, Any], activation: str, unit: str):
-    """The estimator for one layer: binning range / adaptive floor from the activation's bounds."""
+    """The estimator for one layer: binning edges / adaptive floor from the activation's bounds.
+
+    ``binning`` without ``value_range`` or ``bin_width`` gets fixed edges on
+    every layer, never the snapshot's own min/max (which stretch with the
+    activations and make an unbounded layer look compressed, the artefact
+    Saxe et al. [2]_ point out): ``n_bins`` bins over the range of a bounded
+    activation (tanh (-1, 1), sigmoid and softmax (0, 1)), and on an
+    unbounded one (relu, elu, softplus, silu, leaky_relu, linear) unbounded
+    bins of width ``2 / n_bins`` anchored at 0, the width of the same
+    ``n_bins`` over a tanh layer, so the tanh and ReLU arms of a comparison
+    quantize at the same resolution. An explicit ``value_range`` or
+    ``bin_width`` applies to every layer as given.
+    """
     p = dict(params or {})
     lo, hi = ACTIVATION_BOUNDS.get(activation, (None, None))
-    if name == "binning" and "value_range" not in p and "bin_width" not in p and lo is not None and hi is not None:
-        p["value_range"] = (lo, hi)
+    if name == "binning" and "value_range" not in p and "bin_width" not in p:
+        if lo is not None and hi is not None:
+            p["value_range"] = (lo, hi)
+        else:
+            p["bin_width"] = 2.0 / p.get("n_bins", est_registry.get("binning").n_bins)  # n_bins: validated
     if name == "adaptive_binning" and "floor" not in p and lo is not None and activation in ("relu", "softplus", "sigmoid"):
         p["floor"] = lo
     return est_registry.get(name, unit=unit, **p)
@@ -189,7 +217,16 @@ def _metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
 
 
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
-    """Train one network and return its information-plane rows (one per epoch, layer, estimator)."""
+    """Train one network and return its information-plane rows (one per epoch, layer, estimator).
+
+    Training goes through :func:`ibscope.training.fit` with ``out_dir`` as its
+    checkpoint directory (one ``checkpoint.pt``, written at every snapshot
+    epoch and read with ``weights_only=True``). A rerun resumes from it and
+    skips the snapshots already in ``out_dir/infoplane.parquet``; a planted
+    checkpoint holding pickled objects is refused
+    (:class:`ibscope.training.CheckpointError`); a truncated one is moved aside
+    and the seed starts over from epoch 0.
+    """
     config.validate()
     previous = torch.get_num_threads()
     if config.torch_threads:
@@ -198,6 +235,46 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
         return _run_seed(config, seed, Path(out_dir), progress)
     finally:
         torch.set_num_threads(previous)
+
+
+class _PlaneSnapshots(Callback):
+    """At the scheduled epochs: record every layer, estimate its plane, add the rows to the table.
+
+    Private to the experiment (its row schema); the rows on disk are its
+    state, so resuming skips the epochs already estimated (training is
+    deterministic given the config and the seed, so those rows are exactly
+    what the resumed trajectory would give).
+    """
+
+    def __init__(self, *, seed: int, recorder: ActivationRecorder, estimators: dict, layer_names: list[str],
+                 labels: np.ndarray, train: tuple[torch.Tensor, torch.Tensor],
+                 test: tuple[torch.Tensor, torch.Tensor], unit: str, table: TableWriter):
+        self.seed, self.recorder, self.estimators, self.layer_names = seed, recorder, estimators, layer_names
+        self.labels, self.train, self.test, self.unit, self.table = labels, train, test, unit, table
+        frame = table.frame()
+        self.done = set(frame["epoch"].unique().tolist()) if len(frame) else set()
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        epoch = state.epoch
+        if epoch not in self.recorder.schedule or epoch in self.done:
+            return
+        acts = self.recorder.record(epoch)
+        tr_loss, tr_acc = _metrics(state.model, *self.train)
+        te_loss, te_acc = _metrics(state.model, *self.test)
+        rows = []
+        for (name, layer), est in self.estimators.items():
+            t0 = time.perf_counter()
+            i_xt, i_ty = est.plane(acts[layer], self.labels)
+            rows.append({
+                "seed": self.seed, "epoch": epoch, "layer": layer,
+                "layer_index": self.layer_names.index(layer) + 1, "estimator": name,
+                "i_xt": i_xt, "i_ty": i_ty, "unit": self.unit,
+                "train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc,
+                "seconds": time.perf_counter() - t0,
+            })
+        self.table.add(rows)
+        self.table.flush()  # before fit writes the checkpoint of this epoch
+        self.done.add(epoch)
 
 
 def _run_seed(config: Config, seed: int, out_dir: Path, progress: bool) -> pd.DataFrame:
@@ -213,7 +290,6 @@ def _run_seed(config: Config, seed: int, out_dir: Path, progress: bool) -> pd.Da
 
     model = MLP(x_np.shape[1], config.hidden, 2, activation=config.activation, init=config.init, seed=seed).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    gen = torch.Generator(device="cpu").manual_seed(seed + 1_000_003)
     schedule = log_schedule(config.epochs, config.n_snapshots)
     recorder = ActivationRecorder(model, x_all, out_dir=out_dir / "activations" if config.keep_activations else None,
                                   schedule=schedule)
@@ -221,81 +297,15 @@ def _run_seed(config: Config, seed: int, out_dir: Path, progress: bool) -> pd.Da
     ests = {(name, layer): _layer_estimator(name, params, layer_acts[layer], config.unit)
             for name, params in config.estimators.items() for layer in model.layer_names}
     table = TableWriter(out_dir / "infoplane.parquet")
-    ckpt_path = out_dir / "checkpoint.pt"
-
-    start_epoch = 0
-    if ckpt_path.exists():  # resume after a crash or Ctrl-C
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        start_epoch = int(state["epoch"])
-    done = set(table.frame()["epoch"].unique().tolist()) if len(table.frame()) else set()
-
-    def snapshot(epoch: int) -> None:
-        acts = recorder.record(epoch)
-        tr_loss, tr_acc = _metrics(model, x_tr, y_tr)
-        te_loss, te_acc = _metrics(model, x_te, y_te)
-        rows = []
-        for (name, layer), est in ests.items():
-            t0 = time.perf_counter()
-            i_xt, i_ty = est.plane(acts[layer], y_np)
-            rows.append({
-                "seed": seed, "epoch": epoch, "layer": layer,
-                "layer_index": model.layer_names.index(layer) + 1, "estimator": name,
-                "i_xt": i_xt, "i_ty": i_ty, "unit": config.unit,
-                "train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc,
-                "seconds": time.perf_counter() - t0,
-            })
-        table.add(rows)
-        table.flush()
-        buf = _checkpoint_bytes(model, opt, gen, epoch)
-        atomic_write_bytes(ckpt_path, buf)
-
-    if start_epoch == 0 and 0 not in done:
-        snapshot(0)
-    n_train = x_tr.shape[0]
-    bs = min(config.batch_size, n_train)
-    loss_fn = nn.CrossEntropyLoss()
-    bar = _progress(progress, config.epochs, start_epoch, f"seed {seed}")
-    model.train()
+    snapshots = _PlaneSnapshots(seed=seed, recorder=recorder, estimators=ests, layer_names=list(model.layer_names),
+                                labels=y_np, train=(x_tr, y_tr), test=(x_te, y_te), unit=config.unit, table=table)
     try:
-        for epoch in range(start_epoch + 1, config.epochs + 1):
-            perm = torch.randperm(n_train, generator=gen).to(device)
-            for i in range(0, n_train, bs):
-                idx = perm[i:i + bs]
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x_tr[idx]), y_tr[idx])
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"Non-finite training loss at epoch {epoch} (seed {seed}); lower 'lr'.")
-                loss.backward()
-                opt.step()
-            if epoch in recorder.schedule and epoch not in done:
-                snapshot(epoch)
-            if bar is not None:
-                bar.update(1)
+        fit(model, nn.CrossEntropyLoss(), (x_tr, y_tr), opt, epochs=config.epochs, callbacks=[snapshots],
+            checkpoint_dir=out_dir, checkpoint_every=schedule, device=device, progress=progress,
+            batch_size=config.batch_size, seed=seed + 1_000_003, desc=f"seed {seed}")
     finally:
-        if bar is not None:
-            bar.close()
         table.flush()
     return table.frame().sort_values(["epoch", "estimator", "layer_index"]).reset_index(drop=True)
-
-
-def _checkpoint_bytes(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, epoch: int) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                "generator": gen.get_state(), "epoch": epoch}, buf)
-    return buf.getvalue()
-
-
-def _progress(enabled: bool, total: int, initial: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
 
 
 def label_entropy(config: Config) -> float:
