@@ -386,6 +386,9 @@ def test_fisher_hook_engine_equals_vmap_engine(kind):
         assert b.trace == pytest.approx(a.trace, rel=1e-6)
         for k in a.per_layer:
             assert b.per_layer[k] == pytest.approx(a.per_layer[k], rel=1e-6, abs=1e-12)
+    lin = torch.nn.Linear(3, 3)
+    shared = torch.nn.Sequential(lin, torch.nn.Tanh(), lin)  # one layer called twice: hooks cannot give norms
+    data = [(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))]
     with pytest.raises(ValueError, match="engine='hooks'"):
-        fisher(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3)), [(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))],
-               engine="hooks")
+        fisher(shared, data, engine="hooks")
+    assert fisher(shared, data).trace == pytest.approx(fisher(shared, data, engine="vmap").trace, rel=1e-6)

@@ -12,11 +12,13 @@ PIB minimizes E_{p(w|S)}[L_S(w)] + beta * I(w;S). Two tools here:
 
   over m examples: the empirical Fisher as a mean of *squared* per-example
   projections (the reference code squared the mean gradient). The m
-  per-example gradients -- the expensive part -- are recomputed every
-  ``interval`` steps at the then-current weights (``torch.func``); in
-  between, the quadratic form is evaluated at the current weights with that
-  frozen Fisher, so the term is differentiable at every step (gradient
-  n F dw). At a refresh the value equals ``ibscope.weights.iiw(...)`` on the
+  per-example gradients -- the expensive part -- are captured every
+  ``interval`` steps at the then-current weights by the engine shared with
+  :func:`ibscope.weights.iiw` and :func:`ibscope.weights.fisher`
+  (:mod:`ibscope.weights._pergrad`: layer inputs and output gradients, no
+  (m, parameters) matrix for Linear / Conv2d layers); in between, the
+  quadratic form is evaluated at the current weights with that frozen
+  Fisher, so the term is differentiable at every step (gradient n F dw). At a refresh the value equals ``ibscope.weights.iiw(...)`` on the
   same examples (tested). Alternatively any ``iiw_fn(model)`` can be
   plugged in; it is then evaluated every ``interval`` steps (its gradient,
   if it has one, is applied on those steps; the last value is reported in
@@ -47,12 +49,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
 
 from .._units import LN2, check_unit
 from .._validation import NONE, InstanceOf, Interval, validate_params
 from ..weights import snapshot_parameters
 from ..weights._common import resolve_prior_mean
+from ..weights._pergrad import Capture, capture, per_example_loss
 from ._schedule import AnnealingSchedule, check_weight, resolve_weight
 from ._sgld import SGLD, PolynomialDecay, PosteriorEnsemble
 
@@ -63,34 +65,38 @@ def _named_params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _captures(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+              batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[Capture]:
+    """One :class:`~ibscope.weights._pergrad.Capture` per batch, the model in eval mode."""
+    names = list(_named_params(model))
+    caps = []
+    was_training = model.training
+    model.eval()
+    try:
+        for xb, yb in batches:
+            caps.append(capture(model, names, lambda out, _y=yb: per_example_loss(loss_fn, out, _y), xb,
+                                owner="PIBLoss"))
+    finally:
+        model.train(was_training)
+    if not caps:
+        raise ValueError("'batches' yielded no examples; the IIW term needs at least one minibatch.")
+    return caps
+
+
 def per_example_gradients(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                           batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """Per-example loss gradients, flattened over every trainable parameter: an (m, P) tensor.
 
     ``loss_fn(outputs, targets)`` may reduce by mean or return per-example
-    values; it is applied to one example at a time (``torch.func.vmap``).
-    The model runs in eval mode (restored afterwards). ``(1/m) G^T G`` is the
-    empirical Fisher.
+    values; it is applied to one example at a time. The model runs in eval
+    mode (restored afterwards). ``(1/m) G^T G`` is the empirical Fisher.
+    Computed by the shared engine of :mod:`ibscope.weights._pergrad` (the
+    same per-example gradients as ``torch.func.vmap(grad)``).
     """
-    params = {k: v.detach() for k, v in _named_params(model).items()}
-    buffers = {k: v.detach() for k, v in model.named_buffers()}
-
-    def one(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = functional_call(model, (p, buffers), (x.unsqueeze(0),))
-        return loss_fn(out, y.unsqueeze(0)).sum()
-
-    per_ex = vmap(grad(one), in_dims=(None, 0, 0))
     rows = []
-    was_training = model.training
-    model.eval()
-    try:
-        for xb, yb in batches:
-            g = per_ex(params, xb, yb)
-            rows.append(torch.cat([g[k].reshape(xb.shape[0], -1) for k in params], dim=1))
-    finally:
-        model.train(was_training)
-    if not rows:
-        raise ValueError("'batches' yielded no examples; the IIW term needs at least one minibatch.")
+    for cap in _captures(model, loss_fn, batches):
+        g = cap.gradients()
+        rows.append(torch.cat([g[k].reshape(cap.rows, -1) for k in cap.names], dim=1))
     return torch.cat(rows)
 
 
@@ -149,7 +155,7 @@ class PIBLoss(nn.Module):
         self.interval, self.iiw_fn = interval, iiw_fn
         self.calls_ = 0
         self.step_ = 0
-        self.grads_: torch.Tensor | None = None
+        self.captures_: list[Capture] | None = None
         self.last_iiw_: float = float("nan")    # nats
 
     def step(self) -> None:
@@ -159,16 +165,17 @@ class PIBLoss(nn.Module):
     def refresh(self) -> None:
         """Recompute the per-example gradients (the Fisher) at the current weights."""
         batches = self.batches() if callable(self.batches) else self.batches
-        self.grads_ = per_example_gradients(self._model[0], self.loss_fn, batches)
+        self.captures_ = _captures(self._model[0], self.loss_fn, batches)
 
     def quadratic_form(self) -> torch.Tensor:
         """(n/2) mean_i (dw . grad l_i)^2 at the current weights, frozen Fisher (differentiable, nats)."""
-        if self.grads_ is None:
+        if self.captures_ is None:
             self.refresh()
         params = _named_params(self._model[0])
-        dw = torch.cat([(p - self._prior[k]).reshape(-1) for k, p in params.items()])
-        proj = self.grads_.to(dw.dtype) @ dw
-        return 0.5 * self.n_train * (proj * proj).mean()
+        dw = {k: p - self._prior[k] for k, p in params.items()}
+        proj = torch.cat([c.projections(dw).sum(1) for c in self.captures_])
+        dtype = next(iter(params.values())).dtype
+        return (0.5 * self.n_train * (proj * proj).mean()).to(dtype)
 
     def forward(self, model: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         if model is not None and model is not self._model[0]:
