@@ -99,6 +99,11 @@ class Capture:
         self.records, self.owner = records, owner
         self._modules = {m: model.get_submodule(m) for m in records}
         self._params = dict(model.named_parameters())
+        # generic modules are differentiated later (lazily): keep their weights as they were at
+        # capture time, so that a kept Capture (PIBLoss's frozen Fisher) stays frozen
+        self._frozen = {m: {k: v.detach().clone() for k, v in mod.named_parameters(recurse=False)}
+                        for m, mod in self._modules.items() if not is_fast(mod)}
+        self._cache: dict[tuple[str, int], torch.Tensor] = {}
 
     # ----------------------------------------------------------------- helpers
     def _split(self, name: str) -> tuple[str, str, nn.Module]:
@@ -117,8 +122,9 @@ class Capture:
     def _local_grads(self, module: nn.Module, local: str, args: Any, kwargs: Any,
                      g: torch.Tensor, mod_name: str) -> torch.Tensor:
         """torch.func per-example gradient of one parameter of a generic module: (rows, *shape)."""
-        w = self._params[f"{mod_name}.{local}" if mod_name else local].detach()
-        fixed = {k: v.detach() for k, v in module.named_parameters(recurse=False) if k != local}
+        frozen = self._frozen[mod_name]
+        w = frozen[local]
+        fixed = {k: v for k, v in frozen.items() if k != local}
         if not self.per_example:
             def whole(wt: torch.Tensor) -> torch.Tensor:
                 return (functional_call(module, {**fixed, local: wt}, args, kwargs) * g).sum()
@@ -141,16 +147,19 @@ class Capture:
                               device=self._params[n].device) for n in self.names}
         for name in self.names:
             mod_name, local, module = self._split(name)
-            for args, kwargs, o, g in self.records[mod_name]:
+            for i, (args, kwargs, _, g) in enumerate(self.records[mod_name]):
                 if g is None:
                     continue
-                out[name] += self._grad_of(module, local, args, kwargs, g, mod_name)
+                out[name] += self._grad_of(module, local, args, kwargs, g, mod_name, i)
         return out
 
     def _grad_of(self, module: nn.Module, local: str, args: Any, kwargs: Any, g: torch.Tensor,
-                 mod_name: str) -> torch.Tensor:
+                 mod_name: str, call: int) -> torch.Tensor:
         if not is_fast(module) or kwargs or len(args) != 1 or local not in ("weight", "bias"):
-            return self._local_grads(module, local, args, kwargs, g, mod_name)
+            key = (f"{mod_name}.{local}", call)
+            if key not in self._cache:
+                self._cache[key] = self._local_grads(module, local, args, kwargs, g, mod_name)
+            return self._cache[key]
         a = args[0]
         if not self.per_example:  # the batch as one row
             a, g = a.unsqueeze(0), g.unsqueeze(0)
@@ -204,7 +213,7 @@ class Capture:
                         ug = u.reshape(n, module.groups, -1, u.shape[2])
                         cols.append(torch.einsum("ngop,ngkp->ngok", gg, ug).pow(2).sum((1, 2, 3)))
             else:
-                d = self._grad_of(module, local, args, kwargs, g, mod_name).to(torch.float64)
+                d = self._grad_of(module, local, args, kwargs, g, mod_name, 0).to(torch.float64)
                 cols.append(d.pow(2).reshape(d.shape[0], -1).sum(1))
         return torch.stack(cols, 1)
 
@@ -221,22 +230,24 @@ class Capture:
         for j, name in enumerate(self.names):
             mod_name, local, module = self._split(name)
             d = direction[name]
-            for args, kwargs, _, g in self.records[mod_name]:
+            for i, (args, kwargs, _, g) in enumerate(self.records[mod_name]):
                 if g is None:
                     continue
                 with torch.set_grad_enabled(track):
                     t = self._tangent(module, local, args, kwargs, d)
                     if t is None:  # generic module
                         if track:  # differentiable: through its per-example gradients
-                            gr = self._grad_of(module, local, args, kwargs, g, mod_name)
+                            gr = self._grad_of(module, local, args, kwargs, g, mod_name, i)
                             cols[j] = cols[j] + (gr * d).reshape(gr.shape[0], -1).sum(1).to(torch.float64)
                             continue
 
-                        def f(w: torch.Tensor, _local: str = local, _m: nn.Module = module,
-                              _a: Any = args, _k: Any = kwargs) -> torch.Tensor:
-                            return functional_call(_m, {_local: w}, _a, _k)
+                        frozen = self._frozen[mod_name]
+
+                        def f(w: torch.Tensor, _local: str = local, _m: nn.Module = module, _a: Any = args,
+                              _k: Any = kwargs, _fr: dict = frozen) -> torch.Tensor:
+                            return functional_call(_m, {**_fr, _local: w}, _a, _k)
                         with torch.no_grad():
-                            _, t = jvp(f, (self._params[name].detach(),), (d,))
+                            _, t = jvp(f, (frozen[local],), (d,))
                     prod = (g * (t if track else t.detach())).to(torch.float64)
                     cols[j] = cols[j] + self._fold(prod, mod_name)
         return torch.stack(cols, 1)
