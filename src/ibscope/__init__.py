@@ -77,6 +77,8 @@ def mutual_information(
 def __getattr__(name: str) -> Any:  # lazy submodules: ibscope.weights, ibscope.ntk, ...
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
+    if name == "WeightInformation":  # the weight-information callback (ibscope.weights)
+        return importlib.import_module(f"{__name__}.weights").WeightInformation
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
