@@ -272,7 +272,9 @@ def heldout_prior(model: nn.Module, loss_fn: Callable, heldout_data: Any, *, epo
     E_S[theta_S] (where independent training sets lead) far better than the
     initialization; the price is a held-out split and one extra training
     run. Pass the *untrained* model (same initialization as the analysed
-    run); it is deep-copied, never modified. Train it for as long as the
+    run); it is deep-copied, never modified, and the copy is trained with
+    :func:`ibscope.training.fit` (the batches of each epoch in a seeded
+    random order). Train it for as long as the
     analysed run (similar ``epochs``) so that the two share the
     data-independent drift.
 
