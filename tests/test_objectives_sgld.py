@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 import ibscope.training
-
 from ibscope.objectives import (
     SGLD,
     AnnealingSchedule,

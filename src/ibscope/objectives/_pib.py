@@ -50,9 +50,9 @@ import torch
 from torch import nn
 
 from .._units import LN2, check_unit
+from .._validation import NONE, InstanceOf, Interval, validate_params
 from ..training import BatchLoss, Callback, TensorBatches, TrainState, fit
 from ..training import NonFiniteLossError as _FitNonFinite
-from .._validation import NONE, InstanceOf, Interval, validate_params
 from ..weights import snapshot_parameters
 from ..weights._common import resolve_prior_mean
 from ..weights._pergrad import Capture, capture, per_example_loss
