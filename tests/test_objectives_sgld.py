@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import ibscope.training
 from ibscope.objectives import (
     SGLD,
     AnnealingSchedule,
@@ -248,16 +249,61 @@ def test_train_gibbs_stops_on_nonfinite_loss_with_last_good_state(tmp_path):
     SGLD.step = spy
     try:
         with pytest.raises(NonFiniteLossError, match=r"nan at step 6.*last good state.*saved") as info:
-            train_gibbs(net, loss_fn, x, y, epochs=3, batch_size=10, lr=0.01, checkpoint=tmp_path / "ckpt.pt")
+            train_gibbs(net, loss_fn, x, y, epochs=3, batch_size=10, lr=0.01, checkpoint_dir=tmp_path)
     finally:
         SGLD.step = real_step
-    assert info.value.step == 6
+    assert info.value.step == 6 and isinstance(info.value, ibscope.training.NonFiniteLossError)
     good = snapshots[-1]  # weights after the 6th (last successful) update
     for k, v in net.state_dict().items():
         assert torch.equal(v, good[k])
-    saved = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    saved = torch.load(info.value.checkpoint, weights_only=True)
     for k, v in saved["model"].items():
         assert torch.equal(v, good[k])
+
+
+def test_train_gibbs_resume_equals_uninterrupted(tmp_path):
+    """A chain with the PIB term, a decaying step and a posterior ensemble, stopped after an
+    epoch and resumed from fit's checkpoint, ends exactly where the uninterrupted one does."""
+    torch.manual_seed(0)
+    x = torch.randn(40, 2, dtype=torch.float64)
+    y = (x[:, 0] > 0).long()
+
+    def net():
+        torch.manual_seed(1)
+        return nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+
+    kw = {"batch_size": 16, "lr": 0.05, "beta": 0.01, "pib_interval": 4, "pib_examples": 12, "decay_b": 5.0,
+          "burn_in": 2, "thin": 2, "seed": 3}
+    a = net()
+    ref = train_gibbs(a, nn.functional.cross_entropy, x, y, epochs=4, **kw)
+
+    calls = {"n": 0}
+    real_step = SGLD.step
+
+    def crashing_step(self, closure=None):  # 3 steps per epoch: crash inside epoch 3
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return real_step(self, closure)
+
+    SGLD.step = crashing_step
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_gibbs(net(), nn.functional.cross_entropy, x, y, epochs=4, checkpoint_dir=tmp_path, **kw)
+    finally:
+        SGLD.step = real_step
+    b = net()
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(1.0)  # everything must come from the checkpoint
+    res = train_gibbs(b, nn.functional.cross_entropy, x, y, epochs=4, checkpoint_dir=tmp_path, **kw)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pb, pa, rtol=1e-12, atol=1e-12)
+    assert res.n_steps == ref.n_steps and len(res.ensemble) == len(ref.ensemble)
+    assert [h["epoch"] for h in res.history] == [1, 2, 3, 4]
+    for ha, hb in zip(ref.history, res.history, strict=True):
+        assert hb["loss"] == pytest.approx(ha["loss"], rel=1e-12) and hb["iiw"] == pytest.approx(ha["iiw"], rel=1e-9)
+    torch.testing.assert_close(res.ensemble.predict_proba(x), ref.ensemble.predict_proba(x))
 
 
 def test_train_gibbs_learns_and_keeps_samples():

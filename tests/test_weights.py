@@ -12,6 +12,7 @@ which cancels the trace term; see docs/weights.md).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -21,8 +22,9 @@ import torch
 from torch import nn
 
 from ibscope.models import MLP
+from ibscope.training import Callback
 from ibscope.weights import (
-    WeightInformationTracker,
+    WeightInformation,
     detect_phase_transition,
     fisher,
     iiw,
@@ -277,31 +279,113 @@ def test_information_lagrangian_kl_and_beta(trained_mlp):
 
 
 # --------------------------------------------------------------------------- #
-# tracker and phase detector
+# WeightInformation and phase detector
 # --------------------------------------------------------------------------- #
-def test_tracker_writes_and_resumes(tmp_path, trained_mlp):
-    model, prior, data, _, _ = trained_mlp
-    tr = WeightInformationTracker(tmp_path, loss_fn=CE, data=data[:2], schedule=[0, 2], prior_mean="init",
-                                  quantities=("iiw", "fisher"), seed=7)
-    tr.on_train_begin(model)
-    assert tr.on_epoch_end(1, model) is None
-    rows = tr.on_epoch_end(0, model)
+def test_weight_information_from_own_loop_writes_and_resumes(tmp_path, trained_mlp):
+    import json
+
+    model, _, data, _, _ = trained_mlp
+    net = copy.deepcopy(model)
+    wi = WeightInformation(CE, data[:2], quantities=("iiw", "fisher"), schedule=[0, 2], out_dir=tmp_path,
+                           seed=7, model=net)
+    with pytest.raises(RuntimeError, match="record epoch 0"):
+        wi.record(1)  # prior 'init' needs the initialization first
+    rows = wi.record(0)
     assert list(rows.columns) == ["seed", "epoch", "layer", "quantity", "value", "unit", "method"]
-    assert set(rows["quantity"]) == {"iiw", "fisher_trace"}
-    on_disk = pd.read_parquet(tmp_path / "weights.parquet")
+    assert set(rows["quantity"]) == {"iiw", "fisher"} and set(rows["seed"]) == {7}
+    assert rows[(rows.quantity == "iiw") & (rows.layer == "total")].value.iloc[0] == pytest.approx(0.0)
+    on_disk = pd.read_parquet(tmp_path / "weight_information.parquet")
     assert len(on_disk) == len(rows)
-    # a restarted run skips epoch 0 and keeps the init prior
-    tr2 = WeightInformationTracker(tmp_path, loss_fn=CE, data=data[:2], schedule=[0, 2], prior_mean="init",
-                                   quantities=("iiw", "fisher"), seed=7)
-    assert tr2.on_epoch_end(0, model) is None
-    tr2.on_epoch_end(2, model)
-    df = pd.read_parquet(tmp_path / "weights.parquet")
+    meta = json.loads((tmp_path / "weight_information.json").read_text())
+    assert meta["format"] == "ibscope.weight_information/1" and meta["quantities"] == ["iiw", "fisher"]
+    assert meta["schedule"] == [0, 2] and meta["prior_mean"] == "init" and meta["unit"] == "bits"
+    init = {k: v.clone() for k, v in init_prior(net).items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    # a restarted loop skips epoch 0 and keeps the init prior (read back from the run directory)
+    wi2 = WeightInformation(CE, data[:2], quantities=("iiw", "fisher"), schedule=[0, 2], out_dir=tmp_path, seed=7)
+    assert len(wi2.record(0, net)) == 0
+    new = wi2.record(2, net)
+    expected = iiw(net, CE, data[:2], prior_mean=init).total
+    assert new[(new.quantity == "iiw") & (new.layer == "total")].value.iloc[0] == pytest.approx(expected, rel=1e-9)
+    assert expected > 0
+    df = wi2.results()
     assert sorted(df["epoch"].unique()) == [0, 2] and len(df) == 2 * len(rows)
-    iiw0 = df[(df.epoch == 0) & (df.layer == "total") & (df.quantity == "iiw")].value.iloc[0]
-    iiw2 = df[(df.epoch == 2) & (df.layer == "total") & (df.quantity == "iiw")].value.iloc[0]
-    assert iiw0 == pytest.approx(0.0) and iiw2 == pytest.approx(0.0)  # model == its own snapshot
+
+
+def test_weight_information_in_fit_resumes_with_the_same_prior(tmp_path):
+    from ibscope.training import fit
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 5, generator=g)
+    y = (x[:, 0] > 0).long()
+    sub = [(x[:32], y[:32])]
+
+    def run(out, crash=False):
+        net = MLP(5, (6,), 2, activation="tanh", seed=1)
+        wi = WeightInformation(CE, sub, quantities=("iiw",), schedule=[0, 1, 3], out_dir=out)
+        cbs = [wi]
+        if crash:
+            class Crash(Callback):
+                def on_epoch_end(self, state):
+                    if state.epoch == 2:
+                        raise KeyboardInterrupt
+            cbs.append(Crash())
+        fit(net, nn.CrossEntropyLoss(), (x, y), torch.optim.SGD(net.parameters(), lr=0.3), epochs=3,
+            batch_size=16, callbacks=cbs, checkpoint_dir=out, progress=False)
+        return wi
+
+    ref = run(tmp_path / "ref").results()
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "run", crash=True)
+    (tmp_path / "run" / "weight_information_prior_seed0.pt").unlink()  # the prior must come from fit's checkpoint
+
+    class Crash(Callback):  # same number of callbacks as the crashed run
+        pass
+
+    net = MLP(5, (6,), 2, activation="tanh", seed=99)  # other weights: the checkpoint restores them
+    wi = WeightInformation(CE, sub, quantities=("iiw",), schedule=[0, 1, 3], out_dir=tmp_path / "run")
+    state = fit(net, nn.CrossEntropyLoss(), (x, y), torch.optim.SGD(net.parameters(), lr=0.3), epochs=3,
+                batch_size=16, callbacks=[wi, Crash()], checkpoint_dir=tmp_path / "run", progress=False)
+    assert state.resumed
+    got = wi.results()
+    assert sorted(got.epoch.unique()) == [0, 1, 3]
+    a = ref.sort_values(["epoch", "layer"]).value.to_numpy()
+    b = got.sort_values(["epoch", "layer"]).value.to_numpy()
+    np.testing.assert_allclose(b, a, rtol=1e-6)
+    assert ref[(ref.epoch == 3) & (ref.layer == "total")].value.iloc[0] > 0
+
+
+def test_weight_information_in_memory_plot_and_bad_input(tmp_path, trained_mlp, monkeypatch):
+    import ibscope
+    import ibscope.plots
+
+    model, _, data, _, _ = trained_mlp
+    assert ibscope.WeightInformation is WeightInformation
+    wi = WeightInformation(CE, data[:1], quantities="fisher", model=model)
+    assert len(wi.record(0)) and len(wi.record(0)) == 0 and list(wi.results().epoch.unique()) == [0]
+    assert wi.state_dict()["rows"]["quantity"][0] == "fisher"
+    with pytest.raises(ValueError, match="pass a path"):
+        wi.plot()
+    seen = {}
+
+    def fake(results, path):
+        seen["n"], seen["path"] = len(results), path
+        return path
+
+    monkeypatch.setattr(ibscope.plots, "plot_weight_information", fake, raising=False)
+    assert wi.plot(tmp_path / "w.png") == tmp_path / "w.png" and seen["n"] == len(wi.results())
     with pytest.raises(ValueError, match="beta"):
-        WeightInformationTracker(tmp_path, loss_fn=CE, data=data, schedule=[0], quantities=("lagrangian",))
+        WeightInformation(CE, data, quantities=("lagrangian",))
+    with pytest.raises(ValueError, match="quantities"):
+        WeightInformation(CE, data, quantities=("entropy",))
+    with pytest.raises(ValueError, match="'init'"):
+        WeightInformation(CE, data, prior_mean="heldout")
+    with pytest.raises(ValueError, match="'epoch'"):
+        wi.record(-1)
+    with pytest.raises(TypeError, match="needs a model"):
+        WeightInformation(CE, data).record(0)
 
 
 def test_phase_detector_finds_known_peak():
@@ -386,6 +470,9 @@ def test_fisher_hook_engine_equals_vmap_engine(kind):
         assert b.trace == pytest.approx(a.trace, rel=1e-6)
         for k in a.per_layer:
             assert b.per_layer[k] == pytest.approx(a.per_layer[k], rel=1e-6, abs=1e-12)
+    lin = torch.nn.Linear(3, 3)
+    shared = torch.nn.Sequential(lin, torch.nn.Tanh(), lin)  # one layer called twice: hooks cannot give norms
+    data = [(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))]
     with pytest.raises(ValueError, match="engine='hooks'"):
-        fisher(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3)), [(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))],
-               engine="hooks")
+        fisher(shared, data, engine="hooks")
+    assert fisher(shared, data).trace == pytest.approx(fisher(shared, data, engine="vmap").trace, rel=1e-6)

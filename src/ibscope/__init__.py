@@ -25,6 +25,7 @@ _SUBMODULES = (
 _LAZY = {
     "InformationPlane": "tracking",
     "information_plane": "tracking",
+    "WeightInformation": "weights",
 }
 
 __version__ = "0.1.0"

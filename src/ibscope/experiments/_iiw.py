@@ -1,7 +1,10 @@
 """PAC-Bayes IB analysis: information in the weights vs batch size, width, label noise, activation.
 
-One run trains an MLP with SGD for a fixed number of *iterations* (equal
-across batch sizes, as in Wang et al. [1]_), tracks IIW
+One run trains an MLP with SGD (through :func:`ibscope.training.fit`, one
+fit "epoch" per stretch between two tracked iterations; the minibatches are
+drawn from reshuffled passes over S whatever the stretches) for a fixed
+number of *iterations* (equal across batch sizes, as in Wang et al. [1]_),
+tracks IIW
 (:func:`ibscope.weights.iiw`, ``fisher_quadratic``) at evenly spaced
 iterations, and reports the final IIW, train / test accuracy and the
 generalization gap (train - test accuracy), plus the fitting-to-compression
@@ -31,7 +34,7 @@ References
 from __future__ import annotations
 
 import dataclasses
-import io
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +44,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..store import atomic_write_bytes, atomic_write_parquet, config_hash
+from ..store import atomic_write_parquet, config_hash
+from ..training import Callback, TrainState, fit
 
 NAME = "iiw"
 
@@ -66,6 +70,7 @@ class Config:
     n_evals: int = 16                 # tracked points over training
     iiw_examples: int = 1024          # examples per IIW estimate
     iiw_batch_size: int = 256
+    torch_threads: int = 1            # torch CPU threads during the run (0: leave as is); restored after
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -130,43 +135,51 @@ def _model(cfg: Config, in_features: int, seed: int) -> nn.Module:
     return MLP(in_features, (cfg.width,) * cfg.depth, 10, activation=cfg.activation, init=init, seed=seed)
 
 
-class _Sampler:
-    """Reshuffled epochs of minibatch indices; its state is checkpointable."""
+class _IterationBatches:
+    """SGD iterations over reshuffled epochs, cut into segments: one :func:`ibscope.training.fit`
+    "epoch" per segment (the iterations between two tracked points).
 
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.bs = n, batch_size
-        self.gen = torch.Generator().manual_seed(seed)
-        self.perm = torch.randperm(n, generator=self.gen)
-        self.pos = 0
+    Every draw takes the next ``batch_size`` indices of the current permutation
+    and reshuffles (a new seeded ``randperm``) when fewer than ``batch_size``
+    remain, so the batches do not depend on where the segments are cut. The
+    state (generator, permutation, position, segment) is checkpointed by fit.
+    """
 
-    def next(self) -> torch.Tensor:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, segments: list[int]):
+        self.x, self.y, self.n, self.bs = x, y, int(x.shape[0]), int(batch_size)
+        self.segments = list(segments)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.perm = torch.randperm(self.n, generator=self.generator)
+        self.pos, self.segment = 0, 0
+
+    def _next(self) -> torch.Tensor:
         if self.pos + self.bs > self.n:
-            self.perm = torch.randperm(self.n, generator=self.gen)
+            self.perm = torch.randperm(self.n, generator=self.generator)
             self.pos = 0
         idx = self.perm[self.pos:self.pos + self.bs]
         self.pos += self.bs
         return idx
 
-    def state(self) -> dict[str, Any]:
-        return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos}
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        length = self.segments[self.segment]
+        self.segment += 1
+        for _ in range(length):
+            idx = self._next()
+            yield self.x[idx], self.y[idx]
 
-    def load(self, s: dict[str, Any]) -> None:
-        self.gen.set_state(s["gen"])
-        self.perm, self.pos = s["perm"], s["pos"]
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos,
+                "segment": self.segment}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.generator.set_state(s["generator"])
+        self.perm, self.pos, self.segment = s["perm"], int(s["pos"]), int(s["segment"])
 
 
-def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Config, seed: int, start: int, stop: int,
-           opt: torch.optim.Optimizer, sampler: _Sampler) -> None:
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for _ in range(start, stop):
-        idx = sampler.next()
-        loss = loss_fn(model(x[idx]), y[idx])
-        if not torch.isfinite(loss):
-            raise FloatingPointError("iiw experiment: training diverged (NaN loss); lower 'lr'.")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+def _train(model: nn.Module, batches: _IterationBatches, cfg: Config, **kwargs: Any) -> Any:
+    """SGD (``cfg.lr``, ``cfg.momentum``) on cross-entropy through :func:`ibscope.training.fit`."""
+    return fit(model, nn.CrossEntropyLoss(), batches, _sgd(model, cfg), epochs=len(batches.segments),
+               progress=False, **kwargs)
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -179,95 +192,109 @@ def _sgd(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
 
 
-def _save(path: Path, obj: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+class _Tracker(Callback):
+    """IIW and accuracies at every tracked iteration (fit epoch e = iteration ``evals[e]``)."""
+
+    def __init__(self, evaluate: Callable[[int, Any], list[dict[str, Any]]], evals: list[int],
+                 make_prior: Callable[[], dict[str, torch.Tensor]], chash: str):
+        self.evaluate, self.evals, self.make_prior, self.chash = evaluate, evals, make_prior, chash
+        self.prior: dict[str, torch.Tensor] | None = None
+        self.rows: list[dict[str, Any]] = []
+
+    def on_train_begin(self, state: TrainState) -> None:
+        if not state.resumed:
+            self.prior, self.rows = self.make_prior(), []
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.rows += self.evaluate(self.evals[state.epoch], self.prior)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"config_hash": self.chash, "prior": self.prior, "rows": self.rows}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        if s["config_hash"] != self.chash:
+            raise ValueError("The iiw checkpoint belongs to another configuration; delete it or use another out_dir.")
+        self.prior, self.rows = dict(s["prior"]), list(s["rows"])
+
+
+def _hash(cfg: Config) -> str:
+    # torch_threads is how the run executes, not what it computes: not part of the hash
+    return config_hash({k: v for k, v in dataclasses.asdict(cfg).items() if k != "torch_threads"})
 
 
 def run_seed(config: Any, seed: int, out_dir: Any, *, progress: bool = False) -> pd.DataFrame:
     """Train one seed, tracking IIW; resumable from ``out_dir`` (checkpoint at every tracked point)."""
+    cfg = _config(config)
+    threads = cfg.torch_threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"'torch_threads' must be an int >= 0, got {threads!r}.")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _run_seed(cfg, seed, Path(out_dir), progress=progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFrame:
     from ..weights import detect_phase_transition, iiw, snapshot_parameters
 
-    cfg = _config(config)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     final_path = out / f"iiw_seed{seed}.parquet"
     if final_path.exists():
         return pd.read_parquet(final_path)
-    ckpt_path = out / f"iiw_seed{seed}.ckpt"
-    chash = config_hash(dataclasses.asdict(cfg))
+    chash = _hash(cfg)
     d = _load(cfg, seed)
     x, y = torch.as_tensor(d["x_train"]), torch.as_tensor(d["y_train"])
     xt, yt = torch.as_tensor(d["x_test"]), torch.as_tensor(d["y_test"])
     model = _model(cfg, x.shape[1], seed)
-    opt = _sgd(model, cfg)
-    sampler = _Sampler(x.shape[0], cfg.batch_size, seed)
     evals = sorted({int(round(v)) for v in np.linspace(0, cfg.iterations, cfg.n_evals + 1)})
+    batches = _IterationBatches(x, y, cfg.batch_size, seed, list(np.diff(evals).astype(int).tolist()))
     sub = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed + 5))[:cfg.iiw_examples]
     iiw_data = [(x[sub][i:i + cfg.iiw_batch_size], y[sub][i:i + cfg.iiw_batch_size])
                 for i in range(0, sub.numel(), cfg.iiw_batch_size)]
-    rows: list[dict[str, Any]] = []
-    done = -1
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
-        if ck.get("config_hash") != chash:
-            raise ValueError(f"Checkpoint '{ckpt_path}' belongs to another configuration; delete it or use another out_dir.")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        sampler.load(ck["sampler"])
-        prior, rows, done = ck["prior"], ck["rows"], ck["iteration"]
-    else:
-        if cfg.prior == "heldout":
-            pm = _model(cfg, x.shape[1], seed)  # same initialization
-            xp, yp = torch.as_tensor(d["x_prior"]), torch.as_tensor(d["y_prior"])
-            _train(pm, xp, yp, cfg, seed, 0, cfg.iterations, _sgd(pm, cfg), _Sampler(xp.shape[0], cfg.batch_size, seed + 7))
-            prior = snapshot_parameters(pm)
-        else:
-            prior = snapshot_parameters(model)
     settings = {k: getattr(cfg, k) for k in SETTINGS}
     loss_fn = nn.CrossEntropyLoss(reduction="none")
     n_train = int(x.shape[0])
 
-    def add(it: int, layer: str, quantity: str, value: float, unit: str, method: str) -> None:
-        rows.append({"seed": seed, "iteration": it, "epoch": it * cfg.batch_size / n_train, "layer": layer,
-                     "quantity": quantity, "value": float(value), "unit": unit, "method": method,
-                     **settings, "config_hash": chash})
+    def row(it: int, layer: str, quantity: str, value: float, unit: str, method: str) -> dict[str, Any]:
+        return {"seed": seed, "iteration": it, "epoch": it * cfg.batch_size / n_train, "layer": layer,
+                "quantity": quantity, "value": float(value), "unit": unit, "method": method,
+                **settings, "config_hash": chash}
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.iterations, initial=max(done, 0), desc=f"iiw seed {seed}")
-    prev = max(done, 0)
-    for it in evals:
-        if it <= done:
-            continue
-        _train(model, x, y, cfg, seed, prev, it, opt, sampler)
-        if bar is not None:
-            bar.update(it - prev)
-        prev = it
+    def make_prior() -> dict[str, torch.Tensor]:
+        if cfg.prior == "init":
+            return snapshot_parameters(model)
+        pm = _model(cfg, x.shape[1], seed)  # same initialization, trained as long on the held-out part
+        xp, yp = torch.as_tensor(d["x_prior"]), torch.as_tensor(d["y_prior"])
+        _train(pm, _IterationBatches(xp, yp, cfg.batch_size, seed + 7, [cfg.iterations]), cfg)
+        return snapshot_parameters(pm)
+
+    def evaluate(it: int, prior: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         r = iiw(model, loss_fn, iiw_data, prior_mean=prior, n_train=n_train)
-        for row in r.rows():
-            add(it, row["layer"], "iiw", row["value"], row["unit"], row["method"])
-        add(it, "total", "train_acc", _accuracy(model, x, y), "fraction", "tracked")
-        add(it, "total", "test_acc", _accuracy(model, xt, yt), "fraction", "tracked")
-        _save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "sampler": sampler.state(),
-                          "prior": prior, "rows": rows, "iteration": it, "config_hash": chash})
-    if bar is not None:
-        bar.close()
+        rows = [row(it, q["layer"], "iiw", q["value"], q["unit"], q["method"]) for q in r.rows()]
+        rows.append(row(it, "total", "train_acc", _accuracy(model, x, y), "fraction", "tracked"))
+        rows.append(row(it, "total", "test_acc", _accuracy(model, xt, yt), "fraction", "tracked"))
+        return rows
+
+    tracker = _Tracker(evaluate, evals, make_prior, chash)
+    _train(model, batches, cfg, callbacks=[tracker], checkpoint_dir=out / f"iiw_seed{seed}.ckpt",
+           **({"progress": True, "desc": f"iiw seed {seed}"} if progress else {}))
+    rows = tracker.rows
     df = pd.DataFrame(rows)
     tot = df[(df.quantity == "iiw") & (df.layer == "total")].sort_values("iteration")
     last = int(tot.iteration.max())
     fin = {q: float(df[(df.quantity == q) & (df.iteration == last) & (df.layer == "total")].value.iloc[0])
            for q in ("iiw", "train_acc", "test_acc")}
-    add(last, "total", "iiw", fin["iiw"], "bits", "final")
-    add(last, "total", "train_acc", fin["train_acc"], "fraction", "final")
-    add(last, "total", "test_acc", fin["test_acc"], "fraction", "final")
-    add(last, "total", "gap", fin["train_acc"] - fin["test_acc"], "fraction", "final")
+    rows.append(row(last, "total", "iiw", fin["iiw"], "bits", "final"))
+    rows.append(row(last, "total", "train_acc", fin["train_acc"], "fraction", "final"))
+    rows.append(row(last, "total", "test_acc", fin["test_acc"], "fraction", "final"))
+    rows.append(row(last, "total", "gap", fin["train_acc"] - fin["test_acc"], "fraction", "final"))
     if len(tot) >= 3:
         ph = detect_phase_transition(tot.epoch.to_numpy(), tot.value.to_numpy(), window=3, seed=seed)
-        add(last, "total", "phase_epoch", ph.epoch if ph.transition else float("nan"), "epoch", "final")
-        add(last, "total", "phase_confidence", ph.confidence, "fraction", "final")
+        rows.append(row(last, "total", "phase_epoch", ph.epoch if ph.transition else float("nan"), "epoch", "final"))
+        rows.append(row(last, "total", "phase_confidence", ph.confidence, "fraction", "final"))
     df = pd.DataFrame(rows)
     atomic_write_parquet(final_path, df)
     return df

@@ -12,20 +12,23 @@ PIB minimizes E_{p(w|S)}[L_S(w)] + beta * I(w;S). Two tools here:
 
   over m examples: the empirical Fisher as a mean of *squared* per-example
   projections (the reference code squared the mean gradient). The m
-  per-example gradients -- the expensive part -- are recomputed every
-  ``interval`` steps at the then-current weights (``torch.func``); in
-  between, the quadratic form is evaluated at the current weights with that
-  frozen Fisher, so the term is differentiable at every step (gradient
-  n F dw). At a refresh the value equals ``ibscope.weights.iiw(...)`` on the
+  per-example gradients -- the expensive part -- are captured every
+  ``interval`` steps at the then-current weights by the engine shared with
+  :func:`ibscope.weights.iiw` and :func:`ibscope.weights.fisher`
+  (:mod:`ibscope.weights._pergrad`: layer inputs and output gradients, no
+  (m, parameters) matrix for Linear / Conv2d layers); in between, the
+  quadratic form is evaluated at the current weights with that frozen
+  Fisher, so the term is differentiable at every step (gradient n F dw). At a refresh the value equals ``ibscope.weights.iiw(...)`` on the
   same examples (tested). Alternatively any ``iiw_fn(model)`` can be
   plugged in; it is then evaluated every ``interval`` steps (its gradient,
   if it has one, is applied on those steps; the last value is reported in
   between).
-* :func:`train_gibbs`, a plain loop that samples the Gibbs posterior
-  p(w|S) ~ exp(-(L_S(w) + beta * IIW(w)) / T) with :class:`SGLD`, keeps the
-  samples after burn-in with thinning in a :class:`PosteriorEnsemble`, and
-  stops on a non-finite loss or weight with the last good state restored and
-  saved, raising :class:`NonFiniteLossError` with what to change.
+* :func:`train_gibbs`, which samples the Gibbs posterior
+  p(w|S) ~ exp(-(L_S(w) + beta * IIW(w)) / T) with :class:`SGLD` driven by
+  :func:`ibscope.training.fit` (one checkpoint format, resume, the
+  non-finite guard: the last good state is kept and saved and
+  :class:`NonFiniteLossError` says what to change), keeping the samples
+  after burn-in with thinning in a :class:`PosteriorEnsemble`.
 
 References
 ----------
@@ -37,22 +40,22 @@ References
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
 
 from .._units import LN2, check_unit
 from .._validation import NONE, InstanceOf, Interval, validate_params
+from ..training import BatchLoss, Callback, TensorBatches, TrainState, fit
+from ..training import NonFiniteLossError as _FitNonFinite
 from ..weights import snapshot_parameters
 from ..weights._common import resolve_prior_mean
+from ..weights._pergrad import Capture, capture, per_example_loss
 from ._schedule import AnnealingSchedule, check_weight, resolve_weight
 from ._sgld import SGLD, PolynomialDecay, PosteriorEnsemble
 
@@ -63,34 +66,38 @@ def _named_params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _captures(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+              batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[Capture]:
+    """One :class:`~ibscope.weights._pergrad.Capture` per batch, the model in eval mode."""
+    names = list(_named_params(model))
+    caps = []
+    was_training = model.training
+    model.eval()
+    try:
+        for xb, yb in batches:
+            caps.append(capture(model, names, lambda out, _y=yb: per_example_loss(loss_fn, out, _y), xb,
+                                owner="PIBLoss"))
+    finally:
+        model.train(was_training)
+    if not caps:
+        raise ValueError("'batches' yielded no examples; the IIW term needs at least one minibatch.")
+    return caps
+
+
 def per_example_gradients(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                           batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """Per-example loss gradients, flattened over every trainable parameter: an (m, P) tensor.
 
     ``loss_fn(outputs, targets)`` may reduce by mean or return per-example
-    values; it is applied to one example at a time (``torch.func.vmap``).
-    The model runs in eval mode (restored afterwards). ``(1/m) G^T G`` is the
-    empirical Fisher.
+    values; it is applied to one example at a time. The model runs in eval
+    mode (restored afterwards). ``(1/m) G^T G`` is the empirical Fisher.
+    Computed by the shared engine of :mod:`ibscope.weights._pergrad` (the
+    same per-example gradients as ``torch.func.vmap(grad)``).
     """
-    params = {k: v.detach() for k, v in _named_params(model).items()}
-    buffers = {k: v.detach() for k, v in model.named_buffers()}
-
-    def one(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = functional_call(model, (p, buffers), (x.unsqueeze(0),))
-        return loss_fn(out, y.unsqueeze(0)).sum()
-
-    per_ex = vmap(grad(one), in_dims=(None, 0, 0))
     rows = []
-    was_training = model.training
-    model.eval()
-    try:
-        for xb, yb in batches:
-            g = per_ex(params, xb, yb)
-            rows.append(torch.cat([g[k].reshape(xb.shape[0], -1) for k in params], dim=1))
-    finally:
-        model.train(was_training)
-    if not rows:
-        raise ValueError("'batches' yielded no examples; the IIW term needs at least one minibatch.")
+    for cap in _captures(model, loss_fn, batches):
+        g = cap.gradients()
+        rows.append(torch.cat([g[k].reshape(cap.rows, -1) for k in cap.names], dim=1))
     return torch.cat(rows)
 
 
@@ -149,7 +156,7 @@ class PIBLoss(nn.Module):
         self.interval, self.iiw_fn = interval, iiw_fn
         self.calls_ = 0
         self.step_ = 0
-        self.grads_: torch.Tensor | None = None
+        self.captures_: list[Capture] | None = None
         self.last_iiw_: float = float("nan")    # nats
 
     def step(self) -> None:
@@ -158,17 +165,49 @@ class PIBLoss(nn.Module):
 
     def refresh(self) -> None:
         """Recompute the per-example gradients (the Fisher) at the current weights."""
-        batches = self.batches() if callable(self.batches) else self.batches
-        self.grads_ = per_example_gradients(self._model[0], self.loss_fn, batches)
+        batches = list(self.batches() if callable(self.batches) else self.batches)
+        model = self._model[0]
+        self.captures_ = _captures(model, self.loss_fn, batches)
+        self._refreshed = {"batches": [(bx.detach(), by.detach()) for bx, by in batches],
+                           "weights": {k: v.detach().clone() for k, v in _named_params(model).items()}}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Counters, the prior mean and the last refresh (its examples and weights): tensors and
+        plain containers (for a checkpoint; see :func:`train_gibbs`)."""
+        return {"calls": self.calls_, "step": self.step_, "last_iiw": self.last_iiw_, "prior": self._prior,
+                "refreshed": getattr(self, "_refreshed", None)}
+
+    def restore_state(self, s: Mapping[str, Any]) -> None:
+        """Undo :meth:`checkpoint_state`: the frozen Fisher is recaptured at the stored weights."""
+        self.calls_, self.step_, self.last_iiw_ = int(s["calls"]), int(s["step"]), float(s["last_iiw"])
+        self._prior = {k: v.to(self._prior[k].device) for k, v in s["prior"].items()}
+        self.captures_ = None
+        ref = s["refreshed"]
+        if ref is None or self.iiw_fn is not None:
+            return
+        model = self._model[0]
+        params = _named_params(model)
+        now = {k: v.detach().clone() for k, v in params.items()}
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(ref["weights"][k])
+        try:
+            self.captures_ = _captures(model, self.loss_fn, [tuple(b) for b in ref["batches"]])
+        finally:
+            with torch.no_grad():
+                for k, p in params.items():
+                    p.copy_(now[k])
+        self._refreshed = ref
 
     def quadratic_form(self) -> torch.Tensor:
         """(n/2) mean_i (dw . grad l_i)^2 at the current weights, frozen Fisher (differentiable, nats)."""
-        if self.grads_ is None:
+        if self.captures_ is None:
             self.refresh()
         params = _named_params(self._model[0])
-        dw = torch.cat([(p - self._prior[k]).reshape(-1) for k, p in params.items()])
-        proj = self.grads_.to(dw.dtype) @ dw
-        return 0.5 * self.n_train * (proj * proj).mean()
+        dw = {k: p - self._prior[k] for k, p in params.items()}
+        proj = torch.cat([c.projections(dw).sum(1) for c in self.captures_])
+        dtype = next(iter(params.values())).dtype
+        return (0.5 * self.n_train * (proj * proj).mean()).to(dtype)
 
     def forward(self, model: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         if model is not None and model is not self._model[0]:
@@ -196,13 +235,14 @@ class PIBLoss(nn.Module):
         return penalty, {"iiw": self.last_iiw_ * scale, "beta": beta, "unit": self.unit}
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Sampling met a NaN/inf loss or weight; the last good state was restored (and saved)."""
+class NonFiniteLossError(_FitNonFinite):
+    """Sampling met a NaN/inf loss or weight; the model holds the last good state (also saved).
 
-    def __init__(self, message: str, *, step: int, checkpoint: Path | None):
-        super().__init__(message)
-        self.step = step
-        self.checkpoint = checkpoint
+    A subclass of :class:`ibscope.training.NonFiniteLossError` (raised by
+    :func:`ibscope.training.fit`, which drives the sampler), with the SGLD
+    settings to change in its message; attributes ``epoch``, ``step`` and
+    ``checkpoint`` (``checkpoint_dir/last_good.pt`` or None).
+    """
 
 
 @dataclass
@@ -215,27 +255,54 @@ class GibbsResult:
     n_steps: int = 0
 
 
-def _state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    return {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "optimizer": _clone_nested(opt.state_dict())}
+class _GibbsCallback(Callback):
+    """After every SGLD step: the lr schedule, the PIB beta step, the posterior-ensemble update;
+    after every epoch: a history record. Its state makes a resumed chain continue exactly."""
 
+    def __init__(self, pib: PIBLoss | None, sched: Any, ensemble: PosteriorEnsemble, temp: float,
+                 pib_generator: torch.Generator | None):
+        self.pib, self.sched, self.ensemble, self.temp = pib, sched, ensemble, temp
+        self.pib_generator = pib_generator
+        self.history: list[dict[str, Any]] = []
+        self.last_iiw = float("nan")
 
-def _clone_nested(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return {k: _clone_nested(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clone_nested(v) for v in obj]
-    return obj
+    def on_train_batch_end(self, state: TrainState) -> None:
+        if self.sched is not None:
+            self.sched.step()
+        if self.pib is not None:
+            self.pib.step()
+            self.last_iiw = state.terms["iiw"]
+        self.ensemble.update()
 
+    def on_epoch_end(self, state: TrainState) -> None:
+        if state.epoch == 0:
+            return
+        self.history.append({"epoch": state.epoch, "loss": state.metrics["nll"], "iiw": self.last_iiw,
+                             "iiw_unit": self.pib.unit if self.pib is not None else None,
+                             "lr": state.optimizer.param_groups[0]["lr"], "temperature": self.temp,
+                             "n_samples": len(self.ensemble)})
+        self.last_iiw = float("nan")
 
-def _save(path: Path, payload: dict[str, Any]) -> None:
-    from ..store import atomic_write_bytes
+    def state_dict(self) -> dict[str, Any]:
+        ens = self.ensemble
+        return {"history": self.history,
+                "scheduler": self.sched.state_dict() if self.sched is not None else None,
+                "pib": self.pib.checkpoint_state() if self.pib is not None else None,
+                "pib_generator": self.pib_generator.get_state() if self.pib_generator is not None else None,
+                "ensemble": {"n_steps": ens.n_steps_, "counter": ens._counter, "files": list(ens._files),
+                             "memory": list(ens._memory)}}
 
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    def load_state_dict(self, s: Mapping[str, Any]) -> None:
+        self.history = list(s["history"])
+        if self.sched is not None:
+            self.sched.load_state_dict(s["scheduler"])
+        if self.pib is not None:
+            self.pib.restore_state(s["pib"])
+        if self.pib_generator is not None:
+            self.pib_generator.set_state(s["pib_generator"])
+        ens, e = self.ensemble, s["ensemble"]
+        ens.n_steps_, ens._counter, ens._files, ens._memory = (int(e["n_steps"]), int(e["counter"]),
+                                                               list(e["files"]), list(e["memory"]))
 
 
 def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -246,9 +313,9 @@ def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
                 precondition: bool = False, decay_b: float | None = None, decay_gamma: float = 0.55,
                 weight_decay: float = 0.0, burn_in: int | None = None, thin: int = 1,
                 max_samples: int | None = None, ensemble_dir: str | os.PathLike | None = None,
-                checkpoint: str | os.PathLike | None = None, seed: int = 0,
+                checkpoint_dir: str | os.PathLike | None = None, seed: int = 0,
                 progress: bool = False) -> GibbsResult:
-    """Sample the PIB Gibbs posterior with SGLD in a plain minibatch loop.
+    """Sample the PIB Gibbs posterior with SGLD, trained by :func:`ibscope.training.fit`.
 
     The potential is U(w) = L_B(w) + beta * IIW(w) (+ weight_decay/2 ||w||^2),
     L_B the minibatch mean of ``loss_fn``, so the chain targets
@@ -256,6 +323,10 @@ def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
     ``temperature = 1 / n`` makes exp(-L_S/T) the likelihood of the n
     training examples, i.e. the Bayesian posterior (Gibbs posterior with the
     natural temperature); larger T spreads the posterior.
+
+    :class:`SGLD` is the optimizer that ``fit`` drives; the step-size
+    schedule, the beta schedule of the PIB term and the posterior ensemble
+    are updated by a callback after every step.
 
     Parameters
     ----------
@@ -266,7 +337,7 @@ def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
         Training inputs and targets (same number of rows), on the model's device.
     epochs, batch_size : int
         The budget: ``epochs`` passes over shuffled minibatches (the last,
-        smaller batch included).
+        smaller batch included; :class:`ibscope.training.TensorBatches`).
     lr : float
         SGLD step size (optionally decayed: ``decay_b`` enables
         :class:`PolynomialDecay` lr (1 + t/b)^-gamma).
@@ -285,9 +356,12 @@ def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
         Steps discarded before keeping samples (default: half of all steps).
     thin, max_samples, ensemble_dir
         See :class:`PosteriorEnsemble`.
-    checkpoint : path or None
-        File for the state at the end of every epoch and the last good state
-        on failure (atomic writes). If it exists, training resumes from it.
+    checkpoint_dir : path or None
+        ``fit``'s checkpoint directory: ``checkpoint.pt`` (weights_only) after
+        every epoch, holding the chain, the schedules, the PIB term's state and
+        the kept samples (in-memory ensembles) so that a resumed chain
+        continues exactly; ``last_good.pt`` on failure. If it holds a
+        checkpoint, sampling resumes from it.
     seed : int
         Seeds minibatch order, the IIW minibatches and the SGLD noise.
     progress : bool
@@ -301,8 +375,8 @@ def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
     ------
     NonFiniteLossError
         When the loss, the IIW term or a weight becomes NaN/inf. The model
-        is restored to the last good state, which is also written to
-        ``checkpoint`` when given.
+        holds the last good state, which is also written to
+        ``checkpoint_dir/last_good.pt`` when given.
     """
     validate_params("train_gibbs", {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                                     "temperature": temperature, "thin": thin, "burn_in": burn_in, "seed": seed,
@@ -319,11 +393,11 @@ def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
         raise ValueError(f"'x' and 'y' must have the same number of samples; got {x.shape[0]} and {y.shape[0]}.")
     check_weight(beta, "beta", "train_gibbs")
     n = x.shape[0]
-    steps_per_epoch = math.ceil(n / batch_size)
-    total_steps = epochs * steps_per_epoch
+    data = TensorBatches((x, y), batch_size, seed=seed)
+    total_steps = epochs * len(data)
     temp = 1.0 / n if temperature is None else float(temperature)
-    gen = torch.Generator().manual_seed(seed)
 
+    pib_gen = None
     if pib is None and (isinstance(beta, AnnealingSchedule) or beta > 0):
         pib_gen = torch.Generator().manual_seed(seed + 1)
 
@@ -339,68 +413,22 @@ def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
     sched = PolynomialDecay(opt, b=decay_b, gamma=decay_gamma) if decay_b is not None else None
     ensemble = PosteriorEnsemble(model, burn_in=total_steps // 2 if burn_in is None else burn_in,
                                  thin=thin, max_samples=max_samples, directory=ensemble_dir)
-    ckpt = None if checkpoint is None else Path(checkpoint)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    if ckpt is not None and ckpt.exists():
-        payload = torch.load(ckpt, map_location=x.device, weights_only=False)
-        model.load_state_dict(payload["model"])
-        opt.load_state_dict(payload["optimizer"])
-        start_epoch, history = int(payload["epoch"]), list(payload["history"])
-        gen.set_state(payload["generator"])
-        if sched is not None:
-            sched.load_state_dict(payload["scheduler"])
-        if pib is not None:
-            pib.step_ = pib.calls_ = start_epoch * steps_per_epoch
+    monitor = _GibbsCallback(pib, sched, ensemble, temp, pib_gen)
 
-    def fail(what: str, step: int, epoch: int, good: dict[str, Any]) -> None:
-        model.load_state_dict(good["model"])
-        opt.load_state_dict(good["optimizer"])
-        if ckpt is not None:
-            _save(ckpt, {**good, "epoch": epoch, "history": history, "generator": gen.get_state(),
-                         "scheduler": sched.state_dict() if sched is not None else None, "failed_at": step})
-        where = f"; the last good state was saved to '{ckpt}'" if ckpt is not None else ""
+    def potential(m: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, Any]]:
+        loss = loss_fn(m(batch[0]), batch[1])
+        terms: dict[str, Any] = {"nll": loss.detach()}
+        if pib is None:
+            return loss, terms
+        penalty, info = pib(m)
+        terms["iiw"] = info["iiw"]
+        return loss + penalty, terms
+
+    try:
+        state = fit(model, BatchLoss(potential), data, opt, epochs=epochs, callbacks=[monitor],
+                    checkpoint_dir=checkpoint_dir, progress=progress, check_weights=True, desc="SGLD")
+    except _FitNonFinite as e:
         raise NonFiniteLossError(
-            f"train_gibbs stopped: {what} at step {step} (epoch {epoch}). The model holds the last good "
-            f"state (before step {step}){where}. Lower 'lr' or 'temperature' (now lr={opt.param_groups[0]['lr']:g}, "
-            f"T={temp:g}), or 'beta', or check the data.", step=step, checkpoint=ckpt)
-
-    epochs_iter: Iterable[int] = range(start_epoch, epochs)
-    if progress:
-        from tqdm.auto import tqdm
-
-        epochs_iter = tqdm(epochs_iter, desc="SGLD", initial=start_epoch, total=epochs)
-    step = start_epoch * steps_per_epoch
-    for epoch in epochs_iter:
-        model.train()
-        perm = torch.randperm(n, generator=gen).to(x.device)
-        loss_sum, iiw = 0.0, float("nan")
-        for idx in torch.split(perm, batch_size):
-            good = _state(model, opt)
-            loss = loss_fn(model(x[idx]), y[idx])
-            total = loss
-            if pib is not None:
-                penalty, terms = pib(model)
-                total = total + penalty
-                iiw = terms["iiw"]
-            if not bool(torch.isfinite(total.detach())):
-                fail(f"the loss is {float(total.detach())}", step, epoch, good)
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            if pib is not None:
-                pib.step()
-            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-                fail("a weight became non-finite after the update", step, epoch, good)
-            ensemble.update()
-            loss_sum += float(loss.detach()) * idx.numel()
-            step += 1
-        history.append({"epoch": epoch + 1, "loss": loss_sum / n, "iiw": iiw,
-                        "iiw_unit": pib.unit if pib is not None else None,
-                        "lr": opt.param_groups[0]["lr"], "temperature": temp, "n_samples": len(ensemble)})
-        if ckpt is not None:
-            _save(ckpt, {**_state(model, opt), "epoch": epoch + 1, "history": history,
-                         "generator": gen.get_state(), "scheduler": sched.state_dict() if sched is not None else None})
-    return GibbsResult(model=model, ensemble=ensemble, history=history, n_steps=step)
+            f"train_gibbs {str(e).removeprefix('fit ')} For SGLD also consider a lower 'temperature' "
+            f"(now T={temp:g}) or 'beta'.", epoch=e.epoch, step=e.step, checkpoint=e.checkpoint) from e
+    return GibbsResult(model=model, ensemble=ensemble, history=monitor.history, n_steps=state.step)

@@ -217,22 +217,42 @@ def init_prior(model: nn.Module) -> dict[str, torch.Tensor]:
     return snapshot_parameters(model)
 
 
+class _ShuffledBatches:
+    """A fixed list of batches in a fresh seeded order every epoch (checkpointable)."""
+
+    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]], seed: int):
+        self.batches = batches
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in torch.randperm(len(self.batches), generator=self.generator).tolist():
+            yield self.batches[i]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+
 def _train_copy(model: nn.Module, loss_fn: Callable, batches: list[tuple[torch.Tensor, torch.Tensor]],
                 *, epochs: int, lr: float, optimizer: str, seed: int) -> nn.Module:
+    """A deep copy of ``model`` trained by :func:`ibscope.training.fit` (batches in seeded order)."""
+    from ..training import BatchLoss, fit
+
     net = copy.deepcopy(model)
-    net.train()
     params = [p for p in net.parameters() if p.requires_grad]
     opt = (torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr, momentum=0.9))
-    gen = torch.Generator().manual_seed(int(seed))
-    for _ in range(epochs):
-        for i in torch.randperm(len(batches), generator=gen).tolist():
-            x, y = batches[i]
-            loss = loss_fn(net(x), y)
-            loss = loss.mean() if loss.ndim else loss
-            check_finite_loss(loss, "prior training")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+
+    def objective(m: nn.Module, batch: tuple) -> torch.Tensor:
+        loss = loss_fn(m(batch[0]), batch[1])
+        return loss.mean() if loss.ndim else loss
+
+    fit(net, BatchLoss(objective), _ShuffledBatches(batches, seed), opt, epochs=epochs, progress=False,
+        desc="prior training")
     return net
 
 
@@ -252,7 +272,9 @@ def heldout_prior(model: nn.Module, loss_fn: Callable, heldout_data: Any, *, epo
     E_S[theta_S] (where independent training sets lead) far better than the
     initialization; the price is a held-out split and one extra training
     run. Pass the *untrained* model (same initialization as the analysed
-    run); it is deep-copied, never modified. Train it for as long as the
+    run); it is deep-copied, never modified, and the copy is trained with
+    :func:`ibscope.training.fit` (the batches of each epoch in a seeded
+    random order). Train it for as long as the
     analysed run (similar ``epochs``) so that the two share the
     data-independent drift.
 

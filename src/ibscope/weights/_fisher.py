@@ -5,9 +5,9 @@ For a classifier with logits f(x; w) and temperature T, p_T(c|x) = softmax(f/T)_
     F     = E_x E_{c ~ p_T(.|x)} [ g g^T ],   g = grad_w log p_T(c|x)     (kind="model")
     F_emp = E_{(x,y) in data}     [ g g^T ],   g = grad_w log p_T(y|x)     (kind="empirical")
 
-and tr F = E |g|^2, estimated with per-example gradients (torch.func
-``vmap(grad)``) -- never with a batch-mean gradient, whose square misses the
-variance and is biased low. Labels are sampled from the model (``n_samples``
+and tr F = E |g|^2, estimated with per-example gradients (the shared engine
+of :mod:`ibscope.weights._pergrad`) -- never with a batch-mean gradient,
+whose square misses the variance and is biased low. Labels are sampled from the model (``n_samples``
 per example, seeded) or, with ``n_samples=None``, the expectation over
 classes is taken exactly (C gradient evaluations per example).
 
@@ -32,7 +32,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
 
 from ._common import (
     check_finite_loss,
@@ -43,6 +42,7 @@ from ._common import (
     select_parameters,
     tidy_rows,
 )
+from ._pergrad import capture, vmap_gradients
 
 __all__ = ["FisherResult", "fisher"]
 
@@ -63,76 +63,6 @@ class FisherResult:
 
     def rows(self) -> list[dict[str, Any]]:
         return tidy_rows(self.trace, self.per_layer, "fisher_trace", self.unit, f"{self.kind}_T{self.temperature:g}")
-
-
-def _layer_of(model: nn.Module, names: list[str]) -> dict[str, tuple[str, nn.Module, str]] | None:
-    """param name -> (module name, module, 'weight'|'bias') when every parameter belongs to a
-    Linear or a plain Conv2d (groups 1, zero padding); None otherwise."""
-    modules = dict(model.named_modules())
-    out = {}
-    for n in names:
-        mod_name, _, kind = n.rpartition(".")
-        m = modules.get(mod_name)
-        ok = isinstance(m, nn.Linear) or (
-            isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
-            and not isinstance(m.padding, str))
-        if not ok or kind not in ("weight", "bias"):
-            return None
-        out[n] = (mod_name, m, kind)
-    return out
-
-
-def _hook_sq_norms(model: nn.Module, layers: dict[str, tuple[str, nn.Module, str]], names: list[str],
-                   x: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor | None:
-    """Per-example squared gradient norms (n, len(names)) from one forward and one backward pass.
-
-    For a Linear layer the gradient of example i is the outer product g_i a_i^T
-    of its output gradient and its input, so ||grad W_i||^2 = ||g_i||^2 ||a_i||^2
-    and ||grad b_i||^2 = ||g_i||^2; for a Conv2d it is g_i U_i^T with U_i the
-    unfolded input patches. Nothing of size (n, parameters) is formed. Returns
-    None when a layer is called more than once or sees inputs of another rank
-    (the caller then uses the generic vmap path).
-    """
-    seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-    handles = []
-    mods = {mod_name: m for mod_name, m, _ in layers.values()}
-
-    def make_hook(mod_name: str):
-        def hook(module, args, output):
-            seen.setdefault(mod_name, []).append((args[0].detach(), output))
-        return hook
-
-    for mod_name, m in mods.items():
-        handles.append(m.register_forward_hook(make_hook(mod_name)))
-    try:
-        with torch.enable_grad():
-            logits = model(x)
-            loss = F.cross_entropy(logits / temperature, y, reduction="sum")  # examples independent
-            if any(len(v) != 1 for v in seen.values()) or set(seen) != set(mods):
-                return None
-            outs = [seen[m][0][1] for m in mods]
-            grads = dict(zip(mods, torch.autograd.grad(loss, outs), strict=True))
-    finally:
-        for h in handles:
-            h.remove()
-    n = x.shape[0]
-    cols = []
-    for name in names:
-        mod_name, m, kind = layers[name]
-        a, g = seen[mod_name][0][0].to(torch.float64), grads[mod_name].to(torch.float64)
-        if isinstance(m, nn.Linear):
-            if a.ndim != 2:
-                return None
-            g2 = g.pow(2).sum(1)
-            cols.append(g2 * a.pow(2).sum(1) if kind == "weight" else g2)
-        else:
-            g = g.reshape(n, g.shape[1], -1)  # (n, C_out, P)
-            if kind == "bias":
-                cols.append(g.sum(2).pow(2).sum(1))
-            else:
-                u = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)
-                cols.append(torch.einsum("nop,nkp->nok", g, u).pow(2).sum((1, 2)))
-    return torch.stack(cols, 1)
 
 
 def fisher(model: nn.Module, data: Any, *, kind: str = "model", temperature: float = 1.0,
@@ -168,10 +98,12 @@ def fisher(model: nn.Module, data: Any, *, kind: str = "model", temperature: flo
         Examples per gradient call (vmap engine: memory ~ chunk_size x parameters).
     engine : {'auto', 'hooks', 'vmap'}
         'hooks': per-example squared norms from layer inputs and output
-        gradients (Linear and plain Conv2d layers; one forward and one backward
-        pass per chunk, no per-example gradient is stored); 'vmap':
-        ``vmap(grad)`` per-example gradients, any layer type; 'auto' (default)
-        uses hooks when every selected parameter allows it.
+        gradients (the engine of :mod:`ibscope.weights._pergrad`: closed forms
+        for Linear and zero-padded Conv2d layers, grouped ones included,
+        ``torch.func`` on the single module for other layers; one forward and
+        one backward pass per chunk); 'vmap': whole-model ``vmap(grad)``
+        per-example gradients; 'auto' (default) uses hooks unless a measured
+        layer runs more than once per forward pass.
     """
     owner = "fisher"
     if engine not in ("auto", "hooks", "vmap"):
@@ -188,32 +120,23 @@ def fisher(model: nn.Module, data: Any, *, kind: str = "model", temperature: flo
         raise TypeError(f"The 'seed' parameter of fisher must be an int. Got {seed!r} instead.")
     params = select_parameters(model, include_bias=include_bias, exclude=exclude, owner=owner)
     names = list(params)
-    sel = {n: p.detach() for n, p in params.items()}
-    others = {n: p.detach() for n, p in model.named_parameters() if n not in params}
-    buffers = dict(model.named_buffers())
-    device = next(iter(sel.values())).device
+    device = next(iter(params.values())).device
     gen = torch.Generator(device=device).manual_seed(seed)
 
-    def nll(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(model, ({**others, **p}, buffers), (xi[None],))
-        return F.cross_entropy(logits / temperature, yi[None])
-
-    per_grad = vmap(grad(nll), in_dims=(None, 0, 0))
-
-    layers = _layer_of(model, names) if engine != "vmap" else None
-    if engine == "hooks" and layers is None:
-        raise ValueError("fisher: engine='hooks' needs every selected parameter in a Linear or plain Conv2d "
-                         "layer; use engine='vmap' (or 'auto').")
+    def nll(logits: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits / temperature, yi)
 
     def sq_norms(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if layers is not None:
-            fast = _hook_sq_norms(model, layers, names, x, y, temperature)
+        if engine != "vmap":
+            cap = capture(model, names, lambda out: F.cross_entropy(out / temperature, y, reduction="none"), x,
+                          owner=owner)
+            fast = cap.sq_norms()
             if fast is not None:
                 return fast
             if engine == "hooks":
-                raise ValueError("fisher: engine='hooks' cannot handle a layer called more than once or with "
-                                 "inputs of rank > 2 (Linear); use engine='vmap'.")
-        g = per_grad(sel, x, y)
+                raise ValueError("fisher: engine='hooks' cannot handle a layer called more than once; "
+                                 "use engine='vmap' (or 'auto').")
+        g = vmap_gradients(model, names, nll, x, y)
         return torch.stack([g[n].to(torch.float64).pow(2).reshape(x.shape[0], -1).sum(1) for n in names], 1)
 
     totals = torch.zeros(len(names), dtype=torch.float64, device=device)

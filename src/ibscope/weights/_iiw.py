@@ -56,8 +56,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, jvp
-from torch.utils._pytree import tree_map
+from torch.func import functional_call
 
 from .._units import check_unit, from_nats
 from ._common import (
@@ -72,6 +71,7 @@ from ._common import (
     select_parameters,
     tidy_rows,
 )
+from ._pergrad import capture, jvp_projections
 
 __all__ = ["IIWResult", "iiw", "projection_matrix"]
 
@@ -105,132 +105,6 @@ class IIWResult:
 # --------------------------------------------------------------------------- #
 # per-example projections dtheta . grad l_i
 # --------------------------------------------------------------------------- #
-def _loss_vector(loss_fn: Callable, out: torch.Tensor, y: torch.Tensor, owner: str) -> torch.Tensor:
-    loss = loss_fn(out, y)
-    if not isinstance(loss, torch.Tensor):
-        raise TypeError(f"{owner}: loss_fn must return a tensor; got {type(loss).__name__}.")
-    check_finite_loss(loss, owner)
-    return loss
-
-
-def _detach_tree(tree: Any) -> Any:
-    return tree_map(lambda a: a.detach() if isinstance(a, torch.Tensor) else a, tree)
-
-
-def _linear_tangent(module: nn.Module, local: str, args: Any, kwargs: Any,
-                    direction: torch.Tensor) -> torch.Tensor | None:
-    """J_module . direction for Linear / Conv2d without functional_call (they are linear in
-    their parameters, so the tangent is the layer applied with the direction as weight)."""
-    if kwargs or len(args) != 1 or not isinstance(args[0], torch.Tensor):
-        return None
-    a = args[0]
-    with torch.no_grad():
-        if isinstance(module, nn.Linear):
-            if local == "weight":
-                return torch.nn.functional.linear(a, direction)
-            if local == "bias":  # broadcasts against the output gradient
-                return direction
-        elif isinstance(module, nn.Conv2d) and module.padding_mode == "zeros":
-            if local == "weight":
-                return torch.nn.functional.conv2d(a, direction, None, module.stride, module.padding,
-                                                  module.dilation, module.groups)
-            if local == "bias":
-                return direction.reshape(1, -1, 1, 1)
-    return None
-
-
-def _hook_projections(model: nn.Module, loss_fn: Callable, params: Mapping[str, torch.Tensor],
-                      delta: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                      owner: str) -> tuple[torch.Tensor, bool]:
-    """(B, P) per-example projections (or (1, P) for a scalar loss) and whether per-example."""
-    names = list(params)
-    by_module: dict[str, list[tuple[int, str, str]]] = {}
-    for j, name in enumerate(names):
-        mod, _, local = name.rpartition(".")
-        by_module.setdefault(mod, []).append((j, name, local))
-    records: dict[str, list[tuple[Any, Any, Any]]] = {m: [] for m in by_module}
-    state = {"on": True}
-    handles = []
-
-    def make_hook(mod_name: str) -> Callable:
-        def hook(module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
-            if state["on"]:
-                records[mod_name].append((args, kwargs, output))
-        return hook
-
-    try:
-        for mod_name in by_module:
-            handles.append(model.get_submodule(mod_name).register_forward_hook(make_hook(mod_name), with_kwargs=True))
-        with torch.enable_grad():
-            out = model(x)
-            loss = _loss_vector(loss_fn, out, y, owner)
-            per_example = loss.ndim >= 1
-            if per_example and loss.shape[0] != x.shape[0]:
-                raise ValueError(f"{owner}: loss_fn returned shape {tuple(loss.shape)}; expected ({x.shape[0]},) "
-                                 f"per-example losses or a scalar.")
-            flat_outputs, keys = [], []
-            for mod_name, recs in records.items():
-                for k, (_, _, o) in enumerate(recs):
-                    if not isinstance(o, torch.Tensor):
-                        raise ValueError(f"{owner}: module '{mod_name}' returns a {type(o).__name__}, not a tensor; "
-                                         f"use engine='jvp'.")
-                    if o.requires_grad:
-                        flat_outputs.append(o)
-                        keys.append((mod_name, k))
-            grads = torch.autograd.grad(loss.sum(), flat_outputs, allow_unused=True) if flat_outputs else []
-        state["on"] = False
-        rows = x.shape[0] if per_example else 1
-        proj = torch.zeros(rows, len(names), dtype=torch.float64, device=x.device)
-        for (mod_name, k), g in zip(keys, grads, strict=True):
-            if g is None:
-                continue
-            g = g.detach()
-            args, kwargs, o = records[mod_name][k]
-            module = model.get_submodule(mod_name)
-            args, kwargs = _detach_tree(args), _detach_tree(kwargs)
-            for j, name, local in by_module[mod_name]:
-                t = _linear_tangent(module, local, args, kwargs, delta[name])
-                if t is None:  # generic module: local forward-mode product
-                    def f(w: torch.Tensor, _local: str = local, _m: nn.Module = module,
-                          _a: Any = args, _k: Any = kwargs) -> torch.Tensor:
-                        return functional_call(_m, {_local: w}, _a, _k)
-                    with torch.no_grad():
-                        _, t = jvp(f, (params[name].detach(),), (delta[name],))
-                prod = (g * t.detach()).to(torch.float64)
-                if per_example:
-                    if prod.ndim == 0 or prod.shape[0] != x.shape[0]:
-                        raise ValueError(f"{owner}: module '{mod_name}' output does not keep the batch "
-                                         f"dimension first; use engine='jvp'.")
-                    proj[:, j] += prod.reshape(prod.shape[0], -1).sum(1)
-                else:
-                    proj[0, j] += prod.sum()
-        # parameters whose module never ran contribute zero, as they should
-        return proj, per_example
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _jvp_projections(model: nn.Module, loss_fn: Callable, params: Mapping[str, torch.Tensor],
-                     delta: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                     owner: str) -> tuple[torch.Tensor, bool]:
-    """Generic engine: one forward-mode pass through the whole model per parameter."""
-    names = list(params)
-    base = {n: p.detach() for n, p in params.items()}
-    with torch.no_grad():
-        loss0 = _loss_vector(loss_fn, model(x), y, owner)
-    per_example = loss0.ndim >= 1
-    rows = x.shape[0] if per_example else 1
-    proj = torch.zeros(rows, len(names), dtype=torch.float64, device=x.device)
-    for j, name in enumerate(names):
-        def f(w: torch.Tensor, _name: str = name) -> torch.Tensor:
-            return loss_fn(functional_call(model, {**base, _name: w}, (x,)), y)
-        with torch.no_grad():
-            _, t = jvp(f, (base[name],), (delta[name],))
-        proj[:, j] = t.detach().to(torch.float64).reshape(rows)
-    return proj, per_example
-
-
 def projection_matrix(model: nn.Module, loss_fn: Callable, data: Any, direction: Mapping[str, torch.Tensor], *,
                       max_batches: int | None = None, engine: str = "hooks",
                       owner: str = "projection_matrix") -> tuple[torch.Tensor, list[str], list[int], bool]:
@@ -243,15 +117,17 @@ def projection_matrix(model: nn.Module, loss_fn: Callable, data: Any, direction:
     """
     names = list(direction)
     params = dict(model.named_parameters())
-    sel = {n: params[n] for n in names}
-    device = next(iter(sel.values())).device
-    fn = _hook_projections if engine == "hooks" else _jvp_projections
+    device = params[names[0]].device
     was_training = model.training
     model.eval()
     chunks, sizes, per_example = [], [], True
     try:
         for x, y in iter_batches(data, device, max_batches=max_batches, owner=owner):
-            p, per_example = fn(model, loss_fn, sel, direction, x, y, owner)
+            if engine == "hooks":
+                cap = capture(model, names, lambda out, _y=y: loss_fn(out, _y), x, owner=owner)
+                p, per_example = cap.projections(direction), cap.per_example
+            else:
+                p, per_example = jvp_projections(model, loss_fn, names, direction, x, y, owner)
             chunks.append(p)
             sizes.append(int(x.shape[0]))
     finally:
@@ -455,9 +331,9 @@ def _flat_curvature(model, loss_fn, data, params, *, max_batches, curvature) -> 
                 if lv.ndim == 0:
                     raise ValueError("iiw: curvature='empirical_fisher' needs per-example losses (reduction='none').")
 
-                def one(v: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-                    return batch_loss(v, xi[None], yi[None]).sum()
-                g = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))(flat0, x, y).to(torch.float64)
+                cap = capture(model, names, lambda out, _y=y: loss_fn(out, _y), x, owner="iiw")
+                per = cap.gradients()
+                g = torch.cat([per[n].reshape(x.shape[0], -1) for n in names], 1).to(torch.float64)
                 mat += g.T @ g
             n_used += int(x.shape[0])
             n_batches += 1

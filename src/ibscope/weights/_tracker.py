@@ -1,7 +1,25 @@
-"""Track weight information over a user's own training loop (callback style)."""
+"""Weight information over training: :class:`WeightInformation`, a :class:`~ibscope.training.Callback`.
+
+The same object works three ways, with the epoch convention of
+:mod:`ibscope.training` (epoch 0 = the initialization):
+
+* inside :func:`ibscope.training.fit` (``callbacks=[wi]``): it records at the
+  scheduled epochs, and its state (the prior mean, the epochs done) goes into
+  fit's checkpoint, so a resumed run continues with the same prior;
+* from a user's own loop: ``wi.record(0, model)`` before training, then
+  ``wi.record(epoch, model)`` after each epoch;
+* inside Lightning, through the thin adapters that drive the same hooks.
+
+Rows follow the weight-information table contract: ``seed, epoch, layer,
+quantity, value, unit, method`` with ``layer == 'total'`` for the sum and
+``quantity`` in {'iiw', 'fisher', 'lagrangian'}. With ``out_dir`` they are
+written to ``out_dir/weight_information.parquet`` (atomically, after every
+recorded epoch) with ``out_dir/weight_information.json`` describing the run.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
 import io
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -12,129 +30,258 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..store import TableWriter, atomic_write_bytes
+from ..store import TableWriter, atomic_write_bytes, atomic_write_json
+from ..training import Callback, TrainState
 from ._common import snapshot_parameters
 from ._fisher import fisher
 from ._iiw import iiw
 from ._lagrangian import information_lagrangian
 
-__all__ = ["WeightInformationTracker", "COLUMNS"]
+__all__ = ["WeightInformation", "COLUMNS", "TABLE_NAME", "META_NAME", "FORMAT"]
 
 COLUMNS = ["seed", "epoch", "layer", "quantity", "value", "unit", "method"]
+TABLE_NAME = "weight_information.parquet"
+META_NAME = "weight_information.json"
+FORMAT = "ibscope.weight_information/1"
 _QUANTITIES = ("iiw", "fisher", "lagrangian")
 
 
-class WeightInformationTracker:
-    """Compute IIW / Fisher trace / information-Lagrangian KL at scheduled epochs.
+def _prior_kind(prior_mean: Any) -> str:
+    if isinstance(prior_mean, str):
+        return prior_mean
+    if isinstance(prior_mean, nn.Module):
+        return "module"
+    if isinstance(prior_mean, Mapping):
+        return "mapping"
+    return "callable"
 
-    It hooks into a training loop it does not own::
 
-        tracker = WeightInformationTracker(run_dir, loss_fn=loss, data=train_loader,
-                                           schedule=[0, 1, 2, 4, 8, 16], prior_mean="init")
-        tracker.on_train_begin(model)          # only needed for prior_mean="init"
-        for epoch in range(epochs):
-            train_one_epoch(model)
-            tracker.on_epoch_end(epoch, model)
-
-    Rows (seed, epoch, layer, quantity, value, unit, method) go to
-    ``run_dir/<filename>`` (Parquet, rewritten atomically after every
-    scheduled epoch, via :class:`ibscope.store.TableWriter`) next to the
-    information-plane table of the same run. A restarted run skips the
-    epochs already on disk for its seed.
+class WeightInformation(Callback):
+    """IIW / Fisher trace / information-Lagrangian KL at scheduled epochs of a training run.
 
     Parameters
     ----------
-    run_dir : path-like
     loss_fn : callable
-        Per-example loss (``reduction="none"``), see :func:`iiw`.
+        Per-example loss ``loss_fn(model(x), y)`` (``reduction="none"``, nats),
+        see :func:`ibscope.weights.iiw`; also used by the Lagrangian.
     data : iterable of (x, y)
-        Data the quantities are computed on (the training set S).
-    schedule : iterable of int
-        Epochs at which to compute.
+        The examples the quantities are computed on (the training set S or a
+        fixed subset of it).
     quantities : iterable of {'iiw', 'fisher', 'lagrangian'}
-    prior_mean : Module, mapping, callable(model) -> mapping, or 'init'
-        theta_0 for IIW; 'init' snapshots the weights in :meth:`on_train_begin`
-        (saved to ``run_dir`` so a resumed run keeps it).
+    schedule : iterable of int, optional
+        Epochs to record (0 = initialization); None: every epoch.
+    prior_mean : 'init', Module, mapping name -> tensor, or callable(model) -> mapping
+        theta_0 of IIW. 'init' (default) is the weights at epoch 0: taken when
+        epoch 0 is recorded (or at ``on_train_begin`` of a fresh fit), kept in
+        fit's checkpoint and, with ``out_dir``, in
+        ``out_dir/weight_information_prior.pt`` for a restarted loop.
+    out_dir : path-like, optional
+        Where the table and its description go; None keeps the rows in
+        memory (see :meth:`results`).
     seed : int
-        Recorded in every row (and the seed of the Fisher label sampling).
-    iiw_kwargs, fisher_kwargs, lagrangian_kwargs : dict
-        Passed on; ``lagrangian_kwargs`` must hold ``beta``.
-    filename : str
+        Recorded in every row; the seed of the Fisher label sampling and of
+        the Lagrangian noise.
+    iiw_kwargs, fisher_kwargs, lagrangian_kwargs : dict, optional
+        Passed on to :func:`iiw`, :func:`fisher`, :func:`information_lagrangian`
+        (``lagrangian_kwargs`` must hold ``beta``).
+    model : torch.nn.Module, optional
+        The model :meth:`record` measures when called without one (inside
+        :func:`~ibscope.training.fit` it is the model being trained).
+
+    Examples
+    --------
+    >>> wi = WeightInformation(nn.CrossEntropyLoss(reduction="none"), train_subset,  # doctest: +SKIP
+    ...                        quantities=("iiw", "fisher"), schedule=[0, 1, 2, 4, 8], out_dir=run_dir)
+    >>> fit(model, nn.CrossEntropyLoss(), (x, y), opt, epochs=8, batch_size=64,      # doctest: +SKIP
+    ...     callbacks=[wi], checkpoint_dir=run_dir)
+    >>> wi.plot()                                                                     # doctest: +SKIP
     """
 
-    def __init__(self, run_dir: str | os.PathLike, *, loss_fn: Callable, data: Any, schedule: Iterable[int],
-                 quantities: Iterable[str] = ("iiw",), prior_mean: Any = None, seed: int = 0,
+    def __init__(self, loss_fn: Callable, data: Any, *, quantities: Iterable[str] = ("iiw",),
+                 schedule: Iterable[int] | None = None, prior_mean: Any = "init",
+                 out_dir: str | os.PathLike | None = None, seed: int = 0,
                  iiw_kwargs: Mapping[str, Any] | None = None, fisher_kwargs: Mapping[str, Any] | None = None,
-                 lagrangian_kwargs: Mapping[str, Any] | None = None, filename: str = "weights.parquet"):
-        self.run_dir = Path(run_dir)
-        self.loss_fn = loss_fn
-        self.data = data
-        self.schedule = sorted({int(e) for e in schedule})
+                 lagrangian_kwargs: Mapping[str, Any] | None = None, model: nn.Module | None = None):
+        if not callable(loss_fn):
+            raise TypeError(f"'loss_fn' must be callable, got {type(loss_fn).__name__}.")
+        if isinstance(quantities, str):
+            quantities = (quantities,)
         self.quantities = tuple(quantities)
         bad = [q for q in self.quantities if q not in _QUANTITIES]
-        if bad or not self.quantities:
-            raise ValueError(f"'quantities' must be a non-empty subset of {_QUANTITIES}; got {list(quantities)!r}.")
-        if "iiw" in self.quantities and prior_mean is None:
-            raise ValueError("'prior_mean' is needed to track 'iiw' (a Module, a mapping, a callable or 'init').")
+        if bad or not self.quantities or len(set(self.quantities)) != len(self.quantities):
+            raise ValueError(f"'quantities' must be a non-empty subset of {_QUANTITIES}; got {list(self.quantities)!r}.")
+        if schedule is None:
+            self.schedule = None
+        else:
+            try:
+                epochs = {int(e) for e in schedule}
+            except (TypeError, ValueError):
+                raise TypeError(f"'schedule' must be None or an iterable of epochs (int); got {schedule!r}.") from None
+            if not epochs or min(epochs) < 0:
+                raise ValueError(f"'schedule' must hold epochs >= 0; got {sorted(epochs)}.")
+            self.schedule = sorted(epochs)
         if isinstance(prior_mean, str) and prior_mean != "init":
             raise ValueError(f"'prior_mean' as a string must be 'init'; got {prior_mean!r}.")
+        if prior_mean is None or not (isinstance(prior_mean, (str, nn.Module, Mapping)) or callable(prior_mean)):
+            raise TypeError("'prior_mean' must be 'init', a torch.nn.Module, a mapping name -> tensor or a "
+                            f"callable(model) -> mapping; got {type(prior_mean).__name__}.")
         self.lagrangian_kwargs = dict(lagrangian_kwargs or {})
         if "lagrangian" in self.quantities and "beta" not in self.lagrangian_kwargs:
             raise ValueError("lagrangian_kwargs must hold 'beta' to track 'lagrangian'.")
-        self.prior_mean = prior_mean
-        self.seed = int(seed)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"'seed' must be an int, got {seed!r}.")
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"'model' must be a torch.nn.Module or None, got {type(model).__name__}.")
+        self.loss_fn, self.data, self.prior_mean, self.seed, self.model = loss_fn, data, prior_mean, seed, model
         self.iiw_kwargs = dict(iiw_kwargs or {})
         self.fisher_kwargs = dict(fisher_kwargs or {})
-        self.filename = filename
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.writer_ = TableWriter(self.run_dir / filename)
-        frame = self.writer_.frame()
-        self.done_epochs_ = (set(frame.loc[frame["seed"] == self.seed, "epoch"].astype(int).tolist())
-                             if len(frame) else set())
-        self._prior_path = self.run_dir / f"weights_prior_seed{self.seed}.pt"
+        self.out_dir = None if out_dir is None else Path(out_dir)
         self.prior_: dict[str, torch.Tensor] | None = None
-        if prior_mean == "init" and self._prior_path.exists():
-            self.prior_ = torch.load(self._prior_path, weights_only=True)
+        self._memory: list[pd.DataFrame] = []
+        self.writer_: TableWriter | None = None
+        self.done_epochs_: set[int] = set()
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.writer_ = TableWriter(self.out_dir / TABLE_NAME)
+            frame = self.writer_.frame()
+            if len(frame):
+                mine = frame["seed"] == self.seed if "seed" in frame else slice(None)
+                self.done_epochs_ = set(frame.loc[mine, "epoch"].astype(int).tolist())
+            path = self._prior_path()
+            if prior_mean == "init" and path.exists():
+                self.prior_ = torch.load(path, map_location="cpu", weights_only=True)
 
-    def on_train_begin(self, model: nn.Module) -> None:
-        """Snapshot the initial weights when ``prior_mean='init'`` (kept on disk for resume)."""
-        if self.prior_mean == "init" and self.prior_ is None:
-            self.prior_ = {k: v.cpu() for k, v in snapshot_parameters(model).items()}
+    # ------------------------------------------------------------------ prior
+    def _prior_path(self) -> Path:
+        assert self.out_dir is not None
+        return self.out_dir / f"weight_information_prior_seed{self.seed}.pt"
+
+    def _snapshot_prior(self, model: nn.Module) -> None:
+        self.prior_ = {k: v.detach().cpu().clone() for k, v in snapshot_parameters(model).items()}
+        if self.out_dir is not None:
             buf = io.BytesIO()
             torch.save(self.prior_, buf)
-            atomic_write_bytes(self._prior_path, buf.getvalue())
+            atomic_write_bytes(self._prior_path(), buf.getvalue())
 
     def _prior(self, model: nn.Module) -> Any:
         if self.prior_mean == "init":
             if self.prior_ is None:
-                raise RuntimeError("prior_mean='init': call tracker.on_train_begin(model) before training.")
+                raise RuntimeError("WeightInformation(prior_mean='init'): record epoch 0 (the initialization) "
+                                   "first, e.g. wi.record(0, model) before training, or pass a prior_mean.")
             return self.prior_
-        if callable(self.prior_mean) and not isinstance(self.prior_mean, nn.Module):
+        if callable(self.prior_mean) and not isinstance(self.prior_mean, (nn.Module, Mapping)):
             return self.prior_mean(model)
         return self.prior_mean
 
-    def on_epoch_end(self, epoch: int, model: nn.Module) -> pd.DataFrame | None:
-        """Compute and store the scheduled quantities; returns the new rows (None if not scheduled/done)."""
-        epoch = int(epoch)
-        if epoch not in self.schedule or epoch in self.done_epochs_:
-            return None
+    # ------------------------------------------------------------------ hooks
+    def on_train_begin(self, state: TrainState) -> None:
+        if self.model is None:
+            self.model = state.model
+        if self.prior_mean == "init" and self.prior_ is None and not state.resumed and state.epoch == 0:
+            self._snapshot_prior(state.model)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.schedule is None or state.epoch in self.schedule:
+            self.record(state.epoch, state.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"prior": self.prior_, "done": sorted(self.done_epochs_),
+                "rows": None if self.out_dir is not None else self._rows_as_lists()}
+
+    def load_state_dict(self, s: Mapping[str, Any]) -> None:
+        if s.get("prior") is not None:
+            self.prior_ = dict(s["prior"])
+        self.done_epochs_ |= {int(e) for e in s.get("done", [])}
+        if self.out_dir is None and s.get("rows") is not None:
+            rows = s["rows"]
+            self._memory = [pd.DataFrame({c: rows[c] for c in COLUMNS})] if rows["epoch"] else []
+
+    def _rows_as_lists(self) -> dict[str, list]:
+        df = self.results()
+        return {c: (df[c].tolist() if c in df else []) for c in COLUMNS}
+
+    # ---------------------------------------------------------------- record
+    def record(self, epoch: int, model: nn.Module | None = None) -> pd.DataFrame:
+        """Compute the quantities for ``epoch`` and store them; returns the new rows.
+
+        An epoch already recorded (in memory or on disk, for this seed) is
+        skipped (empty frame). With ``prior_mean='init'``, recording epoch 0
+        takes the prior from the model if none is known yet.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"'epoch' must be an int >= 0 (0 = initialization); got {epoch!r}.")
+        model = model if model is not None else self.model
+        if not isinstance(model, nn.Module):
+            raise TypeError("WeightInformation.record needs a model: pass record(epoch, model) or "
+                            "WeightInformation(..., model=model).")
+        if epoch in self.done_epochs_:
+            return pd.DataFrame(columns=COLUMNS)
+        if self.prior_mean == "init" and self.prior_ is None and epoch == 0:
+            self._snapshot_prior(model)
         rows: list[dict[str, Any]] = []
         if "iiw" in self.quantities:
             rows += iiw(model, self.loss_fn, self.data, prior_mean=self._prior(model), **self.iiw_kwargs).rows()
         if "fisher" in self.quantities:
-            rows += fisher(model, self.data, **{"seed": self.seed, **self.fisher_kwargs}).rows()
+            rows += [{**r, "quantity": "fisher"} for r in
+                     fisher(model, self.data, **{"seed": self.seed, **self.fisher_kwargs}).rows()]
         if "lagrangian" in self.quantities:
-            rows += information_lagrangian(model, self.loss_fn, self.data,
-                                           **{"seed": self.seed, **self.lagrangian_kwargs}).rows()
+            rows += [{**r, "quantity": "lagrangian"} for r in
+                     information_lagrangian(model, self.loss_fn, self.data,
+                                            **{"seed": self.seed, **self.lagrangian_kwargs}).rows()]
         df = pd.DataFrame(rows)
-        df.insert(0, "epoch", epoch)
+        df.insert(0, "epoch", int(epoch))
         df.insert(0, "seed", self.seed)
         df = df[COLUMNS]
-        self.writer_.add(df)
-        self.writer_.flush()
-        self.done_epochs_.add(epoch)
+        if self.writer_ is not None:
+            self.writer_.add(df)
+            self.writer_.flush()
+        else:
+            self._memory.append(df)
+        self.done_epochs_.add(int(epoch))
+        self._write_meta()
         return df
 
+    def _write_meta(self) -> None:
+        if self.out_dir is None:
+            return
+        from .. import __version__
+
+        units = {"iiw": self.iiw_kwargs.get("unit", "bits"), "fisher": "nats^2",
+                 "lagrangian": self.lagrangian_kwargs.get("unit", "bits")}
+        atomic_write_json(self.out_dir / META_NAME, {
+            "format": FORMAT, "quantities": list(self.quantities), "schedule": self.schedule,
+            "prior_mean": _prior_kind(self.prior_mean), "unit": units[self.quantities[0]],
+            "units": {q: units[q] for q in self.quantities}, "seed": self.seed,
+            "epochs_done": sorted(self.done_epochs_),
+            "iiw_kwargs": {k: v for k, v in self.iiw_kwargs.items() if isinstance(v, (str, int, float, bool))},
+            "fisher_kwargs": {k: v for k, v in self.fisher_kwargs.items() if isinstance(v, (str, int, float, bool))},
+            "lagrangian_kwargs": {k: v for k, v in self.lagrangian_kwargs.items()
+                                  if isinstance(v, (str, int, float, bool))},
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "ibscope_version": __version__,
+        })
+
+    # --------------------------------------------------------------- results
     def results(self) -> pd.DataFrame:
-        """All rows on disk and computed so far (every seed in the file)."""
-        return self.writer_.frame().copy()
+        """Every row so far (on disk: every seed in the file), in the table's column order."""
+        if self.writer_ is not None:
+            return self.writer_.frame().copy()
+        if not self._memory:
+            return pd.DataFrame(columns=COLUMNS)
+        return pd.concat(self._memory, ignore_index=True)
+
+    def plot(self, path: str | os.PathLike | None = None) -> Path:
+        """IIW / Fisher / ... over epochs (:func:`ibscope.plots.plot_weight_information`).
+
+        Default path: ``out_dir/weight_information.png``.
+        """
+        from .. import plots
+
+        if path is None:
+            if self.out_dir is None:
+                raise ValueError("WeightInformation.plot: pass a path (no out_dir was given).")
+            path = self.out_dir / "weight_information.png"
+        fn = getattr(plots, "plot_weight_information", None)
+        if fn is None:  # pragma: no cover - until the figure lands in ibscope.plots
+            raise NotImplementedError("ibscope.plots.plot_weight_information is not available in this version.")
+        return fn(self.results(), path)
