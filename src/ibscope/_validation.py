@@ -312,8 +312,8 @@ def check_labels(y: Any, n_classes: int, name: str = "y") -> None:
         lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= n_classes:
         raise ValueError(
-            f"'{name}' holds labels in [{lo}, {hi}] but there are {n_classes} classes: labels must "
-            f"lie in [0, {n_classes - 1}] (remap them, or check the number of classes)."
+            f"'{name}' holds labels outside [0, {n_classes - 1}] (found {lo} to {hi}) but there are "
+            f"{n_classes} classes; remap the labels or check the number of classes."
         )
 
 
@@ -342,3 +342,62 @@ def resolve_device(device: Any = None, like: Any = None) -> Any:
     if is_torch(like):
         return like.device
     return torch.device("cpu")
+
+
+def check_exclude(model: Any, exclude: Any, owner: str) -> None:
+    """Every ``exclude`` pattern (exact name or shell pattern) must match a parameter of ``model``.
+
+    A pattern that matches nothing is almost always a typo (``'fc9.*'`` for a
+    model with layers ``hidden1..``), and ignoring it silently measures the
+    parameters the caller meant to leave out.
+    """
+    import fnmatch
+
+    if exclude is None:
+        return
+    patterns = [exclude] if isinstance(exclude, str) else list(exclude)
+    names = [n for n, _ in model.named_parameters()]
+    for pat in patterns:
+        if not isinstance(pat, str):
+            raise TypeError(f"The 'exclude' parameter of {owner} must hold parameter names or shell "
+                            f"patterns (str); got {pat!r}.")
+        if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise ValueError(f"The 'exclude' pattern {pat!r} of {owner} matches no parameter of the "
+                             f"model (its parameters: {shown}).")
+
+
+def check_data_labels(model: Any, data: Any, owner: str) -> None:
+    """Integer labels of in-memory minibatches must index the model's output classes.
+
+    ``data`` given as a list/tuple of ``(x, y)`` is checked completely (a
+    one-example forward pass in eval mode gives the number of classes C);
+    other iterables (DataLoaders) are not iterated here, since that would
+    consume their shuffling state. Float targets (regression) and non-2-D
+    outputs are left alone.
+    """
+    if torch is None or not isinstance(data, (list, tuple)) or not data:
+        return
+    first = data[0]
+    if not isinstance(first, (list, tuple)) or len(first) < 2 or not is_torch(first[0]):
+        return
+    if not any(is_torch(b[1]) and not b[1].dtype.is_floating_point for b in data
+               if isinstance(b, (list, tuple)) and len(b) >= 2):
+        return
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = first[0].device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(first[0][:1].to(device))
+    finally:
+        model.train(was_training)
+    if not is_torch(out) or out.ndim != 2:
+        return
+    for i, batch in enumerate(data):
+        y = batch[1] if isinstance(batch, (list, tuple)) and len(batch) >= 2 else None
+        if is_torch(y) and not (y.dtype.is_floating_point or y.dtype.is_complex):
+            check_labels(y, out.shape[1], f"y (batch {i} of 'data' of {owner})")

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from .._validation import check_data_labels, check_exclude
 from ._common import (
     check_finite_loss,
     check_positive_float,
@@ -187,6 +188,9 @@ def fisher(model: nn.Module, data: Any, *, kind: str = "model", temperature: flo
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"The 'seed' parameter of fisher must be an int. Got {seed!r} instead.")
     params = select_parameters(model, include_bias=include_bias, exclude=exclude, owner=owner)
+    check_exclude(model, exclude, owner)
+    if kind == "empirical":  # only then are the labels used
+        check_data_labels(model, data, owner)
     names = list(params)
     sel = {n: p.detach() for n, p in params.items()}
     others = {n: p.detach() for n, p in model.named_parameters() if n not in params}
