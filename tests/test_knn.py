@@ -214,3 +214,41 @@ def test_ksg_nearly_invariant_to_monotone_maps(seed, which):
     a, b = e.estimate(x, y), e.estimate(f(x), y)
     # exact for affine maps (standardize), within sampling error for smooth monotone maps
     assert b == pytest.approx(a, abs=1e-9 if which == "affine" else 0.12)
+
+
+@pytest.mark.parametrize("name", ["ksg", "kl", "wkl"])
+@pytest.mark.parametrize("standardize", [True, False])
+def test_knn_estimates_survive_extreme_scales(name, standardize):
+    # scaled by 1e154 the standard deviation overflowed (ksg returned 0.0 bits, kl/wkl
+    # blamed "duplicates"); by 1e-200 it underflowed ("data must be finite" in scipy)
+    t = tasks.get("gaussian_split", dim=1, mi=2.35)
+    x, y = t.sample(800, seed=3)
+    est = estimators.get(name, standardize=standardize)
+    ref = est.estimate(x, y)
+    assert ref == pytest.approx(2.35, abs=0.25)
+    for s in (1e154, 1e200, 1e300, 1e-200, 1e-300):
+        assert est.estimate(x * s, y * s) == pytest.approx(ref, abs=1e-9)
+    if standardize:  # per-column scale invariance, also through the torch path
+        assert est.estimate(x * 1e250, y * 1e-250) == pytest.approx(ref, abs=1e-9)
+        torch_est = estimators.get(name, device="cpu")
+        assert torch_est.estimate(torch.from_numpy(x * 1e250), torch.from_numpy(y * 1e-250)) == \
+            pytest.approx(ref, abs=1e-9)
+    assert est.estimate(x + 1e6, y - 1e6) == pytest.approx(ref, abs=0.02)
+
+
+def test_wkl_refuses_unstable_weights():
+    # 8+8-dimensional Gaussians (2-5 bits) gave anything from -370 to +300 bits at k=5:
+    # the minimum-norm weights there have L1 norm ~3e4 (Berrett, Samworth & Yuan need
+    # bounded weights)
+    t = tasks.get("gaussian_split", dim=8, mi=3.0)
+    x, y = t.sample(500, seed=0)
+    with pytest.raises(ValueError, match="max_weight_norm"):
+        estimators.get("wkl").estimate(x, y)
+    # 4+4 at k=5 (norm 33) is allowed; the error names the k that would do
+    t4 = tasks.get("gaussian_split", dim=5, mi=3.0)
+    x4, y4 = t4.sample(500, seed=0)
+    with pytest.raises(ValueError, match="k >= 7"):
+        estimators.get("wkl", k=5).estimate(x4, y4)
+    assert math.isfinite(estimators.get("wkl", k=7).estimate(x4, y4))
+    with pytest.raises(ValueError, match="max_weight_norm"):
+        estimators.get("wkl", max_weight_norm=0.5)

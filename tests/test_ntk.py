@@ -364,3 +364,15 @@ def test_kernels_of_one_set_are_exactly_symmetric(activation, chunk_size, as_tor
     for m in (k.nngp, k.ntk):
         m = m.numpy() if as_torch else m
         assert np.array_equal(m, m.T)
+
+
+def test_kernels_refuse_overflowing_inputs():
+    x = _data(5, 3, 4)
+    assert np.isfinite(kernels(x * 1e70).nngp).all()  # large but representable
+    for bad in (x * 1e160, x * 1e76):
+        with pytest.raises(ValueError, match="'x1' is too large"):
+            kernels(bad)
+    with pytest.raises(ValueError, match="'x2' is too large"):
+        kernels(x, x * 1e160)
+    with pytest.raises(ValueError, match="weight_std"):
+        kernels(x, weight_std=1e200, depth=3)

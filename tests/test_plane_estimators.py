@@ -194,3 +194,41 @@ def test_binning_plane_ci_subsamples_x_too():
     a, _ = est.plane(t, y, x=x, ci=0.9, n_resamples=5)
     assert a.value == pytest.approx(est.plane(t, y, x=x)[0], abs=1e-12)
     assert a.value <= 2.0 + 1e-9  # I(X;T) <= H(X) <= log2(4) with explicit inputs
+@pytest.mark.parametrize("name", ["kde_upper", "kde_lower"])
+def test_kde_is_offset_invariant(rng, name):
+    # the distance formula cancels for a large common offset unless the sample is
+    # centred first (before: 0.845 bits at offset 0, 0.481 at 1e8, 0.0 at 1e10)
+    y = rng.integers(0, 2, 400)
+    t = 0.5 * rng.standard_normal((400, 3)) + y[:, None]
+    est = estimators.get(name)
+    ref = est.estimate(t, y, discrete_y=True)
+    assert ref > 0.3
+    for offset in (1e8, -1e10, 1e12):
+        # the data themselves keep ~ulp(offset)/0.5 relative precision
+        assert est.estimate(t + offset, y, discrete_y=True) == pytest.approx(ref, abs=1e-4)
+    # points a huge distance apart (squared norms overflow) are exactly separated
+    far = np.r_[t, [[1e300, 0, 0], [-1e300, 0, 0]]]
+    i_xt, i_ty = est.plane(far, np.r_[y, 0, 1])
+    assert np.isfinite(i_xt) and np.isfinite(i_ty) and i_xt <= math.log2(402) + 1e-12
+
+
+def test_adaptive_kde_is_scale_invariant_at_any_scale(rng):
+    # s2 = noise_fraction * max|t|^2 underflowed to 0 for tiny layers (ZeroDivisionError)
+    y = rng.integers(0, 2, 300)
+    t = 0.5 * rng.standard_normal((300, 2)) + y[:, None]
+    est = estimators.get("adaptive_kde")
+    ref = est.plane(t, y)
+    for s in (1e-300, 1e-160, 1e160, 1e300):
+        assert est.plane(t * s, y) == pytest.approx(ref, rel=1e-9)
+
+
+def test_kde_plane_takes_2d_labels_as_joint_symbols(rng):
+    # used to fail inside a matmul; now rows are joint symbols, as in estimate()
+    y2 = rng.integers(0, 2, (200, 2))
+    t = rng.standard_normal((200, 2)) + y2
+    est = estimators.get("kde_upper")
+    joint = y2[:, 0] * 2 + y2[:, 1]
+    assert est.plane(t, y2) == pytest.approx(est.plane(t, joint), rel=1e-12)
+    assert est.plane(t, y2)[1] == pytest.approx(est.estimate(t, y2, discrete_y=True), rel=1e-12)
+    with pytest.raises(ValueError, match="'y'"):
+        est.plane(t, rng.integers(0, 2, (200, 2, 2)))

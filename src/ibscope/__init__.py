@@ -78,6 +78,9 @@ def mutual_information(
     """
     est = estimators.get(method, unit=unit, **params)
     if ci is not None:
+        from ._validation import check_random_state
+
+        check_random_state(ci_seed, "ci_seed")  # fail with the caller's name for it
         return est.estimate_ci(x, y, discrete_x=discrete_x, discrete_y=discrete_y, level=ci,
                                n_resamples=n_resamples, subsample=subsample, seed=ci_seed)
     return est.estimate(x, y, discrete_x=discrete_x, discrete_y=discrete_y)

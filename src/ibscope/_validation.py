@@ -66,9 +66,12 @@ class Options:
     values: tuple
 
     def accepts(self, value: Any) -> bool:
+        # True == 1 and False == 0 in Python: a bool passes only where a bool is listed
+        if isinstance(value, (bool, np.bool_)) and not any(isinstance(v, bool) for v in self.values):
+            return False
         try:
-            return value in self.values
-        except TypeError:
+            return bool(value in self.values)
+        except (TypeError, ValueError):  # e.g. arrays (ambiguous truth value)
             return False
 
     def __str__(self) -> str:
@@ -268,15 +271,61 @@ def discrete_symbols(a: np.ndarray) -> tuple[np.ndarray, int]:
     return ids.astype(np.int64), int(ids.max()) + 1
 
 
-def check_random_state(seed: Any) -> np.random.Generator:
-    """Turn ``None``, an int or a Generator into a ``numpy.random.Generator``."""
+def check_random_state(seed: Any, name: str = "seed") -> np.random.Generator:
+    """Turn ``None``, an int >= 0 or a Generator into a ``numpy.random.Generator``.
+
+    ``name`` is the argument's name in error messages.
+    """
     if seed is None or isinstance(seed, (numbers.Integral, np.random.SeedSequence)):
-        if isinstance(seed, bool):
-            raise TypeError(f"'seed' must be None, an int or a numpy Generator, got {seed!r}.")
+        if isinstance(seed, (bool, np.bool_)):
+            raise TypeError(f"'{name}' must be None, an int >= 0 or a numpy Generator, got {seed!r}.")
+        if isinstance(seed, numbers.Integral) and seed < 0:
+            raise ValueError(f"'{name}' must be None, an int >= 0 or a numpy Generator, got {seed!r}.")
         return np.random.default_rng(seed)
     if isinstance(seed, np.random.Generator):
         return seed
-    raise TypeError(f"'seed' must be None, an int or a numpy Generator, got {type(seed).__name__}.")
+    raise TypeError(f"'{name}' must be None, an int >= 0 or a numpy Generator, got {type(seed).__name__}.")
+
+
+def check_labels(y: Any, n_classes: int, name: str = "y") -> None:
+    """Check class labels (numpy array or torch tensor) before they index anything.
+
+    ``y`` must hold integers (integral floats are refused too: a float label
+    is a mistake in a loss) in ``[0, n_classes)``; otherwise a ValueError or
+    TypeError names ``name``, the offending range and the number of classes.
+    Called at the entry of every function that uses labels as indices
+    (losses, information in the weights), where torch would otherwise fail
+    inside a kernel (or, on CUDA, with a device-side assert).
+    """
+    if is_torch(y):
+        if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+            raise TypeError(f"'{name}' must hold integer class labels, got a tensor of dtype {y.dtype}.")
+        if y.numel() == 0:
+            return
+        lo, hi = (int(v) for v in torch.aminmax(y.detach()))
+    else:
+        arr = np.asarray(y)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"'{name}' must hold integer class labels, got dtype {arr.dtype}.")
+        if arr.size == 0:
+            return
+        lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= n_classes:
+        raise ValueError(
+            f"'{name}' holds labels outside [0, {n_classes - 1}] (found {lo} to {hi}) but there are "
+            f"{n_classes} classes; remap the labels or check the number of classes."
+        )
+
+
+def check_finite(a: Any, name: str) -> None:
+    """Raise a ValueError naming ``name`` if the tensor/array holds NaN or inf."""
+    if is_torch(a):
+        if (a.dtype.is_floating_point or a.dtype.is_complex) and not bool(torch.isfinite(a.detach()).all()):
+            raise ValueError(f"'{name}' contains NaN or infinite values.")
+        return
+    arr = np.asarray(a)
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        raise ValueError(f"'{name}' contains NaN or infinite values.")
 
 
 def resolve_device(device: Any = None, like: Any = None) -> Any:
@@ -293,3 +342,62 @@ def resolve_device(device: Any = None, like: Any = None) -> Any:
     if is_torch(like):
         return like.device
     return torch.device("cpu")
+
+
+def check_exclude(model: Any, exclude: Any, owner: str) -> None:
+    """Every ``exclude`` pattern (exact name or shell pattern) must match a parameter of ``model``.
+
+    A pattern that matches nothing is almost always a typo (``'fc9.*'`` for a
+    model with layers ``hidden1..``), and ignoring it silently measures the
+    parameters the caller meant to leave out.
+    """
+    import fnmatch
+
+    if exclude is None:
+        return
+    patterns = [exclude] if isinstance(exclude, str) else list(exclude)
+    names = [n for n, _ in model.named_parameters()]
+    for pat in patterns:
+        if not isinstance(pat, str):
+            raise TypeError(f"The 'exclude' parameter of {owner} must hold parameter names or shell "
+                            f"patterns (str); got {pat!r}.")
+        if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise ValueError(f"The 'exclude' pattern {pat!r} of {owner} matches no parameter of the "
+                             f"model (its parameters: {shown}).")
+
+
+def check_data_labels(model: Any, data: Any, owner: str) -> None:
+    """Integer labels of in-memory minibatches must index the model's output classes.
+
+    ``data`` given as a list/tuple of ``(x, y)`` is checked completely (a
+    one-example forward pass in eval mode gives the number of classes C);
+    other iterables (DataLoaders) are not iterated here, since that would
+    consume their shuffling state. Float targets (regression) and non-2-D
+    outputs are left alone.
+    """
+    if torch is None or not isinstance(data, (list, tuple)) or not data:
+        return
+    first = data[0]
+    if not isinstance(first, (list, tuple)) or len(first) < 2 or not is_torch(first[0]):
+        return
+    if not any(is_torch(b[1]) and not b[1].dtype.is_floating_point for b in data
+               if isinstance(b, (list, tuple)) and len(b) >= 2):
+        return
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = first[0].device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(first[0][:1].to(device))
+    finally:
+        model.train(was_training)
+    if not is_torch(out) or out.ndim != 2:
+        return
+    for i, batch in enumerate(data):
+        y = batch[1] if isinstance(batch, (list, tuple)) and len(batch) >= 2 else None
+        if is_torch(y) and not (y.dtype.is_floating_point or y.dtype.is_complex):
+            check_labels(y, out.shape[1], f"y (batch {i} of 'data' of {owner})")

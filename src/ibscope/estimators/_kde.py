@@ -73,11 +73,20 @@ def mixture_terms(t: torch.Tensor, scale: float, labels: torch.Tensor | None = N
     0 when ``labels`` is None). ``scale`` is 2 s2 for the KL upper bound and
     8 s2 for the Bhattacharyya lower bound. The (N, N) distances are
     computed block by block, each block used for both terms.
+
+    The sample is first centred on its per-column midrange (computed without
+    overflow): the distance formula ``|a|^2 + |b|^2 - 2 a.b`` cancels
+    catastrophically for a large common offset (1e8 with unit spread lost half
+    the information, 1e10 all of it). Should the centred squared norms still
+    overflow, the blocks are computed from the differences directly (exact,
+    slower).
     """
     n = t.shape[0]
     if chunk_size is None:
         chunk_size = _default_chunk(n, t.device)
+    t = t - (t.amax(dim=0) * 0.5 + t.amin(dim=0) * 0.5)
     sq = (t * t).sum(dim=1)
+    direct = not bool(torch.isfinite(sq).all())
     h = torch.zeros((), dtype=torch.float64, device=t.device)
     h_cond = torch.zeros((), dtype=torch.float64, device=t.device)
     if labels is not None:
@@ -86,8 +95,11 @@ def mixture_terms(t: torch.Tensor, scale: float, labels: torch.Tensor | None = N
         log_n_class = torch.log(counts.to(torch.float64))[inverse]
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
-        e = torch.addmm(sq[None, :], t[start:stop], t.T, beta=1.0, alpha=-2.0)
-        e.add_(sq[start:stop, None]).clamp_(min=0.0)
+        if direct:  # inf distances (exp -> 0) without inf - inf
+            e = torch.cdist(t[start:stop], t, compute_mode="donot_use_mm_for_euclid_dist").square_()
+        else:
+            e = torch.addmm(sq[None, :], t[start:stop], t.T, beta=1.0, alpha=-2.0)
+            e.add_(sq[start:stop, None]).clamp_(min=0.0)
         idx = torch.arange(stop - start, device=t.device)
         e[idx, idx + start] = 0.0  # exact zeros on the diagonal (rounding leaves tiny positives)
         # Every row holds exp(0) = 1 on the diagonal, so its sums lie in [1, N]:
@@ -142,14 +154,15 @@ class _KDEBase(BaseMIEstimator):
         if ci is not None:
             return self.plane_ci(t, y, level=ci, n_resamples=n_resamples, subsample=subsample, seed=seed)
         t_checked = check_array(t, "t", keep_torch=True)
-        y_checked = check_array(y, "y", discrete=True, keep_torch=True)
+        y_checked = check_array(y, "y", discrete=True)
         if y_checked.shape[0] != t_checked.shape[0]:
             raise ValueError(
                 f"'t' and 'y' must have the same number of samples; got {t_checked.shape[0]} and {y_checked.shape[0]}."
             )
         device = resolve_device(self.device, like=t_checked)
         tt = _to_tensor(t_checked, device)
-        yy = _to_tensor(y_checked, device).to(torch.int64)
+        # rows of a 2-D label are joint symbols, as in estimate()
+        yy = torch.as_tensor(discrete_symbols(y_checked)[0], device=device)
         i_xt, i_ty = self._pair(tt, yy)
         return self._finish(i_xt), self._finish(i_ty)
 
@@ -261,10 +274,12 @@ class AdaptiveKDE(_KDEBase):
         self._factor = 2.0 if bound == "upper" else 8.0
 
     def _variance(self, t: torch.Tensor) -> float:
-        m = float(t.abs().max())
-        return self.noise_fraction * m * m if m > 0 else self.noise_fraction
+        # called on t / max|t| (see _pair), so s2 = noise_fraction * max|t|^2
+        # never under- or overflows, whatever the layer's scale
+        return float(self.noise_fraction)
 
     def _pair(self, t, labels):
-        if float(t.abs().max()) == 0.0:
+        m = t.abs().max()
+        if float(m) == 0.0:
             return 0.0, 0.0
-        return super()._pair(t, labels)
+        return super()._pair(t / m, labels)

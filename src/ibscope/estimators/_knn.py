@@ -215,6 +215,44 @@ def _torch_count(a: torch.Tensor, r: torch.Tensor, metric: str, chunk: int) -> t
     return torch.cat(out)
 
 
+def safe_scale(a: Any, *, per_column: bool, max_abs: Any = None) -> Any:
+    """Rescale a continuous sample without overflow or underflow (numpy or torch).
+
+    kNN estimates of I(X;Y) do not change when a variable is multiplied by a
+    constant, but the arithmetic does: squares of values beyond ~1e154
+    overflow (the standard deviation becomes inf, every scaled point 0) and
+    below ~1e-154 underflow (std 0, points inf). So each column (or, with
+    ``per_column=False``, the whole array) is first divided by the power of
+    two nearest above its largest absolute value, which is exact in floating
+    point and maps it into [-1, 1]. With ``per_column`` the columns are then
+    divided by their standard deviation computed about the mean of the
+    rescaled values (the scaling of scikit-learn's ``mutual_info_regression``;
+    no centring of the result). Without it, one power-of-two factor leaves
+    every distance comparison exactly as it was, so raw-scale results are
+    unchanged; ``max_abs`` then gives the largest absolute value of every
+    variable of the estimate (x and y share the factor: their distances are
+    compared in the joint space).
+    """
+    if is_torch(a):
+        m = a.abs().amax(dim=0) if per_column else a.abs().amax()
+        if max_abs is not None:
+            m = torch.as_tensor(float(max_abs), dtype=a.dtype, device=a.device)
+        m = torch.where(m > 0, m, torch.ones_like(m))
+        _, e = torch.frexp(m)
+        t = torch.ldexp(a, -e.to(a.dtype))
+        if per_column:
+            t = t / t.std(dim=0, unbiased=False)
+        return t
+    m = np.abs(a).max(axis=0) if per_column else np.abs(a).max()
+    if max_abs is not None:
+        m = float(max_abs)
+    _, e = np.frexp(np.where(m > 0, m, 1.0))
+    out = np.ldexp(a, -e)
+    if per_column:
+        out = out / out.std(axis=0)
+    return out
+
+
 def _drop_self(idx: np.ndarray | torch.Tensor, k: int):
     """Mask of the k neighbours among k+1 returned indices: drop self (or the last if self was tied out)."""
     rows = (torch.arange(idx.shape[0], device=idx.device)[:, None] if is_torch(idx)
@@ -423,11 +461,59 @@ def wkl_weights(k: int, d: int) -> np.ndarray:
     return g.T @ np.linalg.solve(g @ g.T, e1)
 
 
-def wkl_entropy(a: Any, *, k: int = 5, metric: str = "euclidean", n_jobs: int | None = None,
-                chunk_size: int | None = None) -> float:
-    """Weighted Kozachenko-Leonenko entropy (Berrett, Samworth & Yuan 2019) in nats."""
-    n, d = a.shape
+MAX_WEIGHT_NORM = 40.0
+
+
+def check_wkl_weights(k: int, d: int, n: int, max_weight_norm: float = MAX_WEIGHT_NORM) -> np.ndarray:
+    """The weights of :func:`wkl_weights`, refused when they are too large to be stable.
+
+    Berrett, Samworth & Yuan (2019) prove efficiency of the weighted estimator
+    for weight vectors whose norm stays bounded as n grows; the estimate's
+    error is the weighted sum of the errors of the per-order KL estimates, so
+    it is amplified up to ``||w||_1`` times. The minimum-norm weights on
+    j = 1..k grow explosively with d at small k (floor(d/4) nearly collinear
+    constraints): ``||w||_1`` is 3 for d = 4, 33 for d = 8 and 3e4 for d = 16
+    at k = 5, where 8+8-dimensional Gaussians with 2-5 bits gave anything
+    from -370 to +300 bits. Above ``max_weight_norm`` this raises a
+    ValueError that gives the smallest k (if any, below n) that would do.
+    """
     w = wkl_weights(k, d)
+    norm = float(np.abs(w).sum())
+    if norm <= max_weight_norm:
+        return w
+    k_ok = None
+    kk = k
+    while kk < min(n - 1, 4096):
+        kk = min(2 * kk, n - 1, 4096)
+        if float(np.abs(wkl_weights(kk, d)).sum()) <= max_weight_norm:
+            lo, hi = kk // 2, kk  # bisect for the smallest such k
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if float(np.abs(wkl_weights(mid, d)).sum()) <= max_weight_norm:
+                    hi = mid
+                else:
+                    lo = mid
+            k_ok = hi
+            break
+    hint = (f"use k >= {k_ok}" if k_ok is not None else
+            f"no k below n={n} brings them under the limit")
+    raise ValueError(
+        f"The weighted KL (wkl) estimator in dimension d={d} with k={k} needs bias-cancelling "
+        f"weights of L1 norm {norm:.3g} > max_weight_norm={max_weight_norm:g}: they amplify the "
+        f"noise of the per-order estimates that much and the result is unreliable "
+        f"(Berrett, Samworth & Yuan 2019 require weights of bounded norm). Either {hint}, "
+        f"or use 'ksg' or 'kl', or reduce the dimension first (estimator 'compressed')."
+    )
+
+
+def wkl_entropy(a: Any, *, k: int = 5, metric: str = "euclidean", n_jobs: int | None = None,
+                chunk_size: int | None = None, max_weight_norm: float = MAX_WEIGHT_NORM) -> float:
+    """Weighted Kozachenko-Leonenko entropy (Berrett, Samworth & Yuan 2019) in nats.
+
+    Raises ValueError when the weights are unstable (see :func:`check_wkl_weights`).
+    """
+    n, d = a.shape
+    w = check_wkl_weights(k, d, n, max_weight_norm)
     rho = _kth_distances(a, k, metric, n_jobs, chunk_size)
     support = np.flatnonzero(w != 0)
     logr = _check_positive_distances(rho[:, support], "Weighted KL entropy")
@@ -471,14 +557,27 @@ class _KNNBase(BaseMIEstimator):
                 return a.device
         return None
 
-    def _prep(self, a: Any, name: str, device: torch.device | None, rng: np.random.Generator) -> Any:
-        """Continuous variable -> float64 numpy array, or torch tensor on ``device``; scaled, jittered."""
+    def _prep_pair(self, x: Any, y: Any, device: torch.device | None, rng: np.random.Generator
+                   ) -> tuple[Any, Any]:
+        """Both continuous variables through :meth:`_prep`, sharing the raw-scale factor."""
+        m = None
+        if not self.standardize:
+            m = max(float(x.abs().max() if is_torch(x) else np.abs(x).max()),
+                    float(y.abs().max() if is_torch(y) else np.abs(y).max()))
+        return self._prep(x, "x", device, rng, m), self._prep(y, "y", device, rng, m)
+
+    def _prep(self, a: Any, name: str, device: torch.device | None, rng: np.random.Generator,
+              max_abs: float | None = None) -> Any:
+        """Continuous variable -> float64 numpy array, or torch tensor on ``device``; scaled, jittered.
+
+        Scaled by :func:`safe_scale` (per column with ``standardize``, else by
+        one exact power of two), so no scale of the data over- or underflows.
+        """
         if device is None:
             arr = a.detach().cpu().numpy() if is_torch(a) else np.asarray(a)
             arr = arr.astype(np.float64, copy=False)
             check_no_constant_columns(arr, name)
-            if self.standardize:
-                arr = arr / arr.std(axis=0)
+            arr = safe_scale(arr, per_column=self.standardize, max_abs=max_abs)
             if self.noise > 0:
                 arr = arr + self.noise * arr.std(axis=0) * rng.standard_normal(arr.shape)
             return np.ascontiguousarray(arr)
@@ -487,8 +586,7 @@ class _KNNBase(BaseMIEstimator):
         const = torch.nonzero(t.amax(0) == t.amin(0)).reshape(-1)
         if const.numel():
             check_no_constant_columns(t[:, const[:1]].cpu().numpy(), name)  # raises the usual error
-        if self.standardize:
-            t = t / t.std(dim=0, unbiased=False)
+        t = safe_scale(t, per_column=self.standardize, max_abs=max_abs)
         if self.noise > 0:
             z = torch.as_tensor(rng.standard_normal(tuple(t.shape)), device=device)
             t = t + self.noise * t.std(dim=0, unbiased=False) * z
@@ -613,8 +711,7 @@ class KSG(_KNNBase):
             mi = ksg_mi_mixed(c, self._labels(disc), k=self.k, metric=self.metric,
                               n_jobs=self.n_jobs, chunk_size=self.chunk_size)
         else:
-            xa = self._prep(x, "x", device, rng)
-            ya = self._prep(y, "y", device, rng)
+            xa, ya = self._prep_pair(x, y, device, rng)
             if device is not None:
                 mi = _ksg_torch(xa, ya, k=self.k, algorithm=self.algorithm, metric=self.metric,
                                 chunk_size=self.chunk_size)
@@ -654,8 +751,7 @@ class _EntropyKNN(_KNNBase):
                 h_cond += counts[ci] / n * self._entropy(sub)
             mi = self._entropy(t) - h_cond
         else:
-            xa = self._prep(x, "x", device, rng)
-            ya = self._prep(y, "y", device, rng)
+            xa, ya = self._prep_pair(x, y, device, rng)
             joint = torch.cat([xa, ya], dim=1) if is_torch(xa) else np.hstack([xa, ya])
             mi = self._entropy(xa) + self._entropy(ya) - self._entropy(joint)
         return max(mi, 0.0) if self.clip else mi
@@ -720,6 +816,8 @@ class WKL(_EntropyKNN):
     k : int, default 5
         Largest neighbour order used; must exceed floor(d/4) for the joint
         dimension d.
+    max_weight_norm : float, default 40
+        Largest accepted L1 norm of the weights (see Notes).
     """
         + _KNN_PARAMS_DOC.replace(
             "        Norm used in each space.",
@@ -731,6 +829,13 @@ class WKL(_EntropyKNN):
     Bias: consistent; the weights remove the leading bias terms of the
     entropy, which makes it efficient (root-N) up to dimension 7 and less
     biased than KL in d >= 4. For d < 4 it equals KL with k neighbours.
+    Stability: the minimum-norm weights grow explosively with the dimension
+    at small k, and the estimate's error grows with their L1 norm; the
+    theory of [1]_ needs weights of bounded norm. An estimate whose weights
+    (joint space) exceed ``max_weight_norm`` is refused with a ValueError
+    that says which k would do: with the default 40 that allows joint
+    dimension up to 7 for every k, 8 for k >= 5, 9 for k >= 6, 10 for
+    k >= 7, 11 for k >= 9, never 12 or more below k = 3000 (use KSG there).
     Cost: as KL (one k-neighbour search per entropy).
 
     References
@@ -742,13 +847,24 @@ class WKL(_EntropyKNN):
     )
 
     name = "wkl"
-    _constraints = _KNNBase._common_constraints
+    _constraints = {**_KNNBase._common_constraints,
+                    "max_weight_norm": [Interval(float, 1, None)]}
 
     def __init__(self, *, k: int = 5, metric: str = "euclidean", standardize: bool = True,
                  noise: float = 0.0, seed: Any = 0, clip: bool = True, n_jobs: int | None = None,
-                 chunk_size: int | None = None, device: Any = None, unit: str = "bits"):
+                 chunk_size: int | None = None, device: Any = None,
+                 max_weight_norm: float = MAX_WEIGHT_NORM, unit: str = "bits"):
         self._store(k=k, metric=metric, standardize=standardize, noise=noise, seed=seed, clip=clip,
-                    n_jobs=n_jobs, chunk_size=chunk_size, device=device, unit=unit)
+                    n_jobs=n_jobs, chunk_size=chunk_size, device=device,
+                    max_weight_norm=max_weight_norm, unit=unit)
+
+    def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
+        # refuse unstable weights before any neighbour search (the joint space
+        # has the largest dimension, so it decides)
+        d = (0 if discrete_x else x.shape[1]) + (0 if discrete_y else y.shape[1])
+        check_wkl_weights(self.k, d, x.shape[0], self.max_weight_norm)
+        return super()._estimate_nats(x, y, discrete_x, discrete_y)
 
     def _entropy(self, a):
-        return wkl_entropy(a, k=self.k, metric=self.metric, n_jobs=self.n_jobs, chunk_size=self.chunk_size)
+        return wkl_entropy(a, k=self.k, metric=self.metric, n_jobs=self.n_jobs, chunk_size=self.chunk_size,
+                           max_weight_norm=self.max_weight_norm)

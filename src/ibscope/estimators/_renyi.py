@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Any
 
 import numpy as np
@@ -252,6 +253,29 @@ def kernel_width(x: torch.Tensor, rule: str | float = "median", *, n_neighbors: 
 # --------------------------------------------------------------------------- #
 # Estimator
 # --------------------------------------------------------------------------- #
+def _available_bytes(device: torch.device) -> float:
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return math.inf
+
+
+def _check_gram_memory(n: int, device: torch.device, max_samples: int | None) -> None:
+    """Refuse before allocating: the estimate holds about four float64 N x N matrices
+    (two Gram matrices, their product, the eigensolver's copy)."""
+    need = 4.0 * 8.0 * n * n
+    have = _available_bytes(device)
+    if need > 0.5 * have:
+        raise ValueError(
+            f"Renyi on n={n} samples needs about {need / 2**30:.1f} GiB for its N x N Gram "
+            f"matrices (and O(N^3) eigendecompositions), more than half of the "
+            f"{have / 2**30:.1f} GiB on {device}; 'max_samples' is {max_samples!r}. Set "
+            f"'max_samples' (e.g. 2000, the default) to subsample, or pass fewer rows."
+        )
+
+
 class Renyi(BaseMIEstimator):
     """Matrix-based Renyi alpha-entropy mutual information (Giraldo et al. 2015).
 
@@ -345,11 +369,28 @@ class Renyi(BaseMIEstimator):
         self.unit = unit
         self._check_params()
 
-    def _continuous_gram(self, a: Any, rule: Any, device: torch.device) -> tuple[torch.Tensor, float]:
+    def _continuous_gram(self, a: Any, rule: Any, device: torch.device, name: str = "x"
+                         ) -> tuple[torch.Tensor, float]:
+        """Gram matrix and width of one continuous variable.
+
+        The Gram matrix depends on the data only through distances / width, so
+        the sample (and a fixed width with it) is first divided by the power of
+        two just above its largest absolute value: exact, and no scale of the
+        data over- or underflows the distances. The reported width is in the
+        data's own units.
+        """
         t = a.to(device=device, dtype=torch.float64) if is_torch(a) else torch.as_tensor(
             np.asarray(a), dtype=torch.float64, device=device)
-        sigma = kernel_width(t, rule, n_neighbors=self.n_neighbors)
-        return gram_matrix(t, sigma), sigma
+        m = float(t.abs().max())
+        e = math.frexp(m)[1] if m > 0 else 0
+        t = torch.ldexp(t, torch.tensor(-float(e), dtype=t.dtype, device=t.device))
+        fixed = isinstance(rule, numbers.Real) and not isinstance(rule, bool)
+        try:
+            sigma = kernel_width(t, math.ldexp(float(rule), -e) if fixed else rule,
+                                 n_neighbors=self.n_neighbors)
+        except ValueError as err:
+            raise ValueError(f"'{name}': {err}") from None
+        return gram_matrix(t, sigma), math.ldexp(sigma, e)
 
     @staticmethod
     def _symbols(a: Any) -> np.ndarray:
@@ -367,6 +408,7 @@ class Renyi(BaseMIEstimator):
             x = x[torch.as_tensor(idx, device=x.device)] if is_torch(x) else x[idx]
             y = y[torch.as_tensor(idx, device=y.device)] if is_torch(y) else y[idx]
             n = self.max_samples
+        _check_gram_memory(n, device, self.max_samples)
         alpha = float(self.alpha)
         width_y = self.width if self.width_y is None else self.width_y
 
@@ -383,7 +425,8 @@ class Renyi(BaseMIEstimator):
                         - _entropy_of_spectrum(freq_spectrum(joint), alpha))
             elif discrete_x or discrete_y:
                 cont, disc = (y, x) if discrete_x else (x, y)
-                k, sigma = self._continuous_gram(cont, width_y if discrete_x else self.width, device)
+                k, sigma = self._continuous_gram(cont, width_y if discrete_x else self.width, device,
+                                                 "y" if discrete_x else "x")
                 self.widths_ = (None, sigma) if discrete_x else (sigma, None)
                 ids = self._symbols(disc)
                 blocks = []
@@ -394,8 +437,8 @@ class Renyi(BaseMIEstimator):
                         + _entropy_of_spectrum(freq_spectrum(ids), alpha)
                         - _entropy_of_spectrum(torch.cat(blocks), alpha))
             else:
-                kx, sx = self._continuous_gram(x, self.width, device)
-                ky, sy = self._continuous_gram(y, width_y, device)
+                kx, sx = self._continuous_gram(x, self.width, device, "x")
+                ky, sy = self._continuous_gram(y, width_y, device, "y")
                 self.widths_ = (sx, sy)
                 nats = renyi_mi(kx, ky, alpha, unit="nats")
         return max(float(nats), 0.0)

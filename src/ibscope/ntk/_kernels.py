@@ -287,9 +287,16 @@ def kernels(
     else:
         b = None
     d_in = a.shape[1]
+    for key, v in (("weight_std", weight_std), ("bias_std", bias_std)):
+        if float(v) > 1e100:
+            raise ValueError(f"The '{key}' parameter of kernels is too large for float64 kernels "
+                             f"(its square and powers overflow); got {v!r}.")
     w2, b2 = float(weight_std) ** 2, float(bias_std) ** 2
 
     sq1 = (a * a).sum(dim=1) / d_in
+    _check_scale(sq1, "x1", w2, b2, depth)
+    if b is not None:
+        _check_scale((b * b).sum(dim=1) / d_in, "x2", w2, b2, depth)
     k1, th1, pre1 = _diag_recursion(sq1, depth, activation, w2, b2)
     if diagonal:
         return _wrap(k1, th1, torch_out)
@@ -330,6 +337,26 @@ def kernels(
         nngp[idx, idx] = k1
         ntk[idx, idx] = th1
     return _wrap(nngp, ntk, torch_out)
+
+
+def _check_scale(sq: torch.Tensor, name: str, w2: float, b2: float, depth: int) -> None:
+    """Refuse inputs whose kernels overflow float64 (instead of returning inf/nan).
+
+    The NNGP variance of a ReLU net grows like (weight_std^2 / 2)^depth |x|^2 / d
+    (erf saturates, so only the first layer matters there); beyond ~1e300 the
+    recursion (its products K11 K22) is no longer finite.
+    """
+    try:
+        grow = max(w2, 1.0) ** (depth + 1)
+        worst = float(sq.max()) * grow + b2 * (depth + 1) * grow
+    except OverflowError:
+        worst = math.inf
+    if not math.isfinite(worst) or worst > 1e150:
+        raise ValueError(
+            f"'{name}' is too large for float64 kernels: the largest ||x||^2 / d is "
+            f"{float(sq.max()):.3g}, whose layer kernels (and their products) overflow. Rescale "
+            f"the inputs (e.g. to unit variance per feature) or lower 'weight_std' / 'bias_std'."
+        )
 
 
 def _wrap(nngp: torch.Tensor, ntk: torch.Tensor, torch_out: bool) -> Kernels:

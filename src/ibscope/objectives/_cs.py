@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from .._units import LN2, check_unit
-from .._validation import Interval, validate_params
+from .._validation import Interval, check_finite, validate_params
 from ..estimators import _renyi
 from ._schedule import AnnealingSchedule, check_weight, resolve_weight
 
@@ -78,6 +78,11 @@ def _as_2d(a: torch.Tensor, name: str) -> torch.Tensor:
         a = a.reshape(a.shape[0], -1)
     if a.shape[0] < 2:
         raise ValueError(f"'{name}' needs at least 2 samples, got {a.shape[0]}.")
+    if not a.dtype.is_floating_point:
+        if a.dtype.is_complex or a.dtype == torch.bool:
+            raise TypeError(f"'{name}' must hold real numbers, got a tensor of dtype {a.dtype}.")
+        a = a.to(torch.float64)
+    check_finite(a, name)
     return a
 
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._units import LN2, check_unit
-from .._validation import Interval, validate_params
+from .._validation import Interval, check_finite, check_labels, validate_params
 from ._schedule import AnnealingSchedule, check_weight, resolve_weight
 from ._vib import VIBOutput, _check_logits_labels, gaussian_kl
 
@@ -99,8 +99,7 @@ class NoisyLabels:
         k = self.n_classes
         if y.ndim != 1:
             raise ValueError(f"'y' must be a 1-D tensor of integer labels; got shape {tuple(y.shape)}.")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
-            raise ValueError(f"'y' holds labels outside [0, {k - 1}].")
+        check_labels(y, k, "y")
         if self.kind == "smoothing":
             one_hot = F.one_hot(y.long(), k).double()
             return (1.0 - self.smoothing_) * one_hot + self.smoothing_ / k
@@ -161,6 +160,9 @@ class DualIBLoss(nn.Module):
         s, n, c = output.logits.shape
         if c != self.noisy_labels.n_classes:
             raise ValueError(f"The logits have {c} classes but 'noisy_labels' has {self.noisy_labels.n_classes}.")
+        check_labels(y, c, "y")
+        for name in ("logits", "mu", "std"):
+            check_finite(getattr(output, name), f"output.{name}")
         beta = resolve_weight(self.beta, self.step_, "beta")
         gamma = resolve_weight(self.gamma, self.step_, "gamma")
         log_q = torch.log_softmax(output.logits, dim=-1)                # (S, n, C)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._units import LN2, check_unit
-from .._validation import NONE, InstanceOf, Interval, validate_params
+from .._validation import NONE, InstanceOf, Interval, check_finite, check_labels, validate_params
 from ..models import init_linear, make_activation
 from ._schedule import AnnealingSchedule, check_weight, resolve_weight
 
@@ -142,8 +142,16 @@ class VIBClassifier(nn.Module):
 
 def gaussian_kl(mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag std^2) || N(0, I)) per row, in nats (closed form)."""
+    for name, a in (("mu", mu), ("std", std)):
+        if not isinstance(a, torch.Tensor) or not a.dtype.is_floating_point:
+            raise TypeError(f"'{name}' must be a floating-point torch.Tensor, got "
+                            f"{a.dtype if isinstance(a, torch.Tensor) else type(a).__name__}.")
+        check_finite(a, name)
     if mu.shape != std.shape:
         raise ValueError(f"'mu' and 'std' must have the same shape; got {tuple(mu.shape)} and {tuple(std.shape)}.")
+    if bool((std <= 0).any()):
+        raise ValueError("'std' must be > 0 everywhere (a standard deviation); got "
+                         f"min {float(std.min()):g}.")
     var = std * std
     return 0.5 * (var + mu * mu - 1.0 - torch.log(var)).sum(dim=-1)
 
@@ -194,6 +202,7 @@ class VIBLoss(nn.Module):
         self.beta = beta
         self.unit = check_unit(unit)
         self.h_y = None if class_prior is None else _entropy_of_prior(class_prior)
+        self.n_prior = None if class_prior is None else len(class_prior)
         self.step_ = 0
 
     def step(self) -> None:
@@ -206,6 +215,11 @@ class VIBLoss(nn.Module):
         _check_logits_labels(output.logits, y)
         beta = resolve_weight(self.beta, self.step_, "beta")
         s, n, c = output.logits.shape
+        check_labels(y, c, "y")
+        if self.n_prior is not None and self.n_prior != c:
+            raise ValueError(f"'class_prior' has {self.n_prior} entries but the logits have {c} classes.")
+        for name in ("logits", "mu", "std"):
+            check_finite(getattr(output, name), f"output.{name}")
         ce = F.cross_entropy(output.logits.reshape(s * n, c), y.repeat(s))
         kl = gaussian_kl(output.mu, output.std).mean()
         scale = 1.0 / LN2 if self.unit == "bits" else 1.0
@@ -217,8 +231,12 @@ class VIBLoss(nn.Module):
 
 
 def _entropy_of_prior(prior: Sequence[float]) -> float:
-    p = torch.as_tensor(prior, dtype=torch.float64).reshape(-1)
-    if p.numel() < 2 or bool((p < 0).any()) or not math.isclose(float(p.sum()), 1.0, abs_tol=1e-6):
+    try:
+        p = torch.as_tensor(prior, dtype=torch.float64).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"'class_prior' must be a sequence of probabilities; got {prior!r}.") from None
+    if (p.numel() < 2 or not bool(torch.isfinite(p).all()) or bool((p < 0).any())
+            or not math.isclose(float(p.sum()), 1.0, abs_tol=1e-6)):
         raise ValueError(f"'class_prior' must be probabilities (>= 0) summing to 1; got {prior!r}.")
     p = p[p > 0]
     return float(-(p * p.log()).sum())
@@ -245,6 +263,10 @@ def vib_bounds(model: VIBClassifier, x: torch.Tensor, y: torch.Tensor, *, n_samp
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         out = model(xb, n_samples)
         s, n, c = out.logits.shape
+        if n_classes is None:
+            check_labels(y, c, "y")
+            if class_prior is not None and len(class_prior) != c:
+                raise ValueError(f"'class_prior' has {len(class_prior)} entries but the model has {c} classes.")
         n_classes = c
         ce_sum += float(F.cross_entropy(out.logits.reshape(s * n, c).double(), yb.repeat(s), reduction="sum")) / s
         kl_sum += float(gaussian_kl(out.mu.double(), out.std.double()).sum())

@@ -72,7 +72,15 @@ class GaussianTask(BaseTask):
         cov = np.asarray(cov, dtype=np.float64)
         self.dim_x, self.dim_y = dim_x, cov.shape[0] - dim_x
         self.covariance = cov
-        self._chol = np.linalg.cholesky(cov)
+        try:
+            self._chol = np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            params = ", ".join(f"{k}={getattr(self, k)!r}" for k in getattr(self, "_param_order", ()))
+            raise ValueError(
+                f"The covariance of task {getattr(self, 'task_name', type(self).__name__)!r} with "
+                f"{params} is not numerically positive definite (the MI is too large to represent "
+                f"in float64); lower the dependence parameter."
+            ) from None
 
     def _mi_nats(self) -> float:
         return gaussian_mi_nats(self.covariance, self.dim_x)
@@ -100,9 +108,14 @@ class GaussianSplit(GaussianTask):
     dim : int
         Dimension of x and of y.
     mi : float
-        The mutual information in bits (>= 0).
+        The mutual information in bits, in [0, 16 dim]: beyond 16 bits per
+        pair, 1 - rho = 2^(-2 mi/dim)/2 is below 1e-10 and the covariance is
+        no longer numerically positive definite (at 60 bits in one pair rho
+        rounds to exactly 1).
     mixing_seed : int or None, default 0
     """
+
+    MAX_BITS_PER_PAIR = 16.0
 
     task_name = "gaussian_split"
     _param_order = ("dim", "mi", "mixing_seed")
@@ -115,6 +128,12 @@ class GaussianSplit(GaussianTask):
     def __init__(self, dim: int = 2, mi: float = 1.0, mixing_seed: int | None = 0):
         self.dim, self.mi, self.mixing_seed = dim, mi, mixing_seed
         self._check_params()
+        if mi > self.MAX_BITS_PER_PAIR * dim:
+            raise ValueError(
+                f"The 'mi' parameter of gaussian_split must be at most {self.MAX_BITS_PER_PAIR:g} bits "
+                f"per dimension ({self.MAX_BITS_PER_PAIR * dim:g} for dim={dim}): beyond that the "
+                f"covariance is numerically singular. Got mi={mi!r}; raise 'dim' or lower 'mi'."
+            )
         rho = self.rho
         raw = np.block([[np.eye(dim), rho * np.eye(dim)], [rho * np.eye(dim), np.eye(dim)]])
         qx = random_orthogonal(dim, mixing_seed)

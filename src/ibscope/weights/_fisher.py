@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._validation import check_data_labels, check_exclude
 from ._common import (
     check_finite_loss,
     check_positive_float,
@@ -119,6 +120,9 @@ def fisher(model: nn.Module, data: Any, *, kind: str = "model", temperature: flo
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"The 'seed' parameter of fisher must be an int. Got {seed!r} instead.")
     params = select_parameters(model, include_bias=include_bias, exclude=exclude, owner=owner)
+    check_exclude(model, exclude, owner)
+    if kind == "empirical":  # only then are the labels used
+        check_data_labels(model, data, owner)
     names = list(params)
     device = next(iter(params.values())).device
     gen = torch.Generator(device=device).manual_seed(seed)

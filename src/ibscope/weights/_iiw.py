@@ -59,6 +59,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .._units import check_unit, from_nats
+from .._validation import check_data_labels, check_exclude
 from ._common import (
     check_data,
     check_finite_loss,
@@ -226,6 +227,8 @@ def iiw(model: nn.Module, loss_fn: Callable, data: Any, *, prior_mean: Any,
     prior_var = check_positive_float(prior_var, "prior_var", owner, allow_none=True)
     max_params = check_positive_int(max_params, "max_params", owner)
     params = select_parameters(model, include_bias=include_bias, exclude=exclude, owner=owner)
+    check_exclude(model, exclude, owner)
+    check_data_labels(model, data, owner)
     theta0 = resolve_prior_mean(prior_mean, params, owner=owner)
     delta = {n: (p.detach() - theta0[n]) for n, p in params.items()}
     if n_train is None:

@@ -47,6 +47,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .._units import check_unit, from_nats
+from .._validation import check_data_labels, check_exclude
 from ._common import (
     check_finite_loss,
     check_positive_float,
@@ -152,6 +153,8 @@ def information_lagrangian(model: nn.Module, loss_fn: Callable, data: Any, beta:
     n_mc = check_positive_int(n_mc, "n_mc", owner)
     check_unit(unit)
     params = select_parameters(model, include_bias=include_bias, exclude=exclude, owner=owner)
+    check_exclude(model, exclude, owner)
+    check_data_labels(model, data, owner)
     device = next(iter(params.values())).device
     base = {n: p.detach().clone() for n, p in model.named_parameters()}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
