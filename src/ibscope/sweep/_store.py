@@ -30,7 +30,13 @@ from typing import Any
 
 import pandas as pd
 
-from ..store import DamagedFile, atomic_write_json, checked_parquet_ok, concat_parquet_files, read_json
+from ..store import (
+    DamagedFile,
+    atomic_write_json,
+    checked_parquet_ok,
+    concat_parquet_files,
+    read_json,
+)
 from ._spec import Task
 
 __all__ = ["SweepStore", "SweepConfigMismatch"]
