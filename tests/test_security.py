@@ -147,3 +147,21 @@ def test_modules_import_alone_without_cycles():
     env = {**os.environ, "PYTHONPATH": SRC}
     out = subprocess.run([sys.executable, "-c", code, *names], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def test_registries_satisfy_the_interface_protocols():
+    """ibscope._interface is the contract: every registered estimator, task and experiment satisfies it."""
+    from ibscope import estimators, tasks
+    from ibscope._interface import Experiment, MIEstimator, PlaneEstimator, Task
+
+    for name in estimators.available():
+        est = estimators.get(name)
+        assert isinstance(est, MIEstimator) and est.name == name and est.unit == "bits", name
+    planes = [n for n in estimators.available() if isinstance(estimators.get(n), PlaneEstimator)]
+    assert {"binning", "kde_upper", "kde_lower"} <= set(planes) and "ksg" not in planes
+    for name in tasks.available():
+        task = tasks.get(name)
+        assert isinstance(task, Task) and task.mutual_information >= 0, name
+    for name in experiments.available():
+        assert isinstance(runner.load_experiment(name), Experiment), name
+    assert not isinstance(importlib.import_module("json"), Experiment)

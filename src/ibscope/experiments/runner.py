@@ -40,6 +40,7 @@ from ..store import (
     read_json,
     write_checked_parquet,
 )
+from .._interface import EXPERIMENT_CONTRACT, Experiment
 from . import _MODULE_PATH, available, is_allowed
 from . import allow_module as _allow_module
 from . import get as get_experiment
@@ -47,7 +48,6 @@ from . import get as get_experiment
 __all__ = ["resolve_config", "run", "collect_results", "RunConfigMismatch", "load_experiment",
            "experiment_key", "config_record", "seed_result_done", "write_seed_result"]
 
-_CONTRACT = ("NAME", "Config", "run_seed")
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class RunConfigMismatch(ValueError):
     """The run directory already holds results of a different configuration."""
 
 
-def load_experiment(experiment: str | ModuleType, *, allow_module: str | None = None) -> ModuleType:
+def load_experiment(experiment: str | ModuleType, *, allow_module: str | None = None) -> Experiment:
     """An experiment module: a registry name (``tishby``), or an opted-in user module.
 
     Parameters
@@ -91,10 +91,10 @@ def load_experiment(experiment: str | ModuleType, *, allow_module: str | None = 
             f"config file is never imported.")
     else:
         mod = _import_user_module(experiment)
-    missing = [a for a in _CONTRACT if not hasattr(mod, a)]
+    missing = [a for a in EXPERIMENT_CONTRACT if not hasattr(mod, a)]
     if not missing and not callable(getattr(mod.Config, "validate", None)):
         missing = ["Config.validate"]
-    if missing:
+    if missing or not isinstance(mod, Experiment):
         raise ValueError(f"Module {mod.__name__!r} is not an experiment: it lacks {missing} "
                          f"(see ibscope.experiments for the contract).")
     return mod
@@ -114,13 +114,13 @@ def _import_user_module(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
-def experiment_key(mod: ModuleType) -> str:
+def experiment_key(mod: Experiment) -> str:
     """The name that loads ``mod`` again (registry name, or its dotted module path)."""
     inside = mod.__name__.rpartition(".")[0] == __package__
     return mod.NAME if inside and mod.NAME in available() else mod.__name__
 
 
-def resolve_config(experiment: str | ModuleType, *, profile: str | None = None,
+def resolve_config(experiment: str | ModuleType | Experiment, *, profile: str | None = None,
                    overrides: Mapping[str, Any] | None = None) -> Any:
     """Build the experiment's Config from its defaults, a named profile and overrides, and validate it.
 
@@ -145,7 +145,7 @@ def resolve_config(experiment: str | ModuleType, *, profile: str | None = None,
     return config
 
 
-def config_record(mod: ModuleType, config: Any) -> dict[str, Any]:
+def config_record(mod: Experiment, config: Any) -> dict[str, Any]:
     """``{"experiment", "config" (plain JSON), "config_hash"}`` of a resolved config."""
     cfg = json.loads(json.dumps(dataclasses.asdict(config), default=str))
     name = experiment_key(mod)
@@ -212,7 +212,7 @@ _CONFIG_HINT = ("Restore it from a copy, or start over with overwrite_config=Tru
                 "which rewrites it (seeds finished under another configuration are then recomputed).")
 
 
-def _run_seeds(mod: ModuleType, config: Any, seeds: list[int], out: Path, chash: str, progress: bool) -> None:
+def _run_seeds(mod: Experiment, config: Any, seeds: list[int], out: Path, chash: str, progress: bool) -> None:
     from tqdm.auto import tqdm
 
     expect = {"config_hash": chash}
