@@ -165,3 +165,13 @@ def test_registries_satisfy_the_interface_protocols():
     for name in experiments.available():
         assert isinstance(runner.load_experiment(name), Experiment), name
     assert not isinstance(importlib.import_module("json"), Experiment)
+
+
+def test_passing_the_module_object_is_the_opt_in_for_its_name(tmp_path):
+    toy = importlib.import_module(TOY)
+    try:
+        assert not experiments.is_allowed(TOY)
+        out = runner.run(toy, seeds=[0], out_dir=tmp_path / "run", progress=False, report=True)
+        assert experiments.is_allowed(TOY) and (out / "report.html").is_file()  # the report reloads it by name
+    finally:
+        experiments._ALLOWED.discard(TOY)

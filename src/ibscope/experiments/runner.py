@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from .._interface import EXPERIMENT_CONTRACT, Experiment
 from ..store import (
     DirectoryLock,
     atomic_write_json,
@@ -40,7 +41,6 @@ from ..store import (
     read_json,
     write_checked_parquet,
 )
-from .._interface import EXPERIMENT_CONTRACT, Experiment
 from . import _MODULE_PATH, available, is_allowed
 from . import allow_module as _allow_module
 from . import get as get_experiment
@@ -63,8 +63,9 @@ def load_experiment(experiment: str | ModuleType, *, allow_module: str | None = 
     ----------
     experiment : str or module
         A registry name (:func:`ibscope.experiments.available`), a module
-        object, or the dotted path of your own module following the contract of
-        :mod:`ibscope.experiments` (``NAME``, ``Config``, ``run_seed``, ``plot``).
+        object (passing it opts in to its name), or the dotted path of your
+        own module following the contract of :mod:`ibscope.experiments`
+        (``NAME``, ``Config`` with ``validate()``, ``run_seed``, ``plot``).
     allow_module : str, optional
         The explicit opt-in for a dotted path: it must equal ``experiment``
         (it is then remembered for this process, see
@@ -97,6 +98,8 @@ def load_experiment(experiment: str | ModuleType, *, allow_module: str | None = 
     if missing or not isinstance(mod, Experiment):
         raise ValueError(f"Module {mod.__name__!r} is not an experiment: it lacks {missing} "
                          f"(see ibscope.experiments for the contract).")
+    if isinstance(experiment, ModuleType) and experiment_key(mod) not in available():
+        _allow_module(mod.__name__)  # passing the module object is the opt-in (e.g. for the report)
     return mod
 
 
