@@ -195,3 +195,25 @@ def test_set_with_a_yaml_tag_is_a_clear_error(tmp_path):
         with pytest.raises(SystemExit, match=r"--set .*not a plain YAML value.*no tags"):
             main([*cmd, "--set", evil])
     assert not (tmp_path / "r").exists()
+
+
+def test_umask_is_read_without_proc_too(monkeypatch):
+    import builtins
+
+    from ibscope import store
+
+    real_open = builtins.open
+
+    def no_proc(path, *args, **kwargs):
+        if str(path).startswith("/proc/"):
+            raise OSError("no /proc here")
+        return real_open(path, *args, **kwargs)
+
+    old = os.umask(0o027)
+    try:
+        assert store._umask() == 0o027  # from /proc (Linux)
+        monkeypatch.setattr(builtins, "open", no_proc)
+        assert store._umask() == 0o027  # the fallback, which leaves the umask as it was
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(old)

@@ -62,8 +62,8 @@ def _umask() -> int:
                     return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):
         pass
-    with _UMASK_LOCK:  # elsewhere: set and restore at once (a brief, locked window)
-        mask = os.umask(0o022)
+    with _UMASK_LOCK:  # elsewhere: set and restore at once (a brief window, on the restrictive side)
+        mask = os.umask(0o077)
         os.umask(mask)
     return mask
 
