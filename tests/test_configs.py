@@ -1,12 +1,12 @@
-"""Every shipped config names an existing experiment and valid settings."""
+"""Every shipped config names a registered experiment, and every point of its grid is a valid config."""
 
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ibscope.experiments import available
-from ibscope.experiments.runner import resolve_config
+from ibscope.experiments.runner import load_experiment, resolve_config
+from ibscope.sweep import grid_points, load_spec, plan_sweep
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -16,13 +16,34 @@ def test_there_are_configs():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_config_resolves(path):
-    spec = yaml.safe_load(path.read_text())
-    assert spec["experiment"] in available()
-    base = dict(spec.get("config") or {})
-    grid = spec.get("grid") or {}
-    # the base config and the first and last value of every axis are valid settings
-    resolve_config(spec["experiment"], profile=spec.get("profile"), overrides=base)
-    for key, values in grid.items():
-        for v in (values[0], values[-1]):
-            resolve_config(spec["experiment"], profile=spec.get("profile"), overrides={**base, key: v})
+def test_config_validates_at_every_grid_point(path, tmp_path):
+    spec = load_spec(path)
+    assert spec.experiment in available()
+    # the sweep planner resolves and validates (Config.validate) every grid point before any work
+    plan = plan_sweep(spec, tmp_path / "sweep")
+    points = grid_points(spec.grid)
+    assert len(plan.tasks) == len(points) * len(spec.seeds)
+    for point in points:  # and each point on its own, as `ibscope run --config` would see it
+        cfg = resolve_config(spec.experiment, profile=spec.profile, overrides={**spec.config, **point})
+        assert all(getattr(cfg, k) == v or list(getattr(cfg, k)) == v for k, v in point.items())
+
+
+# one setting per experiment that Config.validate must reject, naming it
+BAD = {
+    "tishby": ("activation", "swishy"),
+    "iiw": ("momentum", 1.5),
+    "ib_compare": ("test_fraction", 1.0),
+    "ntk": ("datasets", ["digits-1"]),
+    "csib_regression": ("sigma", "widest"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_every_experiment_validates_its_config_before_any_work(name):
+    assert set(BAD) == set(available())
+    mod = load_experiment(name)
+    assert callable(getattr(mod.Config, "validate", None))
+    resolve_config(name, profile="test")  # the test profile is valid
+    key, value = BAD[name]
+    with pytest.raises(ValueError, match=key):
+        resolve_config(name, profile="test", overrides={key: value})

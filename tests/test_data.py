@@ -105,3 +105,36 @@ def test_read_idx_rejects_garbage(tmp_path):
     p.write_bytes(b"\x00\x00\x08\x01" + (10).to_bytes(4, "big") + b"\x00" * 5)
     with pytest.raises(ValueError, match="truncated"):
         read_idx(p)
+
+
+def _idx_bytes(images: np.ndarray) -> bytes:
+    header = b"\x00\x00\x08" + bytes([images.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in images.shape)
+    return header + images.astype(np.uint8).tobytes()
+
+
+def test_read_idx_names_a_truncated_or_header_only_file(tmp_path):
+    import gzip
+
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    good = tmp_path / "ok-images-idx3-ubyte"
+    good.write_bytes(_idx_bytes(images))
+    assert np.array_equal(read_idx(good), images)  # the writer above is a valid IDX file
+    header_only = tmp_path / "header-idx3-ubyte"
+    header_only.write_bytes(_idx_bytes(images)[:16])
+    with pytest.raises(ValueError, match=r"header-idx3-ubyte.*header only, no data"):
+        read_idx(header_only)
+    cut_header = tmp_path / "cut-idx3-ubyte"
+    cut_header.write_bytes(_idx_bytes(images)[:9])  # the dimensions themselves are cut off
+    with pytest.raises(ValueError, match=r"cut-idx3-ubyte.*header needs 16 bytes"):
+        read_idx(cut_header)
+    gz = tmp_path / "cut-images-idx3-ubyte.gz"
+    gz.write_bytes(gzip.compress(_idx_bytes(images))[:-12])  # a download cut short
+    with pytest.raises(ValueError, match=r"cut-images-idx3-ubyte\.gz.*truncated or corrupt"):
+        read_idx(gz)
+
+
+def test_loaders_reject_a_path_that_is_not_a_path():
+    with pytest.raises(TypeError, match=r"'path'.*NoneType.*twelve_bit\(\)"):
+        load_twelve_bit_mat(None)
+    with pytest.raises(TypeError, match=r"'path'.*IDX file"):
+        read_idx(None)

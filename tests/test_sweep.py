@@ -40,6 +40,17 @@ TINY_TISHBY = {"epochs": 30, "n_snapshots": 4, "hidden": [6, 4], "estimators": {
                "keep_activations": False}
 
 
+@pytest.fixture(autouse=True)
+def _allow_toy():
+    """The toy module is a user experiment module: these tests opt in to it (tests/test_security.py
+    checks that nothing runs without the opt-in)."""
+    from ibscope import experiments
+
+    experiments.allow_module(TOY)
+    yield
+    experiments._ALLOWED.discard(TOY)
+
+
 def _toy(grid=None, seeds=3, **config):
     return SweepSpec(TOY, config=config, grid=grid or {}, seeds=seeds)
 
@@ -305,7 +316,7 @@ def test_cli_sweep_reports_failures_with_exit_status(tmp_path, capsys):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text(f"experiment: {TOY}\nseeds: 1\nconfig: {{scale: 2.0}}\n")
     args = ["sweep", str(cfg), "--out", str(tmp_path / "sw"), "--workers", "0", "--no-progress", "--no-report",
-            "--retries", "0", "--grid", "fail=false,true", "--seeds", "2"]
+            "--allow-module", TOY, "--retries", "0", "--grid", "fail=false,true", "--seeds", "2"]
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "2 task(s) failed" in err and "fail=true__seed=1" in err and "deliberate failure" in err

@@ -1,7 +1,11 @@
 """Protocols shared across ibscope.
 
 This module imports nothing from the package (so it can never take part in an
-import cycle). Everything else types against these protocols.
+import cycle). The runner and the sweep type experiments against
+:class:`Experiment` (and check a module against it before using it); every
+registered estimator satisfies :class:`MIEstimator` (the plane estimators also
+:class:`PlaneEstimator`) and every task :class:`Task`, which
+``tests/test_security.py`` checks for the whole registries.
 """
 
 from __future__ import annotations
@@ -32,6 +36,27 @@ class PlaneEstimator(Protocol):
     """
 
     def plane(self, t: Any, y: Any) -> tuple[float, float]: ...
+
+
+@runtime_checkable
+class Experiment(Protocol):
+    """An experiment module (the contract of :mod:`ibscope.experiments`).
+
+    ``Config`` is a dataclass of every setting whose ``validate()`` raises a
+    ValueError naming a bad one; ``run_seed`` runs one seed into ``out_dir``
+    (resuming from what it finds there) and returns tidy rows; ``plot`` draws
+    the figures of all seeds' rows into ``out_dir``.
+    """
+
+    NAME: str
+    Config: type
+
+    def run_seed(self, config: Any, seed: int, out_dir: Any, *, progress: bool = False) -> Any: ...
+
+    def plot(self, results: Any, out_dir: Any) -> list[Any]: ...
+
+
+EXPERIMENT_CONTRACT = ("NAME", "Config", "run_seed", "plot")
 
 
 @runtime_checkable

@@ -10,19 +10,26 @@ from typing import Any
 __all__ = ["main", "build_parser"]
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(text: str, item: str) -> Any:
     import yaml
 
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise SystemExit(
+            f"ibscope: --set {item!r}: the value is not a plain YAML value ({problem}). Values are read as "
+            f"plain YAML (numbers, strings, lists, mappings; no tags such as !!python/...); quote the "
+            f"value to pass it as a string, e.g. --set 'key=\"text\"'.") from None
 
 
 def _parse_sets(items: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or []:
-        if "=" not in item:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
             raise SystemExit(f"ibscope: --set expects KEY=VALUE, got {item!r}.")
-        k, v = item.split("=", 1)
-        out[k.strip()] = _parse_value(v)
+        out[k.strip()] = _parse_value(v, item)
     return out
 
 
@@ -34,21 +41,23 @@ def _load_config_file(path: str | None) -> tuple[str | None, dict[str, Any]]:
     p = Path(path)
     if not p.is_file():
         raise SystemExit(f"ibscope: config file '{p}' not found (argument --config).")
-    data = yaml.safe_load(p.read_text()) or {}
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SystemExit(f"ibscope: config file '{p}' is not valid YAML (argument --config): {e}") from None
     if not isinstance(data, dict):
         raise SystemExit(f"ibscope: config file '{p}' must hold a mapping.")
     return data.get("experiment"), dict(data.get("config", {}))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .experiments import get as get_experiment
     from .experiments import runner
 
     file_exp, overrides = _load_config_file(args.config)
     experiment = args.experiment or file_exp
     if experiment is None:
         raise SystemExit("ibscope: name an experiment (e.g. `ibscope run tishby`) or give --config.")
-    mod = get_experiment(experiment)
+    mod = runner.load_experiment(experiment, allow_module=args.allow_module)
     flag_map = {"epochs": args.epochs, "data": args.data, "train_fraction": args.train_fraction,
                 "n_snapshots": args.snapshots, "activation": args.activation, "device": args.device}
     if args.estimator:
@@ -66,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     n_seeds = args.seeds or (getattr(mod, "DEMO_SEEDS", 1) if args.profile == "demo" else 1)
     seeds = range(args.first_seed, args.first_seed + n_seeds)
     out = Path(args.out) if args.out else Path("runs") / (experiment + (f"-{args.profile}" if args.profile else ""))
-    run_dir = runner.run(experiment, seeds=seeds, out_dir=out, profile=args.profile, overrides=overrides,
+    run_dir = runner.run(mod, seeds=seeds, out_dir=out, profile=args.profile, overrides=overrides,
                          progress=not args.no_progress, overwrite_config=args.overwrite_config)
     report = run_dir / "report.html"
     print(f"Results: {run_dir / 'results.parquet'}")
@@ -78,13 +87,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import load_spec, parse_grid_args, run_sweep
 
     spec = load_spec(args.config)
+    if args.allow_module is not None and args.allow_module != spec.experiment:
+        raise SystemExit(f"ibscope: --allow-module names {args.allow_module!r}, but '{args.config}' runs the "
+                         f"experiment {spec.experiment!r}; the opt-in must name that exact module.")
     if args.seeds is not None and args.seeds < 1:
         raise SystemExit("ibscope: --seeds must be >= 1.")
     spec = spec.with_changes(seeds=args.seeds, grid=parse_grid_args(args.grid), config=_parse_sets(args.set))
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{Path(args.config).stem}"
     result = run_sweep(spec, out, executor=args.executor, workers=args.workers, address=args.address,
                        num_cpus=args.cpus_per_task, retries=args.retries, force_config=args.force_config,
-                       progress=not args.no_progress, report=not args.no_report, results=args.results)
+                       progress=not args.no_progress, report=not args.no_report, results=args.results,
+                       allow_module=args.allow_module)
     print(f"Sweep:   {result.directory} ({len(result.done)}/{result.tasks} tasks done, {result.ran} run now)")
     if result.results is not None:
         print(f"Results: {result.results}")
@@ -100,8 +113,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .experiments import allow_module
     from .reporting import build_report
 
+    if args.allow_module is not None:
+        allow_module(args.allow_module)
     path = build_report(args.run_dir)
     print(f"Report: {Path(path).resolve()}")
     return 0
@@ -120,9 +136,23 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             return np.load(path)
         return np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None)
 
+    params = _parse_sets(args.set)
+    reserved = sorted({"ci", "n_resamples", "subsample", "ci_seed", "unit", "method"} & set(params))
+    if reserved:
+        raise SystemExit(f"ibscope: --set {', '.join(reserved)}: use the options --ci LEVEL, --resamples N, "
+                         f"--subsample F, --ci-seed S, --unit and --method instead.")
+    ci = {}
+    if args.ci is not None:
+        ci = {"ci": args.ci, "n_resamples": args.resamples, "subsample": args.subsample, "ci_seed": args.ci_seed}
+    elif (args.resamples, args.subsample, args.ci_seed) != (50, 0.5, 0):
+        raise SystemExit("ibscope: --resamples, --subsample and --ci-seed need --ci LEVEL (e.g. --ci 0.95).")
     value = mutual_information(load(args.x), load(args.y), method=args.method, discrete_x=args.discrete_x,
-                               discrete_y=args.discrete_y, unit=args.unit, **_parse_sets(args.set))
-    print(f"I(X;Y) = {value:.6g} {args.unit} ({args.method})")
+                               discrete_y=args.discrete_y, unit=args.unit, **ci, **params)
+    if args.ci is None:
+        print(f"I(X;Y) = {value:.6g} {args.unit} ({args.method})")
+    else:
+        print(f"I(X;Y) = {value.value:.6g} {value.unit}, {value.level:.0%} CI [{value.low:.6g}, {value.high:.6g}] "
+              f"({value.method}; {value.n_resamples} subsamples of {value.subsample_size} rows)")
     return 0
 
 
@@ -150,6 +180,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if len(results) == n_claims else 1
 
 
+_ALLOW_HELP = ("opt in to running your own experiment module (its exact dotted path, e.g. mypkg.my_exp; "
+               "it must be the experiment named); without it only registered experiments run")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -174,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run directory (default runs/<experiment>[-<profile>])")
     r.add_argument("--overwrite-config", action="store_true", help="reuse --out even if it holds another config")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--allow-module", metavar="MODULE", help=_ALLOW_HELP)
     r.set_defaults(func=cmd_run)
 
     sw = sub.add_parser("sweep", help="run an experiment over a grid of settings and seeds (resumable)")
@@ -194,12 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--force-config", action="store_true", help="accept a changed base config in an existing --out")
     sw.add_argument("--no-report", action="store_true")
     sw.add_argument("--no-progress", action="store_true")
+    sw.add_argument("--allow-module", metavar="MODULE", help=_ALLOW_HELP)
     sw.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="rebuild figures and report.html of a directory: a sweep (sweep.json), an "
                         "experiment run (config.json) or any run recorded by InformationPlane / WeightInformation "
                         "(information_plane.parquet, weight_information.parquet)")
     rp.add_argument("run_dir", metavar="DIR")
+    rp.add_argument("--allow-module", metavar="MODULE", help=_ALLOW_HELP)
     rp.set_defaults(func=cmd_report)
 
     rr = sub.add_parser("reproduce", help="reproduce claims of the literature with a verdict over seeds")
@@ -220,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--discrete-x", action="store_true")
     e.add_argument("--discrete-y", action="store_true")
     e.add_argument("--unit", default="bits", choices=("bits", "nats"))
+    e.add_argument("--ci", type=float, metavar="LEVEL",
+                   help="also print a LEVEL confidence interval (e.g. 0.95) from subsampling without replacement")
+    e.add_argument("--resamples", type=int, default=50, metavar="N", help="subsamples for --ci (default 50)")
+    e.add_argument("--subsample", type=float, default=0.5, metavar="F",
+                   help="fraction of the rows in each subsample for --ci (default 0.5)")
+    e.add_argument("--ci-seed", type=int, default=0, metavar="S", help="seed that draws the subsamples (default 0)")
     e.add_argument("--set", action="append", metavar="KEY=VALUE", help="estimator parameter")
     e.set_defaults(func=cmd_estimate)
     return p

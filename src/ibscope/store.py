@@ -24,6 +24,7 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -35,7 +36,7 @@ __all__ = [
     "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_parquet",
     "config_hash", "read_parquet_files", "TableWriter",
     "write_checked_parquet", "checked_parquet_ok", "concat_parquet_files",
-    "DirectoryLock", "DirectoryLocked",
+    "DirectoryLock", "DirectoryLocked", "read_json", "DamagedFile",
 ]
 
 
@@ -52,16 +53,40 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # elsewhere: set and restore at once (a brief window, on the restrictive side)
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``.
 
     On an exception the temporary file is removed and ``path`` is untouched.
+    The file gets the mode of an ordinary new file (``0o666`` less the
+    umask, e.g. 0644), not the 0600 of a bare temporary file, so that
+    collaborators can read results as they read figures.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         fd = os.open(tmp, os.O_RDONLY)
@@ -100,6 +125,52 @@ def _json_default(o: Any) -> Any:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+class DamagedFile(ValueError):
+    """A file of a run or sweep directory is unreadable (truncated, edited, not what it should be)."""
+
+
+def read_json(path: str | os.PathLike, *, what: str, hint: str = "", expect: type | None = dict) -> Any:
+    """Read a JSON file of a run or sweep directory; a damaged file raises a message that names it.
+
+    Parameters
+    ----------
+    path : path-like
+    what : str
+        What the file is, for the message (e.g. "the run's config").
+    hint : str
+        What the user can do about a damaged file (e.g. "delete it to ...").
+    expect : type or None, default dict
+        The type the top-level value must have.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    DamagedFile (a ValueError)
+        The file is empty, not UTF-8, not JSON, or not of type ``expect``.
+    """
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+        if not text.strip():
+            raise ValueError("the file is empty")
+        value = json.loads(text)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what[:1].upper() + what[1:]} '{p}' does not exist.") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        reason = str(e) if isinstance(e, ValueError) and not isinstance(e, UnicodeDecodeError) else "not UTF-8 text"
+        raise DamagedFile(_damaged(p, what, f"not valid JSON ({reason})", hint)) from None
+    if expect is not None and not isinstance(value, expect):
+        raise DamagedFile(_damaged(p, what, f"holds a JSON {type(value).__name__}, not a {expect.__name__}", hint))
+    return value
+
+
+def _damaged(p: Path, what: str, reason: str, hint: str) -> str:
+    msg = (f"{what[:1].upper() + what[1:]} '{p}' is damaged: {reason}. ibscope writes it atomically, so it "
+           f"was truncated or edited outside ibscope (a full disk, a partial copy).")
+    return f"{msg} {hint}" if hint else msg
 
 
 def atomic_write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> Path:
@@ -201,7 +272,7 @@ def checked_parquet_ok(path: str | os.PathLike, *, expect: Mapping[str, Any] | N
     path = Path(path)
     side = _sidecar(path)
     try:
-        record = json.loads(side.read_text())
+        record = read_json(side, what="result sidecar")
         data = path.read_bytes()
     except (OSError, ValueError):
         return False
@@ -215,7 +286,8 @@ def checked_parquet_ok(path: str | os.PathLike, *, expect: Mapping[str, Any] | N
 def concat_parquet_files(sources: Iterable[tuple[str | os.PathLike, Mapping[str, Any]]],
                          path: str | os.PathLike,
                          transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
-                         clash_prefix: str = "config_") -> int:
+                         clash_prefix: str = "config_", identity: Iterable[str] = (),
+                         identity_prefix: str = "experiment_") -> int:
     """Concatenate Parquet files into one, atomically, one file in memory at a time.
 
     Parameters
@@ -223,11 +295,16 @@ def concat_parquet_files(sources: Iterable[tuple[str | os.PathLike, Mapping[str,
     sources : iterable of (path, columns)
         Each file and constant columns to prepend to its rows (e.g. its task id).
         A constant whose name is already a column of the file is kept as is if
-        the file agrees, else added as ``<clash_prefix><name>``.
+        the file agrees, else added as ``<clash_prefix><name>`` (the file's own
+        column keeps the name), unless the name is in ``identity``.
     path : path-like
         The output Parquet file (replaced atomically; not written if no rows).
     transform : callable, optional
         Applied to each frame after the constant columns are added.
+    identity : iterable of str
+        Constant columns that always take their name (e.g. ``config_hash`` of
+        the run): a file column of that name with other values is kept as
+        ``<identity_prefix><name>`` (e.g. an experiment's own hash of its settings).
 
     Returns
     -------
@@ -238,6 +315,8 @@ def concat_parquet_files(sources: Iterable[tuple[str | os.PathLike, Mapping[str,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    identity = set(identity)
+
     def frames():
         for src, cols in sources:
             df = pd.read_parquet(src)
@@ -247,7 +326,10 @@ def concat_parquet_files(sources: Iterable[tuple[str | os.PathLike, Mapping[str,
                     if (df[k] == v).all():  # the file already says the same
                         front.append(k)
                         continue
-                    k = f"{clash_prefix}{k}"
+                    if k in identity:
+                        df = df.rename(columns={k: f"{identity_prefix}{k}"})
+                    else:
+                        k = f"{clash_prefix}{k}"
                 df[k] = [v] * len(df)
                 front.append(k)
             df = df[front + [c for c in df.columns if c not in front]]

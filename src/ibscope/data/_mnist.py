@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +24,29 @@ _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one IDX file (optionally gzip-compressed) into a numpy array."""
     p = require_file(path, "IDX file")
+    fix = "Download or copy the file again."
     opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
-        raise ValueError(f"'{p}' is not an IDX file (bad magic number).")
+    try:
+        with opener(p, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # a cut-off or damaged .gz
+        raise ValueError(f"IDX file '{p}' is truncated or corrupt (gzip: {e}). {fix}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES or raw[3] == 0:
+        raise ValueError(f"'{p}' is not an IDX file (bad magic number; {len(raw)} bytes).")
     ndim = raw[3]
+    offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise ValueError(f"IDX file '{p}' is truncated: its header needs {offset} bytes for {ndim} dimensions, "
+                         f"the file has {len(raw)}. {fix}")
     dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4).astype(np.int64)
     dtype = np.dtype(_DTYPES[raw[2]])
-    offset = 4 + 4 * ndim
+    if (dims < 0).any():
+        raise ValueError(f"IDX file '{p}' is corrupt: negative dimension in its header {dims.tolist()}. {fix}")
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(raw) - offset != expected:
-        raise ValueError(f"'{p}' is truncated or corrupt: {len(raw) - offset} data bytes, expected {expected}.")
+        what = "header only, no data" if len(raw) == offset else f"{len(raw) - offset} data bytes"
+        raise ValueError(f"IDX file '{p}' is truncated or corrupt: {what}; its header "
+                         f"{tuple(dims.tolist())} needs {expected}. {fix}")
     return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(tuple(dims))
 
 

@@ -22,7 +22,13 @@ def data_dir() -> Path:
 
 
 def require_file(path: str | os.PathLike, what: str, *, argument: str = "path") -> Path:
-    """Return ``path`` as a Path or raise a FileNotFoundError that says how to fix it."""
+    """Return ``path`` as a Path or raise a FileNotFoundError that says how to fix it.
+
+    A ``path`` that is not a path (None, a number) raises a TypeError naming ``argument``.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"'{argument}' must be the path of the {what} (str or os.PathLike), "
+                        f"got {type(path).__name__}.")
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(

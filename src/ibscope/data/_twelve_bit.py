@@ -66,11 +66,16 @@ def twelve_bit() -> tuple[np.ndarray, np.ndarray]:
 def load_twelve_bit_mat(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Load the original ``var_u.mat``: ``(x, y)`` with x uint8 (4096, 12), y int64 (4096,).
 
-    Raises FileNotFoundError for a missing file and ValueError for a file
-    that is not a MATLAB file with keys ``F`` (n, 12) and ``y`` (1, n) of 0/1.
+    Raises FileNotFoundError for a missing file, TypeError for a ``path``
+    that is not a path (for the built-in data set call :func:`twelve_bit`,
+    which needs no file) and ValueError for a file that is not a MATLAB file
+    with keys ``F`` (n, 12) and ``y`` (1, n) of 0/1.
     """
     import scipy.io
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"'path' must be the path of var_u.mat (str or os.PathLike), got {type(path).__name__}; "
+                        f"for the same data without a file call ibscope.data.twelve_bit().")
     p = require_file(path, "The 12-bit data file (var_u.mat)")
     try:
         mat = scipy.io.loadmat(str(p))

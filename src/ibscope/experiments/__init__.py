@@ -3,8 +3,10 @@
 Every experiment is a module ``ibscope/experiments/_<name>.py`` that defines
 
 * ``NAME``: its registry name;
-* ``Config``: a dataclass holding every setting with the paper's defaults
-  (plus ``PROFILES``: a dict of named overrides, e.g. ``{"demo": {...}}``);
+* ``Config``: a dataclass holding every setting with the paper's defaults,
+  with a ``validate()`` method that raises a ValueError naming a bad setting
+  (the runner calls it before any work); plus ``PROFILES``: a dict of named
+  overrides, e.g. ``{"demo": {...}}``;
 * ``run_seed(config, seed, out_dir, *, progress=False) -> pandas.DataFrame``:
   runs one seed, writes any side files (checkpoints, activations) under
   ``out_dir``, and returns tidy result rows (each with a ``unit`` column);
@@ -25,12 +27,21 @@ Every experiment is a module ``ibscope/experiments/_<name>.py`` that defines
 The runner (:mod:`ibscope.experiments.runner`) and the sweep executors only
 talk to experiments through this contract; experiment-specific figures and
 statistics stay in the experiment's module.
+
+Your own experiment module (same contract, any importable dotted path) is
+loaded only after an explicit opt-in that names it exactly:
+:func:`allow_module` (``allow_module="mypkg.my_experiment"`` of
+:func:`~ibscope.experiments.runner.run` and :func:`ibscope.sweep.run_sweep`,
+CLI ``--allow-module mypkg.my_experiment``). A name in a config file alone
+never imports anything (a YAML file could otherwise run any module on the
+path, including a ``.py`` file that sits beside it).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 from types import ModuleType
 
 # name -> module (relative to this package)
@@ -57,4 +68,29 @@ def get(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{_REGISTRY[name]}")
 
 
-__all__ = ["available", "get"]
+_MODULE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+# dotted module paths the user opted in to loading as experiments (this process only)
+_ALLOWED: set[str] = set()
+
+
+def allow_module(name: str) -> None:
+    """Opt in to loading the user experiment module ``name`` (a dotted path) in this process.
+
+    Like ``torch.serialization.add_safe_globals``: the opt-in names the exact
+    module, and only that module may then be imported by name (from a sweep
+    file, a run's ``config.json``, or a worker's task). Registered experiments
+    (:func:`available`) need no opt-in.
+    """
+    if not isinstance(name, str) or not _MODULE_PATH.match(name):
+        raise ValueError(f"'allow_module' must be a dotted module path such as 'mypkg.my_experiment', got {name!r}.")
+    if name not in _REGISTRY:
+        _ALLOWED.add(name)
+
+
+def is_allowed(name: str) -> bool:
+    """True iff ``name`` is a registered experiment or a module opted in with :func:`allow_module`."""
+    return name in _REGISTRY or name in _ALLOWED
+
+
+__all__ = ["allow_module", "available", "get", "is_allowed"]

@@ -55,16 +55,41 @@ class Config:
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the first bad setting (on construction, and by the runner)."""
+        from ..models import ACTIVATIONS
+        from ..objectives._cs import WIDTH_RULES
+
         if self.method not in METHODS:
             raise ValueError(f"The 'method' of csib_regression must be one of {METHODS}. Got {self.method!r} instead.")
         if self.dataset not in DATASETS:
             raise ValueError(f"The 'dataset' of csib_regression must be one of {DATASETS}. Got {self.dataset!r} instead.")
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ValueError(f"The 'hidden' of csib_regression must be a non-empty list of ints >= 1. "
+                             f"Got {self.hidden!r} instead.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"The 'activation' of csib_regression must be one of {sorted(ACTIVATIONS)}. "
+                             f"Got {self.activation!r} instead.")
         for name in ("epochs", "batch_size", "n_synthetic"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"The '{name}' of csib_regression must be an int >= 1. Got {v!r} instead.")
-        if not (math.isfinite(self.beta) and self.beta >= 0):
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0):
             raise ValueError(f"The 'beta' of csib_regression must be a float >= 0. Got {self.beta!r} instead.")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"The 'lr' of csib_regression must be a finite float > 0. Got {self.lr!r} instead.")
+        if not (isinstance(self.test_fraction, (int, float)) and 0 < self.test_fraction < 1):
+            raise ValueError(f"The 'test_fraction' of csib_regression must be in (0, 1). "
+                             f"Got {self.test_fraction!r} instead.")
+        for name in ("sigma", "sigma_y"):
+            v = getattr(self, name)
+            ok = v in WIDTH_RULES if isinstance(v, str) else (
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0)
+            if not ok:
+                raise ValueError(f"The '{name}' of csib_regression must be a width rule {WIDTH_RULES} or a "
+                                 f"float > 0. Got {v!r} instead.")
 
 
 PROFILES: dict[str, dict[str, Any]] = {

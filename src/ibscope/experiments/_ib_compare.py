@@ -79,22 +79,40 @@ class Config:
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the first bad setting (on construction, and by the runner)."""
+        from ..models import ACTIVATIONS
+
         if self.method not in METHODS:
             raise ValueError(f"The 'method' of ib_compare must be one of {METHODS}. Got {self.method!r} instead.")
         if self.dataset not in DATASETS:
             raise ValueError(f"The 'dataset' of ib_compare must be one of {DATASETS}. Got {self.dataset!r} instead.")
-        for name in ("epochs", "batch_size", "latent_dim", "vib_samples", "pib_interval", "pib_examples", "thin"):
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ValueError(f"The 'hidden' of ib_compare must be a non-empty list of ints >= 1. Got {self.hidden!r} instead.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"The 'activation' of ib_compare must be one of {sorted(ACTIVATIONS)}. "
+                             f"Got {self.activation!r} instead.")
+        for name in ("epochs", "batch_size", "latent_dim", "vib_samples", "pib_interval", "pib_examples", "thin",
+                     "iiw_examples"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"The '{name}' of ib_compare must be an int >= 1. Got {v!r} instead.")
+        if self.n_train is not None and (isinstance(self.n_train, bool) or not isinstance(self.n_train, int)
+                                         or self.n_train < 2):
+            raise ValueError(f"The 'n_train' of ib_compare must be None or an int >= 2. Got {self.n_train!r} instead.")
         for name in ("lr", "weight_decay", "vib_beta", "pib_beta", "temperature_scale"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"The '{name}' of ib_compare must be a finite float >= 0. Got {v!r} instead.")
-        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature >= 0):
+        if self.temperature is not None and not (isinstance(self.temperature, (int, float))
+                                                 and math.isfinite(self.temperature) and self.temperature >= 0):
             raise ValueError(f"The 'temperature' of ib_compare must be None or a float >= 0. Got {self.temperature!r}.")
-        if not 0 <= self.dropout < 1:
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
             raise ValueError(f"The 'dropout' of ib_compare must be in [0, 1). Got {self.dropout!r} instead.")
+        if not (isinstance(self.test_fraction, (int, float)) and 0 < self.test_fraction < 1):
+            raise ValueError(f"The 'test_fraction' of ib_compare must be in (0, 1). Got {self.test_fraction!r} instead.")
 
 
 PROFILES: dict[str, dict[str, Any]] = {

@@ -72,6 +72,37 @@ class Config:
     iiw_batch_size: int = 256
     torch_threads: int = 1            # torch CPU threads during the run (0: leave as is); restored after
 
+    def validate(self) -> None:
+        """Raise a ValueError naming the first bad setting (called by the runner before any work)."""
+        from ..models import ACTIVATIONS
+
+        if self.dataset not in ("digits", "mnist"):
+            raise ValueError(f"'dataset' must be 'digits' or 'mnist'; got {self.dataset!r}.")
+        if self.prior not in ("heldout", "init"):
+            raise ValueError(f"'prior' must be 'heldout' or 'init'; got {self.prior!r}.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"'activation' must be one of {sorted(ACTIVATIONS)}; got {self.activation!r}.")
+        if not _number(self.label_noise) or not 0.0 <= self.label_noise <= 1.0:
+            raise ValueError(f"'label_noise' must be in [0, 1]; got {self.label_noise!r}.")
+        for k in ("batch_size", "width", "depth", "iterations", "n_evals", "iiw_examples", "iiw_batch_size"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"'{k}' must be a positive int; got {v!r}.")
+        if not _number(self.lr) or not 0 < self.lr < float("inf"):
+            raise ValueError(f"'lr' must be a finite float > 0; got {self.lr!r}.")
+        if not _number(self.momentum) or not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"'momentum' must be in [0, 1); got {self.momentum!r}.")
+        for k in ("prior_fraction", "train_fraction"):
+            v = getattr(self, k)
+            if not _number(v) or not 0.0 < v < 1.0:
+                raise ValueError(f"'{k}' must be in (0, 1); got {v!r}.")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ValueError(f"'data_dir' must be a path (str) or None; got {self.data_dir!r}.")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
 
 PROFILES: dict[str, dict[str, Any]] = {
     "test": {"dataset": "digits", "width": 16, "depth": 1, "iterations": 40, "n_evals": 4,
@@ -91,16 +122,7 @@ def _config(config: Any) -> Config:
         cfg = Config(**config)
     else:
         raise TypeError(f"'config' must be an iiw Config or a dict; got {type(config).__name__}.")
-    if cfg.dataset not in ("digits", "mnist"):
-        raise ValueError(f"'dataset' must be 'digits' or 'mnist'; got {cfg.dataset!r}.")
-    if cfg.prior not in ("heldout", "init"):
-        raise ValueError(f"'prior' must be 'heldout' or 'init'; got {cfg.prior!r}.")
-    if not 0.0 <= cfg.label_noise <= 1.0:
-        raise ValueError(f"'label_noise' must be in [0, 1]; got {cfg.label_noise!r}.")
-    for k in ("batch_size", "width", "depth", "iterations", "n_evals", "iiw_examples", "iiw_batch_size"):
-        v = getattr(cfg, k)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"'{k}' must be a positive int; got {v!r}.")
+    cfg.validate()
     return cfg
 
 

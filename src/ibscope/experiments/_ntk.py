@@ -79,6 +79,20 @@ class Config:
     fisher_points: int = 64
     device: str = "auto"
 
+    def validate(self) -> None:
+        """Raise a ValueError naming the first bad setting (called by the runner before any work)."""
+        validate_params("ntk Config", {k: v for k, v in asdict(self).items() if k in _CONSTRAINTS}, _CONSTRAINTS)
+        if self.t_min >= self.t_max:
+            raise ValueError(f"'t_min' must be below 't_max'; got {self.t_min} and {self.t_max}.")
+        if isinstance(self.datasets, str) or not self.datasets:
+            raise ValueError("'datasets' must be a non-empty list such as ['digits-500', 'mnist-20'].")
+        for spec in self.datasets:
+            if not isinstance(spec, str) or not _SPEC.match(spec):
+                raise ValueError(f"Unknown dataset {spec!r} in 'datasets': use '<digits|mnist>-<n>' "
+                                 f"(n train and n test points).")
+            if int(_SPEC.match(spec).group(2)) < 2:
+                raise ValueError(f"Dataset {spec!r} in 'datasets': n must be at least 2 (n train and n test points).")
+
 
 PROFILES: dict[str, dict[str, Any]] = {
     "demo": {"datasets": ("digits-200", "mnist-20"), "width": 512, "n_networks": 3,
@@ -113,14 +127,7 @@ _N_CLASSES = 10
 def _check_config(config: Config) -> None:
     if not isinstance(config, Config):
         raise TypeError(f"'config' must be an ibscope.experiments._ntk.Config; got {type(config).__name__}.")
-    validate_params("ntk Config", {k: v for k, v in asdict(config).items() if k in _CONSTRAINTS}, _CONSTRAINTS)
-    if config.t_min >= config.t_max:
-        raise ValueError(f"'t_min' must be below 't_max'; got {config.t_min} and {config.t_max}.")
-    if isinstance(config.datasets, str) or not config.datasets:
-        raise ValueError("'datasets' must be a non-empty list such as ['digits-500', 'mnist-20'].")
-    for spec in config.datasets:
-        if not isinstance(spec, str) or not _SPEC.match(spec):
-            raise ValueError(f"Unknown dataset {spec!r}: use '<digits|mnist>-<n>' (n train and n test points).")
+    config.validate()
 
 
 def load_dataset(spec: str, seed: int) -> dict[str, np.ndarray]:

@@ -2,16 +2,18 @@
 
 Layout of a run directory::
 
+    .lock                held (fcntl.flock) while a run writes the directory
     config.json          experiment name, resolved config, its hash
     seed_<s>/            everything one seed writes (checkpoints, snapshots, partial tables)
     seed_<s>/result.parquet   the seed's finished rows
     seed_<s>/result.json      its sidecar (rows, sha256): the seed is done iff both match
-    results.parquet      all finished seeds, with run_id and config_hash columns
+    results.parquet      all finished seeds, with run_id and config_hash columns first
     *.png, report.html   figures and the report
 
 A finished seed is never recomputed; an unfinished one resumes from its own
 checkpoint. Starting a run in a directory that holds a different config is
-refused (pass ``overwrite_config=True`` to start over deliberately).
+refused (pass ``overwrite_config=True`` to start over deliberately), and so is
+a second process writing the same directory.
 
 The pieces shared with :mod:`ibscope.sweep` live here: :func:`load_experiment`,
 :func:`resolve_config`, :func:`config_record` and :func:`seed_result_done`.
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import importlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -31,22 +32,24 @@ from typing import Any
 
 import pandas as pd
 
+from .._interface import EXPERIMENT_CONTRACT, Experiment
 from ..report import Section, flagged_estimates, render_report
 from ..store import (
+    DirectoryLock,
     atomic_write_json,
-    atomic_write_parquet,
     checked_parquet_ok,
+    concat_parquet_files,
     config_hash,
-    read_parquet_files,
+    read_json,
     write_checked_parquet,
 )
-from . import available
+from . import _MODULE_PATH, available, is_allowed
+from . import allow_module as _allow_module
 from . import get as get_experiment
 
 __all__ = ["resolve_config", "run", "collect_results", "build_run_report", "RunConfigMismatch", "load_experiment",
            "experiment_key", "config_record", "seed_result_done", "write_seed_result"]
 
-_CONTRACT = ("NAME", "Config", "run_seed")
 
 log = logging.getLogger(__name__)
 
@@ -55,44 +58,81 @@ class RunConfigMismatch(ValueError):
     """The run directory already holds results of a different configuration."""
 
 
-def load_experiment(experiment: str | ModuleType) -> ModuleType:
-    """An experiment module: a registry name (``tishby``), or an importable module path.
+def load_experiment(experiment: str | ModuleType, *, allow_module: str | None = None) -> Experiment:
+    """An experiment module: a registry name (``tishby``), or an opted-in user module.
 
-    A module path (``mypackage.my_experiment``) loads a user's own module; it
-    must follow the contract of :mod:`ibscope.experiments` (``NAME``,
-    ``Config``, ``run_seed``, ``plot``).
+    Parameters
+    ----------
+    experiment : str or module
+        A registry name (:func:`ibscope.experiments.available`), a module
+        object (passing it opts in to its name), or the dotted path of your
+        own module following the contract of :mod:`ibscope.experiments`
+        (``NAME``, ``Config`` with ``validate()``, ``run_seed``, ``plot``).
+    allow_module : str, optional
+        The explicit opt-in for a dotted path: it must equal ``experiment``
+        (it is then remembered for this process, see
+        :func:`ibscope.experiments.allow_module`). Without it a path that is
+        neither registered nor opted in is refused before anything is
+        imported, so a config file cannot run code by naming a module.
     """
+    if allow_module is not None:
+        if not isinstance(experiment, str) or allow_module != experiment:
+            raise ValueError(f"'allow_module' must name the experiment module exactly: it is {allow_module!r}, "
+                             f"the experiment is {experiment if isinstance(experiment, str) else experiment.__name__!r}.")
+        _allow_module(allow_module)
     if isinstance(experiment, ModuleType):
         mod = experiment
-    elif isinstance(experiment, str) and experiment not in available() and _importable(experiment):
-        mod = importlib.import_module(experiment)
-    else:
+    elif not isinstance(experiment, str):
+        raise TypeError(f"'experiment' must be an experiment name or module, got {type(experiment).__name__}.")
+    elif experiment in available() or not _MODULE_PATH.match(experiment):
         return get_experiment(experiment)
-    missing = [a for a in _CONTRACT if not hasattr(mod, a)]
-    if missing:
+    elif not is_allowed(experiment):
+        raise ValueError(
+            f"Unknown experiment {experiment!r}. Registered experiments: {', '.join(available())}. To run your "
+            f"own experiment module, opt in by naming it: CLI --allow-module {experiment}, or "
+            f"allow_module={experiment!r} (run, run_sweep, load_experiment). A module named only in a "
+            f"config file is never imported.")
+    else:
+        mod = _import_user_module(experiment)
+    missing = [a for a in EXPERIMENT_CONTRACT if not hasattr(mod, a)]
+    if not missing and not callable(getattr(mod.Config, "validate", None)):
+        missing = ["Config.validate"]
+    if missing or not isinstance(mod, Experiment):
         raise ValueError(f"Module {mod.__name__!r} is not an experiment: it lacks {missing} "
                          f"(see ibscope.experiments for the contract).")
+    if isinstance(experiment, ModuleType) and experiment_key(mod) not in available():
+        _allow_module(mod.__name__)  # passing the module object is the opt-in (e.g. for the report)
     return mod
 
 
-def _importable(name: str) -> bool:
+def _import_user_module(name: str) -> ModuleType:
     import importlib.util
 
     try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as e:
+        raise ImportError(f"Cannot find the experiment module {name!r} ({e}).") from None
+    if spec is None:
+        raise ImportError(f"No module named {name!r} (the experiment module opted in with --allow-module / "
+                          f"allow_module); is its directory on PYTHONPATH?")
+    log.info("Loading user experiment module %s from %s", name, spec.origin)
+    return importlib.import_module(name)
 
 
-def experiment_key(mod: ModuleType) -> str:
+def experiment_key(mod: Experiment) -> str:
     """The name that loads ``mod`` again (registry name, or its dotted module path)."""
     inside = mod.__name__.rpartition(".")[0] == __package__
     return mod.NAME if inside and mod.NAME in available() else mod.__name__
 
 
-def resolve_config(experiment: str | ModuleType, *, profile: str | None = None,
+def resolve_config(experiment: str | ModuleType | Experiment, *, profile: str | None = None,
                    overrides: Mapping[str, Any] | None = None) -> Any:
-    """Build the experiment's Config from its defaults, a named profile and overrides."""
+    """Build the experiment's Config from its defaults, a named profile and overrides, and validate it.
+
+    Every experiment's ``Config`` has a ``validate()`` method that raises a
+    ValueError naming the bad setting; it runs here, before any work, so a
+    bad value of a sweep's grid fails when the sweep is planned, not in a task.
+    """
     mod = load_experiment(experiment)
     values: dict[str, Any] = {}
     if profile is not None:
@@ -106,12 +146,11 @@ def resolve_config(experiment: str | ModuleType, *, profile: str | None = None,
     if unknown:
         raise ValueError(f"Unknown setting(s) {unknown} for experiment '{mod.NAME}'. Known: {sorted(names)}.")
     config = mod.Config(**values)
-    if hasattr(config, "validate"):
-        config.validate()
+    config.validate()
     return config
 
 
-def config_record(mod: ModuleType, config: Any) -> dict[str, Any]:
+def config_record(mod: Experiment, config: Any) -> dict[str, Any]:
     """``{"experiment", "config" (plain JSON), "config_hash"}`` of a resolved config."""
     cfg = json.loads(json.dumps(dataclasses.asdict(config), default=str))
     name = experiment_key(mod)
@@ -128,43 +167,66 @@ def write_seed_result(seed_dir: str | Path, df: pd.DataFrame, meta: Mapping[str,
     return write_checked_parquet(Path(seed_dir) / "result.parquet", df, meta)
 
 
-def run(experiment: str, *, seeds: Iterable[int], out_dir: str | Path, profile: str | None = None,
+def run(experiment: str | ModuleType, *, seeds: Iterable[int], out_dir: str | Path, profile: str | None = None,
         overrides: Mapping[str, Any] | None = None, progress: bool = True, report: bool = True,
-        overwrite_config: bool = False) -> Path:
+        overwrite_config: bool = False, allow_module: str | None = None) -> Path:
     """Run ``experiment`` for every seed into ``out_dir``; returns the run directory.
 
     Every setting is validated before any training starts. Finished seeds are
-    skipped (resume); unfinished ones continue from their checkpoints.
+    skipped (resume); unfinished ones continue from their checkpoints. The
+    directory is locked while the run goes on: a second run on the same
+    directory is refused with :class:`ibscope.store.DirectoryLocked`.
+    ``allow_module`` is the opt-in for a user experiment module (see
+    :func:`load_experiment`).
     """
-    mod = load_experiment(experiment)
+    mod = load_experiment(experiment, allow_module=allow_module)
     config = resolve_config(mod, profile=profile, overrides=overrides)
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("'seeds' is empty: give at least one seed.")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"'out_dir' must be a directory, but '{out}' is a file.")
     record = config_record(mod, config)
-    cfg_path = out / "config.json"
-    if cfg_path.exists() and not overwrite_config:
-        old = json.loads(cfg_path.read_text())
-        if old.get("config_hash") != record["config_hash"]:
-            raise RunConfigMismatch(
-                f"'{out}' holds a run of another configuration (hash {old.get('config_hash')} vs "
-                f"{record['config_hash']}). Use a new --out directory, or overwrite_config=True "
-                f"(CLI: --overwrite-config) to start over deliberately."
-            )
-    atomic_write_json(cfg_path, record)
+    with DirectoryLock(out, what="run"):
+        _check_run_config(out, record, overwrite_config)
+        atomic_write_json(out / "config.json", record)
+        _run_seeds(mod, config, seeds, out, record["config_hash"], progress)
+        collect_results(out)
+        if report:
+            build_run_report(out)
+    return out
 
+
+def _check_run_config(out: Path, record: Mapping[str, Any], overwrite_config: bool) -> None:
+    cfg_path = out / "config.json"
+    if not cfg_path.exists() or overwrite_config:
+        return
+    old = read_json(cfg_path, what="the run's config", hint=_CONFIG_HINT)
+    if old.get("config_hash") != record["config_hash"]:
+        raise RunConfigMismatch(
+            f"'{out}' holds a run of another configuration (hash {old.get('config_hash')} vs "
+            f"{record['config_hash']}). Use a new --out directory, or overwrite_config=True "
+            f"(CLI: --overwrite-config) to start over deliberately."
+        )
+
+
+_CONFIG_HINT = ("Restore it from a copy, or start over with overwrite_config=True (CLI: --overwrite-config), "
+                "which rewrites it (seeds finished under another configuration are then recomputed).")
+
+
+def _run_seeds(mod: Experiment, config: Any, seeds: list[int], out: Path, chash: str, progress: bool) -> None:
     from tqdm.auto import tqdm
 
-    todo = [s for s in seeds if not seed_result_done(out / f"seed_{s}")]
+    expect = {"config_hash": chash}
+    todo = [s for s in seeds if not seed_result_done(out / f"seed_{s}", expect=expect)]
     bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), desc=f"{mod.NAME} seeds",
                unit="seed", disable=not progress, dynamic_ncols=True)
     try:
         for seed in todo:
             seed_dir = out / f"seed_{seed}"
             df = mod.run_seed(config, seed, seed_dir, progress=progress)
-            write_seed_result(seed_dir, df, {"seed": seed, "config_hash": record["config_hash"]})
+            write_seed_result(seed_dir, df, {"seed": seed, "config_hash": chash})
             bar.update(1)
     except KeyboardInterrupt:
         bar.close()
@@ -172,23 +234,26 @@ def run(experiment: str, *, seeds: Iterable[int], out_dir: str | Path, profile: 
                     "run the same command again to resume.", out)
         raise
     bar.close()
-    collect_results(out)
-    if report:
-        build_run_report(out)
-    return out
 
 
 def collect_results(run_dir: str | Path) -> pd.DataFrame:
-    """Concatenate the finished seeds of a run into ``results.parquet`` (atomically) and return it."""
+    """Concatenate the finished seeds of a run into ``results.parquet`` (atomically) and return it.
+
+    Every row gets the run's ``run_id`` (the directory name) and ``config_hash``
+    as its first columns. A seed table that has a column of one of these names
+    with other values (e.g. an experiment's own hash of its settings) keeps it
+    as ``experiment_<name>``. Seeds finished under another configuration of
+    the directory are left out.
+    """
     run_dir = Path(run_dir)
-    cfg = json.loads((run_dir / "config.json").read_text())
-    done = [p for p in run_dir.glob("seed_*/result.parquet") if seed_result_done(p.parent)]
-    results = read_parquet_files(done)
-    if len(results):
-        results.insert(0, "run_id", run_dir.resolve().name)
-        results.insert(1, "config_hash", cfg["config_hash"])
-        atomic_write_parquet(run_dir / "results.parquet", results)
-    return results
+    cfg = read_json(run_dir / "config.json", what="the run's config", hint=_CONFIG_HINT)
+    expect = {"config_hash": cfg.get("config_hash")}
+    done = sorted((p for p in run_dir.glob("seed_*/result.parquet") if seed_result_done(p.parent, expect=expect)),
+                  key=lambda p: (len(p.parent.name), p.parent.name))
+    cols = {"run_id": run_dir.resolve().name, "config_hash": cfg.get("config_hash")}
+    path = run_dir / "results.parquet"
+    rows = concat_parquet_files([(p, cols) for p in done], path, identity=cols)
+    return pd.read_parquet(path) if rows else pd.DataFrame()
 
 
 def build_run_report(run_dir: str | Path) -> Path:
@@ -205,7 +270,7 @@ def build_run_report(run_dir: str | Path) -> Path:
     if not cfg_path.is_file():
         raise FileNotFoundError(f"'{run_dir}' is not an experiment run directory (no config.json); "
                                 f"argument 'run_dir'.")
-    record = json.loads(cfg_path.read_text())
+    record = read_json(cfg_path, what="the run's config", hint=_CONFIG_HINT)
     mod = load_experiment(record["experiment"])
     results = collect_results(run_dir)
     if results.empty:

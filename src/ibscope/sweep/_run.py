@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..experiments import available
 from ..experiments.runner import config_record, experiment_key, load_experiment, resolve_config
 from ..store import DirectoryLock, config_hash
 from ._executors import make_executor
@@ -68,7 +69,8 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def plan_sweep(spec: SweepSpec, out_dir: str | Path, *, force_config: bool = False) -> _Plan:
+def plan_sweep(spec: SweepSpec, out_dir: str | Path, *, force_config: bool = False,
+               allow_module: str | None = None) -> _Plan:
     """Resolve and validate every task of ``spec`` against what ``out_dir`` already holds.
 
     Every grid point's settings are validated (through the experiment's
@@ -76,9 +78,11 @@ def plan_sweep(spec: SweepSpec, out_dir: str | Path, *, force_config: bool = Fal
     kept (a sweep grows, it never forgets); a different base configuration is
     refused with :class:`SweepConfigMismatch` unless ``force_config``, in which
     case the tasks are re-resolved under the new base and every task whose
-    config changed is recomputed.
+    config changed is recomputed. ``allow_module`` is the opt-in for a user
+    experiment module (it must equal ``spec.experiment``; see
+    :func:`ibscope.experiments.runner.load_experiment`).
     """
-    mod = load_experiment(spec.experiment)
+    mod = load_experiment(spec.experiment, allow_module=allow_module)
     key = experiment_key(mod)
     base = config_record(mod, resolve_config(mod, profile=spec.profile, overrides=spec.config))["config"]
     for axis in spec.grid:
@@ -144,7 +148,8 @@ def plan_sweep(spec: SweepSpec, out_dir: str | Path, *, force_config: bool = Fal
 def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", workers: int | None = None,
               address: str | None = None, num_cpus: float = 1.0, retries: int = 1,
               force_config: bool = False, progress: bool = True, report: bool = True,
-              mp_context: str = "spawn", results: str = "workers") -> SweepResult:
+              mp_context: str = "spawn", results: str = "workers",
+              allow_module: str | None = None) -> SweepResult:
     """Run every (grid point, seed) task of ``spec`` into the sweep directory ``out_dir``.
 
     Parameters
@@ -174,6 +179,11 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
         Accept a base configuration that differs from the one in ``out_dir``.
     progress, report : bool
         A progress bar over tasks; build ``report.html`` at the end.
+    allow_module : str, optional
+        The explicit opt-in to run a user experiment module: its dotted path,
+        equal to ``spec.experiment`` (a sweep file alone never imports a
+        module; registered experiments need no opt-in). The workers get the
+        same opt-in with their tasks.
 
     Returns
     -------
@@ -192,7 +202,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
         raise ValueError(f"'results' must be 'workers' or 'driver', got {results!r}.")
     store = SweepStore(out_dir)
     with DirectoryLock(store.directory, what="sweep"):
-        plan = plan_sweep(spec, store.directory, force_config=force_config)
+        plan = plan_sweep(spec, store.directory, force_config=force_config, allow_module=allow_module)
         store.write_meta(plan.meta)
         store.write_manifest(plan.tasks)
         todo = [t for t in plan.tasks if not store.is_done(t)]
@@ -215,11 +225,15 @@ def _drive(ex: Any, store: SweepStore, plan: _Plan, todo: list[Task], retries: i
     """Submit tasks (a bounded number in flight), collect outcomes, retry failures."""
     from tqdm.auto import tqdm
 
+    # the driver's opt-in travels with the tasks (a registered experiment needs none)
+    user_module = None if plan.meta["experiment"] in available() else plan.meta["experiment"]
+
     def spec_of(t: Task, attempt: int) -> dict[str, Any]:
         return {"task_id": t.task_id, "task_dir": str(store.task_dir(t)), "experiment": plan.meta["experiment"],
                 "profile": plan.meta["profile"], "overrides": plan.overrides[t.task_id], "point": t.point,
                 "seed": t.seed, "config_hash": t.config_hash, "attempt": attempt,
-                "return_result": return_results}
+                "return_result": return_results, "allow_module": user_module}
+
 
     queue = deque((t, 1) for t in todo)
     inflight: dict[Any, tuple[Task, int]] = {}

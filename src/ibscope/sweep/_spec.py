@@ -24,7 +24,10 @@ class SweepSpec:
     Attributes
     ----------
     experiment : str
-        Registry name (``tishby``) or dotted path of an experiment module.
+        Registry name (``tishby``), or the dotted path of your own experiment
+        module; such a module runs only with the explicit opt-in
+        ``run_sweep(..., allow_module=<the same path>)`` (CLI
+        ``--allow-module``), never because a file names it.
     config : dict
         Base settings (override the experiment's defaults and the profile).
     grid : dict of str to list
@@ -105,7 +108,10 @@ def load_spec(path: str | Path) -> SweepSpec:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"Sweep config file '{p}' not found (argument 'config').")
-    data = yaml.safe_load(p.read_text()) or {}
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"Sweep config file '{p}' is not valid YAML (plain YAML only, no tags): {e}") from None
     if not isinstance(data, dict):
         raise ValueError(f"Sweep config file '{p}' must hold a mapping with the keys {', '.join(_TOP_LEVEL)}.")
     unknown = sorted(set(data) - set(_TOP_LEVEL))

@@ -30,7 +30,13 @@ from typing import Any
 
 import pandas as pd
 
-from ..store import atomic_write_json, checked_parquet_ok, concat_parquet_files
+from ..store import (
+    DamagedFile,
+    atomic_write_json,
+    checked_parquet_ok,
+    concat_parquet_files,
+    read_json,
+)
 from ._spec import Task
 
 __all__ = ["SweepStore", "SweepConfigMismatch"]
@@ -71,7 +77,12 @@ class SweepStore:
 
     # records ----------------------------------------------------------------
     def read_meta(self) -> dict[str, Any] | None:
-        return json.loads(self.meta_path.read_text()) if self.meta_path.is_file() else None
+        """``sweep.json``, or None for a directory that holds no sweep yet."""
+        if not self.meta_path.is_file():
+            return None
+        return read_json(self.meta_path, what="the sweep record", hint=(
+            "Delete it and run the sweep again: it is rewritten from the sweep file, and finished "
+            "tasks are kept (each result is checked against its config hash)."))
 
     def write_meta(self, meta: Mapping[str, Any]) -> None:
         atomic_write_json(self.meta_path, dict(meta))
@@ -79,8 +90,14 @@ class SweepStore:
     def read_manifest(self) -> list[Task]:
         if not self.manifest_path.is_file():
             return []
-        data = json.loads(self.manifest_path.read_text())
-        return [Task(t["task_id"], dict(t["point"]), int(t["seed"]), t["config_hash"]) for t in data["tasks"]]
+        hint = ("Delete it and run the sweep again: it is rebuilt from the sweep file (tasks that only "
+                "the old manifest listed are then left out of results.parquet, their directories are kept).")
+        data = read_json(self.manifest_path, what="the sweep's task manifest", hint=hint)
+        try:
+            return [Task(t["task_id"], dict(t["point"]), int(t["seed"]), t["config_hash"]) for t in data["tasks"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise DamagedFile(f"The sweep's task manifest '{self.manifest_path}' is damaged: an entry lacks or "
+                              f"garbles {e}. {hint}") from None
 
     def write_manifest(self, tasks: Iterable[Task]) -> None:
         atomic_write_json(self.manifest_path, {"tasks": [t.as_dict() for t in tasks]})
@@ -94,9 +111,9 @@ class SweepStore:
         path = self.task_dir(task) / "error.json"
         if not path.is_file():
             return []
-        try:
-            return list(json.loads(path.read_text())["attempts"])
-        except (ValueError, KeyError):
+        try:  # a damaged error log is not a reason to stop: it only loses old tracebacks
+            return list(read_json(path, what="task error log")["attempts"])
+        except (ValueError, KeyError, TypeError):
             return []
 
     def record_error(self, task: Task, attempt: int, outcome: Mapping[str, Any]) -> None:
@@ -134,7 +151,9 @@ class SweepStore:
         Columns: task_id, sweep_hash, config_hash, one column per grid axis
         (lists/dicts as JSON text), seed, then the experiment's own columns.
         A grid axis whose name is already a result column with other values is
-        stored as ``config_<axis>``. Returns the number of rows.
+        stored as ``config_<axis>``; a result column named task_id, sweep_hash
+        or config_hash with other values (e.g. an experiment's own hash of its
+        settings) is kept as ``experiment_<name>``. Returns the number of rows.
         """
         tasks = [t for t in tasks if self.is_done(t)]
         axes = _axis_encoders(tasks)
@@ -144,7 +163,7 @@ class SweepStore:
             cols.update({k: axes[k](v) for k, v in t.point.items()})
             cols["seed"] = t.seed
             sources.append((self.task_dir(t) / "result.parquet", cols))
-        rows = concat_parquet_files(sources, self.results_path)
+        rows = concat_parquet_files(sources, self.results_path, identity=("task_id", "sweep_hash", "config_hash"))
         if rows == 0 and self.results_path.exists():
             self.results_path.unlink()
         return rows

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import socket
@@ -59,9 +58,11 @@ def _prepare(task_dir: Path, spec: dict[str, Any]) -> None:
     """Start the task directory afresh if it holds work of another configuration."""
     record_path = task_dir / TASK_RECORD
     if record_path.exists():
+        from ..store import read_json
+
         try:
-            old = json.loads(record_path.read_text())
-        except ValueError:
+            old = read_json(record_path, what="task record")
+        except ValueError:  # damaged: the directory is started afresh below
             old = {}
         if old.get("config_hash") == spec["config_hash"]:
             return
@@ -81,7 +82,7 @@ def _run_experiment(spec: dict[str, Any], directory: Path):
     """Resolve the task's config (checked against the driver's hash) and run its seed in ``directory``."""
     from ..experiments.runner import config_record, load_experiment, resolve_config
 
-    mod = load_experiment(spec["experiment"])
+    mod = load_experiment(spec["experiment"], allow_module=spec.get("allow_module"))
     config = resolve_config(mod, profile=spec["profile"], overrides=spec["overrides"])
     got = config_record(mod, config)["config_hash"]
     if got != spec["config_hash"]:
@@ -105,7 +106,8 @@ def execute_task(spec: dict[str, Any]) -> dict[str, Any]:
 
     ``spec`` holds task_id, task_dir (absolute), experiment, profile,
     overrides, point, seed, config_hash, attempt and optionally
-    return_result. The experiment's ``run_seed`` writes its own side files
+    return_result and allow_module (the driver's opt-in for a user
+    experiment module). The experiment's ``run_seed`` writes its own side files
     there and resumes from them; the finished rows go to ``result.parquet``
     with a checked sidecar ``result.json``. A task already finished (e.g. by
     an orphaned worker of a killed driver) is not run again: the task

@@ -41,8 +41,10 @@ References
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,8 @@ from torch import nn
 from ..store import atomic_write_bytes
 
 __all__ = ["ActivationRecorder", "INPUT"]
+
+log = logging.getLogger(__name__)
 
 _SNAPSHOT = re.compile(r"^epoch_(\d+)\.npz$")
 _CALLS = ("first", "last", "all")
@@ -247,6 +251,8 @@ class ActivationRecorder:
         self.inputs = inputs
         self.layers = layers
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None and self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ValueError(f"'out_dir' must be a directory for the snapshots, but '{self.out_dir}' is a file.")
         self.schedule = set(int(e) for e in schedule)
         self.dtype = np.dtype(dtype)
         self.batch_size = batch_size
@@ -440,18 +446,51 @@ class ActivationRecorder:
         return self.out_dir / f"epoch_{int(epoch):06d}.npz"
 
     @staticmethod
-    def epochs_on_disk(out_dir: str | os.PathLike) -> list[int]:
-        """Epochs whose snapshot files exist in ``out_dir``."""
+    def epochs_on_disk(out_dir: str | os.PathLike, *, damaged: list[Path] | None = None) -> list[int]:
+        """Epochs whose snapshot files exist in ``out_dir`` and are intact.
+
+        A damaged file (e.g. truncated by a full disk; its zip directory is
+        checked, which reads only the end of the file) is left out, logged,
+        and appended to ``damaged`` if a list is given, so a resumed run
+        records that epoch again.
+        """
         d = Path(out_dir)
         if not d.is_dir():
             return []
-        return sorted(int(m.group(1)) for f in d.iterdir() if (m := _SNAPSHOT.match(f.name)))
+        epochs = []
+        for f in d.iterdir():
+            if (m := _SNAPSHOT.match(f.name)) is None:
+                continue
+            if _intact(f):
+                epochs.append(int(m.group(1)))
+            else:
+                log.warning("Snapshot '%s' is damaged (not a complete .npz file); it is ignored.", f)
+                if damaged is not None:
+                    damaged.append(f)
+        return sorted(epochs)
 
     @staticmethod
     def load(out_dir: str | os.PathLike, epoch: int) -> dict[str, np.ndarray]:
-        """Load one snapshot written by a recorder."""
+        """Load one snapshot written by a recorder.
+
+        Raises FileNotFoundError if there is none and ValueError naming the file
+        if it is damaged.
+        """
         p = Path(out_dir) / f"epoch_{int(epoch):06d}.npz"
         if not p.is_file():
             raise FileNotFoundError(f"No snapshot for epoch {epoch} in '{out_dir}'.")
-        with np.load(p) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(p) as z:
+                return {k: z[k] for k in z.files}
+        except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as e:
+            raise ValueError(f"Snapshot '{p}' is damaged ({type(e).__name__}: {e}); delete it to recompute "
+                             f"that epoch (snapshots are written atomically, so it was truncated or changed "
+                             f"outside ibscope).") from None
+
+
+def _intact(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return bool(z.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False
