@@ -177,7 +177,7 @@ def test_estimate_ci_prints_the_interval(tmp_path, capsys):
     xs, ys = str(tmp_path / "x.npy"), str(tmp_path / "y.npy")
     assert main(["estimate", xs, ys, "--ci", "0.9", "--resamples", "12"]) == 0
     line = capsys.readouterr().out
-    m = re.search(r"I\(X;Y\) = ([\d.]+) bits, 90% CI \[([\d.]+), ([\d.]+)\] \(ksg; 12 subsamples of 200 rows\)", line)
+    m = re.search(r"I\(X;Y\) = ([\d.]+) bits, 90% CI \[([\d.]+), ([\d.]+)\] \(auto; 12 subsamples of 200 rows\)", line)
     assert m, line
     value, low, high = map(float, m.groups())
     ref = mutual_information(x, y, ci=0.9, n_resamples=12)

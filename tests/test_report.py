@@ -19,6 +19,16 @@ SRC = Path(ibscope.__file__).resolve().parents[1]
 TOY = "_sweep_toy"  # tests/_sweep_toy.py: a run_seed of milliseconds
 
 
+@pytest.fixture(autouse=True)
+def _allow_toy():
+    """The toy is a user experiment module: opt in to it (tests/test_security.py checks the refusal)."""
+    from ibscope import experiments
+
+    experiments.allow_module(TOY)
+    yield
+    experiments._ALLOWED.discard(TOY)
+
+
 def _plane(seeds=(None,), flags=True):
     rows = []
     rng = np.random.default_rng(7)

@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("estimate", help="estimate I(X;Y) from two .npy/.csv/.txt files")
     e.add_argument("x")
     e.add_argument("y")
-    e.add_argument("--method", default="ksg")
+    e.add_argument("--method", default="auto", help="estimator name (default: auto, as ibscope.mutual_information)")
     e.add_argument("--discrete-x", action="store_true")
     e.add_argument("--discrete-y", action="store_true")
     e.add_argument("--unit", default="bits", choices=("bits", "nats"))
