@@ -35,7 +35,7 @@ def blobs1():
 def test_blobs_image_two_dim_latent_pca(blobs2):
     task, x, y = blobs2
     assert x.shape[1] == 256
-    est = get("compressed", estimator="ksg", method="pca", dim_x=4, dim_y=4)
+    est = get("compressed", estimator="ksg", compression="pca", dim_x=4, dim_y=4)
     value = est.estimate(x, y)
     assert abs(value - task.mutual_information) < TOL, value
     assert value <= task.mutual_information + 0.05  # lower bound up to KSG noise
@@ -44,7 +44,7 @@ def test_blobs_image_two_dim_latent_pca(blobs2):
 
 def test_blobs_image_two_dim_latent_autoencoder(blobs2):
     task, x, y = blobs2
-    est = get("compressed", method="autoencoder", dim_x=2, dim_y=2, epochs=20)
+    est = get("compressed", compression="autoencoder", dim_x=2, dim_y=2, epochs=20)
     value = est.estimate(x, y)
     assert abs(value - task.mutual_information) < TOL, value
     assert est.compression_["y"]["reconstruction_mse"] < 0.5  # in units of the data's std
@@ -53,7 +53,7 @@ def test_blobs_image_two_dim_latent_autoencoder(blobs2):
 def test_blobs_image_one_dim_latent(blobs1):
     task, x, y = blobs1
     pca = get("compressed", dim_x=2, dim_y=2).estimate(x, y)
-    ae = get("compressed", method="autoencoder", dim_x=1, dim_y=1, epochs=20).estimate(x, y)
+    ae = get("compressed", compression="autoencoder", dim_x=1, dim_y=1, epochs=20).estimate(x, y)
     for value in (pca, ae):
         assert abs(value - task.mutual_information) < TOL, (pca, ae)
     # one linear component is not enough for a nonlinear 1-D manifold: strictly lossy
@@ -120,7 +120,7 @@ def test_compression_helpers():
 @pytest.mark.parametrize("params", [
     {"estimator": "nope"}, {"estimator": 3}, {"estimator": "compressed"},
     {"estimator": KSG(), "estimator_params": {"k": 2}}, {"estimator_params": {"k": 0}},
-    {"estimator_params": {"bogus": 1}}, {"method": "tsne"}, {"dim_x": 0}, {"dim_y": 1.5},
+    {"estimator_params": {"bogus": 1}}, {"compression": "tsne"}, {"method": "pca"}, {"dim_x": 0}, {"dim_y": 1.5},
     {"hidden": (0,)}, {"epochs": 0}, {"lr": -1.0},
 ])
 def test_bad_parameters(params):
