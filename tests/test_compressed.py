@@ -14,7 +14,12 @@ import torch
 
 from ibscope import tasks
 from ibscope.estimators import get
-from ibscope.estimators._compressed import Compressed, autoencoder_compress, pca_compress
+from ibscope.estimators._compressed import (
+    Compressed,
+    autoencoder_compress,
+    pca_compress,
+    twonn_dimension,
+)
 from ibscope.estimators._knn import KSG
 
 TOL = 0.2  # bits
@@ -132,3 +137,60 @@ def test_unsupported_combination_is_reported():
     x = np.random.default_rng(0).integers(0, 3, size=(100, 1))
     with pytest.raises(ValueError, match="does not support"):
         get("compressed").estimate(x, x, discrete_x=True, discrete_y=True)  # KSG: no discrete pair
+
+
+def test_randomized_pca_matches_the_exact_subspace():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(2000, 60)) * np.geomspace(10.0, 0.1, 60)  # decaying spectrum
+    fast, info_fast = pca_compress(a, 4)
+    exact, info_exact = pca_compress(a, 4, solver="full")
+    assert fast.dtype == np.float64 and fast.shape == (2000, 4)
+    assert np.allclose(np.abs(fast), np.abs(exact), atol=1e-3 * np.abs(exact).max())
+    assert info_fast["explained_variance_ratio"] == pytest.approx(info_exact["explained_variance_ratio"],
+                                                                  rel=1e-5)
+    again, _ = pca_compress(a, 4)
+    assert np.array_equal(fast, again)  # seeded
+    t_codes, _ = pca_compress(torch.from_numpy(a), 4)
+    assert isinstance(t_codes, torch.Tensor) and t_codes.device == torch.device("cpu")
+    est = get("compressed", estimator="gaussian", dim_x=4)
+    full = get("compressed", estimator="gaussian", dim_x=4, pca_solver="full")
+    b = a[:, :2] + rng.normal(size=(2000, 2))
+    assert est.estimate(a, b) == pytest.approx(full.estimate(a, b), abs=1e-6)
+
+
+def test_twonn_dimension_of_embedded_cubes():
+    rng = np.random.default_rng(2)
+    for d in (2, 5):
+        q, _ = np.linalg.qr(rng.normal(size=(30, d)))
+        a = rng.uniform(size=(1500, d)) @ q.T  # a d-dim cube inside R^30
+        assert twonn_dimension(a) == pytest.approx(d, abs=0.6)
+
+
+def test_auto_dimension_follows_the_data(blobs2):
+    task, x, y = blobs2
+    est = get("compressed", dim_x="auto", dim_y="auto")
+    value = est.estimate(x, y)
+    assert est.compression_["x"]["dim"] == 2 and est.compression_["y"]["dim"] == 2
+    assert est.compression_["x"]["intrinsic_dimension"] == pytest.approx(2.0, abs=0.5)
+    assert value == pytest.approx(task.mutual_information, abs=0.35)  # PCA to 2 dims: lossy
+
+
+def test_compression_is_reachable_through_mutual_information():
+    import ibscope
+
+    task = tasks.get("gaussian_split", dim=3, mi=1.0)
+    x, y = task.sample(400, seed=0)
+    v = ibscope.mutual_information(x, y, method="compressed", compression="autoencoder", dim_x=2,
+                                   epochs=2, hidden=(8,))
+    assert np.isfinite(v)
+    with pytest.raises(TypeError, match="compression"):
+        get("compressed", method="pca")  # the old name: the error lists the parameters
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pca_on_the_inputs_cuda_device():
+    a = torch.randn(3000, 256, device="cuda", dtype=torch.float64)
+    codes, _ = pca_compress(a, 4)
+    assert codes.device.type == "cuda"
+    exact, _ = pca_compress(a.cpu().numpy(), 4, solver="full")
+    assert codes.shape == exact.shape
