@@ -116,6 +116,8 @@ def accuracy(n: int) -> list[dict]:
                 row[name + "_s"] = time.perf_counter() - t0
                 if "auto" in name:
                     row[name + "_dims"] = [est.compression_[k]["dim"] for k in ("x", "y")]
+                    row[name + "_twonn"] = [est.compression_[k].get("intrinsic_dimension")
+                                            for k in ("x", "y")]
             rows.append(row)
             print({k: (round(val, 3) if isinstance(val, float) else val) for k, val in row.items()},
                   flush=True)

@@ -8,6 +8,8 @@ errors 0.0-0.14 bit).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -96,7 +98,11 @@ def test_passthrough_instance_units_and_torch():
     task = tasks.get("gaussian_split", dim=3, mi=1.0)
     x, y = task.sample(1000, seed=0)
     inner = KSG(k=5)
-    assert Compressed(estimator=inner).estimate(x, y) == pytest.approx(inner.estimate(x, y), abs=1e-12)
+    plain = Compressed(estimator=inner, dim_x=None, dim_y=None)
+    assert plain.estimate(x, y) == pytest.approx(inner.estimate(x, y), abs=1e-12)
+    auto = Compressed(estimator=inner)  # dim 'auto': a full-rank 3-dim Gaussian stays as it is
+    assert auto.estimate(x, y) == pytest.approx(inner.estimate(x, y), abs=1e-12)
+    assert auto.compression_["x"]["compressed"] is False
     by_name = get("compressed", estimator="ksg", estimator_params={"k": 5}, dim_x=2)
     by_inst = Compressed(estimator=KSG(k=5, unit="nats"), dim_x=2)
     v = by_name.estimate(x, y)
@@ -170,7 +176,9 @@ def test_auto_dimension_follows_the_data(blobs2):
     task, x, y = blobs2
     est = get("compressed", dim_x="auto", dim_y="auto")
     value = est.estimate(x, y)
-    assert est.compression_["x"]["dim"] == 2 and est.compression_["y"]["dim"] == 2
+    for k in ("x", "y"):
+        info = est.compression_[k]
+        assert info["dim"] == math.ceil(info["intrinsic_dimension"]) and info["dim"] in (2, 3)
     assert est.compression_["x"]["intrinsic_dimension"] == pytest.approx(2.0, abs=0.5)
     assert value == pytest.approx(task.mutual_information, abs=0.35)  # PCA to 2 dims: lossy
 

@@ -147,7 +147,7 @@ def test_compressed_carries_the_inner_flags():
     rng = np.random.default_rng(7)
     x = rng.normal(size=(300, 12))
     y = x[:, :2] + rng.normal(size=(300, 2))
-    raw = estimators.get("compressed")  # nothing compressed: KSG in 14 dims on 300 rows
+    raw = estimators.get("compressed", dim_x=None, dim_y=None)  # KSG in 14 dims on 300 rows
     raw.estimate(x, y)
     assert raw.flags_ == ("few_samples_for_dim",)
     small = estimators.get("compressed", dim_x=2)

@@ -203,13 +203,14 @@ class Compressed(BaseMIEstimator):
         How a variable is compressed (named ``compression``, not ``method``,
         so that ``mutual_information(x, y, method="compressed",
         compression="autoencoder")`` reaches it).
-    dim_x, dim_y : int, 'auto' or None, default None
-        Target dimension of x / y; None (or a dimension >= the variable's)
-        leaves that variable as it is; 'auto' uses the variable's intrinsic
+    dim_x, dim_y : int, 'auto' or None, default 'auto'
+        Target dimension of x / y. 'auto' uses the variable's intrinsic
         dimension estimated from the data (TwoNN, :func:`twonn_dimension`,
-        rounded, at least 1). Discrete variables (labels) are never
-        compressed: their dimension is ignored, so ``dim_x=dim_y=4`` can be
-        used for any layer / label pair.
+        rounded up), so a variable is only compressed when its rows
+        lie near a lower-dimensional set; None (or a dimension >= the
+        variable's) leaves that variable as it is. Discrete variables
+        (labels) are never compressed: their dimension is ignored, so
+        ``dim_x=dim_y=4`` can be used for any layer / label pair.
     pca_solver : {'randomized', 'full'}, default 'randomized'
         Randomized low-rank SVD (fast, see :func:`pca_compress`) or the exact SVD.
     hidden : tuple of int, default (128, 64)
@@ -276,7 +277,7 @@ class Compressed(BaseMIEstimator):
 
     def __init__(self, *, estimator: str | BaseMIEstimator = "ksg",
                  estimator_params: dict | None = None, compression: str = "pca",
-                 dim_x: int | str | None = None, dim_y: int | str | None = None,
+                 dim_x: int | str | None = "auto", dim_y: int | str | None = "auto",
                  pca_solver: str = "randomized", hidden: tuple[int, ...] = (128, 64),
                  epochs: int = 100, batch_size: int = 128, lr: float = 1e-3,
                  seed: int | None = 0, device: Any = None, unit: str = "bits"):
@@ -317,7 +318,7 @@ class Compressed(BaseMIEstimator):
         info: dict[str, Any] = {}
         if dim == "auto":
             intrinsic = twonn_dimension(a, seed=self.seed, device=self.device)
-            dim = max(1, int(round(intrinsic)))
+            dim = max(1, math.ceil(intrinsic))  # rounded up: a code too small loses information
             info["intrinsic_dimension"] = intrinsic
         if dim >= a.shape[1]:
             self.compression_[which] = {"dim": int(a.shape[1]), "compressed": False, **info}
