@@ -246,3 +246,15 @@ def test_interval_dropped_when_the_subsamples_are_capped():
     assert est.flags_ == ("saturated_xt",)
     r2 = est.estimate_ci(*tasks.get("gaussian_split", dim=1, mi=0.5).sample(1000, seed=0), n_resamples=10)
     assert r2.flags == () and r2.low < r2.value < r2.high
+
+
+def test_estimators_expose_their_ceilings(layer):
+    t, y = layer
+    caps = estimators.get("binning").ceilings(t, y, discrete_y=True)
+    assert caps["saturated_xt"] == pytest.approx(math.log2(2000))
+    assert caps["saturated_ty"] == pytest.approx(math.log2(10))
+    # 600 held-out rows in 10 chunks of 60 rows: the cap is log 60, not log 64
+    assert estimators.get("infonce", batch_size=64, unit="nats").ceilings(t, t)["ceiling_infonce"] == (
+        pytest.approx(math.log(60)))
+    assert estimators.get("gaussian").ceilings(t, t) == {}
+    assert estimators.get("ksg").ceilings(t, y, discrete_y=True) == {"saturated_ty": pytest.approx(math.log2(10))}

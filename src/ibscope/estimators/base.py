@@ -281,7 +281,7 @@ class BaseMIEstimator:
         the sampling variability of theta_n around its expectation: it does
         NOT cover the estimator's own bias (e.g. KSG's underestimation at high
         MI; see each docstring). Why the standard deviation and not the
-        replicates' 2.5% / 97.5% quantiles (the scheme before 2026-12): with
+        replicates' 2.5% / 97.5% quantiles (the previous scheme): with
         B = 50 the empirical extreme quantiles sit inside the true ones on
         average, and the percentile interval under-covered (0.89 at nominal
         0.95 for KSG on a 2+2-dim Gaussian, n = 2000); the t quantile also
@@ -373,6 +373,19 @@ class BaseMIEstimator:
                           subsample_size=m, flags=flags)
 
     # ------------------------------------------------------------- diagnostics
+    def ceilings(self, x: Any, y: Any, *, discrete_x: bool = False, discrete_y: bool = False
+                 ) -> dict[str, float]:
+        """The caps of this estimator's value on (x, y), in ``self.unit``, keyed by flag.
+
+        E.g. ``{'saturated_xt': log2 N, 'saturated_ty': H(Y)}`` for binning
+        with labels, ``{'ceiling_infonce': log2 b}`` for InfoNCE; ``{}`` for
+        estimators without a cap (Gaussian, continuous KSG). A value within
+        tolerance of a cap gets that flag (see ``FLAG_DESCRIPTIONS``).
+        """
+        xa, ya = self._validate_xy(x, y, discrete_x, discrete_y)
+        caps = self._ceilings_nats(xa, ya, bool(discrete_x), bool(discrete_y))
+        return {k: from_nats(v, self.unit) for k, v in caps.items() if v is not None}
+
     def _ceilings_nats(self, x: Any, y: Any, discrete_x: bool, discrete_y: bool
                        ) -> dict[str, float | None]:
         """Ceilings of the value on these inputs, in nats, keyed by the flag each one raises.
