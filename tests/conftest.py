@@ -27,3 +27,13 @@ def shared_data() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_diagnostic_warnings():
+    """Each test is its own 'run': diagnostic flags warn again (no state leaks between tests)."""
+    from ibscope.estimators import reset_warnings
+
+    reset_warnings()
+    yield
+    reset_warnings()

@@ -8,13 +8,20 @@ errors 0.0-0.14 bit).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from ibscope import tasks
 from ibscope.estimators import get
-from ibscope.estimators._compressed import Compressed, autoencoder_compress, pca_compress
+from ibscope.estimators._compressed import (
+    Compressed,
+    autoencoder_compress,
+    pca_compress,
+    twonn_dimension,
+)
 from ibscope.estimators._knn import KSG
 
 TOL = 0.2  # bits
@@ -35,7 +42,7 @@ def blobs1():
 def test_blobs_image_two_dim_latent_pca(blobs2):
     task, x, y = blobs2
     assert x.shape[1] == 256
-    est = get("compressed", estimator="ksg", method="pca", dim_x=4, dim_y=4)
+    est = get("compressed", estimator="ksg", compression="pca", dim_x=4, dim_y=4)
     value = est.estimate(x, y)
     assert abs(value - task.mutual_information) < TOL, value
     assert value <= task.mutual_information + 0.05  # lower bound up to KSG noise
@@ -44,7 +51,7 @@ def test_blobs_image_two_dim_latent_pca(blobs2):
 
 def test_blobs_image_two_dim_latent_autoencoder(blobs2):
     task, x, y = blobs2
-    est = get("compressed", method="autoencoder", dim_x=2, dim_y=2, epochs=20)
+    est = get("compressed", compression="autoencoder", dim_x=2, dim_y=2, epochs=20)
     value = est.estimate(x, y)
     assert abs(value - task.mutual_information) < TOL, value
     assert est.compression_["y"]["reconstruction_mse"] < 0.5  # in units of the data's std
@@ -53,7 +60,7 @@ def test_blobs_image_two_dim_latent_autoencoder(blobs2):
 def test_blobs_image_one_dim_latent(blobs1):
     task, x, y = blobs1
     pca = get("compressed", dim_x=2, dim_y=2).estimate(x, y)
-    ae = get("compressed", method="autoencoder", dim_x=1, dim_y=1, epochs=20).estimate(x, y)
+    ae = get("compressed", compression="autoencoder", dim_x=1, dim_y=1, epochs=20).estimate(x, y)
     for value in (pca, ae):
         assert abs(value - task.mutual_information) < TOL, (pca, ae)
     # one linear component is not enough for a nonlinear 1-D manifold: strictly lossy
@@ -91,7 +98,11 @@ def test_passthrough_instance_units_and_torch():
     task = tasks.get("gaussian_split", dim=3, mi=1.0)
     x, y = task.sample(1000, seed=0)
     inner = KSG(k=5)
-    assert Compressed(estimator=inner).estimate(x, y) == pytest.approx(inner.estimate(x, y), abs=1e-12)
+    plain = Compressed(estimator=inner, dim_x=None, dim_y=None)
+    assert plain.estimate(x, y) == pytest.approx(inner.estimate(x, y), abs=1e-12)
+    auto = Compressed(estimator=inner)  # dim 'auto': a full-rank 3-dim Gaussian stays as it is
+    assert auto.estimate(x, y) == pytest.approx(inner.estimate(x, y), abs=1e-12)
+    assert auto.compression_["x"]["compressed"] is False
     by_name = get("compressed", estimator="ksg", estimator_params={"k": 5}, dim_x=2)
     by_inst = Compressed(estimator=KSG(k=5, unit="nats"), dim_x=2)
     v = by_name.estimate(x, y)
@@ -120,7 +131,7 @@ def test_compression_helpers():
 @pytest.mark.parametrize("params", [
     {"estimator": "nope"}, {"estimator": 3}, {"estimator": "compressed"},
     {"estimator": KSG(), "estimator_params": {"k": 2}}, {"estimator_params": {"k": 0}},
-    {"estimator_params": {"bogus": 1}}, {"method": "tsne"}, {"dim_x": 0}, {"dim_y": 1.5},
+    {"estimator_params": {"bogus": 1}}, {"compression": "tsne"}, {"method": "pca"}, {"dim_x": 0}, {"dim_y": 1.5},
     {"hidden": (0,)}, {"epochs": 0}, {"lr": -1.0},
 ])
 def test_bad_parameters(params):
@@ -132,3 +143,62 @@ def test_unsupported_combination_is_reported():
     x = np.random.default_rng(0).integers(0, 3, size=(100, 1))
     with pytest.raises(ValueError, match="does not support"):
         get("compressed").estimate(x, x, discrete_x=True, discrete_y=True)  # KSG: no discrete pair
+
+
+def test_randomized_pca_matches_the_exact_subspace():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(2000, 60)) * np.geomspace(10.0, 0.1, 60)  # decaying spectrum
+    fast, info_fast = pca_compress(a, 4)
+    exact, info_exact = pca_compress(a, 4, solver="full")
+    assert fast.dtype == np.float64 and fast.shape == (2000, 4)
+    assert np.allclose(np.abs(fast), np.abs(exact), atol=1e-3 * np.abs(exact).max())
+    assert info_fast["explained_variance_ratio"] == pytest.approx(info_exact["explained_variance_ratio"],
+                                                                  rel=1e-5)
+    again, _ = pca_compress(a, 4)
+    assert np.array_equal(fast, again)  # seeded
+    t_codes, _ = pca_compress(torch.from_numpy(a), 4)
+    assert isinstance(t_codes, torch.Tensor) and t_codes.device == torch.device("cpu")
+    est = get("compressed", estimator="gaussian", dim_x=4)
+    full = get("compressed", estimator="gaussian", dim_x=4, pca_solver="full")
+    b = a[:, :2] + rng.normal(size=(2000, 2))
+    assert est.estimate(a, b) == pytest.approx(full.estimate(a, b), abs=1e-6)
+
+
+def test_twonn_dimension_of_embedded_cubes():
+    rng = np.random.default_rng(2)
+    for d in (2, 5):
+        q, _ = np.linalg.qr(rng.normal(size=(30, d)))
+        a = rng.uniform(size=(1500, d)) @ q.T  # a d-dim cube inside R^30
+        assert twonn_dimension(a) == pytest.approx(d, abs=0.6)
+
+
+def test_auto_dimension_follows_the_data(blobs2):
+    task, x, y = blobs2
+    est = get("compressed", dim_x="auto", dim_y="auto")
+    value = est.estimate(x, y)
+    for k in ("x", "y"):
+        info = est.compression_[k]
+        assert info["dim"] == math.ceil(info["intrinsic_dimension"]) and info["dim"] in (2, 3)
+    assert est.compression_["x"]["intrinsic_dimension"] == pytest.approx(2.0, abs=0.5)
+    assert value == pytest.approx(task.mutual_information, abs=0.35)  # PCA to 2 dims: lossy
+
+
+def test_compression_is_reachable_through_mutual_information():
+    import ibscope
+
+    task = tasks.get("gaussian_split", dim=3, mi=1.0)
+    x, y = task.sample(400, seed=0)
+    v = ibscope.mutual_information(x, y, method="compressed", compression="autoencoder", dim_x=2,
+                                   epochs=2, hidden=(8,))
+    assert np.isfinite(v)
+    with pytest.raises(TypeError, match="compression"):
+        get("compressed", method="pca")  # the old name: the error lists the parameters
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pca_on_the_inputs_cuda_device():
+    a = torch.randn(3000, 256, device="cuda", dtype=torch.float64)
+    codes, _ = pca_compress(a, 4)
+    assert codes.device.type == "cuda"
+    exact, _ = pca_compress(a.cpu().numpy(), 4, solver="full")
+    assert codes.shape == exact.shape

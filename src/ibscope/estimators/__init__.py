@@ -5,6 +5,13 @@ Every estimator has ``estimate(x, y, *, discrete_x=False, discrete_y=False)``
 returning I(X;Y) in bits (``unit='nats'`` on request) and ``get_params()``.
 Implementations live in private modules, one per family, and are loaded
 lazily, so importing ibscope stays cheap.
+
+Diagnostics: every call stores named flags in ``estimator.flags_`` (and
+``MIEstimate.flags``); ``FLAG_DESCRIPTIONS`` maps each flag to a one-line
+text for reports. In tidy tables the column is ``flags``: a str of flag
+names joined by ';' (``format_flags``), '' when healthy. Each (estimator,
+flag) pair warns once per run (``EstimateDiagnosticWarning``);
+``reset_warnings()`` starts a new run, ``warned()`` lists what was warned.
 """
 
 from __future__ import annotations
@@ -13,6 +20,14 @@ import importlib
 import importlib.util
 from typing import Any
 
+from ._diagnostics import (
+    FLAG_DESCRIPTIONS,
+    EstimateDiagnosticWarning,
+    format_flags,
+    parse_flags,
+    reset_warnings,
+    warned,
+)
 from .base import BaseMIEstimator, MIEstimate
 
 # name -> "module:Class" (module relative to this package)
@@ -76,4 +91,8 @@ def __getattr__(attr: str) -> Any:  # lazy access to the classes, e.g. estimator
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
-__all__ = ["BaseMIEstimator", "MIEstimate", "available", "get", "get_class"]
+__all__ = [
+    "BaseMIEstimator", "MIEstimate", "available", "get", "get_class",
+    "FLAG_DESCRIPTIONS", "EstimateDiagnosticWarning", "format_flags", "parse_flags",
+    "reset_warnings", "warned",
+]

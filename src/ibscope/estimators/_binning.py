@@ -20,6 +20,7 @@ References
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,8 @@ def _plane_from_codes(
 class _BinningBase(BaseMIEstimator):
     """Shared estimate/plane logic; subclasses define ``codes(t)``."""
 
+    diagnostics = frozenset({"labels"})
+
     def codes(self, t: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -142,6 +145,15 @@ class _BinningBase(BaseMIEstimator):
         xq = x if discrete_x else self.codes(x)
         yq = y if discrete_y else self.codes(y)
         return discrete_mi(xq, yq, correction=self._correction)
+
+    def _ceilings_nats(self, x, y, discrete_x, discrete_y) -> dict[str, float | None]:
+        """log N, the entropy of each binned variable and of each discrete one."""
+        caps = {**super()._ceilings_nats(x, y, discrete_x, discrete_y), "saturated_xt": math.log(x.shape[0])}
+        binned = [entropy_of_symbols(discrete_symbols(self.codes(a))[0])
+                  for a, d in ((x, discrete_x), (y, discrete_y)) if not d]
+        if binned:
+            caps["saturated_bins"] = min(binned)
+        return caps
 
     def plane(self, t: Any, y: Any, *, x: Any = None, ci: float | None = None, n_resamples: int = 50,
               subsample: float = 0.5, seed: Any = 0) -> tuple[Any, Any]:
@@ -174,6 +186,7 @@ class _BinningBase(BaseMIEstimator):
             if x.shape[0] != t.shape[0]:
                 raise ValueError(f"'t' and 'x' must have the same number of samples; got {t.shape[0]} and {x.shape[0]}.")
         i_xt, i_ty = _plane_from_codes(self.codes(t), y, x, self._correction)
+        self._record_flags(self._plane_flags(i_xt, i_ty, t.shape[0], y, x))  # vs log N (H(X)), H(Y)
         return from_nats(i_xt, self.unit), from_nats(i_ty, self.unit)
 
 

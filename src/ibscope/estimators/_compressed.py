@@ -21,10 +21,17 @@ References
 .. [1] I. Butakov, A. Tolmachev, S. Malanchuk, A. Neopryatnaya, A. Frolov
    and K. Andreev, "Information bottleneck analysis of deep neural networks
    via lossy compression", ICLR 2024.
+.. [2] N. Halko, P.-G. Martinsson and J. A. Tropp, "Finding structure with
+   randomness: probabilistic algorithms for constructing approximate matrix
+   decompositions", SIAM Review 53(2), 2011.
+.. [3] E. Facco, M. d'Errico, A. Rodriguez and A. Laio, "Estimating the
+   intrinsic dimension of datasets by a minimal neighborhood information",
+   Scientific Reports 7, 12140, 2017.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -43,29 +50,82 @@ from .._validation import (
 from ._neural import batch_generator, check_hidden, seeded
 from .base import BaseMIEstimator
 
-__all__ = ["Compressed", "pca_compress", "autoencoder_compress"]
+__all__ = ["Compressed", "pca_compress", "autoencoder_compress", "twonn_dimension"]
 
 
-def pca_compress(a: Any, dim: int) -> tuple[Any, dict[str, Any]]:
-    """Project ``a`` (n, d) onto its first ``dim`` principal components.
+_OVERSAMPLE = 20  # extra random directions of the randomized SVD (10 was not enough for flat spectra)
+_POWER_ITERATIONS = 2
 
-    numpy input uses :class:`sklearn.decomposition.PCA`; a torch tensor is
-    reduced on its own device with ``torch.linalg.svd`` of the centred data
-    (the same projection up to the sign of each component). Returns the codes
-    (same array type) and ``{'explained_variance_ratio': ...}``.
+
+def pca_compress(a: Any, dim: int, *, solver: str = "randomized", seed: int | None = 0,
+                 device: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Project ``a`` (n, d) onto its first ``dim`` principal components, in torch on ``a``'s device.
+
+    ``solver='randomized'`` (default): the randomized range finder of Halko,
+    Martinsson & Tropp [2]_ (``torch.svd_lowrank`` with ``dim + 20`` random
+    directions and 2 power iterations, in float32), about 6 passes over the
+    data instead of the O(n d min(n, d)) of a full SVD; its leading subspace
+    matches the exact one when the spectrum decays past ``dim`` and is close
+    to it otherwise (a flat spectrum has no well-defined leading subspace;
+    benchmarks/compressed.py compares the values). ``solver='full'``:
+    ``torch.linalg.svd`` of the centred data in float64 (exact). Runs on the
+    device of a tensor input (CPU for numpy; ``device`` overrides); the
+    randomized solver is deterministic given ``seed``. Returns the float64
+    codes (numpy for numpy input, a tensor otherwise; each component has an
+    arbitrary sign) and ``{'explained_variance_ratio': ...}``.
     """
-    if is_torch(a):
-        t = a.to(torch.float64)
-        c = t - t.mean(dim=0)
+    dev = resolve_device(device, like=a)
+    fast = solver != "full" and dim + _OVERSAMPLE < min(a.shape)
+    dtype = torch.float32 if fast else torch.float64
+    t = a.detach().to(device=dev, dtype=dtype) if is_torch(a) else torch.as_tensor(
+        np.asarray(a), device=dev).to(dtype)
+    c = t - t.mean(dim=0)
+    total = float((c.to(torch.float64) ** 2).sum()) if not fast else float((c * c).sum(dtype=torch.float64))
+    if fast:
+        with seeded(seed, dev):
+            _, s, v = torch.svd_lowrank(c, q=dim + _OVERSAMPLE, niter=_POWER_ITERATIONS)
+        v = v[:, :dim]
+    else:
         _, s, vh = torch.linalg.svd(c, full_matrices=False)
-        var = s * s
-        ratio = (var[:dim].sum() / var.sum()).item() if float(var.sum()) > 0 else 1.0
-        return c @ vh[:dim].T, {"explained_variance_ratio": ratio}
-    from sklearn.decomposition import PCA
+        v = vh[:dim].T
+    kept = float((s[:dim].to(torch.float64) ** 2).sum())
+    codes = (c @ v).to(torch.float64)
+    ratio = min(kept / total, 1.0) if total > 0 else 1.0
+    return (codes if is_torch(a) else codes.cpu().numpy()), {"explained_variance_ratio": ratio}
 
-    pca = PCA(n_components=dim, svd_solver="full")
-    codes = pca.fit_transform(np.asarray(a, dtype=np.float64))
-    return codes, {"explained_variance_ratio": float(pca.explained_variance_ratio_.sum()), "pca": pca}
+
+def twonn_dimension(a: Any, *, max_samples: int = 2000, seed: int | None = 0, device: Any = None) -> float:
+    """Intrinsic dimension of the rows of ``a`` by TwoNN (Facco et al. [3]_).
+
+    With r1, r2 the distances of a point to its first and second nearest
+    neighbours, mu = r2 / r1 is Pareto(d) distributed on a d-dimensional
+    manifold of locally uniform density, so the maximum-likelihood estimate
+    is d = n / sum_i log mu_i. Rows with a duplicate (r1 = 0) are left out;
+    at most ``max_samples`` rows (a seeded random subset) are used, with
+    brute-force distances in torch on the input's device (chunked).
+    """
+    dev = resolve_device(device, like=a)
+    t = a.detach().to(device=dev, dtype=torch.float64) if is_torch(a) else torch.as_tensor(
+        np.asarray(a), dtype=torch.float64, device=dev)
+    n = t.shape[0]
+    if n > max_samples:
+        idx = np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
+        t = t[torch.as_tensor(idx, device=dev)]
+        n = max_samples
+    t = t - t.mean(dim=0)
+    sq = (t * t).sum(dim=1)
+    r12 = []
+    for start in range(0, n, 512):
+        d2 = (sq[start:start + 512, None] + sq[None, :] - 2.0 * t[start:start + 512] @ t.T).clamp_(min=0)
+        d2[torch.arange(d2.shape[0]), torch.arange(start, start + d2.shape[0])] = math.inf
+        r12.append(torch.topk(d2, 2, dim=1, largest=False).values)
+    r = torch.cat(r12).sqrt()
+    ok = r[:, 0] > 0
+    if int(ok.sum()) < 3:
+        return 1.0
+    log_mu = torch.log(r[ok, 1] / r[ok, 0])
+    total = float(log_mu.sum())
+    return float(ok.sum()) / total if total > 0 else float(t.shape[1])
 
 
 class _AutoEncoder(nn.Module):
@@ -139,20 +199,30 @@ class Compressed(BaseMIEstimator):
         Registry name of the inner estimator, or an estimator instance.
     estimator_params : dict or None
         Constructor parameters of the inner estimator (only with a name).
-    method : {'pca', 'autoencoder'}, default 'pca'
-    dim_x, dim_y : int or None, default None
-        Target dimension of x / y; None (or a dimension >= the variable's)
-        leaves that variable as it is. Discrete variables (labels) are
-        never compressed: their dimension is ignored, so ``dim_x=dim_y=4``
-        can be used for any layer / label pair.
+    compression : {'pca', 'autoencoder'}, default 'pca'
+        How a variable is compressed (named ``compression``, not ``method``,
+        so that ``mutual_information(x, y, method="compressed",
+        compression="autoencoder")`` reaches it).
+    dim_x, dim_y : int, 'auto' or None, default 'auto'
+        Target dimension of x / y. 'auto' uses the variable's intrinsic
+        dimension estimated from the data (TwoNN, :func:`twonn_dimension`,
+        rounded up), so a variable is only compressed when its rows
+        lie near a lower-dimensional set; None (or a dimension >= the
+        variable's) leaves that variable as it is. Discrete variables
+        (labels) are never compressed: their dimension is ignored, so
+        ``dim_x=dim_y=4`` can be used for any layer / label pair.
+    pca_solver : {'randomized', 'full'}, default 'randomized'
+        Randomized low-rank SVD (fast, see :func:`pca_compress`) or the exact SVD.
     hidden : tuple of int, default (128, 64)
         Encoder hidden sizes of the autoencoder (the decoder mirrors them).
     epochs, batch_size, lr : int, int, float
         Autoencoder training (default 100 epochs, batch 128, Adam lr 1e-3).
     seed : int or None, default 0
-        Seed of the autoencoder (initialization and batch order).
+        Seed of the autoencoder (initialization and batch order) and of the
+        randomized PCA.
     device : str, torch.device or None
-        Where the autoencoder / torch PCA runs; None follows the input.
+        Where the compression runs; None follows the input (a CUDA tensor is
+        compressed on its GPU, numpy on CPU).
     unit : {'bits', 'nats'}, default 'bits'
 
     Attributes
@@ -160,9 +230,12 @@ class Compressed(BaseMIEstimator):
     inner_ : BaseMIEstimator
         The inner estimator used by the last call.
     compression_ : dict
-        For each compressed variable ('x', 'y'): the code dimension and
+        For each compressed variable ('x', 'y'): the code dimension (and,
+        with 'auto', the estimated 'intrinsic_dimension') and
         'explained_variance_ratio' (PCA) or 'reconstruction_mse' and the
         'model' (autoencoder).
+    flags_ : tuple of str
+        The inner estimator's diagnostic flags on the codes.
 
     Notes
     -----
@@ -173,13 +246,16 @@ class Compressed(BaseMIEstimator):
     dependence; PCA (linear) needs more dimensions than the intrinsic ones
     for nonlinear manifolds such as images: e.g. for ``blobs_image`` with a
     2-D latent, PCA to 2 dims keeps ~70% of 1 bit, PCA to 4 dims ~90%.
+    Accuracy on images with 4-D latents: benchmarks/RESULTS.md ("compressed").
     Supports the discrete/continuous combinations of the inner estimator.
-    Cost: PCA O(n d min(n, d)); autoencoder O(epochs n d h); plus the inner
-    estimator on the codes.
+    Cost: randomized PCA O(n d dim); autoencoder O(epochs n d h); 'auto'
+    adds O(min(n, 2000)^2 d); plus the inner estimator on the codes.
 
     References
     ----------
     .. [1] Butakov et al., ICLR 2024.
+    .. [2] Halko, Martinsson & Tropp, SIAM Review 53(2), 2011.
+    .. [3] Facco et al., Scientific Reports 7, 12140, 2017.
     """
 
     name = "compressed"
@@ -187,9 +263,10 @@ class Compressed(BaseMIEstimator):
     _constraints = {
         "estimator": [InstanceOf((str, BaseMIEstimator), "an estimator name or instance")],
         "estimator_params": [NONE, InstanceOf((dict,), "a dict")],
-        "method": [Options(("pca", "autoencoder"))],
-        "dim_x": [NONE, Interval(int, 1, None)],
-        "dim_y": [NONE, Interval(int, 1, None)],
+        "compression": [Options(("pca", "autoencoder"))],
+        "dim_x": [NONE, Options(("auto",)), Interval(int, 1, None)],
+        "dim_y": [NONE, Options(("auto",)), Interval(int, 1, None)],
+        "pca_solver": [Options(("randomized", "full"))],
         "hidden": [InstanceOf((tuple, list), "a tuple of positive ints")],
         "epochs": [Interval(int, 1, None)],
         "batch_size": [Interval(int, 1, None)],
@@ -199,15 +276,17 @@ class Compressed(BaseMIEstimator):
     }
 
     def __init__(self, *, estimator: str | BaseMIEstimator = "ksg",
-                 estimator_params: dict | None = None, method: str = "pca",
-                 dim_x: int | None = None, dim_y: int | None = None,
-                 hidden: tuple[int, ...] = (128, 64), epochs: int = 100, batch_size: int = 128,
-                 lr: float = 1e-3, seed: int | None = 0, device: Any = None, unit: str = "bits"):
+                 estimator_params: dict | None = None, compression: str = "pca",
+                 dim_x: int | str | None = "auto", dim_y: int | str | None = "auto",
+                 pca_solver: str = "randomized", hidden: tuple[int, ...] = (128, 64),
+                 epochs: int = 100, batch_size: int = 128, lr: float = 1e-3,
+                 seed: int | None = 0, device: Any = None, unit: str = "bits"):
         self.estimator = estimator
         self.estimator_params = estimator_params
-        self.method = method
+        self.compression = compression
         self.dim_x = dim_x
         self.dim_y = dim_y
+        self.pca_solver = pca_solver
         self.hidden = hidden
         self.epochs = epochs
         self.batch_size = batch_size
@@ -230,34 +309,39 @@ class Compressed(BaseMIEstimator):
             raise ValueError("The 'estimator' parameter of Compressed cannot be 'compressed' itself.")
         return get(self.estimator, **(self.estimator_params or {}))
 
-    def _compress(self, a: Any, dim: int | None, discrete: bool, which: str) -> Any:
+    def _compress(self, a: Any, dim: int | str | None, discrete: bool, which: str) -> Any:
         if dim is None:
             return a
         if discrete:  # labels / symbols are never compressed
             self.compression_[which] = {"dim": int(a.shape[1]), "compressed": False, "reason": "discrete"}
             return a
+        info: dict[str, Any] = {}
+        if dim == "auto":
+            intrinsic = twonn_dimension(a, seed=self.seed, device=self.device)
+            dim = max(1, math.ceil(intrinsic))  # rounded up: a code too small loses information
+            info["intrinsic_dimension"] = intrinsic
         if dim >= a.shape[1]:
-            self.compression_[which] = {"dim": int(a.shape[1]), "compressed": False}
+            self.compression_[which] = {"dim": int(a.shape[1]), "compressed": False, **info}
             return a
-        if self.method == "pca":
-            codes, info = pca_compress(a, dim)
+        seed = None if self.seed is None else self.seed + (0 if which == "x" else 1)
+        if self.compression == "pca":
+            codes, more = pca_compress(a, dim, solver=self.pca_solver, seed=seed, device=self.device)
         else:
-            seed = None if self.seed is None else self.seed + (0 if which == "x" else 1)
-            codes, info = autoencoder_compress(a, dim, hidden=tuple(self.hidden), epochs=self.epochs,
+            codes, more = autoencoder_compress(a, dim, hidden=tuple(self.hidden), epochs=self.epochs,
                                                batch_size=self.batch_size, lr=self.lr, seed=seed,
                                                device=self.device)
-        self.compression_[which] = {"dim": dim, "compressed": True, **info}
+        self.compression_[which] = {"dim": dim, "compressed": True, **info, **more}
         return codes
 
     def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
         inner = self._inner()
         self.inner_ = inner
         self.compression_: dict[str, Any] = {}
-        if self.device is not None and self.method == "pca":
-            dev = resolve_device(self.device)
-            x = x if discrete_x else (x.to(dev) if is_torch(x) else torch.as_tensor(x, device=dev))
-            y = y if discrete_y else (y.to(dev) if is_torch(y) else torch.as_tensor(y, device=dev))
         cx = self._compress(x, self.dim_x, discrete_x, "x")
         cy = self._compress(y, self.dim_y, discrete_y, "y")
         value = inner.estimate(cx, cy, discrete_x=discrete_x, discrete_y=discrete_y)
+        self._inner_flags = tuple(inner.flags_)
         return to_nats(float(value), inner.unit)
+
+    def _extra_flags(self, x, y, discrete_x, discrete_y) -> tuple[str, ...]:
+        return self._inner_flags  # the inner estimator's flags on the codes of this call

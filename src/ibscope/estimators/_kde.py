@@ -126,6 +126,7 @@ def _to_tensor(a: Any, device: Any) -> torch.Tensor:
 class _KDEBase(BaseMIEstimator):
     supports = frozenset({(CONTINUOUS, DISCRETE), (DISCRETE, CONTINUOUS)})
     keep_torch = True
+    diagnostics = frozenset({"labels"})  # estimate() is I(T;Y) <= H(Y): saturated_ty
     _factor: float = 2.0
 
     def _variance(self, t: torch.Tensor) -> float:  # overridden by the adaptive variant
@@ -164,7 +165,9 @@ class _KDEBase(BaseMIEstimator):
         # rows of a 2-D label are joint symbols, as in estimate()
         yy = torch.as_tensor(discrete_symbols(y_checked)[0], device=device)
         i_xt, i_ty = self._pair(tt, yy)
-        return self._finish(i_xt), self._finish(i_ty)
+        out = self._finish(i_xt), self._finish(i_ty)
+        self._record_flags(self._plane_flags(i_xt, i_ty, tt.shape[0], y_checked))  # vs log N, H(Y)
+        return out
 
 
 _COMMON_DOC = """

@@ -530,6 +530,7 @@ class _KNNBase(BaseMIEstimator):
 
     keep_torch = True
     supports = frozenset({(CONTINUOUS, CONTINUOUS), (CONTINUOUS, DISCRETE), (DISCRETE, CONTINUOUS)})
+    diagnostics = frozenset({"labels", "knn"})  # saturated_ty, few_samples_for_dim, duplicates
     _common_constraints = {
         "k": [Interval(int, 1, None)],
         "metric": [Options(_METRICS)],

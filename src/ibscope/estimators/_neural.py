@@ -68,6 +68,7 @@ from .._validation import (
     is_torch,
     resolve_device,
 )
+from . import _diagnostics as diag
 from .base import BaseMIEstimator
 
 __all__ = ["MINE", "NWJ", "InfoNCE", "Critic", "dv_bound", "nwj_bound", "infonce_bound"]
@@ -215,6 +216,11 @@ _COMMON_PARAMS = """
         training-batch bound and the held-out bound, in ``unit``.
     best_epoch_ : int
         Epoch whose critic was kept.
+    converged_ : bool
+        False when training used all ``max_epochs`` and still improved within
+        the last ``patience`` epochs (flag ``critic_not_converged``).
+    flags_ : tuple of str
+        Diagnostic flags of the last call (see ``FLAG_DESCRIPTIONS``).
 """
 
 _NEURAL_CONSTRAINTS = {
@@ -238,6 +244,7 @@ class _NeuralBound(BaseMIEstimator):
     bound = "lower"
     keep_torch = True
     min_samples = 2 * _MIN_SPLIT
+    diagnostics = frozenset({"labels"})  # a discrete partner caps the value at H(Y)
     _constraints = _NEURAL_CONSTRAINTS
     _default_critic = "concat"
 
@@ -369,7 +376,11 @@ class _NeuralBound(BaseMIEstimator):
         critic.eval()
         self.critic_ = critic
         self.best_epoch_ = best_epoch
+        self.converged_ = not diag.critic_not_converged(self.history_, self.max_epochs, self.patience)
         return best_val
+
+    def _extra_flags(self, x, y, discrete_x, discrete_y) -> tuple[str, ...]:
+        return () if self.converged_ else ("critic_not_converged",)
 
 
 _DOC_TAIL = """
@@ -485,6 +496,20 @@ class InfoNCE(_NeuralBound):
 
     def _bound(self, scores):
         return infonce_bound(scores)
+
+    def eval_ceiling_nats(self, n_test: int) -> float:
+        """The cap of the held-out bound (nats): the mean over held-out rows of log(chunk size).
+
+        The held-out rows are scored in ceil(n_test / batch_size) nearly equal
+        chunks and each row's InfoNCE term is at most log of its chunk's size.
+        """
+        sizes = [len(c) for c in np.array_split(np.arange(n_test), math.ceil(n_test / self.batch_size))]
+        return float(sum(s * math.log(s) for s in sizes) / n_test)
+
+    def _ceilings_nats(self, x, y, discrete_x, discrete_y):
+        caps = super()._ceilings_nats(x, y, discrete_x, discrete_y)
+        n_test = int(round(self.test_fraction * x.shape[0]))  # as in _estimate_nats
+        return {**caps, "ceiling_infonce": self.eval_ceiling_nats(n_test)}
 
     def _pooled(self, score_mats):
         rows = torch.cat([torch.diagonal(s) - torch.logsumexp(s, dim=1) + math.log(s.shape[0])

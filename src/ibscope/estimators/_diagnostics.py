@@ -1,0 +1,237 @@
+"""Diagnostics stored with every estimate: named flags, one pure check each.
+
+An estimate can look fine and mean nothing: fixed binning of a layer with
+2000 distinct inputs returns I(X;T) = log2(2000) = 10.97 bits whatever the
+network does, InfoNCE can never exceed log(batch size), a kNN estimator in
+50 dimensions on 1000 points measures its own bias. Every estimator call
+therefore records the applicable flags (``estimator.flags_``, and
+``MIEstimate.flags``) and warns once per run for each (estimator, flag)
+pair.
+
+Flags (``FLAG_DESCRIPTIONS`` holds a one-line text of each for reports):
+
+``saturated_xt``
+    The value is within tolerance of log N (N = number of samples): every
+    sample falls in its own bin / kernel, so the estimate is set by N, not by
+    the data (I(X;T) of a deterministic network under binning or KDE).
+``saturated_ty``
+    The value is within tolerance of the plug-in entropy of a discrete
+    variable (labels): I(T;Y) = H(Y), at most log2 of the number of classes.
+``saturated_bins``
+    The value is within tolerance of the plug-in entropy of a *binned*
+    continuous variable (one quantized variable determines the other in the
+    sample; finer bins or more samples would give more).
+``ceiling_infonce``
+    InfoNCE within tolerance of its hard cap log(b) (b = evaluation batch).
+``few_samples_for_dim``
+    A kNN estimator with fewer than 2^d samples for the joint dimension d of
+    its continuous variables (log2 N < d): the neighbour balls cannot resolve
+    the space and the bias dominates. Compress first (``compressed``).
+``duplicates``
+    At least 1% of the rows of a continuous variable repeat another row
+    exactly (e.g. ReLU zeros); kNN distances of 0 bias KSG and break
+    Kozachenko-Leonenko. Add tiny ``noise`` or declare the variable discrete.
+``critic_not_converged``
+    A neural critic stopped at ``max_epochs`` while still improving on the
+    held-out split (early stopping never triggered); raise ``max_epochs``.
+
+Saturation tolerance: a value v with ceiling c (both in the same unit) is
+saturated when v >= c - max(SATURATION_RTOL * c, SATURATION_ATOL_NATS), i.e.
+within 2% of the ceiling (or 0.01 nats for tiny ceilings). The rule is
+relative because ceilings span 1 bit (two classes) to 17 bits (log2 of
+10^5 samples). InfoNCE uses 10% (``FLAG_RTOL``): its bound approaches
+log b only asymptotically, and at 0.9 log b it already underestimates a
+true MI of log b or more (Poole et al. [1]_, fig. 2); trained critics
+measured here stop at 0.94-0.96 log b on data with I >> log b.
+
+References
+----------
+.. [1] B. Poole, S. Ozair, A. van den Oord, A. A. Alemi and G. Tucker, "On
+   variational bounds of mutual information", ICML 2019.
+
+Warnings: :func:`warn_flags` issues one :class:`EstimateDiagnosticWarning`
+per (estimator name, flag) per run; :func:`reset_warnings` starts a new run
+(the test suite resets it before every test), :func:`warned` lists what was
+warned.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "FLAG_DESCRIPTIONS", "SATURATION_FLAGS", "SATURATION_RTOL", "SATURATION_ATOL_NATS", "EstimateDiagnosticWarning",
+    "saturation_flags", "is_saturated", "few_samples_for_dim", "has_duplicates",
+    "critic_not_converged", "knn_flags", "label_entropy_nats", "format_flags", "parse_flags",
+    "warn_flags", "reset_warnings", "warned",
+]
+
+SATURATION_FLAGS = frozenset({"saturated_xt", "saturated_ty", "saturated_bins", "ceiling_infonce"})
+SATURATION_RTOL = 0.02
+SATURATION_ATOL_NATS = 0.01
+# InfoNCE nears log b only asymptotically (its terms are log b - log(1 + sum_j e^{S_ij - S_ii})):
+# at 90% of log b it already underestimates a true MI of log b or more (Poole et al. 2019, fig. 2).
+FLAG_RTOL = {"ceiling_infonce": 0.10}
+DUPLICATE_FRACTION = 0.01
+
+FLAG_DESCRIPTIONS: dict[str, str] = {
+    "saturated_xt": "at the ceiling log2 N (every sample in its own bin or kernel): set by the "
+                    "sample size, not the data",
+    "saturated_ty": "at the ceiling H(Y) <= log2(number of classes): the layer separates the "
+                    "labels in the sample, the estimator cannot show more",
+    "saturated_bins": "at the entropy of a binned variable: one quantized variable determines "
+                      "the other in the sample; finer bins or more samples would give more",
+    "ceiling_infonce": "at the InfoNCE cap log(batch size): the true value may be much higher",
+    "few_samples_for_dim": "fewer samples than 2^d for the joint dimension d of a kNN "
+                           "estimator: bias dominates (compress first)",
+    "duplicates": "1% or more duplicate rows in a continuous variable: zero kNN distances bias "
+                  "the estimate (add tiny noise or declare it discrete)",
+    "critic_not_converged": "the neural critic hit max_epochs while still improving: the "
+                            "lower bound is loose",
+}
+
+
+class EstimateDiagnosticWarning(UserWarning):
+    """An estimate carries a diagnostic flag (see ``FLAG_DESCRIPTIONS``)."""
+
+
+# --------------------------------------------------------------------------- #
+# Pure checks
+# --------------------------------------------------------------------------- #
+def is_saturated(value_nats: float, ceiling_nats: float | None, rtol: float = SATURATION_RTOL) -> bool:
+    """True when ``value_nats`` lies within the saturation tolerance of ``ceiling_nats``."""
+    if ceiling_nats is None or not math.isfinite(ceiling_nats) or not math.isfinite(value_nats):
+        return False
+    tol = max(rtol * abs(ceiling_nats), SATURATION_ATOL_NATS)
+    return value_nats >= ceiling_nats - tol
+
+
+def saturation_flags(value_nats: float, ceilings_nats: Mapping[str, float | None]) -> tuple[str, ...]:
+    """The flags (keys of ``ceilings_nats``) whose ceiling ``value_nats`` has reached."""
+    return tuple(flag for flag, c in ceilings_nats.items()
+                 if is_saturated(value_nats, c, FLAG_RTOL.get(flag, SATURATION_RTOL)))
+
+
+def lowest_ceiling(ceilings_nats: Mapping[str, float | None]) -> float | None:
+    """The smallest finite ceiling, or None."""
+    finite = [c for c in ceilings_nats.values() if c is not None and math.isfinite(c)]
+    return min(finite) if finite else None
+
+
+def few_samples_for_dim(n: int, dim: int) -> bool:
+    """True when n < 2^dim (log2 n < dim): too few samples for a kNN estimate in ``dim`` dimensions."""
+    return dim > 0 and math.log2(max(n, 1)) < dim
+
+
+def _numpy(a: Any) -> np.ndarray:
+    if hasattr(a, "detach"):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def duplicate_fraction(a: Any) -> float:
+    """Fraction of the rows of ``a`` (n, d) that repeat an earlier row exactly."""
+    n = int(a.shape[0])
+    if n < 2:
+        return 0.0
+    if hasattr(a, "detach") and a.device.type != "cpu":  # count on the device, no copy back
+        import torch
+
+        uniq = torch.unique(a.detach().reshape(n, -1), dim=0).shape[0]
+    else:
+        uniq = np.unique(_numpy(a).reshape(n, -1), axis=0).shape[0]
+    return (n - uniq) / n
+
+
+def has_duplicates(a: Any, threshold: float = DUPLICATE_FRACTION) -> bool:
+    """True when at least ``threshold`` (default 1%) of the rows of ``a`` are exact repeats."""
+    return duplicate_fraction(a) >= threshold
+
+
+def critic_not_converged(history: list[dict], max_epochs: int, patience: int) -> bool:
+    """True when training ran ``max_epochs`` epochs without ``patience`` epochs lacking progress.
+
+    ``history`` is the per-epoch record of a neural estimator (``history_``).
+    Early stopping after ``patience`` epochs without a better held-out bound
+    is the convergence criterion; a run that used every epoch and improved
+    within the last ``patience`` of them was cut short.
+    """
+    if len(history) < max_epochs:
+        return False
+    tests = [h["test"] for h in history]
+    finite = [i for i, v in enumerate(tests) if math.isfinite(v)]
+    if not finite:
+        return True
+    best = max(finite, key=lambda i: tests[i])
+    return len(history) - 1 - best < patience
+
+
+def knn_flags(x: Any, y: Any, discrete_x: bool, discrete_y: bool, *, noise: float = 0.0
+              ) -> tuple[str, ...]:
+    """``few_samples_for_dim`` and ``duplicates`` for a kNN estimate on (x, y).
+
+    The dimension is that of the continuous variables together (the joint
+    space of KSG; the space of T for a discrete partner). Duplicates are not
+    checked when the estimator adds tie-breaking ``noise``.
+    """
+    cont = [a for a, d in ((x, discrete_x), (y, discrete_y)) if not d]
+    flags = []
+    if few_samples_for_dim(int(x.shape[0]), sum(int(a.shape[1]) for a in cont)):
+        flags.append("few_samples_for_dim")
+    if noise == 0 and any(has_duplicates(a) for a in cont):
+        flags.append("duplicates")
+    return tuple(flags)
+
+
+def label_entropy_nats(a: Any) -> float:
+    """Plug-in entropy (nats) of a discrete variable (rows of a 2-D array are joint symbols)."""
+    from .._validation import discrete_symbols
+    from ._discrete import entropy_of_symbols
+
+    return float(entropy_of_symbols(discrete_symbols(_numpy(a))[0]))
+
+
+# --------------------------------------------------------------------------- #
+# Table contract and warnings
+# --------------------------------------------------------------------------- #
+def format_flags(flags: Iterable[str]) -> str:
+    """The ``flags`` column of a tidy table: names joined by ';', '' when healthy."""
+    return ";".join(dict.fromkeys(flags))
+
+
+def parse_flags(text: str | float | None) -> tuple[str, ...]:
+    """Inverse of :func:`format_flags` ('' / None / NaN -> ())."""
+    if text is None or (isinstance(text, float) and math.isnan(text)) or text == "":
+        return ()
+    return tuple(s for s in str(text).split(";") if s)
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def warn_flags(owner: str, flags: Iterable[str], stacklevel: int = 3) -> None:
+    """Warn about each of ``flags`` not yet warned for ``owner`` in this run."""
+    for flag in flags:
+        key = (owner, flag)
+        if key in _WARNED:
+            continue
+        _WARNED.add(key)
+        text = FLAG_DESCRIPTIONS.get(flag, flag)
+        warnings.warn(f"{owner}: estimate flagged {flag!r}: {text}. (Warned once per run; the flag "
+                      f"is stored with every value, see the 'flags' column.)",
+                      EstimateDiagnosticWarning, stacklevel=stacklevel)
+
+
+def reset_warnings() -> None:
+    """Forget which (estimator, flag) pairs were warned: the next occurrence warns again."""
+    _WARNED.clear()
+
+
+def warned() -> frozenset[tuple[str, str]]:
+    """The (estimator, flag) pairs warned since the last :func:`reset_warnings`."""
+    return frozenset(_WARNED)
