@@ -258,3 +258,19 @@ def test_estimators_expose_their_ceilings(layer):
         pytest.approx(math.log(60)))
     assert estimators.get("gaussian").ceilings(t, t) == {}
     assert estimators.get("ksg").ceilings(t, y, discrete_y=True) == {"saturated_ty": pytest.approx(math.log2(10))}
+
+
+def test_plane_ci_gives_a_saturated_coordinate_no_interval():
+    from ibscope import estimators
+
+    rng = np.random.default_rng(1)
+    t = rng.normal(size=(400, 3))                     # every row its own bin of 30: I(X;T) = log2 N
+    y = rng.integers(0, 2, 400)                       # labels independent of t: I(T;Y) far below H(Y)
+    est = estimators.get("binning", n_bins=30)
+    a, b = est.plane(t, y, ci=0.95, n_resamples=10)
+    assert "saturated_xt" in a.flags and np.isnan(a.low) and np.isnan(a.high) and a.n_resamples == 0
+    assert "saturated_xt" not in b.flags and b.n_resamples == 10
+    assert "saturated_xt" in est.flags_  # the full-data flags, not a subsample's
+    healthy = estimators.get("binning", n_bins=3)
+    c, d = healthy.plane(t[:, :1], y, ci=0.95, n_resamples=10)
+    assert c.flags == () and np.isfinite([c.low, c.high]).all() and c.low <= c.value <= c.high
