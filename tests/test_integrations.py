@@ -140,7 +140,7 @@ def test_lightning_weight_information_callback(tmp_path):
 
     x, y = _data()
     lit = LitNet()
-    wcb = WeightInformationCallback(nn.CrossEntropyLoss(), (x, y), out_dir=tmp_path / "w")
+    wcb = WeightInformationCallback(nn.CrossEntropyLoss(reduction="none"), [(x, y)], out_dir=tmp_path / "w")
     pcb = InformationPlaneCallback(x, y, estimators="binning")
     logger = MemoryLogger()
     _trainer(tmp_path, [pcb, wcb], logger).fit(lit, DataLoader(TensorDataset(x, y), batch_size=32))

@@ -476,3 +476,18 @@ def test_fisher_hook_engine_equals_vmap_engine(kind):
     with pytest.raises(ValueError, match="engine='hooks'"):
         fisher(shared, data, engine="hooks")
     assert fisher(shared, data).trace == pytest.approx(fisher(shared, data, engine="vmap").trace, rel=1e-6)
+
+
+def test_a_tensor_pair_as_data_is_refused_with_the_fix():
+    import torch
+    from torch import nn
+
+    from ibscope.weights import fisher, iiw
+
+    net = nn.Linear(3, 2)
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    for call in (lambda: iiw(net, nn.CrossEntropyLoss(reduction="none"), (x, y), prior_mean=net),
+                 lambda: fisher(net, (x, y))):
+        with pytest.raises(TypeError, match=r"'data'.*\[\(x, y\)\]"):
+            call()
+    assert fisher(net, [(x, y)]).trace > 0

@@ -77,7 +77,7 @@ _BYTES = 4  # float32 activations
 
 
 def _default_estimator(unit: str) -> BaseMIEstimator:
-    return registry.get("compressed", estimator="ksg", method="pca", dim_x=4, dim_y=4, unit=unit)
+    return registry.get("compressed", estimator="ksg", compression="pca", dim_x=4, dim_y=4, unit=unit)
 
 
 def _build(spec: Any, unit: str, layer: str, activation: str | None) -> list[tuple[str, BaseMIEstimator]]:
@@ -497,23 +497,24 @@ class InformationPlane(Callback):
         """
         from ..estimators._compressed import Compressed, pca_compress
 
-        if not isinstance(est, Compressed) or est.method != "pca" or est.device is not None:
+        if not isinstance(est, Compressed) or est.compression != "pca" or est.device is not None:
             return x, t, t
+        if any(not isinstance(d, int) for d in (est.dim_x, est.dim_y) if d is not None):
+            return x, t, t  # 'auto' dimensions are chosen per call from the data: nothing to cache
+
+        def codes(a: Any, dim: int, which: str) -> Any:  # what Compressed._compress computes for ``which``
+            seed = None if est.seed is None else est.seed + (0 if which == "x" else 1)
+            return pca_compress(a, dim, solver=est.pca_solver, seed=seed)[0]
+
         if x is not None and est.dim_x is not None and x.shape[1] > est.dim_x:
             key = (id(est), est.dim_x)
             cache = self.__dict__.setdefault("_x_codes", {})
             if key not in cache:
-                cache[key] = pca_compress(x, est.dim_x)[0]
+                cache[key] = codes(x, est.dim_x, "x")
             x = cache[key]
-        t_xt = t_ty = t
-        dims = {est.dim_y, est.dim_x}
-        if est.dim_y is not None and est.dim_y == est.dim_x and t.shape[1] > est.dim_y:
-            t_xt = t_ty = pca_compress(t, est.dim_y)[0]
-        elif None not in dims:
-            if t.shape[1] > est.dim_y:
-                t_xt = pca_compress(t, est.dim_y)[0]
-            if t.shape[1] > est.dim_x:
-                t_ty = pca_compress(t, est.dim_x)[0]
+        # I(X;T) = estimate(x, t): t is the 'y' variable; I(T;Y) = estimate(t, labels): t is the 'x' one
+        t_xt = codes(t, est.dim_y, "y") if est.dim_y is not None and t.shape[1] > est.dim_y else t
+        t_ty = codes(t, est.dim_x, "x") if est.dim_x is not None and t.shape[1] > est.dim_x else t
         return x, t_xt, t_ty
 
     def _flush(self) -> None:

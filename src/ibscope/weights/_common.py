@@ -137,6 +137,12 @@ def check_data(data: Any, owner: str) -> None:
             f"The 'data' parameter of {owner} must be an iterable of (x, y) minibatches "
             f"(a DataLoader or a list of tensor pairs). Got {type(data).__name__} instead."
         )
+    if isinstance(data, (tuple, list)) and data and all(isinstance(d, (torch.Tensor, np.ndarray)) for d in data):
+        raise TypeError(
+            f"The 'data' parameter of {owner} is a {type(data).__name__} of {len(data)} arrays: pass minibatches, "
+            f"e.g. [(x, y)] for one batch or a DataLoader (an (x, y) pair itself would be read as "
+            f"{len(data)} batches)."
+        )
 
 
 def iter_batches(data: Any, device: torch.device, *, max_batches: int | None = None,
