@@ -30,7 +30,7 @@ def main() -> None:
 
     import torch
 
-    from ibscope.experiments import _tishby, _tishby_batched
+    from ibscope.experiments import _tishby
     from ibscope.experiments.runner import resolve_config
 
     torch.set_num_threads(1)
@@ -43,7 +43,7 @@ def main() -> None:
         single = {s: _tishby.run_seed(cfg, s, f"{d}/seed_{s}") for s in seeds[:a.reference_seeds]}
         t_single = time.perf_counter() - t0
         t0 = time.perf_counter()
-        batched = _tishby_batched.run_seeds(cfg, seeds, f"{d}/batch")
+        batched = _tishby.run_seeds(cfg, seeds, f"{d}/batch")
         t_batched = time.perf_counter() - t0
     diff = max(float(np.abs(batched[s][c].to_numpy() - single[s][c].to_numpy()).max())
                for s in single for c in ("i_xt", "i_ty"))

@@ -80,12 +80,12 @@ def test_bad_input():
 
 
 def test_run_seeds_equals_run_seed_per_seed(tmp_path):
-    from ibscope.experiments import _tishby, _tishby_batched
+    from ibscope.experiments import _tishby
     from ibscope.experiments.runner import resolve_config
 
     cfg = resolve_config("tishby", profile="test", overrides={
         "epochs": 30, "n_snapshots": 4, "estimators": {"binning": {"n_bins": 30}, "kde_upper": {}}})
-    batched = _tishby_batched.run_seeds(cfg, [3, 4], tmp_path / "batch")
+    batched = _tishby.run_seeds(cfg, [3, 4], tmp_path / "batch")
     for seed in (3, 4):
         alone = _tishby.run_seed(cfg, seed, tmp_path / f"seed_{seed}")
         together = batched[seed]
@@ -101,5 +101,24 @@ def test_run_seeds_equals_run_seed_per_seed(tmp_path):
             diff = np.abs(together[col][~kde].to_numpy() - alone[col][~kde].to_numpy())
             assert diff.max() < 2 * np.log2(4096) / 4096 * 2 and (diff < 1e-9).mean() >= 0.85, (col, diff)
     # a second call finds everything done and returns the same rows
-    again = _tishby_batched.run_seeds(cfg, [3, 4], tmp_path / "batch")
+    again = _tishby.run_seeds(cfg, [3, 4], tmp_path / "batch")
     pd.testing.assert_frame_equal(again[3], batched[3])
+
+
+def test_runner_trains_the_seeds_batched_by_default(tmp_path):
+    from ibscope.experiments import runner
+
+    over = {"epochs": 20, "n_snapshots": 3, "estimators": {"kde_upper": {}}}
+    a = runner.run("tishby", seeds=[0, 1], out_dir=tmp_path / "a", profile="test", overrides=over,
+                   progress=False, report=False)
+    b = runner.run("tishby", seeds=[0, 1], out_dir=tmp_path / "b", profile="test", overrides=over,
+                   progress=False, report=False, batched=False)
+    assert len(list(a.glob("batch_*/checkpoint.pt"))) == 1 and not list(b.glob("batch_*"))
+    ra, rb = (pd.read_parquet(d / "results.parquet").drop(columns=["run_id", "seconds"]) for d in (a, b))
+    assert ra[["seed", "epoch", "layer"]].equals(rb[["seed", "epoch", "layer"]])
+    for col in ("i_xt", "i_ty", "train_loss", "test_acc"):
+        np.testing.assert_allclose(ra[col], rb[col], rtol=1e-5, atol=1e-6, err_msg=col)
+    # a rerun finds every seed finished: nothing is trained again
+    before = {p: p.stat().st_mtime_ns for p in a.glob("seed_*/result.parquet")}
+    runner.run("tishby", seeds=[0, 1], out_dir=a, profile="test", overrides=over, progress=False, report=False)
+    assert {p: p.stat().st_mtime_ns for p in a.glob("seed_*/result.parquet")} == before

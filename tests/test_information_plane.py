@@ -76,7 +76,9 @@ def test_table_contract_and_json(tmp_path):
     assert sorted(df["epoch"].unique()) == [0, 2] and len(df) == 2 * 3 * 2
     assert df["layer_index"].tolist()[:3] == [1, 2, 3] and (df["n"] == 240).all()
     assert df["i_xt_lo"].isna().all() and df["ci_level"].isna().all()
-    from ibscope.estimators import FLAG_DESCRIPTIONS  # flags are ';'-joined names of the diagnostics ('' healthy)
+    from ibscope.estimators import (
+        FLAG_DESCRIPTIONS,  # flags are ';'-joined names of the diagnostics ('' healthy)
+    )
     assert {f for v in df["flags"] for f in v.split(";") if f} <= set(FLAG_DESCRIPTIONS)
     # 240 samples in 30^5 bins at initialization: binning's I(X;T) sits at log2 240, flagged
     first = df[(df["epoch"] == 0) & (df["estimator"] == "binning") & (df["layer"] == "hidden1")]

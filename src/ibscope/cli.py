@@ -76,7 +76,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     seeds = range(args.first_seed, args.first_seed + n_seeds)
     out = Path(args.out) if args.out else Path("runs") / (experiment + (f"-{args.profile}" if args.profile else ""))
     run_dir = runner.run(mod, seeds=seeds, out_dir=out, profile=args.profile, overrides=overrides,
-                         progress=not args.no_progress, overwrite_config=args.overwrite_config)
+                         progress=not args.no_progress, overwrite_config=args.overwrite_config,
+                         batched=not args.no_batch)
     report = run_dir / "report.html"
     print(f"Results: {run_dir / 'results.parquet'}")
     print(f"Report:  {report.resolve()}")
@@ -207,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other config setting (YAML value)")
     r.add_argument("--out", help="run directory (default runs/<experiment>[-<profile>])")
     r.add_argument("--overwrite-config", action="store_true", help="reuse --out even if it holds another config")
+    r.add_argument("--no-batch", action="store_true",
+                   help="train the seeds one after another instead of as one batched network (tishby)")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--allow-module", metavar="MODULE", help=_ALLOW_HELP)
     r.set_defaults(func=cmd_run)

@@ -308,6 +308,19 @@ def _run_seed(config: Config, seed: int, out_dir: Path, progress: bool) -> pd.Da
     return table.frame().sort_values(["epoch", "estimator", "layer_index"]).reset_index(drop=True)
 
 
+def run_seeds(config: Config, seeds: list[int], out_dir: str | Path, *, progress: bool = False
+              ) -> dict[int, pd.DataFrame]:
+    """Several seeds trained as one batched network; ``{seed: rows}`` as :func:`run_seed` gives them.
+
+    See :mod:`ibscope.experiments._tishby_batched` (per-seed rows equal the
+    one-seed path up to floating-point reassociation; ``out_dir`` holds the
+    batch's checkpoint, so an interrupted batch resumes).
+    """
+    from ._tishby_batched import run_seeds as batched
+
+    return batched(config, seeds, out_dir, load_data=load_data, layer_estimator=_layer_estimator, progress=progress)
+
+
 def label_entropy(config: Config) -> float:
     """H(Y) of the data set in bits (the ceiling of I(T;Y))."""
     return _entropy_bits(load_data(config)[1])
@@ -326,5 +339,5 @@ def config_from_dict(values: dict[str, Any]) -> Config:
 # generalization section) live in ._tishby_stats, apart from the training code above.
 from ._tishby_stats import compression_statistics, plot, summarize, sweep_sections  # noqa: E402
 
-__all__ = ["NAME", "Config", "PROFILES", "DEMO_SEEDS", "PLANE_ESTIMATORS", "run_seed", "plot", "summarize",
+__all__ = ["NAME", "Config", "PROFILES", "DEMO_SEEDS", "PLANE_ESTIMATORS", "run_seed", "run_seeds", "plot", "summarize",
            "sweep_sections", "compression_statistics", "load_data", "label_entropy", "config_from_dict"]

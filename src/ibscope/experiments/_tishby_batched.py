@@ -19,7 +19,7 @@ rows estimated so far; a crashed run continues from its last snapshot.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,16 +95,17 @@ class _Snapshots(Callback):
         self.done.add(epoch)
 
 
-def run_seeds(config: Any, seeds: Sequence[int], out_dir: str | Path, *, progress: bool = False
-              ) -> dict[int, pd.DataFrame]:
+def run_seeds(config: Any, seeds: Sequence[int], out_dir: str | Path, *, load_data: Callable[[Any], Any],
+              layer_estimator: Callable[..., Any], progress: bool = False) -> dict[int, pd.DataFrame]:
     """Train the tishby ``config`` for every seed in ``seeds`` as one batched network.
 
     Returns ``{seed: rows}`` with the columns and order of
     :func:`ibscope.experiments._tishby.run_seed`. ``out_dir`` holds the
     batch's checkpoint and partial table (resume after a crash).
+    ``load_data(config) -> (x, y)`` and ``layer_estimator(name, params,
+    activation, unit)`` are the tishby experiment's own (it passes them, so
+    this module does not import it).
     """
-    from . import _tishby as tishby
-
     config.validate()
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -117,7 +118,7 @@ def run_seeds(config: Any, seeds: Sequence[int], out_dir: str | Path, *, progres
         out.mkdir(parents=True, exist_ok=True)
         device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
                               ("cpu" if config.device == "auto" else config.device))
-        x_np, y_np = tishby.load_data(config)
+        x_np, y_np = load_data(config)
         splits = [train_test_split(len(y_np), train_fraction=config.train_fraction, seed=s, stratify=y_np)
                   for s in seeds]
         x_all = torch.as_tensor(x_np, dtype=torch.float32, device=device)
@@ -129,7 +130,7 @@ def run_seeds(config: Any, seeds: Sequence[int], out_dir: str | Path, *, progres
         model = BatchedMLP(nets).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         schedule = log_schedule(config.epochs, config.n_snapshots)
-        ests = {(name, layer): tishby._layer_estimator(name, params, model.layer_activations[layer], config.unit)
+        ests = {(name, layer): layer_estimator(name, params, model.layer_activations[layer], config.unit)
                 for name, params in config.estimators.items() for layer in model.layer_names}
         table = TableWriter(out / "infoplane.parquet")
         snaps = _Snapshots(model, seeds, x_all, y_np, splits, ests, schedule, table, config.unit)

@@ -169,7 +169,7 @@ def write_seed_result(seed_dir: str | Path, df: pd.DataFrame, meta: Mapping[str,
 
 def run(experiment: str | ModuleType, *, seeds: Iterable[int], out_dir: str | Path, profile: str | None = None,
         overrides: Mapping[str, Any] | None = None, progress: bool = True, report: bool = True,
-        overwrite_config: bool = False, allow_module: str | None = None) -> Path:
+        overwrite_config: bool = False, allow_module: str | None = None, batched: bool = True) -> Path:
     """Run ``experiment`` for every seed into ``out_dir``; returns the run directory.
 
     Every setting is validated before any training starts. Finished seeds are
@@ -177,7 +177,10 @@ def run(experiment: str | ModuleType, *, seeds: Iterable[int], out_dir: str | Pa
     directory is locked while the run goes on: a second run on the same
     directory is refused with :class:`ibscope.store.DirectoryLocked`.
     ``allow_module`` is the opt-in for a user experiment module (see
-    :func:`load_experiment`).
+    :func:`load_experiment`). With ``batched`` (default) an experiment that
+    offers ``run_seeds(config, seeds, out_dir, *, progress)`` (tishby) trains
+    all unfinished seeds as one batched network (``batch_<hash>/`` holds its
+    checkpoint); each seed's result is written as by ``run_seed``.
     """
     mod = load_experiment(experiment, allow_module=allow_module)
     config = resolve_config(mod, profile=profile, overrides=overrides)
@@ -191,7 +194,7 @@ def run(experiment: str | ModuleType, *, seeds: Iterable[int], out_dir: str | Pa
     with DirectoryLock(out, what="run"):
         _check_run_config(out, record, overwrite_config)
         atomic_write_json(out / "config.json", record)
-        _run_seeds(mod, config, seeds, out, record["config_hash"], progress)
+        _run_seeds(mod, config, seeds, out, record["config_hash"], progress, batched)
         collect_results(out)
         if report:
             build_run_report(out)
@@ -215,7 +218,8 @@ _CONFIG_HINT = ("Restore it from a copy, or start over with overwrite_config=Tru
                 "which rewrites it (seeds finished under another configuration are then recomputed).")
 
 
-def _run_seeds(mod: Experiment, config: Any, seeds: list[int], out: Path, chash: str, progress: bool) -> None:
+def _run_seeds(mod: Experiment, config: Any, seeds: list[int], out: Path, chash: str, progress: bool,
+               batched: bool = True) -> None:
     from tqdm.auto import tqdm
 
     expect = {"config_hash": chash}
@@ -223,6 +227,14 @@ def _run_seeds(mod: Experiment, config: Any, seeds: list[int], out: Path, chash:
     bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), desc=f"{mod.NAME} seeds",
                unit="seed", disable=not progress, dynamic_ncols=True)
     try:
+        if batched and len(todo) > 1 and callable(getattr(mod, "run_seeds", None)):
+            # all unfinished seeds as one batched network; its directory is named by the seeds it holds
+            batch_dir = out / f"batch_{config_hash({'seeds': todo, 'config_hash': chash})}"
+            frames = mod.run_seeds(config, todo, batch_dir, progress=progress)
+            for seed in todo:
+                write_seed_result(out / f"seed_{seed}", frames[seed], {"seed": seed, "config_hash": chash})
+                bar.update(1)
+            todo = []
         for seed in todo:
             seed_dir = out / f"seed_{seed}"
             df = mod.run_seed(config, seed, seed_dir, progress=progress)
