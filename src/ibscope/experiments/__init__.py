@@ -22,7 +22,12 @@ Every experiment is a module ``ibscope/experiments/_<name>.py`` that defines
   or a mapping with its keys (``title``, ``text``, ``figures``, ``tables``);
   ``results`` holds every finished task (one column per grid axis in
   ``point_columns``), figures go under ``out_dir``. The tishby experiment's
-  compression vs generalization statistics come this way.
+  compression vs generalization statistics come this way;
+* optionally ``run_seeds(config, seeds, out_dir, *, progress=False) -> dict``:
+  several seeds at once (e.g. as one batched network), ``{seed: rows}`` with
+  the rows ``run_seed`` would return, resumable from ``out_dir``; the runner
+  uses it for the unfinished seeds of a run (tishby's trains them as one
+  :class:`ibscope.models.BatchedMLP`).
 
 The runner (:mod:`ibscope.experiments.runner`) and the sweep executors only
 talk to experiments through this contract; experiment-specific figures and
