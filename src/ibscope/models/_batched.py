@@ -152,10 +152,11 @@ class SeedBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         perms = torch.stack([torch.randperm(self.n, generator=g) for g in self.generators]).to(self.x.device)
-        rows = torch.arange(self.x.shape[0], device=self.x.device)[:, None]
+        # one gather per epoch, then contiguous slices (the same batches as indexing each slice)
+        xs = self.x.gather(1, perms.reshape(*perms.shape, *([1] * (self.x.ndim - 2))).expand_as(self.x))
+        ys = self.y.gather(1, perms)
         for start in range(0, self.n, self.batch_size):
-            idx = perms[:, start:start + self.batch_size]
-            yield self.x[rows, idx], self.y[rows, idx]
+            yield xs[:, start:start + self.batch_size], ys[:, start:start + self.batch_size]
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
