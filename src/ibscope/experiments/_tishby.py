@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from ..models import ACTIVATION_BOUNDS, ACTIVATIONS, INITS, MLP
 from ..store import TableWriter
 from ..tracking import ActivationRecorder, log_schedule
 from ..training import Callback, TrainState, fit
+from ._tishby_common import logit_metrics, plane_rows
 
 NAME = "tishby"
 PLANE_ESTIMATORS = ("binning", "adaptive_binning", "kde_upper", "kde_lower", "adaptive_kde")
@@ -211,9 +211,7 @@ def _metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     model.eval()
     logits = model(x)
     model.train(was)
-    loss = float(nn.functional.cross_entropy(logits, y))
-    acc = float((logits.argmax(1) == y).double().mean())
-    return loss, acc
+    return logit_metrics(logits, y)
 
 
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
@@ -259,19 +257,9 @@ class _PlaneSnapshots(Callback):
         if epoch not in self.recorder.schedule or epoch in self.done:
             return
         acts = self.recorder.record(epoch)
-        tr_loss, tr_acc = _metrics(state.model, *self.train)
-        te_loss, te_acc = _metrics(state.model, *self.test)
-        rows = []
-        for (name, layer), est in self.estimators.items():
-            t0 = time.perf_counter()
-            i_xt, i_ty = est.plane(acts[layer], self.labels)
-            rows.append({
-                "seed": self.seed, "epoch": epoch, "layer": layer,
-                "layer_index": self.layer_names.index(layer) + 1, "estimator": name,
-                "i_xt": i_xt, "i_ty": i_ty, "unit": self.unit,
-                "train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc,
-                "seconds": time.perf_counter() - t0,
-            })
+        metrics = (*_metrics(state.model, *self.train), *_metrics(state.model, *self.test))
+        rows = plane_rows(seed=self.seed, epoch=epoch, acts=acts, estimators=self.estimators,
+                          layer_names=self.layer_names, labels=self.labels, metrics=metrics, unit=self.unit)
         self.table.add(rows)
         self.table.flush()  # before fit writes the checkpoint of this epoch
         self.done.add(epoch)

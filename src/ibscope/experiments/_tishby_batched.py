@@ -18,7 +18,6 @@ rows estimated so far; a crashed run continues from its last snapshot.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from ..data import train_test_split
 from ..models import MLP, BatchedMLP, SeedBatches, batched_cross_entropy
 from ..store import TableWriter
 from ..tracking import log_schedule
 from ..training import BatchLoss, Callback, TrainState, fit
+from ._tishby_common import logit_metrics, plane_rows
 
 __all__ = ["run_seeds"]
 
@@ -51,18 +50,13 @@ class _Snapshots(Callback):
         frame = table.frame()
         self.done = set(frame["epoch"].unique().tolist()) if len(frame) else set()
 
-    def _metrics(self, logits: torch.Tensor) -> list[tuple[float, float, float, float]]:
-        out = []
-        for i, split in enumerate(self.splits):
-            vals = []
-            for idx in (split.train, split.test):
-                if idx.size == 0:
-                    vals += [float("nan"), float("nan")]
-                    continue
-                lg, yy = logits[i, idx], self.y_all[idx]
-                vals += [float(nn.functional.cross_entropy(lg, yy)), float((lg.argmax(1) == yy).double().mean())]
-            out.append(tuple(vals))
-        return out
+    def _metrics(self, logits: torch.Tensor, i: int) -> tuple[float, float, float, float]:
+        split = self.splits[i]
+        out: tuple[float, ...] = ()
+        for idx in (split.train, split.test):
+            idx_t = torch.as_tensor(idx, dtype=torch.int64, device=logits.device)
+            out += logit_metrics(logits[i, idx_t], self.y_all[idx_t])
+        return out  # type: ignore[return-value]
 
     def on_epoch_end(self, state: TrainState) -> None:
         epoch = state.epoch
@@ -74,22 +68,11 @@ class _Snapshots(Callback):
             acts = {k: v.cpu().numpy() for k, v in self.model.layer_outputs(self.x_all).items()}
             logits = self.model(self.x_all)
         self.model.train(was)
-        metrics = self._metrics(logits)
-        names = self.model.layer_names
         rows = []
         for i, seed in enumerate(self.seeds):
-            tr_loss, tr_acc, te_loss, te_acc = metrics[i]
-            for (name, layer), est in self.ests.items():
-                t0 = time.perf_counter()
-                a = acts[layer][i]
-                if not np.isfinite(a).all():
-                    raise FloatingPointError(f"Layer '{layer}' of seed {seed} has NaN or infinite activations at "
-                                             f"epoch {epoch}; lower the learning rate.")
-                i_xt, i_ty = est.plane(a, self.y_np)
-                rows.append({"seed": seed, "epoch": epoch, "layer": layer, "layer_index": names.index(layer) + 1,
-                             "estimator": name, "i_xt": i_xt, "i_ty": i_ty, "unit": self.unit,
-                             "train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc,
-                             "seconds": time.perf_counter() - t0})
+            rows += plane_rows(seed=seed, epoch=epoch, acts={k: v[i] for k, v in acts.items()}, estimators=self.ests,
+                               layer_names=self.model.layer_names, labels=self.y_np,
+                               metrics=self._metrics(logits, i), unit=self.unit)
         self.table.add(rows)
         self.table.flush()
         self.done.add(epoch)

@@ -1,0 +1,43 @@
+"""What the one-seed and the batched 12-bit runs share: the metrics and the rows of one snapshot."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["logit_metrics", "plane_rows"]
+
+
+def logit_metrics(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross entropy (nats) and accuracy of ``logits`` for labels ``y``; NaN for no rows."""
+    if y.shape[0] == 0:
+        return float("nan"), float("nan")
+    return float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).double().mean())
+
+
+def plane_rows(*, seed: int, epoch: int, acts: Mapping[str, np.ndarray], estimators: Mapping[tuple[str, str], Any],
+               layer_names: Sequence[str], labels: np.ndarray, metrics: tuple[float, float, float, float],
+               unit: str) -> list[dict[str, Any]]:
+    """One row per (estimator, layer) of one snapshot: the plane, the run's metrics, the seconds it took.
+
+    ``metrics`` is (train loss, train accuracy, test loss, test accuracy).
+    """
+    tr_loss, tr_acc, te_loss, te_acc = metrics
+    rows = []
+    for (name, layer), est in estimators.items():
+        t0 = time.perf_counter()
+        a = acts[layer]
+        if not np.isfinite(a).all():
+            raise FloatingPointError(f"Layer '{layer}' of seed {seed} has NaN or infinite activations at "
+                                     f"epoch {epoch}; lower the learning rate or check the inputs.")
+        i_xt, i_ty = est.plane(a, labels)
+        rows.append({"seed": seed, "epoch": epoch, "layer": layer, "layer_index": list(layer_names).index(layer) + 1,
+                     "estimator": name, "i_xt": i_xt, "i_ty": i_ty, "unit": unit,
+                     "train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc,
+                     "seconds": time.perf_counter() - t0})
+    return rows
