@@ -258,3 +258,26 @@ def test_optimizer_of_another_model_is_refused():
     with pytest.raises(ValueError, match="'optimizer' does not hold"):
         fit(net, nn.CrossEntropyLoss(), (x, y), torch.optim.SGD(other.parameters(), lr=0.1), epochs=1,
             batch_size=8, progress=False)
+
+
+def test_lr_scheduler_callback_steps_and_resumes(tmp_path):
+    from ibscope.training import LRSchedulerCallback
+
+    (x, y) = _data()
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=1.0)
+    cb = LRSchedulerCallback(torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5), interval="epoch")
+    fit(net, nn.CrossEntropyLoss(), (x, y), opt, epochs=2, batch_size=16, progress=False, callbacks=[cb],
+        checkpoint_dir=tmp_path)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.25)  # halved after each of 2 epochs, not at epoch 0
+    net2 = _net()
+    opt2 = torch.optim.SGD(net2.parameters(), lr=1.0)
+    cb2 = LRSchedulerCallback(torch.optim.lr_scheduler.StepLR(opt2, step_size=1, gamma=0.5), interval="epoch")
+    fit(net2, nn.CrossEntropyLoss(), (x, y), opt2, epochs=3, batch_size=16, progress=False, callbacks=[cb2],
+        checkpoint_dir=tmp_path)
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.125)  # resumed at epoch 2, one more halving
+    per_step = LRSchedulerCallback(torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))
+    fit(net, nn.CrossEntropyLoss(), (x, y), opt, epochs=1, batch_size=16, progress=False, callbacks=[per_step])
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.25 * 0.5 ** 4)  # 4 steps of 16 rows
+    with pytest.raises(ValueError, match="'interval'"):
+        LRSchedulerCallback(per_step.scheduler, interval="batch")
