@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["mean_interval", "common_grid", "trajectory_bands", "is_information_plane_table", "PLANE_COLUMNS"]
+__all__ = ["mean_interval", "t_interval", "common_grid", "trajectory_bands", "is_information_plane_table", "PLANE_COLUMNS"]
 
 PLANE_COLUMNS = ("epoch", "layer", "estimator", "i_xt", "i_ty")
 
@@ -25,6 +25,32 @@ PLANE_COLUMNS = ("epoch", "layer", "estimator", "i_xt", "i_ty")
 def is_information_plane_table(results: pd.DataFrame) -> bool:
     """True if ``results`` has the information-plane columns (epoch, layer, estimator, i_xt, i_ty)."""
     return set(PLANE_COLUMNS) <= set(results.columns)
+
+
+def _t_half_width(std: np.ndarray, n: np.ndarray, level: float) -> np.ndarray:
+    """t_{(1+level)/2, n-1} * std / sqrt(n); NaN where n < 2."""
+    from scipy import stats
+
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(n > 1, stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)), np.nan)
+        return t * np.asarray(std, dtype=float) / np.sqrt(n)
+
+
+def t_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
+    """Mean and Student-t interval of the mean of one set of replicates: (mean, lo, hi, n).
+
+    Non-finite values are left out; NaN bounds for fewer than two replicates.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"'level' must be in (0, 1), got {level!r}.")
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    m = float(v.mean())
+    half = float(_t_half_width(v.std(ddof=1) if v.size > 1 else np.nan, v.size, level))
+    return m, m - half, m + half, int(v.size)
 
 
 def mean_interval(df: pd.DataFrame, by: Sequence[str], values: Sequence[str], *, level: float = 0.95,
@@ -51,8 +77,6 @@ def mean_interval(df: pd.DataFrame, by: Sequence[str], values: Sequence[str], *,
         ``v_hi``, and ``n`` (replicates of the first value). With one replicate
         the interval is NaN (unknown), not zero.
     """
-    from scipy import stats
-
     if not 0 < level < 1:
         raise ValueError(f"'level' must be in (0, 1), got {level!r}.")
     g = df.groupby(list(by), sort=sort, dropna=False)
@@ -60,10 +84,7 @@ def mean_interval(df: pd.DataFrame, by: Sequence[str], values: Sequence[str], *,
     std = g[list(values)].std(ddof=1)
     cnt = g[list(values)].count()
     for v in values:
-        n = cnt[v].to_numpy(dtype=float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t = np.where(n > 1, stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)), np.nan)
-            half = t * std[v].to_numpy() / np.sqrt(n)
+        half = _t_half_width(std[v].to_numpy(), cnt[v].to_numpy(), level)
         out[f"{v}_lo"] = out[v].to_numpy() - half
         out[f"{v}_hi"] = out[v].to_numpy() + half
     out["n"] = cnt[values[0]].to_numpy()

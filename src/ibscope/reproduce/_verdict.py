@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .._intervals import t_interval
+
 __all__ = ["Rule", "Verdict", "decide", "t_interval", "bootstrap_interval",
            "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "VERDICTS"]
 
@@ -127,22 +129,6 @@ def decide(estimate: float, low: float, high: float, rule: Rule, *, n: int, inte
                if where != "contains" else
                f"the {rule.level:.0%} interval [{lo:.4g}, {hi:.4g}]{u} contains the threshold {t:g}{u}")
     return Verdict(v, vals[0], vals[1], vals[2], float(rule.level), int(n), interval, why, dict(details or {}))
-
-
-def t_interval(values: Any, level: float = 0.95) -> tuple[float, float, float, int]:
-    """Mean and two-sided Student-t interval of the mean: (mean, lo, hi, n); NaN bounds for n < 2."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    n = int(v.size)
-    if n == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    m = float(v.mean())
-    if n < 2:
-        return m, float("nan"), float("nan"), n
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
-    return m, m - half, m + half, n
 
 
 def bootstrap_interval(statistic: Any, data: Any, *, level: float = 0.95, n_resamples: int = 2000,
