@@ -336,3 +336,84 @@ def test_summarize_points_keeps_grid_columns_the_summary_already_has():
     out = summarize_points(res, mod, ["method", "lr"])
     assert out.columns.tolist() == ["lr", "method", "value"]
     assert out.sort_values("method")["value"].tolist() == [2.0, 5.0]
+
+
+# --------------------------------------------------------------------------- seeds batched per grid point
+
+TOY_BATCHED = "_sweep_toy_batched"  # tests/_sweep_toy_batched.py: the toy with a run_seeds
+
+
+def _batch_calls(sweep_dir: Path) -> list[list[int]]:
+    return sorted([int(s) for s in line.split()] for p in (sweep_dir / "batches").glob("*/batch_calls.txt")
+                  for line in p.read_text().splitlines())
+
+
+def test_batched_sweep_equals_one_task_per_seed_and_batches_per_grid_point(tmp_path):
+    from ibscope import experiments
+
+    experiments.allow_module(TOY_BATCHED)
+    try:
+        spec = SweepSpec(TOY_BATCHED, config={}, grid={"scale": [1.0, 2.0]}, seeds=4)
+        a = run_sweep(spec, tmp_path / "a", workers=0, progress=False, report=False, allow_module=TOY_BATCHED)
+        b = run_sweep(spec, tmp_path / "b", workers=0, progress=False, report=False, allow_module=TOY_BATCHED,
+                      batch_seeds=False)
+        assert a.ok and b.ok and a.ran == b.ran == 8
+        assert _batch_calls(tmp_path / "a") == [[0, 1, 2, 3], [0, 1, 2, 3]]  # one batch per grid point
+        assert not (tmp_path / "b" / "batches").exists()
+        key = ["task_id", "epoch"]
+        ta = pd.read_parquet(a.results).sort_values(key).reset_index(drop=True)
+        tb = pd.read_parquet(b.results).sort_values(key).reset_index(drop=True)
+        pd.testing.assert_frame_equal(ta.drop(columns=["config_hash"]), tb.drop(columns=["config_hash"]))
+        # more seeds later: only the new ones run, again as one batch per grid point
+        again = run_sweep(spec.with_changes(seeds=6), tmp_path / "a", workers=0, progress=False, report=False,
+                          allow_module=TOY_BATCHED)
+        assert again.ran == 4 and len(again.done) == 12
+        assert _batch_calls(tmp_path / "a") == [[0, 1, 2, 3], [0, 1, 2, 3], [4, 5], [4, 5]]
+    finally:
+        experiments._ALLOWED.discard(TOY_BATCHED)
+
+
+def test_failed_batch_is_retried_seed_by_seed_with_its_error_recorded(tmp_path):
+    from ibscope import experiments
+
+    experiments.allow_module(TOY_BATCHED)
+    try:
+        d = tmp_path / "sw"
+        spec = SweepSpec(TOY_BATCHED, config={"fail_batch": True}, grid={}, seeds=3)
+        res = run_sweep(spec, d, workers=0, progress=False, report=False, allow_module=TOY_BATCHED)
+        assert res.ok and len(res.done) == 3
+        assert _batch_calls(d) == [[0, 1, 2]]
+        for s in range(3):  # each seed then ran once on its own
+            tid = task_id({}, s)
+            assert _calls(d, tid) == 1
+            err = json.loads((d / "tasks" / tid / "error.json").read_text())
+            assert "deliberate batch failure" in err["attempts"][0]["traceback"]
+    finally:
+        experiments._ALLOWED.discard(TOY_BATCHED)
+
+
+def test_batches_split_a_grid_point_to_keep_workers_busy():
+    from ibscope.sweep._run import _batches
+    from ibscope.sweep._spec import Task
+
+    def tasks(point, seeds):
+        return [Task(task_id(point, s), point, s, "h" + str(point)) for s in seeds]
+
+    one = _batches(tasks({"a": 1}, range(5)), parallel=2)
+    assert [[t.seed for t in u] for u in one] == [[0, 1, 2], [3, 4]]
+    many = _batches(tasks({"a": 1}, range(3)) + tasks({"a": 2}, range(3)) + tasks({"a": 3}, range(3)), parallel=2)
+    assert [len(u) for u in many] == [3, 3, 3]
+    assert [[t.seed for t in u] for u in _batches(tasks({"a": 1}, [7]), parallel=4)] == [[7]]
+
+
+def test_tishby_sweep_batches_seeds_with_the_one_seed_results(tmp_path):
+    cfg = {**TINY_TISHBY, "epochs": 6, "n_snapshots": 3}
+    spec = SweepSpec("tishby", config=cfg, grid={}, seeds=2)
+    a = run_sweep(spec, tmp_path / "a", workers=0, progress=False, report=False)
+    b = run_sweep(spec, tmp_path / "b", workers=0, progress=False, report=False, batch_seeds=False)
+    assert a.ok and b.ok and any((tmp_path / "a" / "batches").iterdir())
+    key = ["seed", "epoch", "estimator", "layer_index"]
+    ta = pd.read_parquet(a.results).sort_values(key).reset_index(drop=True)
+    tb = pd.read_parquet(b.results).sort_values(key).reset_index(drop=True)
+    np.testing.assert_allclose(ta["i_xt"], tb["i_xt"], atol=1e-6)
+    np.testing.assert_allclose(ta["train_acc"], tb["train_acc"], atol=1e-6)

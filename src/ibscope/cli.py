@@ -98,7 +98,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     result = run_sweep(spec, out, executor=args.executor, workers=args.workers, address=args.address,
                        num_cpus=args.cpus_per_task, retries=args.retries, force_config=args.force_config,
                        progress=not args.no_progress, report=not args.no_report, results=args.results,
-                       allow_module=args.allow_module)
+                       allow_module=args.allow_module, batch_seeds=not args.no_batch)
     print(f"Sweep:   {result.directory} ({len(result.done)}/{result.tasks} tasks done, {result.ran} run now)")
     if result.results is not None:
         print(f"Results: {result.results}")
@@ -170,7 +170,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise SystemExit("ibscope: name one CLAIM (see `ibscope reproduce --list`) or give --all.")
     out = Path(args.out)
     kw = {"profile": args.profile, "seeds": args.seeds, "out": out, "workers": args.workers,
-          "progress": not args.no_progress}
+          "progress": not args.no_progress, "batch_seeds": not args.no_batch}
     results = reproduce_all(**kw) if args.all else [reproduce(args.claim, **kw)]
     for r in results:
         v = r.verdict
@@ -233,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-report", action="store_true")
     sw.add_argument("--no-progress", action="store_true")
     sw.add_argument("--allow-module", metavar="MODULE", help=_ALLOW_HELP)
+    sw.add_argument("--no-batch", action="store_true",
+                    help="one task per seed instead of the seeds of a grid point as one batched network (tishby)")
     sw.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="rebuild figures and report.html of a directory: a sweep (sweep.json), an "
@@ -251,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--out", default="runs/reproduce", help="reproduction directory (default runs/reproduce)")
     rr.add_argument("--workers", type=int, help="local processes (default: all cores; 0 = in this process)")
     rr.add_argument("--no-progress", action="store_true")
+    rr.add_argument("--no-batch", action="store_true",
+                    help="one task per seed instead of the seeds of a grid point as one batched network (tishby)")
     rr.set_defaults(func=cmd_reproduce)
 
     e = sub.add_parser("estimate", help="estimate I(X;Y) from two .npy/.csv/.txt files")

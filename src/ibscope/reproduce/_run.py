@@ -63,7 +63,7 @@ def _run_key(spec) -> str:
 
 def reproduce(claim: str | Claim, *, profile: str = "quick", seeds: int | None = None,
               out: str | Path = "runs/reproduce", workers: int | None = None, progress: bool = True,
-              catalogue_report: bool = True) -> ClaimResult:
+              catalogue_report: bool = True, batch_seeds: bool = True) -> ClaimResult:
     """Run ``claim``'s experiments at ``profile``, compute its statistic and decide.
 
     Parameters
@@ -78,6 +78,9 @@ def reproduce(claim: str | Claim, *, profile: str = "quick", seeds: int | None =
         The reproduction directory (see the module docstring).
     workers : int, optional
         Processes of the local sweep executor (default: all cores; 0: in this process).
+    batch_seeds : bool, default True
+        Train the seeds of a grid point together where the experiment can
+        (:func:`ibscope.sweep.run_sweep`'s ``batch_seeds``; same results).
 
     Returns
     -------
@@ -98,7 +101,8 @@ def reproduce(claim: str | Claim, *, profile: str = "quick", seeds: int | None =
             resolve_config(spec.experiment, profile=spec.profile, overrides={**spec.config, **point})
     for name, spec in specs.items():
         key = _run_key(spec)
-        res = run_sweep(spec, out / "runs" / key, workers=workers, progress=progress, report=True)
+        res = run_sweep(spec, out / "runs" / key, workers=workers, progress=progress, report=True,
+                        batch_seeds=batch_seeds)
         if res.failed:
             raise RuntimeError(f"Claim {c.id!r}: run {name!r} has {len(res.failed)} failed task(s) in "
                                f"{res.directory} (see tasks/<task>/error.json): {next(iter(res.failed.values()))}")
@@ -124,7 +128,7 @@ def reproduce(claim: str | Claim, *, profile: str = "quick", seeds: int | None =
 
 def reproduce_all(*, profile: str = "quick", seeds: int | None = None, out: str | Path = "runs/reproduce",
                   workers: int | None = None, progress: bool = True,
-                  claims: Iterable[str] | None = None) -> list[ClaimResult]:
+                  claims: Iterable[str] | None = None, batch_seeds: bool = True) -> list[ClaimResult]:
     """Every claim of the catalogue (or those named) at ``profile``; one catalogue report at the end.
 
     A claim whose runs fail is reported (logged, and listed as failed in the
@@ -136,7 +140,7 @@ def reproduce_all(*, profile: str = "quick", seeds: int | None = None, out: str 
     for cid in ids:
         try:
             results.append(reproduce(cid, profile=profile, seeds=seeds, out=out, workers=workers,
-                                     progress=progress, catalogue_report=False))
+                                     progress=progress, catalogue_report=False, batch_seeds=batch_seeds))
         except (RuntimeError, ValueError) as e:
             log.error("Claim %s failed: %s", cid, e)
             d = out / "claims" / cid

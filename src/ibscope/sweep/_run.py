@@ -149,7 +149,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
               address: str | None = None, num_cpus: float = 1.0, retries: int = 1,
               force_config: bool = False, progress: bool = True, report: bool = True,
               mp_context: str = "spawn", results: str = "workers",
-              allow_module: str | None = None) -> SweepResult:
+              allow_module: str | None = None, batch_seeds: bool = True) -> SweepResult:
     """Run every (grid point, seed) task of ``spec`` into the sweep directory ``out_dir``.
 
     Parameters
@@ -184,6 +184,15 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
         equal to ``spec.experiment`` (a sweep file alone never imports a
         module; registered experiments need no opt-in). The workers get the
         same opt-in with their tasks.
+    batch_seeds : bool, default True
+        For an experiment that offers ``run_seeds`` (tishby: the seeds as one
+        :class:`~ibscope.models.BatchedMLP`), the unfinished seeds of each
+        grid point run as one task through it, split into enough batches to
+        keep every worker busy (a grid point with fewer points than workers is
+        split over several workers). Each seed's rows land in its own task
+        directory as with one-seed tasks, so results, resuming and adding
+        seeds are unchanged; a batch that fails is retried seed by seed.
+        Ignored with ``results='driver'``. False: one task per seed.
 
     Returns
     -------
@@ -210,7 +219,11 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
         if todo:
             ex = make_executor(executor, workers=workers, address=address, num_cpus=num_cpus,
                                mp_context=mp_context)
-            ran = _drive(ex, store, plan, todo, retries, progress, len(plan.tasks), results == "driver")
+            batchable = (batch_seeds and results == "workers"
+                         and callable(getattr(load_experiment(spec.experiment, allow_module=allow_module),
+                                              "run_seeds", None)))
+            ran = _drive(ex, store, plan, todo, retries, progress, len(plan.tasks), results == "driver",
+                         batchable)
         status = store.write_status(plan.tasks)
         rows = store.compact(plan.tasks, plan.meta["sweep_hash"])
         report_path = None
@@ -220,9 +233,29 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
                        store.results_path if rows else None, report_path)
 
 
+def _batches(todo: list[Task], parallel: int) -> list[list[Task]]:
+    """The unfinished tasks grouped by grid point, each group split so that ``parallel`` workers stay busy."""
+    groups: dict[str, list[Task]] = {}
+    for t in todo:
+        groups.setdefault(config_hash(t.point), []).append(t)
+    pieces = max(1, -(-parallel // max(1, len(groups))))  # ceil(parallel / groups)
+    units = []
+    for tasks in groups.values():
+        tasks = sorted(tasks, key=lambda t: t.seed)
+        k = min(pieces, len(tasks))
+        size = -(-len(tasks) // k)
+        units += [tasks[i:i + size] for i in range(0, len(tasks), size)]
+    return units
+
+
 def _drive(ex: Any, store: SweepStore, plan: _Plan, todo: list[Task], retries: int, progress: bool,
-           total: int, return_results: bool = False) -> int:
-    """Submit tasks (a bounded number in flight), collect outcomes, retry failures."""
+           total: int, return_results: bool = False, batch_seeds: bool = False) -> int:
+    """Submit tasks (a bounded number in flight), collect outcomes, retry failures.
+
+    With ``batch_seeds`` the first attempt of each grid point's unfinished
+    seeds is one batch unit (see :func:`_batches`); a failed batch records its
+    error on each of its tasks and retries them one by one.
+    """
     from tqdm.auto import tqdm
 
     # the driver's opt-in travels with the tasks (a registered experiment needs none)
@@ -235,8 +268,18 @@ def _drive(ex: Any, store: SweepStore, plan: _Plan, todo: list[Task], retries: i
                 "return_result": return_results, "allow_module": user_module}
 
 
-    queue = deque((t, 1) for t in todo)
-    inflight: dict[Any, tuple[Task, int]] = {}
+    def unit_spec(unit: list[Task], attempt: int) -> dict[str, Any]:
+        if len(unit) == 1:
+            return spec_of(unit[0], attempt)
+        seeds = [t.seed for t in unit]
+        name = f"{unit[0].config_hash[:12]}-s{seeds[0]}-{len(seeds)}-{config_hash({'seeds': seeds})[:8]}"
+        return {"task_id": f"{unit[0].task_id} (+{len(unit) - 1} seeds)",
+                "batch": [spec_of(t, attempt) for t in unit], "batch_dir": str(store.directory / "batches" / name)}
+
+    parallel = int(getattr(ex, "workers", 0) or max(1, ex.max_inflight // 2))
+    units = _batches(todo, parallel) if batch_seeds else [[t] for t in todo]
+    queue = deque((u, 1) for u in units)
+    inflight: dict[Any, tuple[list[Task], int]] = {}
     failed = 0
     ran = 0
     bar = tqdm(total=total, initial=total - len(todo), desc="sweep", unit="task", disable=not progress,
@@ -244,27 +287,28 @@ def _drive(ex: Any, store: SweepStore, plan: _Plan, todo: list[Task], retries: i
     try:
         while queue or inflight:
             while queue and len(inflight) < ex.max_inflight:
-                t, attempt = queue.popleft()
-                inflight[ex.submit(spec_of(t, attempt))] = (t, attempt)
+                unit, attempt = queue.popleft()
+                inflight[ex.submit(unit_spec(unit, attempt))] = (unit, attempt)
             for handle in ex.wait(list(inflight), timeout=1.0):
-                t, attempt = inflight.pop(handle)
+                unit, attempt = inflight.pop(handle)
                 outcome = ex.outcome(handle)
-                ran += 1
+                ran += len(unit)
                 if outcome.get("status") == "done":
                     if "result" in outcome:  # rows sent back by the worker: the driver stores them
-                        store_returned_result(spec_of(t, attempt), outcome)
-                    bar.update(1)
+                        store_returned_result(spec_of(unit[0], attempt), outcome)
+                    bar.update(len(unit))
                     continue
-                store.record_error(t, attempt, outcome)
-                if attempt <= retries:
-                    log.warning("Task %s failed (attempt %d of %d): %s", t.task_id, attempt, retries + 1,
-                                last_line(outcome.get("traceback", "")))
-                    queue.append((t, attempt + 1))
-                else:
-                    failed += 1
-                    bar.set_postfix(failed=failed)
-                    log.error("Task %s failed after %d attempt(s): %s", t.task_id, attempt,
-                              last_line(outcome.get("traceback", "")))
+                for t in unit:
+                    store.record_error(t, attempt, outcome)
+                    if attempt <= retries:
+                        log.warning("Task %s failed (attempt %d of %d): %s", t.task_id, attempt, retries + 1,
+                                    last_line(outcome.get("traceback", "")))
+                        queue.append(([t], attempt + 1))
+                    else:
+                        failed += 1
+                        bar.set_postfix(failed=failed)
+                        log.error("Task %s failed after %d attempt(s): %s", t.task_id, attempt,
+                                  last_line(outcome.get("traceback", "")))
     except KeyboardInterrupt:
         bar.close()
         ex.shutdown(cancel=True, handles=list(inflight))

@@ -78,8 +78,8 @@ def _prepare(task_dir: Path, spec: dict[str, Any]) -> None:
     atomic_write_json(record_path, {k: spec[k] for k in ("task_id", "experiment", "point", "seed", "config_hash")})
 
 
-def _run_experiment(spec: dict[str, Any], directory: Path):
-    """Resolve the task's config (checked against the driver's hash) and run its seed in ``directory``."""
+def _resolve(spec: dict[str, Any]):
+    """The task's experiment module and config, the config checked against the driver's hash."""
     from ..experiments.runner import config_record, load_experiment, resolve_config
 
     mod = load_experiment(spec["experiment"], allow_module=spec.get("allow_module"))
@@ -89,6 +89,12 @@ def _run_experiment(spec: dict[str, Any], directory: Path):
         raise RuntimeError(
             f"This worker resolves task {spec['task_id']} to config hash {got}, the driver to "
             f"{spec['config_hash']}: driver and worker run different ibscope code or defaults.")
+    return mod, config
+
+
+def _run_experiment(spec: dict[str, Any], directory: Path):
+    """Resolve the task's config (checked against the driver's hash) and run its seed in ``directory``."""
+    mod, config = _resolve(spec)
     df = mod.run_seed(config, int(spec["seed"]), directory, progress=False)
     if df is None or not hasattr(df, "to_parquet"):
         raise TypeError(f"{mod.__name__}.run_seed must return a pandas DataFrame, got {type(df).__name__}.")
@@ -129,6 +135,8 @@ def execute_task(spec: dict[str, Any]) -> dict[str, Any]:
     from ..experiments.runner import seed_result_done, write_seed_result
     from ..store import DirectoryLock
 
+    if "batch" in spec:
+        return _execute_batch(spec)
     t0 = time.perf_counter()
     base = {"task_id": spec["task_id"], "host": socket.gethostname(), "pid": os.getpid()}
     try:
@@ -153,6 +161,70 @@ def execute_task(spec: dict[str, Any]) -> dict[str, Any]:
     except Exception:
         return {**base, "status": "error", "traceback": traceback.format_exc(),
                 "seconds": time.perf_counter() - t0}
+
+
+def _execute_batch(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the seeds of one grid point together through the experiment's ``run_seeds``.
+
+    ``spec`` holds ``batch`` (the task specs, all of one grid point: same
+    experiment, profile, overrides and config hash; different seeds),
+    ``batch_dir`` (where ``run_seeds`` keeps its checkpoint and partial rows,
+    so an interrupted batch resumes) and ``task_id`` (a label). Every task
+    directory is locked while the batch runs; finished tasks are skipped; each
+    seed's rows are written into its own task directory exactly as a one-seed
+    task writes them. An experiment without ``run_seeds``, or a single
+    unfinished seed, runs seed by seed. Never raises: an error is an outcome
+    (the driver retries the batch's tasks one by one).
+    """
+    import contextlib
+
+    from ..experiments.runner import load_experiment, seed_result_done, write_seed_result
+    from ..store import DirectoryLock
+
+    t0 = time.perf_counter()
+    tasks = list(spec["batch"])
+    base = {"task_id": spec["task_id"], "task_ids": [t["task_id"] for t in tasks], "host": socket.gethostname(),
+            "pid": os.getpid()}
+    try:
+        with contextlib.ExitStack() as stack:
+            for t in sorted(tasks, key=lambda t: t["task_dir"]):  # one order everywhere: no deadlock
+                stack.enter_context(DirectoryLock(Path(t["task_dir"]), what="task", blocking=True))
+            todo = [t for t in tasks if not seed_result_done(
+                Path(t["task_dir"]), expect={"config_hash": t["config_hash"], "task_id": t["task_id"]})]
+            mod = load_experiment(tasks[0]["experiment"], allow_module=tasks[0].get("allow_module"))
+            rows = 0
+            if len(todo) > 1 and callable(getattr(mod, "run_seeds", None)):
+                first = todo[0]
+                if any(t["config_hash"] != first["config_hash"] or t["overrides"] != first["overrides"]
+                       for t in todo):
+                    raise ValueError("A batch must hold the seeds of one grid point (one config hash).")
+                mod, config = _resolve(first)
+                frames = _checked(mod.run_seeds(config, [int(t["seed"]) for t in todo], Path(spec["batch_dir"]),
+                                                progress=False), [int(t["seed"]) for t in todo], mod)
+                seconds = (time.perf_counter() - t0) / len(todo)
+                for t in todo:
+                    task_dir = Path(t["task_dir"])
+                    _prepare(task_dir, t)
+                    write_seed_result(task_dir, frames[int(t["seed"])], _result_meta(t, seconds, base["host"]))
+                    rows += len(frames[int(t["seed"])])
+            else:
+                for t in todo:
+                    t1 = time.perf_counter()
+                    task_dir = Path(t["task_dir"])
+                    _prepare(task_dir, t)
+                    df = _run_experiment(t, task_dir)
+                    write_seed_result(task_dir, df, _result_meta(t, time.perf_counter() - t1, base["host"]))
+                    rows += len(df)
+        return {**base, "status": "done", "skipped": not todo, "rows": rows, "seconds": time.perf_counter() - t0}
+    except Exception:
+        return {**base, "status": "error", "traceback": traceback.format_exc(), "seconds": time.perf_counter() - t0}
+
+
+def _checked(frames: Any, seeds: list[int], mod: Any) -> dict[int, Any]:
+    if not isinstance(frames, dict) or sorted(frames) != sorted(seeds) \
+            or not all(hasattr(f, "to_parquet") for f in frames.values()):
+        raise TypeError(f"{mod.__name__}.run_seeds must return {{seed: DataFrame}} for the seeds {seeds}.")
+    return frames
 
 
 def store_returned_result(spec: dict[str, Any], outcome: dict[str, Any]) -> None:
