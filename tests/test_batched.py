@@ -122,3 +122,45 @@ def test_runner_trains_the_seeds_batched_by_default(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in a.glob("seed_*/result.parquet")}
     runner.run("tishby", seeds=[0, 1], out_dir=a, profile="test", overrides=over, progress=False, report=False)
     assert {p: p.stat().st_mtime_ns for p in a.glob("seed_*/result.parquet")} == before
+
+
+def test_init_scale_and_estimator_labels_in_both_paths(tmp_path):
+    """init_scale scales the initial weights of both paths alike; a labelled estimator is a second binning."""
+    from ibscope.experiments import _tishby
+    from ibscope.experiments._tishby_common import make_net
+    from ibscope.experiments.runner import resolve_config
+
+    est = {"binning": {"n_bins": 30}, "binning_snapshot": {"estimator": "binning", "n_bins": 30, "value_range": None}}
+    cfg = resolve_config("tishby", profile="test", overrides={
+        "epochs": 8, "n_snapshots": 3, "activation": "relu", "init": "he", "init_scale": 0.25, "estimators": est})
+    ref = resolve_config("tishby", profile="test", overrides={"activation": "relu", "init": "he"})
+    a, b = make_net(cfg, 12, 5), make_net(ref, 12, 5)
+    torch.testing.assert_close(a.fc1.weight, 0.25 * b.fc1.weight)
+    torch.testing.assert_close(a.logits.weight, 0.25 * b.logits.weight)
+    assert torch.equal(a.fc1.bias, b.fc1.bias)
+    batched = _tishby.run_seeds(cfg, [0, 1], tmp_path / "batch")
+    alone = _tishby.run_seed(cfg, 1, tmp_path / "seed_1")
+    assert set(alone["estimator"]) == {"binning", "binning_snapshot"}
+    np.testing.assert_allclose(batched[1]["train_loss"], alone["train_loss"], rtol=1e-5)
+    fixed, snap = (alone[alone["estimator"] == e].set_index(["epoch", "layer"])["i_xt"]
+                   for e in ("binning", "binning_snapshot"))
+    assert not np.allclose(fixed.to_numpy(), snap.loc[fixed.index].to_numpy())  # the two binnings differ
+    for bad, match in (({"init_scale": 0.0}, "init_scale"), ({"init_scale": True}, "init_scale"),
+                       ({"estimators": {"x": {"estimator": "ksg"}}}, "information plane"),
+                       ({"estimators": {"x": {"estimator": 3}}}, "must be a name"),
+                       ({"estimators": {"binning": 5}}, "mapping"), ({"layers": ["hidden9"]}, "layers"),
+                       ({"layers": []}, "layers")):
+        with pytest.raises(ValueError, match=match):
+            resolve_config("tishby", profile="test", overrides=bad)
+
+
+def test_layers_limits_the_estimated_layers_in_both_paths(tmp_path):
+    from ibscope.experiments import _tishby
+    from ibscope.experiments.runner import resolve_config
+
+    cfg = resolve_config("tishby", profile="test", overrides={"epochs": 4, "n_snapshots": 2, "layers": ["hidden2"],
+                                                               "estimators": {"binning": {}}})
+    alone = _tishby.run_seed(cfg, 0, tmp_path / "one")
+    batched = _tishby.run_seeds(cfg, [0, 1], tmp_path / "batch")
+    for df in (alone, batched[0], batched[1]):
+        assert set(df["layer"]) == {"hidden2"} and set(df["layer_index"]) == {2}

@@ -46,11 +46,11 @@ from torch import nn
 
 from .. import estimators as est_registry
 from ..data import load_twelve_bit_mat, train_test_split, twelve_bit
-from ..models import ACTIVATION_BOUNDS, ACTIVATIONS, INITS, MLP
+from ..models import ACTIVATION_BOUNDS, ACTIVATIONS, INITS
 from ..store import TableWriter
 from ..tracking import ActivationRecorder, log_schedule
 from ..training import Callback, TrainState, fit
-from ._tishby_common import logit_metrics, plane_rows
+from ._tishby_common import logit_metrics, make_net, plane_rows
 
 NAME = "tishby"
 PLANE_ESTIMATORS = ("binning", "adaptive_binning", "kde_upper", "kde_lower", "adaptive_kde")
@@ -71,6 +71,9 @@ class Config:
         Hidden activation (tanh, relu, elu, softplus, silu, sigmoid, leaky_relu, linear).
     init : str
         'truncated_normal' (paper), 'he', 'xavier' or 'default'.
+    init_scale : float
+        Multiplies every initial weight matrix (1: the scheme as is); the
+        initialization sweeps of Chelombiev et al. [3]_.
     lr, batch_size, epochs, weight_decay
         Adam learning rate, minibatch size, passes over the training set, L2.
     train_fraction : float
@@ -78,11 +81,19 @@ class Config:
     n_snapshots : int
         Number of log-spaced snapshot epochs (epoch 0 and the last included).
     estimators : dict
-        Estimator name -> parameters. Binning ranges and adaptive-binning
+        Estimator label -> parameters; the label is the estimator's name,
+        or any label with the name under the parameter ``estimator`` (e.g.
+        ``{"binning_snapshot": {"estimator": "binning", "value_range": None}}``
+        next to ``binning``: two binnings of the same training). Rows carry
+        the label in their ``estimator`` column. Binning ranges and adaptive-binning
         floors default to each layer's activation bounds (tanh (-1, 1),
         softmax (0, 1)); unbounded layers (ReLU, ...) get fixed-width bins of
         width ``2 / n_bins`` (never the snapshot's own min/max); an explicit
         ``value_range`` or ``bin_width`` applies to every layer.
+    layers : list of str or None
+        The layers whose plane is estimated (names ``hidden1`` ... and
+        ``output``); None: every layer. A claim that reads one layer need not
+        pay for the others (adaptive KDE costs ~0.2 s per layer and snapshot).
     unit : str
         'bits' or 'nats'.
     keep_activations : bool
@@ -100,6 +111,7 @@ class Config:
     hidden: list[int] = field(default_factory=lambda: [10, 7, 5, 4, 3])
     activation: str = "tanh"
     init: str = "truncated_normal"
+    init_scale: float = 1.0
     lr: float = 4e-4
     batch_size: int = 512
     epochs: int = 8000
@@ -109,6 +121,7 @@ class Config:
     estimators: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"binning": {"n_bins": 30}, "adaptive_binning": {"n_bins": 30}}
     )
+    layers: list[str] | None = None
     unit: str = "bits"
     keep_activations: bool = True
     device: str = "cpu"
@@ -126,6 +139,9 @@ class Config:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"'{name}' must be an int >= {lo}, got {v!r}.")
+        if isinstance(self.init_scale, bool) or not isinstance(self.init_scale, (int, float)) \
+                or not (self.init_scale > 0 and math.isfinite(self.init_scale)):
+            raise ValueError(f"'init_scale' must be a positive finite float, got {self.init_scale!r}.")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"'lr' must be a positive float, got {self.lr!r}.")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
@@ -136,14 +152,24 @@ class Config:
             raise ValueError(f"'unit' must be 'bits' or 'nats', got {self.unit!r}.")
         if not isinstance(self.estimators, dict) or not self.estimators:
             raise ValueError("'estimators' must map at least one estimator name to its parameters.")
-        for name, params in self.estimators.items():
+        for label, params in self.estimators.items():
+            if params is not None and not isinstance(params, dict):
+                raise ValueError(f"Estimator {label!r} (config 'estimators') needs a mapping of parameters, "
+                                 f"got {params!r}.")
+            name, params = estimator_name(label, params)
             est_registry.get_class(name)  # unknown names first, with the list of estimators
             if name not in PLANE_ESTIMATORS:
                 raise ValueError(
                     f"Estimator {name!r} (config 'estimators') cannot give an information plane of a "
                     f"deterministic network. Choose from: {', '.join(PLANE_ESTIMATORS)}."
                 )
-            est_registry.get(name, **dict(params or {}))  # validates the parameters now
+            est_registry.get(name, **params)  # validates the parameters now
+        if self.layers is not None:
+            known = [f"hidden{i}" for i in range(1, len(self.hidden) + 1)] + ["output"]
+            if not isinstance(self.layers, (list, tuple)) or not self.layers \
+                    or any(name not in known for name in self.layers):
+                raise ValueError(f"'layers' must be None or a non-empty list of layer names of this network "
+                                 f"({', '.join(known)}), got {self.layers!r}.")
         if self.data is not None:
             load_twelve_bit_mat(self.data)  # fails now on a missing or malformed file
         if isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) or self.torch_threads < 0:
@@ -167,6 +193,15 @@ PROFILES: dict[str, dict[str, Any]] = {
 DEMO_SEEDS = 3
 
 
+def estimator_name(label: str, params: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """(registry name, parameters without it) of an ``estimators`` entry: ``params['estimator']`` or the label."""
+    p = dict(params or {})
+    name = p.pop("estimator", label)
+    if not isinstance(name, str):
+        raise ValueError(f"Estimator {label!r} (config 'estimators'): 'estimator' must be a name, got {name!r}.")
+    return name, p
+
+
 def _layer_estimator(name: str, params: dict[str, Any], activation: str, unit: str):
     """The estimator for one layer: binning edges / adaptive floor from the activation's bounds.
 
@@ -181,7 +216,7 @@ def _layer_estimator(name: str, params: dict[str, Any], activation: str, unit: s
     quantize at the same resolution. An explicit ``value_range`` or
     ``bin_width`` applies to every layer as given.
     """
-    p = dict(params or {})
+    name, p = estimator_name(name, params)
     lo, hi = ACTIVATION_BOUNDS.get(activation, (None, None))
     if name == "binning" and "value_range" not in p and "bin_width" not in p:
         if lo is not None and hi is not None:
@@ -276,14 +311,15 @@ def _run_seed(config: Config, seed: int, out_dir: Path, progress: bool) -> pd.Da
     x_tr, y_tr = x_all[split.train], y_all[split.train]
     x_te, y_te = x_all[split.test], y_all[split.test]
 
-    model = MLP(x_np.shape[1], config.hidden, 2, activation=config.activation, init=config.init, seed=seed).to(device)
+    model = make_net(config, x_np.shape[1], seed).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = log_schedule(config.epochs, config.n_snapshots)
     recorder = ActivationRecorder(model, x_all, out_dir=out_dir / "activations" if config.keep_activations else None,
                                   schedule=schedule)
     layer_acts = model.layer_activations
     ests = {(name, layer): _layer_estimator(name, params, layer_acts[layer], config.unit)
-            for name, params in config.estimators.items() for layer in model.layer_names}
+            for name, params in config.estimators.items() for layer in model.layer_names
+            if config.layers is None or layer in config.layers}
     table = TableWriter(out_dir / "infoplane.parquet")
     snapshots = _PlaneSnapshots(seed=seed, recorder=recorder, estimators=ests, layer_names=list(model.layer_names),
                                 labels=y_np, train=(x_tr, y_tr), test=(x_te, y_te), unit=config.unit, table=table)

@@ -2,7 +2,7 @@
 
 :func:`run_seeds` trains the seeds of one tishby configuration as one
 :class:`~ibscope.models.BatchedMLP` through :func:`ibscope.training.fit`:
-each seed keeps its own initialization (``MLP(..., seed=s)``), train/test
+each seed keeps its own initialization (``make_net(config, ..., seed=s)``), train/test
 split and minibatch order (generator ``seed + 1_000_003``), exactly as
 :func:`ibscope.experiments._tishby.run_seed` does for one seed, and the
 training loss is the sum of the seeds' mean losses, so each seed takes the
@@ -27,11 +27,11 @@ import pandas as pd
 import torch
 
 from ..data import train_test_split
-from ..models import MLP, BatchedMLP, SeedBatches, batched_cross_entropy
+from ..models import BatchedMLP, SeedBatches, batched_cross_entropy
 from ..store import TableWriter
 from ..tracking import log_schedule
 from ..training import BatchLoss, Callback, TrainState, fit
-from ._tishby_common import logit_metrics, plane_rows
+from ._tishby_common import logit_metrics, make_net, plane_rows
 
 __all__ = ["run_seeds"]
 
@@ -108,13 +108,13 @@ def run_seeds(config: Any, seeds: Sequence[int], out_dir: str | Path, *, load_da
         y_all = torch.as_tensor(y_np, dtype=torch.int64, device=device)
         xs = torch.stack([x_all[torch.as_tensor(sp.train, device=device)] for sp in splits])
         ys = torch.stack([y_all[torch.as_tensor(sp.train, device=device)] for sp in splits])
-        nets = [MLP(x_np.shape[1], config.hidden, 2, activation=config.activation, init=config.init, seed=s)
-                for s in seeds]
+        nets = [make_net(config, x_np.shape[1], s) for s in seeds]
         model = BatchedMLP(nets).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         schedule = log_schedule(config.epochs, config.n_snapshots)
         ests = {(name, layer): layer_estimator(name, params, model.layer_activations[layer], config.unit)
-                for name, params in config.estimators.items() for layer in model.layer_names}
+                for name, params in config.estimators.items() for layer in model.layer_names
+                if config.layers is None or layer in config.layers}
         table = TableWriter(out / "infoplane.parquet")
         snaps = _Snapshots(model, seeds, x_all, y_np, splits, ests, schedule, table, config.unit)
         data = SeedBatches(xs, ys, config.batch_size, [s + _SHUFFLE_OFFSET for s in seeds])

@@ -10,7 +10,24 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["logit_metrics", "plane_rows"]
+__all__ = ["logit_metrics", "make_net", "plane_rows"]
+
+
+def make_net(config: Any, in_features: int, seed: int) -> nn.Module:
+    """The tishby network of ``config`` for ``seed``: its init, every weight matrix scaled by ``init_scale``.
+
+    ``init_scale`` multiplies the initial weights (not the zero biases), the
+    initialization axis of Chelombiev et al. (2019).
+    """
+    from ..models import MLP
+
+    net = MLP(in_features, config.hidden, 2, activation=config.activation, init=config.init, seed=seed)
+    if config.init_scale != 1.0:
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, nn.Linear):
+                    m.weight.mul_(config.init_scale)
+    return net
 
 
 def logit_metrics(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

@@ -215,12 +215,118 @@ def _quantity_mean(runs, *, run: str, quantity: str, where: Mapping[str, Any] | 
     return Statistic(m, lo, hi, n, "Student t over seeds", unit, q.rename("value").reset_index())
 
 
+# --- 12-bit: claims over a grid axis (activations, initialization scales) ---
+
+
+def group_t_intervals(values: Mapping[Any, Any], level: float, comparisons: int) -> pd.DataFrame:
+    """Per group: mean, Student-t interval at the Bonferroni level ``1 - (1 - level) / comparisons``, n.
+
+    The intervals then hold simultaneously (every group at once) with
+    probability at least ``level``.
+    """
+    adj = 1 - (1 - level) / max(1, comparisons)
+    rows = []
+    for g, v in values.items():
+        m, lo, hi, n = t_interval(np.asarray(v, dtype=float), adj)
+        rows.append({"group": g, "mean": m, "low": lo, "high": hi, "n": n, "level": adj})
+    return pd.DataFrame(rows)
+
+
+def _compression_by(runs, *, run: str, estimator: str, by: str, layer: str, from_epoch: int,
+                    where: Mapping[str, Any] | None) -> tuple[pd.DataFrame, str]:
+    df = _where(_run(runs, run), where, run)
+    if by not in df.columns:
+        raise ValueError(f"'by' names column {by!r}, which run {run!r} does not have (columns: {sorted(df.columns)}).")
+    per = late_compression_per_run(df, estimator=estimator, layer=layer, from_epoch=from_epoch,
+                                   group=[by, *_replicates(df)])
+    if per[by].nunique() < 2:
+        raise ValueError(f"'by' = {by!r} has one value in run {run!r}; the statistic compares groups.")
+    return per, _unit(df)
+
+
+def _late_compression_every(runs, *, run: str, estimator: str, by: str, layer: str = "last_hidden",
+                            from_epoch: int = 0, where: Mapping[str, Any] | None = None,
+                            level: float = 0.95) -> Statistic:
+    """The least late compression over the groups of ``by`` (e.g. every activation), simultaneous interval.
+
+    Per group a Student-t interval over seeds at the Bonferroni level
+    (k groups: ``1 - (1 - level) / k``); the estimate is the smallest group
+    mean and the interval [min of the lower ends, min of the upper ends],
+    which holds the smallest group mean with probability >= ``level``. A
+    rule "greater than E0" on it says: every group compresses by more than E0
+    (reproduced), or some group compresses by less (not reproduced).
+    """
+    per, unit = _compression_by(runs, run=run, estimator=estimator, by=by, layer=layer, from_epoch=from_epoch,
+                                where=where)
+    groups = {g: v["value"].to_numpy(float) for g, v in per.groupby(by, sort=True)}
+    table = group_t_intervals(groups, level, len(groups))
+    if table["n"].min() < 2:
+        lo = hi = float("nan")
+    else:
+        lo, hi = float(table["low"].min()), float(table["high"].min())
+    worst = table.loc[table["mean"].idxmin()]
+    details = {"layer": per["layer"].iloc[0], "by": by, "least": str(worst["group"]),
+               "groups": {str(r.group): {"mean": r.mean, "low": r.low, "high": r.high, "n": int(r.n)}
+                          for r in table.itertuples()}}
+    return Statistic(float(worst["mean"]), lo, hi, int(table["n"].min()),
+                     f"smallest of {len(groups)} group means; Student t over seeds, Bonferroni-simultaneous", unit,
+                     per, details)
+
+
+def _late_compression_range(runs, *, run: str, estimator: str, by: str, layer: str = "last_hidden",
+                            from_epoch: int = 0, where: Mapping[str, Any] | None = None,
+                            level: float = 0.95) -> Statistic:
+    """How much late compression varies over the groups of ``by``: max over pairs of |mean_i - mean_j|.
+
+    Interval: Welch intervals of every pairwise difference at the Bonferroni
+    level (k(k-1)/2 pairs), turned into intervals of |difference|; the range
+    [max of their lower ends, max of their upper ends] holds the largest true
+    pairwise difference with probability >= ``level``. A rule "greater than
+    E0" says: some two groups (e.g. initialization scales) differ by more than E0.
+    """
+    from itertools import combinations
+
+    from scipy import stats
+
+    per, unit = _compression_by(runs, run=run, estimator=estimator, by=by, layer=layer, from_epoch=from_epoch,
+                                where=where)
+    groups = {g: v["value"].to_numpy(float) for g, v in per.groupby(by, sort=True)}
+    pairs = list(combinations(sorted(groups), 2))
+    adj = 1 - (1 - level) / len(pairs)
+    rows = []
+    for a, b in pairs:
+        va, vb = groups[a], groups[b]
+        d = float(va.mean() - vb.mean())
+        if va.size < 2 or vb.size < 2:
+            lo = hi = float("nan")
+        else:
+            sa, sb = va.var(ddof=1) / va.size, vb.var(ddof=1) / vb.size
+            se = float(np.sqrt(sa + sb))
+            dof = (sa + sb) ** 2 / (sa ** 2 / (va.size - 1) + sb ** 2 / (vb.size - 1)) if se > 0 else 1.0
+            half = float(stats.t.ppf(0.5 + adj / 2, dof)) * se
+            lo, hi = d - half, d + half
+        abs_lo = 0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi))
+        rows.append({"a": a, "b": b, "difference": d, "low": lo, "high": hi, "abs_low": abs_lo,
+                     "abs_high": max(abs(lo), abs(hi))})
+    table = pd.DataFrame(rows)
+    best = table.loc[table["difference"].abs().idxmax()]
+    bad = table[["low", "high"]].isna().any().any()
+    lo, hi = (float("nan"), float("nan")) if bad else (float(table["abs_low"].max()), float(table["abs_high"].max()))
+    details = {"layer": per["layer"].iloc[0], "by": by, "largest_pair": [str(best["a"]), str(best["b"])],
+               "pairs": table.astype({"a": str, "b": str}).to_dict(orient="records")}
+    return Statistic(float(abs(best["difference"])), lo, hi, min(v.size for v in groups.values()),
+                     f"largest |difference| of {len(pairs)} pairs of group means; Welch t, Bonferroni-simultaneous",
+                     unit, per, details)
+
+
 STATISTICS: dict[str, Callable[..., Statistic]] = {
     "late_compression": _late_compression,
     "compression_difference": _compression_difference,
     "compression_gap_spearman": _compression_gap_spearman,
     "quantity_difference": _quantity_difference,
     "quantity_mean": _quantity_mean,
+    "late_compression_every": _late_compression_every,
+    "late_compression_range": _late_compression_range,
 }
 
 
