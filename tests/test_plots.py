@@ -174,3 +174,15 @@ def test_training_curves_take_eval_or_test_columns(tmp_path, figs):
     assert [ln.get_label() for ln in figs[-1].axes[0].lines] == ["train", "eval"]
     with pytest.raises(ValueError, match="none of the metric columns"):
         plots.plot_training_curves(df[["epoch"]], tmp_path / "x.png")
+
+
+def test_band_figures_take_a_grid_axis_of_names(tmp_path):
+    """A sweep over activations has string grid values; the band figures draw them like numbers."""
+    from ibscope.sweep import trajectory_bands
+
+    plane = pd.concat([_plane(seeds=(0, 1)).assign(activation=a) for a in ("relu", "elu")], ignore_index=True)
+    bands = trajectory_bands(plane, ["activation"])
+    assert plots.plot_information_plane_bands(bands, tmp_path / "b.png", ["activation"]).is_file()
+    assert plots.plot_trajectory_bands(bands, tmp_path / "t.png", ["activation"]).is_file()
+    with pytest.raises(ValueError, match="grid column"):
+        plots.plot_information_plane_bands(bands, tmp_path / "c.png", ["width"])

@@ -499,7 +499,10 @@ def _band_layout(plt, bands: pd.DataFrame, point_columns: list[str], max_points:
 
 
 def _bands_frame(bands: pd.DataFrame, point_columns: list[str]) -> pd.DataFrame:
-    df = _check_table(bands, [*PLANE_REQUIRED, *point_columns], "bands")
+    df = _check_table(bands, PLANE_REQUIRED, "bands")
+    missing = [c for c in point_columns if c not in df.columns]
+    if missing:  # grid axes may hold any value (an activation's name, a number)
+        raise ValueError(f"'bands' lacks the grid column(s) {missing} named in 'point_columns'.")
     df["estimator"] = df["estimator"].astype(str) if "estimator" in df.columns else "estimate"
     return df
 
