@@ -190,6 +190,7 @@ def test_two_claims_end_to_end_at_tiny_profile(tmp_path):
             assert (tmp_path / run / "report.html").is_file()
     index = (tmp_path / "index.html").read_text()
     assert "tishby-tanh-compression" in index and "not run" in index  # the other claims are listed as not run
+    assert "/sweep_infoplane.png'" in index  # the runs' own figures are shown with the claim
     # a second call recomputes nothing and gives the same verdict
     again = reproduce("yu-csib-vs-mse", profile="tiny", out=tmp_path, workers=0, progress=False)
     assert again.verdict.estimate == res.verdict.estimate

@@ -199,6 +199,10 @@ def build_catalogue_report(out: str | Path) -> Path:
                         f"<td>{html.escape(rec['profile'])}</td></tr>")
             links = " ".join(f"<a href='{html.escape(p)}/report.html'>{html.escape(n)}</a>"
                              for n, p in rec["runs"].items())
+            run_figs = "".join(
+                f"<figure><img alt='{html.escape(n)}' src='{html.escape(p)}/{f.name}' loading='lazy'/>"
+                f"<figcaption>{html.escape(n)}: {html.escape(f.stem)}</figcaption></figure>"
+                for n, p in rec["runs"].items() for f in sorted((out / p).glob("*.png"))[:3])
             img = d / "replicates.png"
             fig = (f"<img alt='replicates' src='data:image/png;base64,"
                    f"{base64.b64encode(img.read_bytes()).decode('ascii')}'/>" if img.is_file() else "")
@@ -213,6 +217,7 @@ def build_catalogue_report(out: str | Path) -> Path:
                 f"{v['estimate']:.4g} {html.escape(unit)}, {v['level']:.0%} interval {ci} "
                 f"({html.escape(v['interval'])}); {html.escape(v['reason'])}.</p>"
                 f"<p>Run reports: {links}; per-replicate values: <code>claims/{cid}/replicates.csv</code>.</p>{fig}"
+                f"{run_figs}"
                 + (f"<p><i>{html.escape(claim.notes)}</i></p>" if claim.notes else ""))
         elif epath.is_file():
             err = json.loads(epath.read_text())
