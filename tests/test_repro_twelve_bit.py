@@ -8,7 +8,14 @@ import pytest
 
 from ibscope.reproduce import catalogue, compute_statistic
 from ibscope.reproduce._run import _run_key, run_spec
-from ibscope.reproduce._verdict import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Rule, decide, t_interval
+from ibscope.reproduce._verdict import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    Rule,
+    decide,
+    t_interval,
+)
 
 
 def _table(groups: dict[str, list[float]], by: str = "activation") -> pd.DataFrame:
