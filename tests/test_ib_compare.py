@@ -75,3 +75,77 @@ def test_csib_regression_tiny(tmp_path):
     assert all(p.exists() for p in reg.plot(res, tmp_path / "fig"))
     with pytest.raises(ValueError, match="method"):
         reg.Config(method="mae")
+
+
+def test_dual_ib_and_label_smoothing_tiny(tmp_path):
+    cfg = dict(ibc.PROFILES["test"])
+    base = ibc.run_seed(ibc.Config(method="vib", **cfg), 0, tmp_path)
+    dual = ibc.run_seed(ibc.Config(method="dual_ib", **cfg), 0, tmp_path)
+    smooth = ibc.run_seed(ibc.Config(method="vib", label_smoothing=0.1, **cfg), 0, tmp_path)
+    for df in (dual, smooth):
+        assert list(df["quantity"]) == list(base["quantity"]) and list(df["unit"]) == list(base["unit"])
+        acc = df[df["quantity"] == "test_accuracy"]["value"].item()
+        assert 0 <= acc <= 1
+    assert (dual["method"] == "dual_ib").all()
+    # label smoothing changes the training (another IIW), dual IB too, and each has its own result file
+    iiw = {k: d[d["quantity"] == "iiw"]["value"].item() for k, d in (("vib", base), ("dual", dual), ("ls", smooth))}
+    assert len({round(v, 9) for v in iiw.values()}) == 3
+    assert len(set(pd.concat([base, dual, smooth])["config_hash"])) == 3
+    again = ibc.run_seed(ibc.Config(method="dual_ib", **cfg), 0, tmp_path)  # resumes
+    pd.testing.assert_frame_equal(again, dual)
+
+
+def test_stochastic_objectives_add_the_smoothed_cross_entropy():
+    """dual IB + w * CE_ls and VIB with CE_ls equal their formulas (bits) on one batch."""
+    import math
+
+    from ibscope.objectives import DualIBLoss, NoisyLabels, gaussian_kl
+
+    cfg = {k: v for k, v in ibc.PROFILES["test"].items() if k != "latent_dim"}
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 64), torch.arange(8) % 10
+    for c in (ibc.Config(method="dual_ib", dual_ce_weight=0.5, label_smoothing=0.2, **cfg),
+              ibc.Config(method="vib", label_smoothing=0.2, **cfg)):
+        model = ibc._build(c, 0, 64, 10)
+        out = model(x)
+        model.forward = lambda _x, out=out: out  # the same z samples in the objective
+        loss, _ = ibc._stochastic_objective(c, 10).fn(model, (x, y))
+        ce = torch.nn.functional.cross_entropy(out.logits.reshape(-1, 10), y.repeat(out.logits.shape[0]),
+                                               label_smoothing=0.2)
+        kl = gaussian_kl(out.mu, out.std).mean()
+        if c.method == "vib":
+            want = (ce + c.vib_beta * kl) / math.log(2)
+        else:
+            dual, _ = DualIBLoss(c.vib_beta, noisy_labels=NoisyLabels.smoothing(0.1, 10))(out, y, x)
+            want = dual + 0.5 * ce / math.log(2)
+        assert float(loss) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_new_settings_leave_the_old_hashes_and_the_shared_initialization():
+    from dataclasses import asdict
+
+    from ibscope.store import config_hash
+
+    cfg = ibc.Config(method="l2")
+    old = {k: v for k, v in asdict(cfg).items() if k not in ("label_smoothing", "dual_gamma", "dual_noise",
+                                                              "dual_ce_weight")}
+    assert ibc._config_hash(cfg, 3) == config_hash({**old, "seed": 3})
+    assert ibc._config_hash(ibc.Config(method="l2", label_smoothing=0.1), 3) != config_hash({**old, "seed": 3})
+    small = {k: v for k, v in ibc.PROFILES["test"].items() if k != "latent_dim"}
+    vib = ibc._build(ibc.Config(method="vib", **small), 3, 64, 10)
+    dual = ibc._build(ibc.Config(method="dual_ib", **small), 3, 64, 10)
+    assert all(torch.equal(a, b) for a, b in zip(vib.parameters(), dual.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"label_smoothing": 1.0}, "label_smoothing"),
+    ({"label_smoothing": -0.1}, "label_smoothing"),
+    ({"label_smoothing": True}, "label_smoothing"),
+    ({"method": "dual_ib", "dual_noise": 0.0}, "dual_noise"),
+    ({"method": "dual_ib", "dual_gamma": -1.0}, "dual_gamma"),
+    ({"method": "dual_ib", "dual_ce_weight": float("nan")}, "dual_ce_weight"),
+    ({"method": "dual_ib", "label_smoothing": 0.1}, "dual_ce_weight"),
+])
+def test_dual_ib_and_label_smoothing_bad_config(bad, match):
+    with pytest.raises(ValueError, match=match):
+        ibc.Config(**bad)

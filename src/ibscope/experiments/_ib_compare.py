@@ -1,4 +1,4 @@
-"""IB training compared: vanilla, L2, dropout, VIB and PIB (SGLD) on digits or MNIST-8k/2k.
+"""IB training compared: vanilla, L2, dropout, VIB, dual IB and PIB (SGLD) on digits or MNIST-8k/2k.
 
 Equal budgets, by construction: every method trains the same network
 trunk (an :class:`~ibscope.models.MLP` built with the run's seed, so the
@@ -12,11 +12,25 @@ only the method's own:
 * ``vib``: the trunk followed by a stochastic layer (mu, softplus(rho - 5))
   of ``latent_dim`` units and a linear decoder, loss CE + beta KL
   (Alemi et al. 2017); predictions average 12 samples of z;
+* ``dual_ib``: the same stochastic model as ``vib``, trained on the
+  variational dual IB loss (Piran, Shwartz-Ziv & Tishby 2020;
+  :class:`ibscope.objectives.DualIBLoss`): ``dual_gamma`` times the reverse
+  KL of the decoder to the noisy labels p_tilde (label smoothing with
+  ``dual_noise``), plus ``dual_ce_weight`` times the cross entropy, plus
+  ``vib_beta`` times the KL to the prior (as VIB, in bits); predictions as VIB;
 * ``pib``: SGLD on CE + beta * IIW at temperature ``temperature``
   (None: ``temperature_scale`` / n; scale 1 is the Bayesian posterior, the
   default 0.1 a colder one), the IIW term's Fisher refreshed every
   ``pib_interval`` steps; predictions average the posterior samples kept in
   the second half of the same run (every ``thin`` steps) -- no extra epochs.
+
+``label_smoothing`` (default 0: off) replaces the cross entropy of any
+method by torch's label-smoothed cross entropy (Szegedy et al. 2016), the
+control arm for the dual IB, whose noisy labels are a smoothing of the same
+kind. For ``dual_ib`` it applies to its ``dual_ce_weight`` cross-entropy term
+(so it needs ``dual_ce_weight > 0``). With the defaults of the new settings
+(``label_smoothing``, ``dual_*``) the results, result files and config hashes
+of the other methods are those of the version without them.
 
 Rows (tidy, one per quantity): ``test_accuracy`` and ``train_accuracy``
 (unit 'fraction'), ``iiw`` (bits: :func:`ibscope.weights.iiw`,
@@ -44,7 +58,8 @@ from torch import nn
 from ..store import atomic_write_parquet, config_hash
 
 NAME = "ib_compare"
-METHODS = ("vanilla", "l2", "dropout", "vib", "pib")
+METHODS = ("vanilla", "l2", "dropout", "vib", "pib")   # the original comparison (pinned by the reference test)
+ALL_METHODS = (*METHODS, "dual_ib")
 DATASETS = ("digits", "mnist")
 
 
@@ -74,6 +89,10 @@ class Config:
     pib_examples: int = 128             # pib: examples per Fisher refresh
     thin: int = 10                      # pib: keep one sample every `thin` steps after burn-in
     iiw_examples: int = 1024            # examples used by the reported IIW
+    label_smoothing: float = 0.0        # any method's cross entropy (0: plain CE)
+    dual_gamma: float = 1.0             # dual_ib: weight of the reverse KL to the noisy labels
+    dual_noise: float = 0.1             # dual_ib: label smoothing of p_tilde, in (0, 1]
+    dual_ce_weight: float = 0.0         # dual_ib: weight of the cross entropy (0: pure dual IB)
     device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -85,8 +104,8 @@ class Config:
         """Raise a ValueError naming the first bad setting (on construction, and by the runner)."""
         from ..models import ACTIVATIONS
 
-        if self.method not in METHODS:
-            raise ValueError(f"The 'method' of ib_compare must be one of {METHODS}. Got {self.method!r} instead.")
+        if self.method not in ALL_METHODS:
+            raise ValueError(f"The 'method' of ib_compare must be one of {ALL_METHODS}. Got {self.method!r} instead.")
         if self.dataset not in DATASETS:
             raise ValueError(f"The 'dataset' of ib_compare must be one of {DATASETS}. Got {self.dataset!r} instead.")
         if not self.hidden or any(h < 1 for h in self.hidden):
@@ -102,7 +121,8 @@ class Config:
         if self.n_train is not None and (isinstance(self.n_train, bool) or not isinstance(self.n_train, int)
                                          or self.n_train < 2):
             raise ValueError(f"The 'n_train' of ib_compare must be None or an int >= 2. Got {self.n_train!r} instead.")
-        for name in ("lr", "weight_decay", "vib_beta", "pib_beta", "temperature_scale"):
+        for name in ("lr", "weight_decay", "vib_beta", "pib_beta", "temperature_scale", "dual_gamma",
+                     "dual_ce_weight"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"The '{name}' of ib_compare must be a finite float >= 0. Got {v!r} instead.")
@@ -113,6 +133,18 @@ class Config:
             raise ValueError(f"The 'dropout' of ib_compare must be in [0, 1). Got {self.dropout!r} instead.")
         if not (isinstance(self.test_fraction, (int, float)) and 0 < self.test_fraction < 1):
             raise ValueError(f"The 'test_fraction' of ib_compare must be in (0, 1). Got {self.test_fraction!r} instead.")
+        if isinstance(self.label_smoothing, bool) or not (isinstance(self.label_smoothing, (int, float))
+                                                          and 0 <= self.label_smoothing < 1):
+            raise ValueError(f"The 'label_smoothing' of ib_compare must be a float in [0, 1). "
+                             f"Got {self.label_smoothing!r} instead.")
+        if isinstance(self.dual_noise, bool) or not (isinstance(self.dual_noise, (int, float))
+                                                     and 0 < self.dual_noise <= 1):
+            raise ValueError(f"The 'dual_noise' of ib_compare must be a float in (0, 1] (the noisy labels need "
+                             f"full support). Got {self.dual_noise!r} instead.")
+        if self.method == "dual_ib" and self.label_smoothing > 0 and self.dual_ce_weight == 0:
+            raise ValueError("The 'label_smoothing' of ib_compare applies to a cross entropy, and method 'dual_ib' "
+                             "with dual_ce_weight = 0 has none: set dual_ce_weight > 0 or label_smoothing = 0 "
+                             "(the dual IB's own noisy labels are set by 'dual_noise').")
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -162,7 +194,7 @@ def _build(cfg: Config, seed: int, in_features: int, n_classes: int) -> nn.Modul
 
     mlp = MLP(in_features, cfg.hidden, n_classes, activation=cfg.activation, init="he", seed=seed)
     n_hidden = len(cfg.hidden)
-    if cfg.method == "vib":
+    if cfg.method in ("vib", "dual_ib"):
         enc = StochasticEncoder(in_features, cfg.latent_dim, cfg.hidden, activation=cfg.activation,
                                 init="he", seed=seed + 10_000)
         for i in range(n_hidden):  # copy the shared trunk initialization
@@ -177,6 +209,57 @@ def _build(cfg: Config, seed: int, in_features: int, n_classes: int) -> nn.Modul
     return nn.Sequential(*layers)
 
 
+_NEW_DEFAULTS = {"label_smoothing": 0.0, "dual_gamma": 1.0, "dual_noise": 0.1, "dual_ce_weight": 0.0}
+
+
+def _config_hash(cfg: Config, seed: int) -> str:
+    """The hash of a run; the newer settings enter it only away from their defaults (old hashes stay valid)."""
+    d = {**asdict(cfg), "seed": seed}
+    for k, v in _NEW_DEFAULTS.items():
+        if d[k] == v:
+            del d[k]
+    return config_hash(d)
+
+
+def _stochastic_objective(cfg: Config, n_classes: int) -> Any:
+    """The per-batch loss of ``vib`` / ``dual_ib`` (in bits), with the label-smoothed CE where asked."""
+    from .._units import LN2
+    from ..objectives import DualIBLoss, NoisyLabels, VIBLoss, gaussian_kl
+    from ..training import BatchLoss
+
+    def ce_smoothed(out: Any, y: torch.Tensor) -> torch.Tensor:
+        s, n, c = out.logits.shape
+        return nn.functional.cross_entropy(out.logits.reshape(s * n, c), y.repeat(s),
+                                           label_smoothing=cfg.label_smoothing)
+
+    if cfg.method == "vib":
+        vib_loss = VIBLoss(cfg.vib_beta)
+
+        def objective(m: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, float]]:
+            out = m(batch[0])
+            loss, terms = vib_loss(out, batch[1])
+            if cfg.label_smoothing > 0:  # VIBLoss with the smoothed CE: (CE_ls + beta KL) / ln 2
+                ce = ce_smoothed(out, batch[1])
+                loss = (ce + cfg.vib_beta * gaussian_kl(out.mu, out.std).mean()) / LN2
+                terms["ce"] = float(ce.detach()) / LN2
+            return loss, {k: v for k, v in terms.items() if isinstance(v, (int, float))}
+    else:
+        # the CE term is added here (not by DualIBLoss's ce_weight) so label smoothing can apply to it
+        dual = DualIBLoss(cfg.vib_beta, noisy_labels=NoisyLabels.smoothing(cfg.dual_noise, n_classes),
+                          gamma=cfg.dual_gamma, ce_weight=0.0)
+
+        def objective(m: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, float]]:
+            out = m(batch[0])
+            loss, terms = dual(out, batch[1], batch[0])
+            if cfg.dual_ce_weight > 0:
+                ce = ce_smoothed(out, batch[1])
+                loss = loss + cfg.dual_ce_weight * ce / LN2
+                terms["ce"] = float(ce.detach()) / LN2
+            return loss, {k: v for k, v in terms.items() if isinstance(v, (int, float))}
+
+    return BatchLoss(objective)
+
+
 def _accuracy(probs: torch.Tensor, y: torch.Tensor) -> float:
     return float((probs.argmax(-1) == y).double().mean())
 
@@ -186,13 +269,13 @@ def _accuracy(probs: torch.Tensor, y: torch.Tensor) -> float:
 # --------------------------------------------------------------------------- #
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
     """Train one method with one seed; rows of test/train accuracy and IIW. Resumes from ``out_dir``."""
-    from ..objectives import VIBLoss, train_gibbs
-    from ..training import BatchLoss, fit
+    from ..objectives import train_gibbs
+    from ..training import fit
     from ..weights import iiw, init_prior
 
     cfg = config if isinstance(config, Config) else Config(**config)
     out = Path(out_dir)
-    chash = config_hash({**asdict(cfg), "seed": seed})
+    chash = _config_hash(cfg, seed)
     result_file = out / f"ib_compare_{cfg.dataset}_{cfg.method}_seed{seed}_{chash}.parquet"
     if result_file.exists():
         return pd.read_parquet(result_file)
@@ -204,9 +287,13 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     xte, yte = torch.as_tensor(d["x_test"], device=dev), torch.as_tensor(d["y_test"], device=dev)
     n, n_classes = xtr.shape[0], int(max(d["y_train"].max(), d["y_test"].max())) + 1
     model = _build(cfg, seed, xtr.shape[1], n_classes).to(dev)
-    iiw_model = _Deterministic(model) if cfg.method == "vib" else model
+    stochastic = cfg.method in ("vib", "dual_ib")
+    iiw_model = _Deterministic(model) if stochastic else model
     prior = init_prior(iiw_model)
-    ce = nn.functional.cross_entropy
+    ce: Any = nn.functional.cross_entropy
+    if cfg.label_smoothing > 0:
+        def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return nn.functional.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
 
     if cfg.method == "pib":
         res = train_gibbs(model, ce, xtr, ytr, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
@@ -219,22 +306,16 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr,
                               weight_decay=cfg.weight_decay if cfg.method == "l2" else 0.0)
-        if cfg.method == "vib":
-            vib_loss = VIBLoss(cfg.vib_beta)
-
-            def objective(m: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, float]]:
-                loss, terms = vib_loss(m(batch[0]), batch[1])
-                return loss, {k: v for k, v in terms.items() if isinstance(v, (int, float))}
-
-            loss_fn: Any = BatchLoss(objective)
+        if stochastic:
+            loss_fn: Any = _stochastic_objective(cfg, n_classes)
         else:
-            loss_fn = nn.CrossEntropyLoss()
+            loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         # the minibatch order of train_gibbs (a generator seeded with the seed); dropout and the
         # VIB samples draw from torch's global RNG, seeded above
         fit(model, loss_fn, (xtr, ytr), opt, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
             device=dev, progress=progress, desc=f"{cfg.method} seed {seed}")
         model.eval()
-        if cfg.method == "vib":
+        if stochastic:
             def predict(x: torch.Tensor) -> torch.Tensor:
                 return model.predict_proba(x, cfg.vib_samples)
         else:

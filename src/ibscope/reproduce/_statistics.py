@@ -339,3 +339,97 @@ def compute_statistic(name: str, runs: Mapping[str, pd.DataFrame], params: Mappi
         return STATISTICS[name](runs, level=level, **dict(params))
     except TypeError as e:
         raise ValueError(f"Statistic {name!r}: bad parameters {dict(params)} ({e}).") from None
+
+
+# --- trajectories and cross-run pairs (infinite-ensemble NTK information, dual IB vs VIB) ---
+def _arm_rows(runs: Mapping[str, pd.DataFrame], arm: Mapping[str, Any], quantity: str, default_run: Any,
+              label: str) -> tuple[pd.DataFrame, str]:
+    if not isinstance(arm, Mapping):
+        raise ValueError(f"Arm {label!r} must be a mapping with 'where' (and optionally 'run'); got {arm!r}.")
+    unknown = set(arm) - {"run", "where"}
+    if unknown:
+        raise ValueError(f"Arm {label!r} has unknown keys {sorted(unknown)}; use 'run' and 'where'.")
+    name = arm.get("run", default_run)
+    if name is None:
+        raise ValueError(f"Arm {label!r} names no run: give 'run' in the arm or as a parameter.")
+    df = _run(runs, name)
+    sub = _where(df[df["quantity"] == quantity], arm.get("where"), name)
+    if sub.empty:
+        raise ValueError(f"No rows of quantity {quantity!r} in run {name!r}.")
+    return sub, str(name)
+
+
+def _unit_of(rows: pd.DataFrame) -> str:
+    return str(rows["unit"].iloc[0]) if "unit" in rows.columns and len(rows) else ""
+
+
+def excursion_per_seed(rows: pd.DataFrame, *, along: str = "t", extreme: str = "min") -> pd.DataFrame:
+    """Per seed: how far a trajectory's last value lies from its extreme over ``along``.
+
+    ``extreme='min'``: the last value minus the minimum (the rise after the
+    best point, e.g. a test loss that overfits in training time);
+    ``extreme='max'``: the maximum minus the last value (the fall after the
+    peak, e.g. compression of I(X;Z)). Both are >= 0 and 0 for a trajectory
+    that ends at its extreme. ``rows`` must hold one value per seed and
+    ``along`` point (select them with ``where`` first).
+    """
+    if extreme not in ("min", "max"):
+        raise ValueError(f"'extreme' must be 'min' or 'max'; got {extreme!r}.")
+    if along not in rows.columns:
+        raise ValueError(f"'along' names column {along!r}, which the rows do not have (columns: {sorted(rows.columns)}).")
+    if rows.duplicated(["seed", along]).any():
+        raise ValueError(f"More than one value per seed and {along!r}: narrow the selection with 'where' "
+                         f"(e.g. dataset, split, source).")
+    out = []
+    for seed, g in rows.sort_values(along).groupby("seed", sort=True):
+        v = g["value"].to_numpy(float)
+        if not np.isfinite(v).all():
+            raise ValueError(f"Seed {seed}: the trajectory has non-finite values.")
+        last, ext = float(v[-1]), float(v.min() if extreme == "min" else v.max())
+        where_ext = g[along].to_numpy()[int(np.argmin(v) if extreme == "min" else np.argmax(v))]
+        out.append({"seed": seed, "last": last, extreme: ext, f"{along}_at_{extreme}": float(where_ext),
+                    "value": last - ext if extreme == "min" else ext - last})
+    return pd.DataFrame(out)
+
+
+def _trajectory_excursion(runs, *, quantity: str, a: Mapping[str, Any], b: Mapping[str, Any] | None = None,
+                          run: str | None = None, along: str = "t", extreme: str = "min",
+                          level: float = 0.95) -> Statistic:
+    """The excursion of a trajectory from its extreme (see :func:`excursion_per_seed`); with ``b``, a minus b
+    paired by seed. Student t over seeds."""
+    rows_a, _ = _arm_rows(runs, a, quantity, run, "a")
+    per = excursion_per_seed(rows_a, along=along, extreme=extreme).set_index("seed")
+    if b is not None:
+        rows_b, _ = _arm_rows(runs, b, quantity, run, "b")
+        per_b = excursion_per_seed(rows_b, along=along, extreme=extreme).set_index("seed")
+        both = pd.concat({"a": per["value"], "b": per_b["value"]}, axis=1).dropna()
+        both["value"] = both["a"] - both["b"]
+        per, kind = both, "Student t over seeds (paired)"
+    else:
+        kind = "Student t over seeds"
+    m, lo, hi, n = t_interval(per["value"].to_numpy(float), level)
+    return Statistic(m, lo, hi, n, kind, _unit_of(rows_a), per.reset_index(), {"along": along, "extreme": extreme})
+
+
+def _paired_quantity_difference(runs, *, quantity: str, a: Mapping[str, Any], b: Mapping[str, Any],
+                                run: str | None = None, level: float = 0.95) -> Statistic:
+    """A quantity under arm ``a`` minus under arm ``b``, paired by seed; each arm names its own ``run`` (so
+    the arms may come from different runs of the claim) and ``where``. Student t over seeds."""
+    vals, unit = {}, ""
+    for label, arm in (("a", a), ("b", b)):
+        rows, name = _arm_rows(runs, arm, quantity, run, label)
+        unit = unit or _unit_of(rows)
+        if "epoch" in rows.columns:
+            rows = rows.sort_values("epoch").groupby("seed").tail(1)
+        if rows.duplicated("seed").any():
+            raise ValueError(f"Arm {label!r} (run {name!r}) has several rows per seed of {quantity!r}: "
+                             f"narrow its 'where'.")
+        vals[label] = rows.set_index("seed")["value"].astype(float)
+    both = pd.concat(vals, axis=1).dropna()
+    both["value"] = both["a"] - both["b"]
+    m, lo, hi, n = t_interval(both["value"].to_numpy(float), level)
+    return Statistic(m, lo, hi, n, "Student t over seeds (paired)", unit, both.reset_index())
+
+
+STATISTICS["trajectory_excursion"] = _trajectory_excursion
+STATISTICS["paired_quantity_difference"] = _paired_quantity_difference
