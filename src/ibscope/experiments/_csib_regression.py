@@ -35,9 +35,10 @@ and minibatch order (an equal budget):
   D_CS(p(y|x) || q(y_hat|x)) + beta * I_CS(X; Z) on each minibatch, Gaussian
   kernels with Silverman widths (:class:`ibscope.objectives.CSIBLoss`);
 * ``vib``: a VIB-style regressor (Alemi et al. 2017, with a Gaussian
-  decoder): :class:`ibscope.objectives.StochasticEncoder` (the trunk
-  ``hidden[:-1]``, then mu(x) and sigma(x) of a K = ``hidden[-1]``-dimensional
-  Gaussian Z, sigma = softplus(rho - 5)), one reparameterized z per example,
+  decoder): :class:`ibscope.objectives.StochasticEncoder` (the same trunk
+  ``hidden``, then a linear layer to mu(x) and sigma(x) of a
+  K = ``hidden[-1]``-dimensional Gaussian Z, sigma = softplus(rho - 5), as
+  Alemi et al.'s encoder), one reparameterized z per example,
   a linear decoder y_hat = W z + b, and the loss
   0.5 ||y - y_hat||^2 + vib_beta * KL(p(z|x) || N(0, I)) (the negative
   log-likelihood of q(y|z) = N(y_hat, I) in standardized units, up to a
@@ -45,7 +46,8 @@ and minibatch order (an equal budget):
   prediction is the decoder at z = mu(x), the exact mean of y_hat over
   p(z|x) for a linear decoder. It also reports ``izx_upper``, the mean KL on
   the training set (Alemi's upper bound on I(Z;X), bits). Its initialization
-  differs from mse/csib (the encoder's last layer has 2K outputs).
+  differs from mse/csib, and it has one more (linear) layer: hidden[-1] ->
+  2K for mu and rho.
 
 Registry name ``csib_regression`` (module ``_csib_regression``).
 
@@ -199,14 +201,14 @@ class _Net(nn.Module):
 
 
 class _VIBNet(nn.Module):
-    """StochasticEncoder (trunk hidden[:-1], K = hidden[-1]) + linear decoder; forward -> (mu, std, y_hat)."""
+    """StochasticEncoder (trunk ``hidden``, K = hidden[-1]) + linear decoder; forward -> (mu, std, y_hat)."""
 
     def __init__(self, cfg: Config, d_in: int, d_out: int, seed: int):
         super().__init__()
         from ..objectives import StochasticEncoder
 
         k = cfg.hidden[-1]
-        self.encoder = StochasticEncoder(d_in, k, cfg.hidden[:-1], activation=cfg.activation, std_offset=5.0,
+        self.encoder = StochasticEncoder(d_in, k, cfg.hidden, activation=cfg.activation, std_offset=5.0,
                                          init="he", seed=seed)
         self.head = nn.Linear(k, d_out)
         gen = torch.Generator().manual_seed(seed + 1)
