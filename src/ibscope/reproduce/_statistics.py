@@ -22,7 +22,7 @@ import pandas as pd
 
 from ._verdict import bootstrap_interval, t_interval
 
-__all__ = ["Statistic", "STATISTICS", "compute_statistic", "late_compression_per_run"]
+__all__ = ["Statistic", "STATISTICS", "compute_statistic", "late_compression_per_run", "worst_group_interval"]
 
 
 @dataclass
@@ -218,20 +218,6 @@ def _quantity_mean(runs, *, run: str, quantity: str, where: Mapping[str, Any] | 
 # --- 12-bit: claims over a grid axis (activations, initialization scales) ---
 
 
-def group_t_intervals(values: Mapping[Any, Any], level: float, comparisons: int) -> pd.DataFrame:
-    """Per group: mean, Student-t interval at the Bonferroni level ``1 - (1 - level) / comparisons``, n.
-
-    The intervals then hold simultaneously (every group at once) with
-    probability at least ``level``.
-    """
-    adj = 1 - (1 - level) / max(1, comparisons)
-    rows = []
-    for g, v in values.items():
-        m, lo, hi, n = t_interval(np.asarray(v, dtype=float), adj)
-        rows.append({"group": g, "mean": m, "low": lo, "high": hi, "n": n, "level": adj})
-    return pd.DataFrame(rows)
-
-
 def _compression_by(runs, *, run: str, estimator: str, by: str, layer: str, from_epoch: int,
                     where: Mapping[str, Any] | None) -> tuple[pd.DataFrame, str]:
     df = _where(_run(runs, run), where, run)
@@ -250,25 +236,20 @@ def _late_compression_every(runs, *, run: str, estimator: str, by: str, layer: s
     """The least late compression over the groups of ``by`` (e.g. every activation), simultaneous interval.
 
     Per group a Student-t interval over seeds at the Bonferroni level
-    (k groups: ``1 - (1 - level) / k``); the estimate is the smallest group
-    mean and the interval [min of the lower ends, min of the upper ends],
-    which holds the smallest group mean with probability >= ``level``. A
+    (:func:`worst_group_interval`, ``worst='min'``); the estimate is the
+    smallest group mean and the interval [min of the lower ends, min of the
+    upper ends], which holds the smallest group mean with probability >= ``level``. A
     rule "greater than E0" on it says: every group compresses by more than E0
     (reproduced), or some group compresses by less (not reproduced).
     """
     per, unit = _compression_by(runs, run=run, estimator=estimator, by=by, layer=layer, from_epoch=from_epoch,
                                 where=where)
-    groups = {g: v["value"].to_numpy(float) for g, v in per.groupby(by, sort=True)}
-    table = group_t_intervals(groups, level, len(groups))
-    if table["n"].min() < 2:
-        lo = hi = float("nan")
-    else:
-        lo, hi = float(table["low"].min()), float(table["high"].min())
-    worst = table.loc[table["mean"].idxmin()]
-    details = {"layer": per["layer"].iloc[0], "by": by, "least": str(worst["group"]),
-               "groups": {str(r.group): {"mean": r.mean, "low": r.low, "high": r.high, "n": int(r.n)}
-                          for r in table.itertuples()}}
-    return Statistic(float(worst["mean"]), lo, hi, int(table["n"].min()),
+    est, lo, hi, n, groups = worst_group_interval(per, by=by, level=level, worst="min")
+    least = groups.loc[groups["estimate"].idxmin()]
+    details = {"layer": per["layer"].iloc[0], "by": by, "least": str(least[by]),
+               "groups": {str(r[by]): {"mean": r["estimate"], "low": r["low"], "high": r["high"], "n": int(r["n"])}
+                          for _, r in groups.iterrows()}}
+    return Statistic(est, lo, hi, n,
                      f"smallest of {len(groups)} group means; Student t over seeds, Bonferroni-simultaneous", unit,
                      per, details)
 
@@ -433,3 +414,93 @@ def _paired_quantity_difference(runs, *, quantity: str, a: Mapping[str, Any], b:
 
 STATISTICS["trajectory_excursion"] = _trajectory_excursion
 STATISTICS["paired_quantity_difference"] = _paired_quantity_difference
+
+# --- grouped paired differences (CS-IB regression, Yu et al. 2024) ---
+def worst_group_interval(per: pd.DataFrame, *, by: str, level: float = 0.95, worst: str = "max",
+                         value: str = "value") -> tuple[float, float, float, int, pd.DataFrame]:
+    """Simultaneous interval for the worst group's mean: max (or min) over groups of the group means.
+
+    ``per`` holds one row per (group, replicate): the group in column ``by``,
+    the replicate's value in ``value``. Each of the G groups gets a Student-t
+    interval of its mean at the Bonferroni level 1 - (1 - level) / G, so all G
+    intervals hold together with probability >= ``level``. On that event
+    max_g mu_g lies in [max_g lo_g, max_g hi_g] (and min_g mu_g in
+    [min_g lo_g, min_g hi_g]), which is the interval returned with the
+    estimate max_g (min_g) of the group means. A claim "the difference is
+    < t in every group" is then ``worst: max`` with rule ``less``; "> t in
+    every group" is ``worst: min`` with rule ``greater``. A group with fewer
+    than two finite replicates makes the bounds NaN (an inconclusive verdict).
+
+    Returns
+    -------
+    (estimate, low, high, n, groups) : n is the smallest group's replicate
+    count; ``groups`` has one row per group: ``by``, estimate, low, high, n,
+    level (the per-group Bonferroni level), sorted by group.
+    """
+    if worst not in ("max", "min"):
+        raise ValueError(f"'worst' must be 'max' or 'min', got {worst!r}.")
+    for col in (by, value):
+        if col not in per.columns:
+            raise ValueError(f"The per-replicate table has no column {col!r} (columns: {sorted(per.columns)}).")
+    if per.empty:
+        raise ValueError("The per-replicate table is empty: no group to take the worst of.")
+    keys = sorted(per[by].unique(), key=str)
+    g_level = 1.0 - (1.0 - float(level)) / len(keys)
+    rows = []
+    for key in keys:
+        m, lo, hi, n = t_interval(per.loc[per[by] == key, value].to_numpy(dtype=float), g_level)
+        rows.append({by: key, "estimate": m, "low": lo, "high": hi, "n": n, "level": g_level})
+    groups = pd.DataFrame(rows)
+    pick = np.max if worst == "max" else np.min
+    est, lo, hi = (float(pick(groups[c].to_numpy(dtype=float))) for c in ("estimate", "low", "high"))
+    if not np.isfinite(groups[["low", "high"]].to_numpy(dtype=float)).all():
+        lo = hi = float("nan")
+    return est, lo, hi, int(groups["n"].min()), groups
+
+
+def _quantity_difference_every(runs, *, run: str, quantity: str, a: Mapping[str, Any], b: Mapping[str, Any],
+                               by: str, worst: str = "max", groups: list[Any] | None = None,
+                               level: float = 0.95) -> Statistic:
+    """Paired by seed within each group of column ``by``: quantity under ``a`` minus under ``b``, worst group.
+
+    The groups are the values of ``by`` among the run's rows of ``quantity``
+    (or ``groups``); every group needs both arms. The estimate and interval
+    are :func:`worst_group_interval`'s (Bonferroni over groups). The
+    per-replicate table has one row per (group, seed) with the group's own
+    estimate and interval (``group_*`` columns); ``details['groups']`` holds
+    the per-group summary.
+    """
+    df = _run(runs, run)
+    if by not in df.columns:
+        raise ValueError(f"'by' names column {by!r}, which run {run!r} does not have (columns: {sorted(df.columns)}).")
+    sub = df[df["quantity"] == quantity]
+    if sub.empty:
+        raise ValueError(f"No rows of quantity {quantity!r} in run {run!r}.")
+    keys = list(groups) if groups is not None else sorted(sub[by].unique(), key=str)
+    if not keys:
+        raise ValueError("'groups' is empty.")
+    per = []
+    for key in keys:
+        qa = _per_seed_quantity(df, quantity, {**dict(a), by: key}, run)
+        qb = _per_seed_quantity(df, quantity, {**dict(b), by: key}, run)
+        both = pd.concat({"a": qa, "b": qb}, axis=1).dropna()
+        both["value"] = both["a"] - both["b"]
+        both = both.reset_index()
+        both.insert(0, by, key)
+        per.append(both)
+    table = pd.concat(per, ignore_index=True)
+    est, lo, hi, n, summary = worst_group_interval(table, by=by, level=level, worst=worst)
+    table = table.merge(summary.drop(columns="level").rename(columns={c: f"group_{c}" for c in
+                                                                      ("estimate", "low", "high", "n")}), on=by)
+    unit = str(sub["unit"].iloc[0]) if "unit" in sub.columns else ""
+    pick = summary["estimate"].idxmax() if worst == "max" else summary["estimate"].idxmin()
+    details = {"by": by, "worst": worst, "group_level": float(summary["level"].iloc[0]),
+               "worst_group": str(summary.loc[pick, by]),
+               "groups": {str(r[by]): {"estimate": float(r["estimate"]), "low": float(r["low"]),
+                                       "high": float(r["high"]), "n": int(r["n"])}
+                          for _, r in summary.iterrows()}}
+    return Statistic(est, lo, hi, n, f"{worst} over {len(keys)} groups of paired Student t over seeds "
+                     f"(Bonferroni: each group at {summary['level'].iloc[0]:.4g})", unit, table, details)
+
+
+STATISTICS["quantity_difference_every"] = _quantity_difference_every  # appended at the end of the registry
