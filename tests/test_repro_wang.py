@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 
 from ibscope.reproduce import catalogue, compute_statistic, reproduce
 from ibscope.reproduce._statistics import quantities_per_run
@@ -46,7 +47,9 @@ def test_quantity_spearman_on_constructed_tables():
     # independent noise: rho near 0, interval covers 0
     df3 = _sweep([{"iiw": a, "gap": g} for a, g in zip(rng.normal(size=60), rng.normal(size=60), strict=True)])
     s3 = compute_statistic("quantity_spearman", {"r": df3}, {"run": "r", "x": "iiw", "y": "gap"}, 0.95)
-    assert s3.low < 0 < s3.high and abs(s3.estimate) < 0.4
+    r = scipy.stats.spearmanr(df3[df3.method == "final"].query("quantity == 'iiw'").value,
+                              df3[df3.method == "final"].query("quantity == 'gap'").value).statistic
+    assert s3.estimate == pytest.approx(r) and s3.low < 0 < s3.high and abs(s3.estimate) < 0.4
     # the last value of each run is used (iteration 10, not the zeros at iteration 0)
     per = quantities_per_run({"r": df2}, run="r", quantities=["iiw"])
     assert np.allclose(np.sort(per["iiw"]), np.sort(iiw))

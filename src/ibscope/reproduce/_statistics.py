@@ -319,12 +319,14 @@ def _quantity_spearman(runs, *, run: str | list[str], x: str, y: str | Mapping[s
     table["x"] = table[x]
     table["value"] = table[ys[0]] if len(ys) == 1 else table[ys[0]] - table[ys[1]]
 
-    def rho(rows: pd.DataFrame) -> float:
-        if rows["x"].nunique() < 2 or rows["value"].nunique() < 2:
+    def rho(rows: np.ndarray) -> float:  # rows: (runs, 2) array of (x, y)
+        if np.unique(rows[:, 0]).size < 2 or np.unique(rows[:, 1]).size < 2:
             return float("nan")
-        return float(stats.spearmanr(rows["x"], rows["value"]).statistic)
+        # Spearman's rho = Pearson's r of the (average-tie) ranks; cheaper than spearmanr per resample
+        return float(np.corrcoef(stats.rankdata(rows[:, 0]), stats.rankdata(rows[:, 1]))[0, 1])
 
-    est, lo, hi, n = bootstrap_interval(rho, table[["x", "value"]], level=level, n_resamples=n_resamples)
+    data = table[["x", "value"]].to_numpy(dtype=np.float64)
+    est, lo, hi, n = bootstrap_interval(rho, data, level=level, n_resamples=n_resamples)
     return Statistic(est, lo, hi, n, f"percentile bootstrap over {n} runs ({n_resamples} resamples)", "rho",
                      table, {"x": x, "y": label})
 
