@@ -94,3 +94,22 @@ def test_fit_checkpoint_threads_restored_and_small_batches_train(tmp_path):
 
     assert train_acc(spec["config"]["lr"], "yaml_lr") > 0.85  # chance is 0.1 (measured: 0.96)
     assert train_acc(0.05, "old_lr") < 0.8  # the old setting (measured: 0.55)
+
+
+def test_both_priors_on_one_run_and_log_spacing(tmp_path):
+    both = exp.run_seed({**CFG, "prior": "both", "eval_spacing": "log", "n_evals": 4}, 0, tmp_path / "both")
+    held = exp.run_seed({**CFG, "prior": "heldout", "eval_spacing": "log", "n_evals": 4}, 0, tmp_path / "held")
+    assert sorted(both.iteration.unique()) == [0, 1, 3, 8, 24]  # 0 and geomspace(1, 24, 4), rounded
+    fin = both[both.method == "final"].set_index("quantity").value
+    assert {"iiw", "iiw_init", "phase_confidence", "phase_confidence_init", "gap"} <= set(fin.index)
+    init = both[(both.quantity == "iiw_init") & (both.layer == "total") & (both.method != "final")]
+    assert init.sort_values("iteration").value.iloc[0] == pytest.approx(0.0, abs=1e-9)  # dtheta = 0 at start
+    assert (init.value.iloc[1:] > 0).all() and set(init.unit) == {"bits"}
+    # 'iiw' of prior='both' is the held-out prior's: the same run as prior='heldout' (same S, prior, batches)
+    a = both[(both.quantity == "iiw") & (both.method != "final")].sort_values(["iteration", "layer"])
+    b = held[(held.quantity == "iiw") & (held.method != "final")].sort_values(["iteration", "layer"])
+    np.testing.assert_allclose(a.value.to_numpy(), b.value.to_numpy(), rtol=1e-6)
+    assert "iiw_init" not in set(held.quantity)
+    for bad, match in [({"prior": "oracle"}, "'prior'"), ({"eval_spacing": "cubic"}, "'eval_spacing'")]:
+        with pytest.raises(ValueError, match=match):
+            exp._config({**CFG, **bad})

@@ -11,12 +11,15 @@ generalization gap (train - test accuracy), plus the fitting-to-compression
 transition of the IIW curve. The prior mean theta_0 comes from the same
 initialization trained for as many iterations on a held-out part of the
 training pool (``prior="heldout"``, the paper's choice) or is the
-initialization itself (``prior="init"``).
+initialization itself (``prior="init"``); ``prior="both"`` tracks the two side
+by side on the same training run (S is then the held-out split's S, and
+quantity ``iiw`` is the held-out prior's, ``iiw_init`` the initialization's).
 
 Data: scikit-learn digits (1797 images, split ``train_fraction`` / rest,
 stratified, seeded) or MNIST-8k/2k (the 10k MNIST test images split 8,000 /
 2,000; only those exist here). With ``prior="heldout"`` a fraction
-``prior_fraction`` of the training pool trains the prior and the rest is S.
+``prior_fraction`` of the training pool trains the prior and the rest is S
+(also with ``prior="both"``).
 Label noise flips a fraction of S's (and the prior set's) labels, never the
 test labels.
 
@@ -25,6 +28,10 @@ settings (dataset, batch_size, width, depth, activation, label_noise, prior).
 Quantities: ``iiw`` (per layer and total, tracked), ``train_acc``,
 ``test_acc`` (tracked), and in the final rows (``method="final"``) ``iiw``,
 ``train_acc``, ``test_acc``, ``gap``, ``phase_epoch``, ``phase_confidence``.
+With ``prior="both"`` the same again for ``iiw_init`` (tracked, final,
+``phase_epoch_init``, ``phase_confidence_init``). The tracked IIW rows'
+``method`` is the estimator (``fisher_quadratic``); IIW at iteration 0 with
+the initialization prior is 0 by construction.
 
 References
 ----------
@@ -49,6 +56,7 @@ from ..training import Callback, TrainState, fit
 
 NAME = "iiw"
 
+PRIORS = ("heldout", "init", "both")
 SETTINGS = ("dataset", "batch_size", "width", "depth", "activation", "label_noise", "prior")
 
 
@@ -64,10 +72,11 @@ class Config:
     iterations: int = 4000            # SGD steps, equal across batch sizes
     lr: float = 0.05
     momentum: float = 0.9
-    prior: str = "heldout"            # 'heldout' or 'init'
+    prior: str = "heldout"            # 'heldout', 'init' or 'both' (both tracked on one run)
     prior_fraction: float = 0.25      # of the training pool, for prior='heldout'
     train_fraction: float = 0.6       # digits only: train pool / test split
-    n_evals: int = 16                 # tracked points over training
+    n_evals: int = 16                 # tracked points over training (besides iteration 0)
+    eval_spacing: str = "linear"      # 'linear' or 'log' (log: dense early, where IIW rises)
     iiw_examples: int = 1024          # examples per IIW estimate
     iiw_batch_size: int = 256
     torch_threads: int = 1            # torch CPU threads during the run (0: leave as is); restored after
@@ -78,8 +87,10 @@ class Config:
 
         if self.dataset not in ("digits", "mnist"):
             raise ValueError(f"'dataset' must be 'digits' or 'mnist'; got {self.dataset!r}.")
-        if self.prior not in ("heldout", "init"):
-            raise ValueError(f"'prior' must be 'heldout' or 'init'; got {self.prior!r}.")
+        if self.prior not in PRIORS:
+            raise ValueError(f"'prior' must be one of {PRIORS}; got {self.prior!r}.")
+        if self.eval_spacing not in ("linear", "log"):
+            raise ValueError(f"'eval_spacing' must be 'linear' or 'log'; got {self.eval_spacing!r}.")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"'activation' must be one of {sorted(ACTIVATIONS)}; got {self.activation!r}.")
         if not _number(self.label_noise) or not 0.0 <= self.label_noise <= 1.0:
@@ -136,7 +147,7 @@ def _load(cfg: Config, seed: int) -> dict[str, np.ndarray]:
     else:
         m = mnist_8k_2k(cfg.data_dir, seed=seed)
         d = {"x_pool": m["x_train"], "y_pool": m["y_train"], "x_test": m["x_test"], "y_test": m["y_test"]}
-    if cfg.prior == "heldout":
+    if cfg.prior in ("heldout", "both"):
         sp = train_test_split(len(d["y_pool"]), train_fraction=1.0 - cfg.prior_fraction, seed=seed + 1,
                               stratify=d["y_pool"])
         d["x_prior"], d["y_prior"] = d["x_pool"][sp.test], d["y_pool"][sp.test]
@@ -218,9 +229,9 @@ class _Tracker(Callback):
     """IIW and accuracies at every tracked iteration (fit epoch e = iteration ``evals[e]``)."""
 
     def __init__(self, evaluate: Callable[[int, Any], list[dict[str, Any]]], evals: list[int],
-                 make_prior: Callable[[], dict[str, torch.Tensor]], chash: str):
+                 make_prior: Callable[[], dict[str, dict[str, torch.Tensor]]], chash: str):
         self.evaluate, self.evals, self.make_prior, self.chash = evaluate, evals, make_prior, chash
-        self.prior: dict[str, torch.Tensor] | None = None
+        self.prior: dict[str, dict[str, torch.Tensor]] | None = None  # quantity -> prior mean
         self.rows: list[dict[str, Any]] = []
 
     def on_train_begin(self, state: TrainState) -> None:
@@ -236,7 +247,18 @@ class _Tracker(Callback):
     def load_state_dict(self, s: dict[str, Any]) -> None:
         if s["config_hash"] != self.chash:
             raise ValueError("The iiw checkpoint belongs to another configuration; delete it or use another out_dir.")
-        self.prior, self.rows = dict(s["prior"]), list(s["rows"])
+        if not all(isinstance(v, dict) for v in s["prior"].values()):
+            raise ValueError("The iiw checkpoint is of an older format; delete it or use another out_dir.")
+        self.prior, self.rows = {k: dict(v) for k, v in s["prior"].items()}, list(s["rows"])
+
+
+def _eval_points(cfg: Config) -> list[int]:
+    """Tracked iterations: 0 and ``n_evals`` points up to ``iterations``, evenly or log-spaced (rounded, unique)."""
+    if cfg.eval_spacing == "log":
+        pts = np.concatenate([[0.0], np.geomspace(1, cfg.iterations, cfg.n_evals)])
+    else:
+        pts = np.linspace(0, cfg.iterations, cfg.n_evals + 1)
+    return sorted({int(round(v)) for v in pts})
 
 
 def _hash(cfg: Config) -> str:
@@ -271,7 +293,7 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
     x, y = torch.as_tensor(d["x_train"]), torch.as_tensor(d["y_train"])
     xt, yt = torch.as_tensor(d["x_test"]), torch.as_tensor(d["y_test"])
     model = _model(cfg, x.shape[1], seed)
-    evals = sorted({int(round(v)) for v in np.linspace(0, cfg.iterations, cfg.n_evals + 1)})
+    evals = _eval_points(cfg)
     batches = _IterationBatches(x, y, cfg.batch_size, seed, list(np.diff(evals).astype(int).tolist()))
     sub = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed + 5))[:cfg.iiw_examples]
     iiw_data = [(x[sub][i:i + cfg.iiw_batch_size], y[sub][i:i + cfg.iiw_batch_size])
@@ -285,17 +307,23 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
                 "quantity": quantity, "value": float(value), "unit": unit, "method": method,
                 **settings, "config_hash": chash}
 
-    def make_prior() -> dict[str, torch.Tensor]:
-        if cfg.prior == "init":
-            return snapshot_parameters(model)
-        pm = _model(cfg, x.shape[1], seed)  # same initialization, trained as long on the held-out part
-        xp, yp = torch.as_tensor(d["x_prior"]), torch.as_tensor(d["y_prior"])
-        _train(pm, _IterationBatches(xp, yp, cfg.batch_size, seed + 7, [cfg.iterations]), cfg)
-        return snapshot_parameters(pm)
+    def make_prior() -> dict[str, dict[str, torch.Tensor]]:
+        """Prior mean per IIW quantity: 'iiw' (the config's prior) and, for prior='both', 'iiw_init'."""
+        priors = {}
+        if cfg.prior in ("heldout", "both"):
+            pm = _model(cfg, x.shape[1], seed)  # same initialization, trained as long on the held-out part
+            xp, yp = torch.as_tensor(d["x_prior"]), torch.as_tensor(d["y_prior"])
+            _train(pm, _IterationBatches(xp, yp, cfg.batch_size, seed + 7, [cfg.iterations]), cfg)
+            priors["iiw"] = snapshot_parameters(pm)
+        if cfg.prior in ("init", "both"):
+            priors["iiw" if cfg.prior == "init" else "iiw_init"] = snapshot_parameters(model)
+        return priors
 
-    def evaluate(it: int, prior: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-        r = iiw(model, loss_fn, iiw_data, prior_mean=prior, n_train=n_train)
-        rows = [row(it, q["layer"], "iiw", q["value"], q["unit"], q["method"]) for q in r.rows()]
+    def evaluate(it: int, priors: dict[str, dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
+        rows = []
+        for quantity, prior in priors.items():
+            r = iiw(model, loss_fn, iiw_data, prior_mean=prior, n_train=n_train)
+            rows += [row(it, q["layer"], quantity, q["value"], q["unit"], q["method"]) for q in r.rows()]
         rows.append(row(it, "total", "train_acc", _accuracy(model, x, y), "fraction", "tracked"))
         rows.append(row(it, "total", "test_acc", _accuracy(model, xt, yt), "fraction", "tracked"))
         return rows
@@ -305,18 +333,24 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
            **({"progress": True, "desc": f"iiw seed {seed}"} if progress else {}))
     rows = tracker.rows
     df = pd.DataFrame(rows)
-    tot = df[(df.quantity == "iiw") & (df.layer == "total")].sort_values("iteration")
-    last = int(tot.iteration.max())
-    fin = {q: float(df[(df.quantity == q) & (df.iteration == last) & (df.layer == "total")].value.iloc[0])
-           for q in ("iiw", "train_acc", "test_acc")}
-    rows.append(row(last, "total", "iiw", fin["iiw"], "bits", "final"))
-    rows.append(row(last, "total", "train_acc", fin["train_acc"], "fraction", "final"))
-    rows.append(row(last, "total", "test_acc", fin["test_acc"], "fraction", "final"))
-    rows.append(row(last, "total", "gap", fin["train_acc"] - fin["test_acc"], "fraction", "final"))
-    if len(tot) >= 3:
-        ph = detect_phase_transition(tot.epoch.to_numpy(), tot.value.to_numpy(), window=3, seed=seed)
-        rows.append(row(last, "total", "phase_epoch", ph.epoch if ph.transition else float("nan"), "epoch", "final"))
-        rows.append(row(last, "total", "phase_confidence", ph.confidence, "fraction", "final"))
+    last = int(df.iteration.max())
+
+    def final(q: str) -> float:
+        return float(df[(df.quantity == q) & (df.iteration == last) & (df.layer == "total")].value.iloc[0])
+
+    acc = {q: final(q) for q in ("train_acc", "test_acc")}
+    rows += [row(last, "total", q, final(q), "bits", "final") for q in tracker.prior]
+    rows.append(row(last, "total", "train_acc", acc["train_acc"], "fraction", "final"))
+    rows.append(row(last, "total", "test_acc", acc["test_acc"], "fraction", "final"))
+    rows.append(row(last, "total", "gap", acc["train_acc"] - acc["test_acc"], "fraction", "final"))
+    for quantity in tracker.prior:
+        suffix = quantity[len("iiw"):]  # '' or '_init'
+        tot = df[(df.quantity == quantity) & (df.layer == "total")].sort_values("iteration")
+        if len(tot) >= 3:
+            ph = detect_phase_transition(tot.epoch.to_numpy(), tot.value.to_numpy(), window=3, seed=seed)
+            rows.append(row(last, "total", "phase_epoch" + suffix, ph.epoch if ph.transition else float("nan"),
+                            "epoch", "final"))
+            rows.append(row(last, "total", "phase_confidence" + suffix, ph.confidence, "fraction", "final"))
     df = pd.DataFrame(rows)
     atomic_write_parquet(final_path, df)
     return df

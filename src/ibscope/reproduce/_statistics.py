@@ -504,3 +504,136 @@ def _quantity_difference_every(runs, *, run: str, quantity: str, a: Mapping[str,
 
 
 STATISTICS["quantity_difference_every"] = _quantity_difference_every  # appended at the end of the registry
+
+# --- per-run quantities: correlations over runs, the shape of a tracked curve (Wang et al. 2022 claims) ---
+def _curve(df: pd.DataFrame, quantity: str, x: str, run: str) -> pd.Series:
+    """A run's tracked ``quantity`` indexed by ``x``; rows repeated at one x must agree (else: narrow ``where``)."""
+    sub = df[df["quantity"] == quantity]
+    if sub.empty:
+        known = sorted(df["quantity"].unique()) if "quantity" in df.columns else []
+        raise ValueError(f"No rows of quantity {quantity!r} in run {run!r} (quantities: {known}).")
+    if x not in sub.columns:
+        raise ValueError(f"Run {run!r} has no column {x!r} to order quantity {quantity!r} by.")
+    spread = sub.groupby(x)["value"].agg(lambda v: float(np.nanmax(v) - np.nanmin(v)) if len(v) > 1 else 0.0)
+    scale = sub.groupby(x)["value"].agg(lambda v: float(np.nanmax(np.abs(v))) if len(v) else 0.0)
+    if (spread > 1e-9 * np.maximum(scale, 1.0)).any():
+        raise ValueError(f"Run {run!r}: several different values of {quantity!r} at one {x} (layers or methods?); "
+                         "pick one with 'where' (e.g. {layer: total}).")
+    return sub.groupby(x)["value"].first().sort_index()
+
+
+def _run_tables(runs: Mapping[str, pd.DataFrame], run: str | list[str],
+                where: Mapping[str, Any] | None) -> list[tuple[str, pd.DataFrame]]:
+    names = [run] if isinstance(run, str) else list(run)
+    if not names:
+        raise ValueError("'run' must name at least one run.")
+    return [(name, _where(_run(runs, name), where, name)) for name in names]
+
+
+def _order_column(df: pd.DataFrame) -> str:
+    for c in ("iteration", "step", "epoch"):
+        if c in df.columns:
+            return c
+    raise ValueError("The results have no 'iteration', 'step' or 'epoch' column to find each run's last value.")
+
+
+def quantities_per_run(runs: Mapping[str, pd.DataFrame], *, run: str | list[str], quantities: list[str],
+                       where: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """One row per run (a run of a sweep = one grid point and seed), one column per quantity: its last value.
+
+    "Last" is at the largest ``iteration`` (else ``step``, else ``epoch``) of
+    that quantity's rows in the run after ``where``; rows repeated there must
+    agree (a tracked and a final row of the same value), otherwise a
+    ValueError asks for a narrower ``where`` (e.g. ``{layer: total}``).
+    Columns: ``run``, the replicate keys (``task_id``, ``seed``), the grid
+    settings that vary, and the quantities.
+    """
+    out = []
+    for name, df in _run_tables(runs, run, where):
+        keys, xcol = _replicates(df), _order_column(df)
+        rows = []
+        for key, g in df.groupby(keys, sort=True):
+            row = {"run": name, **dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))}
+            for q in quantities:
+                c = _curve(g, q, xcol, name)
+                row[q] = float(c.iloc[-1])
+            rows.append(row)
+        out.append(pd.DataFrame(rows))
+    return pd.concat(out, ignore_index=True)
+
+
+def _quantity_spearman(runs, *, run: str | list[str], x: str, y: str | Mapping[str, str],
+                       where: Mapping[str, Any] | None = None, also: list[str] | None = None,
+                       level: float = 0.95, n_resamples: int = 2000) -> Statistic:
+    """Spearman rho between two per-run quantities over all runs (grid points x seeds) of ``run``.
+
+    ``x``: a quantity; ``y``: a quantity, or ``{a: q1, b: q2}`` for the
+    difference q1 - q2 (e.g. ``{a: train_acc, b: test_acc}``: the
+    generalization gap). Each run's value of a quantity is its last one
+    (:func:`quantities_per_run`). ``also``: further quantities copied into the
+    per-replicate table (e.g. ``train_acc``, to check every grid point
+    trained). Interval: percentile bootstrap over runs; unit 'rho'.
+    """
+    from scipy import stats
+
+    if not isinstance(x, str):
+        raise ValueError(f"'x' must be a quantity name, got {x!r}.")
+    if isinstance(y, str):
+        ys, label = [y], y
+    elif isinstance(y, Mapping) and set(y) == {"a", "b"} and all(isinstance(v, str) for v in y.values()):
+        ys, label = [y["a"], y["b"]], f"{y['a']} - {y['b']}"
+    else:
+        raise ValueError(f"'y' must be a quantity name or {{a: quantity, b: quantity}}, got {y!r}.")
+    extra = [q for q in (also or []) if q not in (x, *ys)]
+    table = quantities_per_run(runs, run=run, quantities=list(dict.fromkeys([x, *ys, *extra])), where=where)
+    table["x"] = table[x]
+    table["value"] = table[ys[0]] if len(ys) == 1 else table[ys[0]] - table[ys[1]]
+
+    def rho(rows: np.ndarray) -> float:  # rows: (runs, 2) array of (x, y)
+        if np.unique(rows[:, 0]).size < 2 or np.unique(rows[:, 1]).size < 2:
+            return float("nan")
+        # Spearman's rho = Pearson's r of the (average-tie) ranks; cheaper than spearmanr per resample
+        return float(np.corrcoef(stats.rankdata(rows[:, 0]), stats.rankdata(rows[:, 1]))[0, 1])
+
+    data = table[["x", "value"]].to_numpy(dtype=np.float64)
+    est, lo, hi, n = bootstrap_interval(rho, data, level=level, n_resamples=n_resamples)
+    return Statistic(est, lo, hi, n, f"percentile bootstrap over {n} runs ({n_resamples} resamples)", "rho",
+                     table, {"x": x, "y": label})
+
+
+def _interior_peak(runs, *, run: str | list[str], quantity: str, where: Mapping[str, Any] | None = None,
+                   x: str | None = None, level: float = 0.95) -> Statistic:
+    """Per run: how far a tracked curve's highest *interior* point rises above both its ends.
+
+    value = (max over interior points - max(first, last)) / max |curve|, in
+    [-1, 1]: positive if and only if the curve rises to a peak strictly
+    inside the tracked span and falls again (fitting then compression, as in
+    Wang et al. 2022's IIW curves), negative for a monotone curve or a dip.
+    ``x`` orders the points (default: ``iteration``, else ``step``, else
+    ``epoch``). Mean over runs, Student t interval; unit 'fraction'.
+    """
+    rows = []
+    for name, df in _run_tables(runs, run, where):
+        col = x or _order_column(df)
+        keys = _replicates(df)
+        for key, g in df.groupby(keys, sort=True):
+            c = _curve(g, quantity, col, name)
+            if len(c) < 3:
+                raise ValueError(f"Run {name!r}: {quantity!r} is tracked at {len(c)} points; 'interior_peak' "
+                                 "needs at least 3.")
+            v = c.to_numpy(float)
+            scale = float(np.max(np.abs(v)))
+            inner = int(np.argmax(v[1:-1])) + 1
+            value = (v[inner] - max(v[0], v[-1])) / scale if scale > 0 else 0.0
+            rows.append({"run": name, **dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
+                         "first": v[0], "peak": v[inner], "peak_at": float(c.index[inner]), "last": v[-1],
+                         "value": float(value)})
+    per = pd.DataFrame(rows)
+    m, lo, hi, n = t_interval(per["value"], level)
+    return Statistic(m, lo, hi, n, "Student t over runs", "fraction", per,
+                     {"median_peak_at": float(per["peak_at"].median())})
+
+
+STATISTICS["quantity_spearman"] = _quantity_spearman
+STATISTICS["interior_peak"] = _interior_peak
+__all__ += ["quantities_per_run"]
