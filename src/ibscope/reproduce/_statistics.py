@@ -233,3 +233,79 @@ def compute_statistic(name: str, runs: Mapping[str, pd.DataFrame], params: Mappi
         return STATISTICS[name](runs, level=level, **dict(params))
     except TypeError as e:
         raise ValueError(f"Statistic {name!r}: bad parameters {dict(params)} ({e}).") from None
+
+
+# --- estimator accuracy against ground truth; information-plane phases (Butakov et al. 2024 claims) ---
+def _mean_abs_error(runs, *, run: str, estimate: str = "estimate", truth: str = "true_mi",
+                    where: Mapping[str, Any] | None = None, signed: bool = False, level: float = 0.95) -> Statistic:
+    """Per seed: mean over the rows (e.g. the cells of an estimator grid) of |estimate - truth|.
+
+    ``signed=True`` averages estimate - truth instead (the bias; negative =
+    underestimation). Rows are picked with ``where``; every seed must hold
+    the same cells (a seed with missing cells would be averaged over a
+    different grid). Interval: Student t over seeds (the seeds are
+    independent samples of the whole grid).
+    """
+    df = _where(_run(runs, run), where, run)
+    for col in (estimate, truth):
+        if col not in df.columns:
+            raise ValueError(f"Run {run!r} has no column {col!r} (columns: {sorted(df.columns)}).")
+    err = pd.to_numeric(df[estimate], errors="coerce") - pd.to_numeric(df[truth], errors="coerce")
+    if not np.all(np.isfinite(err)):
+        raise ValueError(f"Run {run!r} has non-finite {estimate!r} or {truth!r} values.")
+    df = df.assign(_err=err if signed else err.abs())
+    counts = df.groupby("seed")["_err"].size()
+    if counts.nunique() != 1:
+        raise ValueError(f"The seeds of run {run!r} hold different numbers of cells ({counts.to_dict()}).")
+    per = df.groupby("seed")["_err"].agg(value="mean", cells="size", max_error="max").reset_index()
+    m, lo, hi, n = t_interval(per["value"], level)
+    return Statistic(m, lo, hi, n, "Student t over seeds", _unit(df), per,
+                     {"cells": int(counts.iloc[0]), "signed": bool(signed)})
+
+
+def rise_per_run(df: pd.DataFrame, *, estimator: str, layer: str, column: str = "i_ty", to: str = "last",
+                 group: list[str] | None = None) -> pd.DataFrame:
+    """Per run: a layer's ``column`` (default I(T;Y)) at the last snapshot (``to='last'``) or at its
+    maximum over snapshots (``to='peak'``) minus its value at the first snapshot (the initialization).
+
+    The quantity of the fitting phase of Shwartz-Ziv & Tishby: positive when
+    the layer gained information (about the labels) during training. 'last'
+    is signed (negative when the layer lost information); 'peak' is >= 0 by
+    construction and biased upwards by estimator noise (a maximum).
+    """
+    if to not in ("last", "peak"):
+        raise ValueError(f"'to' must be 'last' or 'peak', got {to!r}.")
+    sub = df[df["estimator"] == estimator]
+    if sub.empty:
+        raise ValueError(f"No rows of estimator {estimator!r} (estimators: {sorted(df['estimator'].unique())}).")
+    if column not in sub.columns:
+        raise ValueError(f"The results have no column {column!r}.")
+    name = _layer(sub, layer)
+    sub = sub[sub["layer"] == name].sort_values("epoch")
+    keys = list(group or _replicates(df))
+    rows = []
+    for key, g in sub.groupby(keys, sort=True):
+        first = g.iloc[0]
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        row.update({"layer": name, "first_epoch": int(first["epoch"]), "first": float(first[column]),
+                    "peak": float(g[column].max()), "peak_epoch": int(g.loc[g[column].idxmax(), "epoch"])})
+        row.update({"last_epoch": int(g["epoch"].iloc[-1]), "last": float(g[column].iloc[-1])})
+        row["value"] = row[to] - row["first"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _rise_from_init(runs, *, run: str, estimator: str, layer: str = "last_hidden", column: str = "i_ty",
+                  to: str = "last", where: Mapping[str, Any] | None = None, level: float = 0.95) -> Statistic:
+    """Mean over seeds of :func:`rise_per_run` (Student t)."""
+    df = _where(_run(runs, run), where, run)
+    per = rise_per_run(df, estimator=estimator, layer=layer, column=column, to=to)
+    m, lo, hi, n = t_interval(per["value"], level)
+    return Statistic(m, lo, hi, n, "Student t over seeds", _unit(df), per,
+                     {"layer": per["layer"].iloc[0], "column": column, "to": to})
+
+
+STATISTICS.update({
+    "mean_abs_error": _mean_abs_error,
+    "rise_from_init": _rise_from_init,
+})
