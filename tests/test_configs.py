@@ -35,6 +35,8 @@ BAD = {
     "ib_compare": ("test_fraction", 1.0),
     "ntk": ("datasets", ["digits-1"]),
     "csib_regression": ("sigma", "widest"),
+    "compressed_images": ("compression", "jpeg"),
+    "noisy_convnet": ("noise_std", 0.0),
 }
 
 

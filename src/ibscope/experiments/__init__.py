@@ -56,6 +56,8 @@ _REGISTRY: dict[str, str] = {
     "ib_compare": "_ib_compare",
     "ntk": "_ntk",
     "csib_regression": "_csib_regression",
+    "compressed_images": "_compressed_images",
+    "noisy_convnet": "_noisy_convnet",
 }
 
 

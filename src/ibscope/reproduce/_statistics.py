@@ -300,28 +300,6 @@ def _late_compression_range(runs, *, run: str, estimator: str, by: str, layer: s
                      unit, per, details)
 
 
-STATISTICS: dict[str, Callable[..., Statistic]] = {
-    "late_compression": _late_compression,
-    "compression_difference": _compression_difference,
-    "compression_gap_spearman": _compression_gap_spearman,
-    "quantity_difference": _quantity_difference,
-    "quantity_mean": _quantity_mean,
-    "late_compression_every": _late_compression_every,
-    "late_compression_range": _late_compression_range,
-}
-
-
-def compute_statistic(name: str, runs: Mapping[str, pd.DataFrame], params: Mapping[str, Any],
-                      level: float) -> Statistic:
-    """Run the statistic ``name`` (see :data:`STATISTICS`) with ``params`` at ``level``."""
-    if name not in STATISTICS:
-        raise ValueError(f"Unknown statistic {name!r}. Known: {', '.join(sorted(STATISTICS))}.")
-    try:
-        return STATISTICS[name](runs, level=level, **dict(params))
-    except TypeError as e:
-        raise ValueError(f"Statistic {name!r}: bad parameters {dict(params)} ({e}).") from None
-
-
 # --- trajectories and cross-run pairs (infinite-ensemble NTK information, dual IB vs VIB) ---
 def _arm_rows(runs: Mapping[str, pd.DataFrame], arm: Mapping[str, Any], quantity: str, default_run: Any,
               label: str) -> tuple[pd.DataFrame, str]:
@@ -412,9 +390,6 @@ def _paired_quantity_difference(runs, *, quantity: str, a: Mapping[str, Any], b:
     return Statistic(m, lo, hi, n, "Student t over seeds (paired)", unit, both.reset_index())
 
 
-STATISTICS["trajectory_excursion"] = _trajectory_excursion
-STATISTICS["paired_quantity_difference"] = _paired_quantity_difference
-
 # --- grouped paired differences (CS-IB regression, Yu et al. 2024) ---
 def worst_group_interval(per: pd.DataFrame, *, by: str, level: float = 0.95, worst: str = "max",
                          value: str = "value") -> tuple[float, float, float, int, pd.DataFrame]:
@@ -502,8 +477,6 @@ def _quantity_difference_every(runs, *, run: str, quantity: str, a: Mapping[str,
     return Statistic(est, lo, hi, n, f"{worst} over {len(keys)} groups of paired Student t over seeds "
                      f"(Bonferroni: each group at {summary['level'].iloc[0]:.4g})", unit, table, details)
 
-
-STATISTICS["quantity_difference_every"] = _quantity_difference_every  # appended at the end of the registry
 
 # --- per-run quantities: correlations over runs, the shape of a tracked curve (Wang et al. 2022 claims) ---
 def _curve(df: pd.DataFrame, quantity: str, x: str, run: str) -> pd.Series:
@@ -634,6 +607,104 @@ def _interior_peak(runs, *, run: str | list[str], quantity: str, where: Mapping[
                      {"median_peak_at": float(per["peak_at"].median())})
 
 
-STATISTICS["quantity_spearman"] = _quantity_spearman
-STATISTICS["interior_peak"] = _interior_peak
 __all__ += ["quantities_per_run"]
+
+# --- estimator accuracy against ground truth; information-plane phases (Butakov et al. 2024 claims) ---
+def _mean_abs_error(runs, *, run: str, estimate: str = "estimate", truth: str = "true_mi",
+                    where: Mapping[str, Any] | None = None, signed: bool = False, level: float = 0.95) -> Statistic:
+    """Per seed: mean over the rows (e.g. the cells of an estimator grid) of |estimate - truth|.
+
+    ``signed=True`` averages estimate - truth instead (the bias; negative =
+    underestimation). Rows are picked with ``where``; every seed must hold
+    the same cells (a seed with missing cells would be averaged over a
+    different grid). Interval: Student t over seeds (the seeds are
+    independent samples of the whole grid).
+    """
+    df = _where(_run(runs, run), where, run)
+    for col in (estimate, truth):
+        if col not in df.columns:
+            raise ValueError(f"Run {run!r} has no column {col!r} (columns: {sorted(df.columns)}).")
+    err = pd.to_numeric(df[estimate], errors="coerce") - pd.to_numeric(df[truth], errors="coerce")
+    if not np.all(np.isfinite(err)):
+        raise ValueError(f"Run {run!r} has non-finite {estimate!r} or {truth!r} values.")
+    df = df.assign(_err=err if signed else err.abs())
+    counts = df.groupby("seed")["_err"].size()
+    if counts.nunique() != 1:
+        raise ValueError(f"The seeds of run {run!r} hold different numbers of cells ({counts.to_dict()}).")
+    per = df.groupby("seed")["_err"].agg(value="mean", cells="size", max_error="max").reset_index()
+    m, lo, hi, n = t_interval(per["value"], level)
+    return Statistic(m, lo, hi, n, "Student t over seeds", _unit(df), per,
+                     {"cells": int(counts.iloc[0]), "signed": bool(signed)})
+
+
+def rise_per_run(df: pd.DataFrame, *, estimator: str, layer: str, column: str = "i_ty", to: str = "last",
+                 group: list[str] | None = None) -> pd.DataFrame:
+    """Per run: a layer's ``column`` (default I(T;Y)) at the last snapshot (``to='last'``) or at its
+    maximum over snapshots (``to='peak'``) minus its value at the first snapshot (the initialization).
+
+    The quantity of the fitting phase of Shwartz-Ziv & Tishby: positive when
+    the layer gained information (about the labels) during training. 'last'
+    is signed (negative when the layer lost information); 'peak' is >= 0 by
+    construction and biased upwards by estimator noise (a maximum).
+    """
+    if to not in ("last", "peak"):
+        raise ValueError(f"'to' must be 'last' or 'peak', got {to!r}.")
+    sub = df[df["estimator"] == estimator]
+    if sub.empty:
+        raise ValueError(f"No rows of estimator {estimator!r} (estimators: {sorted(df['estimator'].unique())}).")
+    if column not in sub.columns:
+        raise ValueError(f"The results have no column {column!r}.")
+    name = _layer(sub, layer)
+    sub = sub[sub["layer"] == name].sort_values("epoch")
+    keys = list(group or _replicates(df))
+    rows = []
+    for key, g in sub.groupby(keys, sort=True):
+        first = g.iloc[0]
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        row.update({"layer": name, "first_epoch": int(first["epoch"]), "first": float(first[column]),
+                    "peak": float(g[column].max()), "peak_epoch": int(g.loc[g[column].idxmax(), "epoch"])})
+        row.update({"last_epoch": int(g["epoch"].iloc[-1]), "last": float(g[column].iloc[-1])})
+        row["value"] = row[to] - row["first"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _rise_from_init(runs, *, run: str, estimator: str, layer: str = "last_hidden", column: str = "i_ty",
+                  to: str = "last", where: Mapping[str, Any] | None = None, level: float = 0.95) -> Statistic:
+    """Mean over seeds of :func:`rise_per_run` (Student t)."""
+    df = _where(_run(runs, run), where, run)
+    per = rise_per_run(df, estimator=estimator, layer=layer, column=column, to=to)
+    m, lo, hi, n = t_interval(per["value"], level)
+    return Statistic(m, lo, hi, n, "Student t over seeds", _unit(df), per,
+                     {"layer": per["layer"].iloc[0], "column": column, "to": to})
+
+
+# --- the registry: a claim names its statistic here (no code is ever read from a claim file) ---
+
+STATISTICS: dict[str, Callable[..., Statistic]] = {
+    "late_compression": _late_compression,
+    "compression_difference": _compression_difference,
+    "compression_gap_spearman": _compression_gap_spearman,
+    "quantity_difference": _quantity_difference,
+    "quantity_mean": _quantity_mean,
+    "late_compression_every": _late_compression_every,
+    "late_compression_range": _late_compression_range,
+    "trajectory_excursion": _trajectory_excursion,
+    "paired_quantity_difference": _paired_quantity_difference,
+    "quantity_difference_every": _quantity_difference_every,
+    "quantity_spearman": _quantity_spearman,
+    "interior_peak": _interior_peak,
+    "mean_abs_error": _mean_abs_error,
+    "rise_from_init": _rise_from_init,
+}
+
+
+def compute_statistic(name: str, runs: Mapping[str, pd.DataFrame], params: Mapping[str, Any],
+                      level: float) -> Statistic:
+    """Run the statistic ``name`` (see :data:`STATISTICS`) with ``params`` at ``level``."""
+    if name not in STATISTICS:
+        raise ValueError(f"Unknown statistic {name!r}. Known: {', '.join(sorted(STATISTICS))}.")
+    try:
+        return STATISTICS[name](runs, level=level, **dict(params))
+    except TypeError as e:
+        raise ValueError(f"Statistic {name!r}: bad parameters {dict(params)} ({e}).") from None
