@@ -35,6 +35,7 @@ BAD = {
     "ib_compare": ("test_fraction", 1.0),
     "ntk": ("datasets", ["digits-1"]),
     "csib_regression": ("sigma", "widest"),
+    "lagrangian": ("nuisance", "rotation"),
 }
 
 

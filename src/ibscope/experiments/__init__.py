@@ -56,6 +56,7 @@ _REGISTRY: dict[str, str] = {
     "ib_compare": "_ib_compare",
     "ntk": "_ntk",
     "csib_regression": "_csib_regression",
+    "lagrangian": "_lagrangian",
 }
 
 

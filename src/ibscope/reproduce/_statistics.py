@@ -233,3 +233,78 @@ def compute_statistic(name: str, runs: Mapping[str, pd.DataFrame], params: Mappi
         return STATISTICS[name](runs, level=level, **dict(params))
     except TypeError as e:
         raise ValueError(f"Statistic {name!r}: bad parameters {dict(params)} ({e}).") from None
+
+
+# --- information in the weights (rank correlation of two per-run quantities) ---
+_ORDER_COLUMNS = ("step", "iteration", "epoch")
+
+
+def quantity_per_replicate(df: pd.DataFrame, quantity: str, *, layer: str | None = None,
+                           method: str | None = None) -> pd.Series:
+    """One value of ``quantity`` per replicate (task_id and seed, or seed) of a tidy table.
+
+    Rows are narrowed by ``layer`` and ``method`` where given; a replicate
+    left with several rows keeps its last one by step / iteration / epoch
+    (the final value) and is an error when the table has no such column.
+    """
+    sub = df[df["quantity"] == quantity]
+    for col, val in (("layer", layer), ("method", method)):
+        if val is not None:
+            if col not in sub.columns:
+                raise ValueError(f"'{col}' = {val!r} is given, but the table has no column {col!r}.")
+            sub = sub[sub[col].astype(str) == str(val)]
+    if sub.empty:
+        raise ValueError(f"No rows of quantity {quantity!r} (layer {layer!r}, method {method!r}); quantities: "
+                         f"{sorted(df['quantity'].unique()) if 'quantity' in df.columns else []}.")
+    keys = _replicates(df)
+    order = next((c for c in _ORDER_COLUMNS if c in sub.columns), None)
+    if order is not None:
+        sub = sub.sort_values(order, kind="stable")
+    elif sub.groupby(keys).size().max() > 1:
+        raise ValueError(f"Quantity {quantity!r} has several rows per replicate; narrow it with 'layer' or "
+                         f"'method'.")
+    return sub.groupby(keys)["value"].last()
+
+
+def _quantity_rank_correlation(runs, *, run: str | list[str], x: str, y: str, x_layer: str | None = None,
+                               y_layer: str | None = None, method: str | None = None,
+                               where: Mapping[str, Any] | None = None, require: str | None = None,
+                               level: float = 0.95, n_resamples: int = 2000) -> Statistic:
+    """Spearman rho between two quantities over replicates (grid points x seeds) of one or more runs.
+
+    ``require`` names a 0/1 quantity (e.g. a convergence flag): replicates
+    where it is 0 or missing are left out (their number is in the details).
+    Interval: percentile bootstrap over replicates.
+    """
+    from scipy import stats
+
+    names = [run] if isinstance(run, str) else list(run)
+    parts = []
+    for name in names:
+        df = _where(_run(runs, name), where, name)
+        both = pd.concat({"x": quantity_per_replicate(df, x, layer=x_layer, method=method),
+                          "y": quantity_per_replicate(df, y, layer=y_layer, method=method)}, axis=1)
+        if require is not None:
+            ok = quantity_per_replicate(df, require, method=method).reindex(both.index)
+            both["required"] = ok.fillna(0.0).astype(float) != 0.0
+        else:
+            both["required"] = True
+        both = both.reset_index()
+        both.insert(0, "run", name)
+        parts.append(both)
+    table = pd.concat(parts, ignore_index=True)
+    dropped = int((~table["required"]).sum())
+    kept = table[table["required"] & table[["x", "y"]].notna().all(axis=1)].reset_index(drop=True)
+
+    def rho(rows: pd.DataFrame) -> float:
+        if rows["x"].nunique() < 2 or rows["y"].nunique() < 2:
+            return float("nan")
+        return float(stats.spearmanr(rows["x"], rows["y"]).statistic)
+
+    est, lo, hi, n = bootstrap_interval(rho, kept[["x", "y"]], level=level, n_resamples=n_resamples)
+    table["value"] = table["x"]
+    return Statistic(est, lo, hi, n, f"percentile bootstrap over {n} replicates ({n_resamples} resamples)", "rho",
+                     table, {"x": x, "y": y, "left_out": dropped, "require": require})
+
+
+STATISTICS["quantity_rank_correlation"] = _quantity_rank_correlation  # appended at the end of STATISTICS
