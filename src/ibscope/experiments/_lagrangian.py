@@ -416,19 +416,20 @@ def plot(results: pd.DataFrame, out_dir: Any) -> list[Path]:
     colors = {}
     for key, g in fitrows.groupby([*varied, "seed"]):
         label = ",".join(str(k) for k in key[:-1])
+        first = label not in colors
         color = colors.setdefault(label, f"C{len(colors) % 10}")
         ls = "-" if conv.get(tuple(key), True) else "--"
         for ax, q in zip(axes, ("lagrangian_kl", "lagrangian_loss"), strict=True):
             s = g[g.quantity == q].sort_values("step")
             ax.plot(s.step, s.value, ls, color=color, lw=0.8, alpha=0.7,
-                    label=label if (q == "lagrangian_kl" and key[-1] == g.seed.min()) else None)
+                    label=label if (first and q == "lagrangian_loss") else None)
     n_bad = int((~wide.lagrangian_converged.astype(bool)).sum())
     axes[0].set_ylabel("KL(N(w*, Sigma) || prior) (bits)")
     axes[1].set_ylabel("E_w[L(w)] (nats per example)")
     axes[1].set_yscale("log")
     for ax in axes:
         ax.set_xlabel("noise-fit step")
-    axes[0].legend(fontsize=7, title=",".join(varied), title_fontsize=7)
+    axes[1].legend(fontsize=7, title=",".join(varied), title_fontsize=7, loc="lower right")
     fig.suptitle(f"Information Lagrangian fits ({n_bad} of {len(wide)} not converged, dashed)", fontsize=10)
     paths.append(save_figure(fig, out / "lagrangian_fit.png", dpi=120))
     pairs = [("gap", "generalization gap (train - test accuracy)")]
