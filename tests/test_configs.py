@@ -37,6 +37,7 @@ BAD = {
     "csib_regression": ("sigma", "widest"),
     "compressed_images": ("compression", "jpeg"),
     "noisy_convnet": ("noise_std", 0.0),
+    "lagrangian": ("nuisance", "rotation"),
 }
 
 

@@ -58,6 +58,7 @@ _REGISTRY: dict[str, str] = {
     "csib_regression": "_csib_regression",
     "compressed_images": "_compressed_images",
     "noisy_convnet": "_noisy_convnet",
+    "lagrangian": "_lagrangian",
 }
 
 

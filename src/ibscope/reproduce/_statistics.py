@@ -511,7 +511,8 @@ def _order_column(df: pd.DataFrame) -> str:
 
 
 def quantities_per_run(runs: Mapping[str, pd.DataFrame], *, run: str | list[str], quantities: list[str],
-                       where: Mapping[str, Any] | None = None) -> pd.DataFrame:
+                       where: Mapping[str, Any] | None = None, layers: Mapping[str, str | None] | None = None,
+                       optional: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per run (a run of a sweep = one grid point and seed), one column per quantity: its last value.
 
     "Last" is at the largest ``iteration`` (else ``step``, else ``epoch``) of
@@ -519,7 +520,9 @@ def quantities_per_run(runs: Mapping[str, pd.DataFrame], *, run: str | list[str]
     agree (a tracked and a final row of the same value), otherwise a
     ValueError asks for a narrower ``where`` (e.g. ``{layer: total}``).
     Columns: ``run``, the replicate keys (``task_id``, ``seed``), the grid
-    settings that vary, and the quantities.
+    settings that vary, and the quantities. ``layers`` maps a quantity to the
+    one layer whose rows it reads (e.g. ``{info_weights: total}``); a quantity
+    in ``optional`` that a run lacks is NaN there instead of an error.
     """
     out = []
     for name, df in _run_tables(runs, run, where):
@@ -528,7 +531,16 @@ def quantities_per_run(runs: Mapping[str, pd.DataFrame], *, run: str | list[str]
         for key, g in df.groupby(keys, sort=True):
             row = {"run": name, **dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))}
             for q in quantities:
-                c = _curve(g, q, xcol, name)
+                sub = g
+                layer = (layers or {}).get(q)
+                if layer is not None:
+                    if "layer" not in g.columns:
+                        raise ValueError(f"A layer is given for {q!r}, but run {name!r} has no 'layer' column.")
+                    sub = g[g["layer"].astype(str) == str(layer)]
+                if q in optional and not (sub["quantity"] == q).any():
+                    row[q] = float("nan")
+                    continue
+                c = _curve(sub, q, xcol, name)
                 row[q] = float(c.iloc[-1])
             rows.append(row)
         out.append(pd.DataFrame(rows))
@@ -537,6 +549,7 @@ def quantities_per_run(runs: Mapping[str, pd.DataFrame], *, run: str | list[str]
 
 def _quantity_spearman(runs, *, run: str | list[str], x: str, y: str | Mapping[str, str],
                        where: Mapping[str, Any] | None = None, also: list[str] | None = None,
+                       x_layer: str | None = None, y_layer: str | None = None, require: str | None = None,
                        level: float = 0.95, n_resamples: int = 2000) -> Statistic:
     """Spearman rho between two per-run quantities over all runs (grid points x seeds) of ``run``.
 
@@ -545,7 +558,11 @@ def _quantity_spearman(runs, *, run: str | list[str], x: str, y: str | Mapping[s
     generalization gap). Each run's value of a quantity is its last one
     (:func:`quantities_per_run`). ``also``: further quantities copied into the
     per-replicate table (e.g. ``train_acc``, to check every grid point
-    trained). Interval: percentile bootstrap over runs; unit 'rho'.
+    trained). ``x_layer`` / ``y_layer``: the layer whose rows ``x`` / ``y``
+    read (e.g. ``total``). ``require``: a 0/1 quantity (e.g. a convergence
+    flag); runs where it is 0 or missing are left out (their number is in the
+    details, and they stay in the per-replicate table with ``required``
+    False). Interval: percentile bootstrap over runs; unit 'rho'.
     """
     from scipy import stats
 
@@ -558,9 +575,15 @@ def _quantity_spearman(runs, *, run: str | list[str], x: str, y: str | Mapping[s
     else:
         raise ValueError(f"'y' must be a quantity name or {{a: quantity, b: quantity}}, got {y!r}.")
     extra = [q for q in (also or []) if q not in (x, *ys)]
-    table = quantities_per_run(runs, run=run, quantities=list(dict.fromkeys([x, *ys, *extra])), where=where)
+    if require is not None and require not in (x, *ys, *extra):
+        extra.append(require)
+    layers = {x: x_layer, **{q: y_layer for q in ys}}
+    table = quantities_per_run(runs, run=run, quantities=list(dict.fromkeys([x, *ys, *extra])), where=where,
+                               layers=layers, optional=[require] if require is not None else [])
     table["x"] = table[x]
     table["value"] = table[ys[0]] if len(ys) == 1 else table[ys[0]] - table[ys[1]]
+    table["required"] = True if require is None else table[require].fillna(0.0).astype(float) != 0.0
+    kept = table[table["required"] & table[["x", "value"]].notna().all(axis=1)]
 
     def rho(rows: np.ndarray) -> float:  # rows: (runs, 2) array of (x, y)
         if np.unique(rows[:, 0]).size < 2 or np.unique(rows[:, 1]).size < 2:
@@ -568,10 +591,10 @@ def _quantity_spearman(runs, *, run: str | list[str], x: str, y: str | Mapping[s
         # Spearman's rho = Pearson's r of the (average-tie) ranks; cheaper than spearmanr per resample
         return float(np.corrcoef(stats.rankdata(rows[:, 0]), stats.rankdata(rows[:, 1]))[0, 1])
 
-    data = table[["x", "value"]].to_numpy(dtype=np.float64)
+    data = kept[["x", "value"]].to_numpy(dtype=np.float64)
     est, lo, hi, n = bootstrap_interval(rho, data, level=level, n_resamples=n_resamples)
     return Statistic(est, lo, hi, n, f"percentile bootstrap over {n} runs ({n_resamples} resamples)", "rho",
-                     table, {"x": x, "y": label})
+                     table, {"x": x, "y": label, "require": require, "left_out": int(len(table) - len(kept))})
 
 
 def _interior_peak(runs, *, run: str | list[str], quantity: str, where: Mapping[str, Any] | None = None,
@@ -708,3 +731,5 @@ def compute_statistic(name: str, runs: Mapping[str, pd.DataFrame], params: Mappi
         return STATISTICS[name](runs, level=level, **dict(params))
     except TypeError as e:
         raise ValueError(f"Statistic {name!r}: bad parameters {dict(params)} ({e}).") from None
+
+

@@ -1,0 +1,454 @@
+"""The information Lagrangian: information in the weights vs generalization and invariance.
+
+One run trains an MLP on scikit-learn's digits (through
+:func:`ibscope.training.fit`, SGD), then fits the diagonal Gaussian weight
+noise of the information Lagrangian of Achille, Paolini and Soatto [1]_
+(:func:`ibscope.weights.information_lagrangian`) on the training set at a
+fixed ``beta``, and reports the KL at the fitted noise -- the information in
+the weights, in bits -- with the train / test accuracy, the generalization
+gap and, when the digits carry a nuisance, the information a hidden layer
+keeps about it.
+
+The noise fit is checked for convergence: its loss E_w[L(w)] and KL are
+recorded at every Adam step (rows ``method="fit"``; the KL of a step is the
+step's objective minus its loss, over beta), and the run is flagged
+(``lagrangian_converged`` = 0) when the mean KL of the last ``converge_window``
+fraction of the steps differs from that of the window before it by more than
+``converge_tol`` (relative). A flagged run is reported, and statistics can
+leave it out (``require`` of the ``quantity_spearman`` statistic).
+
+Nuisances (``nuisance``), drawn once per image, seeded, for the training and
+the test images alike (so training must become invariant to them):
+
+* ``shift``: class c in 0..4 moves the 8x8 image by ``shift_pixels`` (0: none,
+  1 right, 2 left, 3 down, 4 up; zero fill);
+* ``noise``: class c in 0..``n_noise_levels``-1 adds Gaussian pixel noise of
+  standard deviation c * ``noise_std``;
+* ``none``.
+
+I(T; nuisance) of the last hidden layer T on the (nuisance-carrying) test
+images is estimated with Ross's mixed kNN estimator (``ksg`` with a discrete
+nuisance, bits; zero-variance units, e.g. dead ReLUs, are dropped as they
+carry no information). Achille et al. [1]_ (Sec. 5-6) argue that less
+information in the weights forces representations that are more invariant
+to nuisances.
+
+Data: the 1797 digits split ``train_fraction`` / rest (stratified, seeded);
+the training set is the first ``n_train`` of a stratified seeded subset of
+the training pool (all of it when None); label noise flips a fraction of the
+training labels only.
+
+Rows: seed, step, layer, quantity, value, unit, method and the settings
+(width, depth, n_train, label_noise, weight_decay, nuisance, lagrangian_beta).
+Fit rows (``method="fit"``, one per Adam step): ``lagrangian_kl`` (bits),
+``lagrangian_loss`` (nats per example). Final rows (``method="final"``):
+``info_weights`` (bits, total and per layer), ``expected_loss`` (nats),
+``train_acc``, ``test_acc``, ``gap`` (fraction), ``train_loss``, ``test_loss``,
+``loss_gap`` (nats), ``lagrangian_converged`` (0/1),
+``lagrangian_kl_change`` (relative), and ``i_t_nuisance`` (bits) with a
+nuisance.
+
+References
+----------
+.. [1] A. Achille, G. Paolini, S. Soatto, "Where is the information in a deep
+   neural network?", arXiv:1905.12213, 2019.
+.. [2] B. C. Ross, "Mutual information between discrete and continuous data
+   sets", PLoS ONE 9(2), e87357, 2014.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..store import atomic_write_parquet, config_hash
+from ..training import fit
+
+NAME = "lagrangian"
+
+SETTINGS = ("width", "depth", "n_train", "label_noise", "weight_decay", "nuisance", "lagrangian_beta")
+NUISANCES = ("none", "shift", "noise")
+
+
+@dataclass
+class Config:
+    width: int = 64
+    depth: int = 1
+    activation: str = "relu"
+    n_train: int | None = None        # training-set size (None: the whole training pool)
+    train_fraction: float = 0.6       # training pool / test split of the 1797 digits
+    label_noise: float = 0.0
+    nuisance: str = "none"            # 'none', 'shift' or 'noise'
+    shift_pixels: int = 1
+    n_noise_levels: int = 3
+    noise_std: float = 0.3
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lagrangian_beta: float = 1e-3     # fixed across runs (about 1/n of the whole training pool)
+    prior_std: float = 1.0
+    lagrangian_steps: int = 400
+    lagrangian_lr: float = 0.05
+    lagrangian_batch_size: int = 256
+    init_std: float = 1e-2
+    converge_window: float = 0.1      # fraction of the steps compared at the end
+    converge_tol: float = 0.02        # relative change of the mean KL between the last two windows
+    mi_k: int = 3
+    torch_threads: int = 1            # torch CPU threads during the run (0: leave as is); restored after
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the first bad setting (called by the runner before any work)."""
+        from ..models import ACTIVATIONS
+
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"'activation' must be one of {sorted(ACTIVATIONS)}; got {self.activation!r}.")
+        if self.nuisance not in NUISANCES:
+            raise ValueError(f"'nuisance' must be one of {list(NUISANCES)}; got {self.nuisance!r}.")
+        for k in ("width", "depth", "epochs", "batch_size", "lagrangian_steps", "lagrangian_batch_size",
+                  "shift_pixels", "mi_k"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"'{k}' must be a positive int; got {v!r}.")
+        if self.shift_pixels > 3:
+            raise ValueError(f"'shift_pixels' must be at most 3 (8x8 images); got {self.shift_pixels!r}.")
+        if isinstance(self.n_noise_levels, bool) or not isinstance(self.n_noise_levels, int) \
+                or self.n_noise_levels < 2:
+            raise ValueError(f"'n_noise_levels' must be an int >= 2; got {self.n_noise_levels!r}.")
+        if self.n_train is not None and (isinstance(self.n_train, bool) or not isinstance(self.n_train, int)
+                                         or self.n_train < 20):
+            raise ValueError(f"'n_train' must be None or an int >= 20; got {self.n_train!r}.")
+        if not _number(self.label_noise) or not 0.0 <= self.label_noise < 0.9:
+            raise ValueError(f"'label_noise' must be in [0, 0.9); got {self.label_noise!r}.")
+        if not _number(self.train_fraction) or not 0.1 <= self.train_fraction <= 0.9:
+            raise ValueError(f"'train_fraction' must be in [0.1, 0.9]; got {self.train_fraction!r}.")
+        if self.n_train is not None and self.n_train > round(1797 * self.train_fraction):
+            raise ValueError(f"'n_train' = {self.n_train} exceeds the training pool "
+                             f"({round(1797 * self.train_fraction)} digits at train_fraction={self.train_fraction}).")
+        for k in ("lr", "lagrangian_beta", "prior_std", "lagrangian_lr", "init_std", "noise_std"):
+            v = getattr(self, k)
+            if not _number(v) or not 0 < v < float("inf"):
+                raise ValueError(f"'{k}' must be a finite float > 0; got {v!r}.")
+        if not _number(self.momentum) or not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"'momentum' must be in [0, 1); got {self.momentum!r}.")
+        if not _number(self.weight_decay) or not 0.0 <= self.weight_decay < float("inf"):
+            raise ValueError(f"'weight_decay' must be a finite float >= 0; got {self.weight_decay!r}.")
+        if not _number(self.converge_window) or not 0.0 < self.converge_window <= 0.5:
+            raise ValueError(f"'converge_window' must be in (0, 0.5]; got {self.converge_window!r}.")
+        if int(self.converge_window * self.lagrangian_steps) < 1:
+            raise ValueError(f"'converge_window' * 'lagrangian_steps' must be >= 1 step; got "
+                             f"{self.converge_window} * {self.lagrangian_steps}.")
+        if not _number(self.converge_tol) or not 0.0 < self.converge_tol < float("inf"):
+            raise ValueError(f"'converge_tol' must be a finite float > 0; got {self.converge_tol!r}.")
+        if isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) or self.torch_threads < 0:
+            raise ValueError(f"'torch_threads' must be an int >= 0; got {self.torch_threads!r}.")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "test": {"width": 16, "epochs": 2, "n_train": 200, "lagrangian_steps": 40, "batch_size": 50},
+    "demo": {"nuisance": "shift"},
+}
+
+
+def _config(config: Any) -> Config:
+    if isinstance(config, Config):
+        cfg = config
+    elif isinstance(config, dict):
+        unknown = set(config) - {f.name for f in dataclasses.fields(Config)}
+        if unknown:
+            raise ValueError(f"Unknown lagrangian config keys: {sorted(unknown)}.")
+        cfg = Config(**config)
+    else:
+        raise TypeError(f"'config' must be a lagrangian Config or a dict; got {type(config).__name__}.")
+    cfg.validate()
+    return cfg
+
+
+def shift_images(x: np.ndarray, classes: np.ndarray, pixels: int) -> np.ndarray:
+    """Move each 8x8 image (rows of ``x``, (n, 64)) by ``pixels`` with zero fill:
+    class 0 none, 1 right, 2 left, 3 down, 4 up."""
+    img = np.asarray(x).reshape(-1, 8, 8)
+    out = np.zeros_like(img)
+    p = int(pixels)
+    moves = {0: (slice(None), slice(None), slice(None), slice(None)),
+             1: (slice(None), slice(p, None), slice(None), slice(None, -p)),
+             2: (slice(None), slice(None, -p), slice(None), slice(p, None)),
+             3: (slice(p, None), slice(None), slice(None, -p), slice(None)),
+             4: (slice(None, -p), slice(None), slice(p, None), slice(None))}
+    for c, (dr, dc, sr, sc) in moves.items():
+        idx = np.flatnonzero(classes == c)
+        out[idx, dr, dc] = img[idx, sr, sc]
+    return out.reshape(-1, 64)
+
+
+def add_nuisance(x: np.ndarray, cfg: Config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The images with their nuisance and the nuisance classes (int64; zeros for 'none')."""
+    rng = np.random.default_rng(seed)
+    if cfg.nuisance == "none":
+        return x, np.zeros(len(x), dtype=np.int64)
+    if cfg.nuisance == "shift":
+        c = rng.integers(0, 5, size=len(x))
+        return shift_images(x, c, cfg.shift_pixels).astype(np.float32), c.astype(np.int64)
+    c = rng.integers(0, cfg.n_noise_levels, size=len(x))
+    noisy = x + (c * cfg.noise_std)[:, None] * rng.standard_normal(x.shape)
+    return noisy.astype(np.float32), c.astype(np.int64)
+
+
+def _load(cfg: Config, seed: int) -> dict[str, np.ndarray]:
+    from ..data import add_label_noise, load_digits_dataset, train_test_split
+
+    x, y = load_digits_dataset()
+    sp = train_test_split(len(y), train_fraction=cfg.train_fraction, seed=seed, stratify=y)
+    xp, yp, xt, yt = x[sp.train], y[sp.train], x[sp.test], y[sp.test]
+    if cfg.n_train is not None and cfg.n_train < len(yp):
+        sub = train_test_split(len(yp), train_fraction=cfg.n_train / len(yp), seed=seed + 1, stratify=yp)
+        xp, yp = xp[sub.train], yp[sub.train]
+    if cfg.label_noise > 0:
+        yp = add_label_noise(yp, cfg.label_noise, n_classes=10, seed=seed + 2)
+    xp, cp = add_nuisance(xp, cfg, seed + 3)
+    xt, ct = add_nuisance(xt, cfg, seed + 4)
+    return {"x_train": xp, "y_train": yp, "c_train": cp, "x_test": xt, "y_test": yt, "c_test": ct}
+
+
+def _model(cfg: Config, seed: int) -> nn.Module:
+    from ..models import MLP
+
+    init = "xavier" if cfg.activation in ("tanh", "sigmoid", "linear") else "he"
+    return MLP(64, (cfg.width,) * cfg.depth, 10, activation=cfg.activation, init=init, seed=seed)
+
+
+def fit_converged(kl: np.ndarray, window: float, tol: float) -> tuple[bool, float]:
+    """(converged, relative change): mean KL of the last ``window`` fraction of the steps vs the window before."""
+    kl = np.asarray(kl, dtype=float)
+    w = max(1, int(window * kl.size))
+    if kl.size < 2 * w:
+        return False, float("nan")
+    last, before = kl[-w:].mean(), kl[-2 * w:-w].mean()
+    change = abs(last - before) / max(abs(last), 1e-12)
+    return bool(change <= tol), float(change)
+
+
+def _hash(cfg: Config) -> str:
+    return config_hash({k: v for k, v in dataclasses.asdict(cfg).items() if k != "torch_threads"})
+
+
+def run_seed(config: Any, seed: int, out_dir: Any, *, progress: bool = False) -> pd.DataFrame:
+    """Train one seed, fit the Lagrangian's weight noise, measure; resumable from ``out_dir``."""
+    cfg = _config(config)
+    before = torch.get_num_threads()
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    try:
+        return _run_seed(cfg, int(seed), Path(out_dir), progress=progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _loss_and_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        return float(nn.functional.cross_entropy(out, y)), float((out.argmax(1) == y).double().mean())
+
+
+def _hidden(model: nn.Module, x: torch.Tensor, layer: str) -> np.ndarray:
+    got: list[torch.Tensor] = []
+    h = getattr(model, layer).register_forward_hook(lambda m, a, o: got.append(o.detach()))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    return got[0].double().numpy()
+
+
+def nuisance_information(t: np.ndarray, c: np.ndarray, k: int = 3, seed: int = 0) -> float:
+    """I(T; C) in bits for continuous T (n, d) and discrete C (Ross's kNN estimator, ``ksg``).
+
+    Zero-variance columns of T (dead units) are dropped; with none left the
+    answer is 0 bits (a constant carries no information)."""
+    from ..estimators import get
+
+    t = np.asarray(t, dtype=float)
+    keep = t.std(axis=0) > 1e-12
+    if not keep.any():
+        return 0.0
+    est = get("ksg", k=k, noise=1e-6, seed=seed)
+    return float(est.estimate(t[:, keep], np.asarray(c), discrete_y=True))
+
+
+def lagrangian_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Config,
+                   seed: int) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Fit the information Lagrangian's noise on (x, y): (result, KL per step in bits, loss per step in nats).
+
+    The loss of each Adam step is recorded through the loss function that
+    :func:`ibscope.weights.information_lagrangian` calls (once per step), and
+    the step's KL is its objective minus that loss, over beta (the KL at the
+    log-variances before the step's update).
+    """
+    from ..weights import information_lagrangian
+
+    cfg = _config(cfg)
+    losses: list[float] = []
+    ce = nn.CrossEntropyLoss(reduction="none")
+
+    def loss_fn(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        per = ce(outputs, target)
+        losses.append(float(per.detach().mean()))
+        return per
+
+    bs = cfg.lagrangian_batch_size
+    data = [(x[i:i + bs], y[i:i + bs]) for i in range(0, x.shape[0], bs)]
+    res = information_lagrangian(model, loss_fn, data, cfg.lagrangian_beta, prior_std=cfg.prior_std,
+                                 steps=cfg.lagrangian_steps, lr=cfg.lagrangian_lr, init_std=cfg.init_std,
+                                 seed=seed, unit="bits")
+    obj = np.asarray(res.history, dtype=float)
+    loss = np.asarray(losses, dtype=float)
+    if loss.size != obj.size:  # information_lagrangian calls the loss once per step (n_mc = 1)
+        raise RuntimeError(f"The noise fit called the loss {loss.size} times in {obj.size} steps.")
+    return res, (obj - loss) / cfg.lagrangian_beta / np.log(2.0), loss
+
+
+def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFrame:
+    out.mkdir(parents=True, exist_ok=True)
+    final_path = out / f"lagrangian_seed{seed}.parquet"
+    chash = _hash(cfg)
+    if final_path.exists():
+        df = pd.read_parquet(final_path)
+        if len(df) and str(df["config_hash"].iloc[0]) == chash:
+            return df
+        raise ValueError(f"'{final_path}' belongs to another configuration; delete it or use another out_dir.")
+    torch.manual_seed(seed)
+    d = _load(cfg, seed)
+    x, y = torch.as_tensor(d["x_train"]), torch.as_tensor(d["y_train"])
+    xt, yt = torch.as_tensor(d["x_test"]), torch.as_tensor(d["y_test"])
+    model = _model(cfg, seed)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    fit(model, nn.CrossEntropyLoss(), (x, y), opt, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
+        checkpoint_dir=out / f"lagrangian_seed{seed}.ckpt", checkpoint_every=max(1, cfg.epochs // 4),
+        progress=progress, desc=f"lagrangian seed {seed}")
+    settings = {k: getattr(cfg, k) for k in SETTINGS}
+    settings["n_train"] = int(x.shape[0])
+
+    def row(step: int, layer: str, quantity: str, value: float, unit: str, method: str) -> dict[str, Any]:
+        return {"seed": seed, "step": int(step), "layer": layer, "quantity": quantity, "value": float(value),
+                "unit": unit, "method": method, **settings, "config_hash": chash}
+
+    res, kl_bits, loss = lagrangian_fit(model, x, y, cfg, seed)
+    rows = []
+    for s in range(kl_bits.size):
+        rows.append(row(s, "total", "lagrangian_kl", kl_bits[s], "bits", "fit"))
+        rows.append(row(s, "total", "lagrangian_loss", loss[s], "nats", "fit"))
+    converged, change = fit_converged(kl_bits, cfg.converge_window, cfg.converge_tol)
+    last = kl_bits.size
+    rows.append(row(last, "total", "info_weights", res.total, res.unit, "final"))
+    for layer, v in res.per_layer.items():
+        rows.append(row(last, layer, "info_weights", v, res.unit, "final"))
+    rows.append(row(last, "total", "expected_loss", res.expected_loss, "nats", "final"))
+    rows.append(row(last, "total", "lagrangian_converged", float(converged), "bool", "final"))
+    rows.append(row(last, "total", "lagrangian_kl_change", change, "fraction", "final"))
+    tr_loss, tr_acc = _loss_and_acc(model, x, y)
+    te_loss, te_acc = _loss_and_acc(model, xt, yt)
+    for q, v, u in (("train_acc", tr_acc, "fraction"), ("test_acc", te_acc, "fraction"),
+                    ("gap", tr_acc - te_acc, "fraction"), ("train_loss", tr_loss, "nats"),
+                    ("test_loss", te_loss, "nats"), ("loss_gap", te_loss - tr_loss, "nats")):
+        rows.append(row(last, "total", q, v, u, "final"))
+    if cfg.nuisance != "none":
+        layer = f"hidden{cfg.depth}"
+        t = _hidden(model, xt, layer)
+        rows.append(row(last, layer, "i_t_nuisance", nuisance_information(t, d["c_test"], cfg.mi_k, seed),
+                        "bits", "final"))
+    df = pd.DataFrame(rows)
+    atomic_write_parquet(final_path, df)
+    return df
+
+
+def _varied(results: pd.DataFrame) -> list[str]:
+    return [k for k in SETTINGS if k in results and results[k].nunique() > 1]
+
+
+def _final_wide(results: pd.DataFrame) -> pd.DataFrame:
+    fin = results[(results.method == "final") & (results.layer.isin(["total"]) | (results.quantity == "i_t_nuisance"))]
+    keys = [k for k in SETTINGS if k in fin]
+    return fin.pivot_table(index=[*keys, "seed"], columns="quantity", values="value").reset_index()
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Per setting: mean over seeds of the information in the weights, gap, accuracies,
+    I(T; nuisance), and how many seeds' noise fits converged."""
+    wide = _final_wide(results)
+    keys = [k for k in SETTINGS if k in wide]
+    agg = wide.groupby(keys, dropna=False).mean(numeric_only=True).drop(columns="seed")
+    agg["n_seeds"] = wide.groupby(keys, dropna=False).size()
+    agg["n_converged"] = wide.groupby(keys, dropna=False)["lagrangian_converged"].sum()
+    return agg.drop(columns=["lagrangian_converged"]).reset_index()
+
+
+def plot(results: pd.DataFrame, out_dir: Any) -> list[Path]:
+    """The noise fit (KL and loss per step, non-converged fits dashed), and the information in
+    the weights against the generalization gap and against I(T; nuisance)."""
+    from scipy import stats
+
+    from ..plots import pyplot, save_figure
+
+    plt = pyplot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    varied = _varied(results) or ["width"]
+    wide = _final_wide(results)
+    conv = {tuple(r[[*varied, "seed"]]): bool(r.lagrangian_converged) for _, r in wide.iterrows()}
+    paths = []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fitrows = results[results.method == "fit"]
+    colors = {}
+    for key, g in fitrows.groupby([*varied, "seed"]):
+        label = ",".join(str(k) for k in key[:-1])
+        first = label not in colors
+        color = colors.setdefault(label, f"C{len(colors) % 10}")
+        ls = "-" if conv.get(tuple(key), True) else "--"
+        for ax, q in zip(axes, ("lagrangian_kl", "lagrangian_loss"), strict=True):
+            s = g[g.quantity == q].sort_values("step")
+            ax.plot(s.step, s.value, ls, color=color, lw=0.8, alpha=0.7,
+                    label=label if (first and q == "lagrangian_loss") else None)
+    n_bad = int((~wide.lagrangian_converged.astype(bool)).sum())
+    axes[0].set_ylabel("KL(N(w*, Sigma) || prior) (bits)")
+    axes[1].set_ylabel("E_w[L(w)] (nats per example)")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("noise-fit step")
+    axes[1].legend(fontsize=7, title=",".join(varied), title_fontsize=7, loc="lower right")
+    fig.suptitle(f"Information Lagrangian fits ({n_bad} of {len(wide)} not converged, dashed)", fontsize=10)
+    paths.append(save_figure(fig, out / "lagrangian_fit.png", dpi=120))
+    pairs = [("gap", "generalization gap (train - test accuracy)")]
+    if "i_t_nuisance" in wide:
+        pairs.append(("i_t_nuisance", "I(T; nuisance) (bits)"))
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4), squeeze=False)
+    for ax, (q, label) in zip(axes[0], pairs, strict=True):
+        for i, (key, g) in enumerate(wide.groupby(varied)):
+            ax.scatter(g.info_weights, g[q], s=14, color=f"C{i % 10}",
+                       label=",".join(str(k) for k in (key if isinstance(key, tuple) else (key,))))
+        ok = wide[[q, "info_weights"]].dropna()
+        rho = stats.spearmanr(ok.info_weights, ok[q]).statistic if len(ok) >= 3 else float("nan")
+        ax.set_xlabel("information in the weights (bits)")
+        ax.set_ylabel(label)
+        ax.set_title(f"Spearman rho over runs {rho:.2f} (n={len(ok)})", fontsize=9)
+        ax.legend(fontsize=7, title=",".join(varied), title_fontsize=7)
+    paths.append(save_figure(fig, out / "lagrangian_vs_gap.png", dpi=120))
+    return paths
+
+
+__all__ = ["NAME", "Config", "PROFILES", "run_seed", "plot", "summarize", "add_nuisance", "shift_images",
+           "fit_converged", "lagrangian_fit", "nuisance_information"]
