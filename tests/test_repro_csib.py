@@ -88,10 +88,10 @@ def test_quantity_difference_every_holds_only_when_every_group_holds():
     assert bad.details["worst_group"] == "d2" and 0.9 < bad.estimate < 1.1
     assert bad.details["groups"]["d1"]["high"] < 0
     assert decide(bad.estimate, bad.low, bad.high, rule, n=bad.n, interval=bad.interval).verdict == NOT_REPRODUCED
-    # the plain pooled difference would have said 0 on average
-    pooled = compute_statistic("quantity_difference", {"r": _table({"d2": 2.0})},
-                               {k: v for k, v in PARAMS.items() if k != "by"}, 0.95)
-    assert abs(pooled.estimate) < 0.2
+    # the plain paired difference does not pool the data sets silently (it would say 0 on average)
+    with pytest.raises(ValueError, match="several rows per seed"):
+        compute_statistic("quantity_difference", {"r": _table({"d2": 2.0})},
+                          {k: v for k, v in PARAMS.items() if k not in ("by", "worst")}, 0.95)
 
 
 def test_quantity_difference_every_errors():

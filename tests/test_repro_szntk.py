@@ -1,4 +1,4 @@
-"""The statistics of the Shwartz-Ziv claims (trajectory_excursion, paired_quantity_difference) on
+"""The statistics of the Shwartz-Ziv claims (trajectory_excursion, quantity_difference across runs) on
 constructed tables whose answers are known, and the claims' runs at the tiny profile."""
 
 from __future__ import annotations
@@ -74,13 +74,13 @@ def _accuracies(method: str, values: list[float]) -> pd.DataFrame:
                          "value": values, "unit": "fraction", "task_id": [f"{method}{s}" for s in range(len(values))]})
 
 
-def test_paired_quantity_difference_across_runs_pairs_by_seed():
+def test_quantity_difference_across_runs_pairs_by_seed():
     a = [0.90, 0.95, 0.80, 0.85]
     diff = [0.01, 0.03, -0.01, 0.02]
     # run 'smoothed' lists the seeds in another order: the pairing must follow the seed, not the row order
     b_rows = _accuracies("vib", [x - dx for x, dx in zip(a, diff, strict=True)]).iloc[::-1]
     runs = {"arms": pd.concat([_accuracies("dual_ib", a), _accuracies("vib", [0.0] * 4)]), "smoothed": b_rows}
-    st = compute_statistic("paired_quantity_difference", runs,
+    st = compute_statistic("quantity_difference", runs,
                            {"quantity": "test_accuracy", "a": {"run": "arms", "where": {"method": "dual_ib"}},
                             "b": {"run": "smoothed", "where": {"method": "vib"}}}, 0.95)
     m, s = np.mean(diff), np.std(diff, ddof=1)
@@ -89,10 +89,10 @@ def test_paired_quantity_difference_across_runs_pairs_by_seed():
     assert (st.estimate, st.low, st.high) == pytest.approx((m, m - half, m + half))
     # an unpaired (Welch) reading would be far wider: a's spread is 0.06, the differences' 0.017
     with pytest.raises(ValueError, match="several rows per seed"):
-        compute_statistic("paired_quantity_difference", runs,
+        compute_statistic("quantity_difference", runs,
                           {"quantity": "test_accuracy", "a": {"run": "arms"}, "b": {"run": "smoothed"}}, 0.95)
     with pytest.raises(ValueError, match="runs are"):
-        compute_statistic("paired_quantity_difference", runs,
+        compute_statistic("quantity_difference", runs,
                           {"quantity": "test_accuracy", "a": {"run": "nope"}, "b": {"run": "smoothed"}}, 0.95)
 
 

@@ -186,23 +186,48 @@ def _compression_gap_spearman(runs, *, run: str | list[str], estimator: str, lay
 
 
 def _per_seed_quantity(df: pd.DataFrame, quantity: str, where: Mapping[str, Any] | None, run: str) -> pd.Series:
+    """One value of ``quantity`` per seed (the last tracked one); several rows of one seed are an error."""
     sub = _where(df[df["quantity"] == quantity], where, run)
     if sub.empty:
         raise ValueError(f"No rows of quantity {quantity!r} in run {run!r}.")
     if "epoch" in sub.columns:  # the last tracked value of each seed
         sub = sub.sort_values("epoch").groupby("seed").tail(1)
-    return sub.groupby("seed")["value"].mean()
+    if sub.duplicated("seed").any():
+        raise ValueError(f"Run {run!r} has several rows per seed of {quantity!r} with {dict(where or {})}: "
+                         "narrow its 'where' (e.g. to one grid point or method).")
+    return sub.set_index("seed")["value"].astype(float)
 
 
-def _quantity_difference(runs, *, run: str, quantity: str, a: Mapping[str, Any], b: Mapping[str, Any],
-                         level: float = 0.95) -> Statistic:
-    """Paired by seed: quantity under ``a`` minus under ``b`` (Student t over seeds)."""
-    df = _run(runs, run)
-    qa, qb = _per_seed_quantity(df, quantity, a, run), _per_seed_quantity(df, quantity, b, run)
-    both = pd.concat({"a": qa, "b": qb}, axis=1).dropna()
+def _arm(arm: Any, run: Any, label: str) -> tuple[str, Mapping[str, Any] | None]:
+    """(run, where) of an arm: a ``where`` mapping of ``run``, or ``{run: ..., where: ...}`` naming its own run."""
+    if arm is not None and not isinstance(arm, Mapping):
+        raise ValueError(f"Arm {label!r} must be a mapping (a 'where', or 'run' and 'where'); got {arm!r}.")
+    if arm and set(arm) <= {"run", "where"}:
+        run, arm = arm.get("run", run), arm.get("where")
+    if run is None:
+        raise ValueError(f"Arm {label!r} names no run: give 'run' in the arm or as a parameter.")
+    return run, arm
+
+
+def _quantity_difference(runs, *, quantity: str, a: Mapping[str, Any], b: Mapping[str, Any],
+                         run: str | None = None, level: float = 0.95) -> Statistic:
+    """Paired by seed: quantity under ``a`` minus under ``b`` (Student t over seeds).
+
+    An arm is a ``where`` mapping of the run ``run`` (e.g. ``{method: pib}``),
+    or ``{run: name, where: {...}}`` naming its own run, so the arms may come
+    from two runs of the claim (paired by seed: the same seed means the same
+    initialization and data order in both).
+    """
+    vals, unit = {}, ""
+    for label, arm in (("a", a), ("b", b)):
+        name, where = _arm(arm, run, label)
+        df = _run(runs, name)
+        vals[label] = _per_seed_quantity(df, quantity, where, name)
+        if not unit and "unit" in df.columns:
+            unit = str(df.loc[df["quantity"] == quantity, "unit"].iloc[0])
+    both = pd.concat(vals, axis=1).dropna()
     both["value"] = both["a"] - both["b"]
-    m, lo, hi, n = t_interval(both["value"], level)
-    unit = str(df.loc[df["quantity"] == quantity, "unit"].iloc[0]) if "unit" in df.columns else ""
+    m, lo, hi, n = t_interval(both["value"].to_numpy(float), level)
     return Statistic(m, lo, hi, n, "Student t over seeds (paired)", unit, both.reset_index())
 
 
@@ -368,26 +393,6 @@ def _trajectory_excursion(runs, *, quantity: str, a: Mapping[str, Any], b: Mappi
         kind = "Student t over seeds"
     m, lo, hi, n = t_interval(per["value"].to_numpy(float), level)
     return Statistic(m, lo, hi, n, kind, _unit_of(rows_a), per.reset_index(), {"along": along, "extreme": extreme})
-
-
-def _paired_quantity_difference(runs, *, quantity: str, a: Mapping[str, Any], b: Mapping[str, Any],
-                                run: str | None = None, level: float = 0.95) -> Statistic:
-    """A quantity under arm ``a`` minus under arm ``b``, paired by seed; each arm names its own ``run`` (so
-    the arms may come from different runs of the claim) and ``where``. Student t over seeds."""
-    vals, unit = {}, ""
-    for label, arm in (("a", a), ("b", b)):
-        rows, name = _arm_rows(runs, arm, quantity, run, label)
-        unit = unit or _unit_of(rows)
-        if "epoch" in rows.columns:
-            rows = rows.sort_values("epoch").groupby("seed").tail(1)
-        if rows.duplicated("seed").any():
-            raise ValueError(f"Arm {label!r} (run {name!r}) has several rows per seed of {quantity!r}: "
-                             f"narrow its 'where'.")
-        vals[label] = rows.set_index("seed")["value"].astype(float)
-    both = pd.concat(vals, axis=1).dropna()
-    both["value"] = both["a"] - both["b"]
-    m, lo, hi, n = t_interval(both["value"].to_numpy(float), level)
-    return Statistic(m, lo, hi, n, "Student t over seeds (paired)", unit, both.reset_index())
 
 
 # --- grouped paired differences (CS-IB regression, Yu et al. 2024) ---
@@ -713,7 +718,6 @@ STATISTICS: dict[str, Callable[..., Statistic]] = {
     "late_compression_every": _late_compression_every,
     "late_compression_range": _late_compression_range,
     "trajectory_excursion": _trajectory_excursion,
-    "paired_quantity_difference": _paired_quantity_difference,
     "quantity_difference_every": _quantity_difference_every,
     "quantity_spearman": _quantity_spearman,
     "interior_peak": _interior_peak,
