@@ -188,8 +188,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
         For an experiment that offers ``run_seeds`` (tishby: the seeds as one
         :class:`~ibscope.models.BatchedMLP`), the unfinished seeds of each
         grid point run as one task through it, split into enough batches to
-        keep every worker busy (a grid point with fewer points than workers is
-        split over several workers). Each seed's rows land in its own task
+        keep every worker busy (when the sweep has fewer grid points than
+        workers, each point's seeds are split over several batches). Each seed's rows land in its own task
         directory as with one-seed tasks, so results, resuming and adding
         seeds are unchanged; a batch that fails is retried seed by seed.
         Ignored with ``results='driver'``. False: one task per seed.
