@@ -17,7 +17,7 @@ def test_ib_compare_all_methods_tiny(tmp_path):
     acc = res[res["quantity"] == "test_accuracy"]
     assert ((acc["value"] >= 0) & (acc["value"] <= 1)).all() and (acc["unit"] == "fraction").all()
     iiw = res[res["quantity"] == "iiw"]
-    assert len(iiw) == 5 and (iiw["unit"] == "bits").all() and (iiw["value"] >= 0).all()
+    assert len(iiw) == len(ibc.METHODS) and (iiw["unit"] == "bits").all() and (iiw["value"] >= 0).all()
     assert res["unit"].notna().all()
     # resume: a second call reads the stored rows
     again = ibc.run_seed(ibc.Config(method="vanilla", **ibc.PROFILES["test"]), 0, tmp_path)
