@@ -48,6 +48,7 @@ import importlib
 import importlib.util
 import re
 from types import ModuleType
+from typing import Any
 
 # name -> module (relative to this package)
 _REGISTRY: dict[str, str] = {
@@ -94,6 +95,29 @@ def allow_module(name: str) -> None:
         raise ValueError(f"'allow_module' must be a dotted module path such as 'mypkg.my_experiment', got {name!r}.")
     if name not in _REGISTRY:
         _ALLOWED.add(name)
+
+
+def as_config(config: Any, config_class: type, experiment: str) -> Any:
+    """``config`` as a validated ``config_class``: an instance as is, or a dict of its fields.
+
+    The one coercion of ``run_seed``'s ``config`` argument for experiments
+    that also take a plain dict; an unknown key or another type is refused
+    naming ``experiment``.
+    """
+    import dataclasses
+
+    if isinstance(config, config_class):
+        cfg = config
+    elif isinstance(config, dict):
+        unknown = set(config) - {f.name for f in dataclasses.fields(config_class)}
+        if unknown:
+            raise ValueError(f"Unknown {experiment} config keys: {sorted(unknown)}.")
+        cfg = config_class(**config)
+    else:
+        article = "an" if experiment[:1] in "aeiou" else "a"
+        raise TypeError(f"'config' must be {article} {experiment} Config or a dict; got {type(config).__name__}.")
+    cfg.validate()
+    return cfg
 
 
 def is_allowed(name: str) -> bool:

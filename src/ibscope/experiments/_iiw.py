@@ -53,6 +53,7 @@ from torch import nn
 
 from ..store import atomic_write_parquet, config_hash
 from ..training import Callback, TrainState, fit
+from . import as_config
 
 NAME = "iiw"
 
@@ -124,17 +125,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def _config(config: Any) -> Config:
-    if isinstance(config, Config):
-        cfg = config
-    elif isinstance(config, dict):
-        unknown = set(config) - {f.name for f in dataclasses.fields(Config)}
-        if unknown:
-            raise ValueError(f"Unknown iiw config keys: {sorted(unknown)}.")
-        cfg = Config(**config)
-    else:
-        raise TypeError(f"'config' must be an iiw Config or a dict; got {type(config).__name__}.")
-    cfg.validate()
-    return cfg
+    return as_config(config, Config, "iiw")
 
 
 def _load(cfg: Config, seed: int) -> dict[str, np.ndarray]:

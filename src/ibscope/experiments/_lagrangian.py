@@ -70,6 +70,7 @@ from torch import nn
 
 from ..store import atomic_write_parquet, config_hash
 from ..training import fit
+from . import as_config
 
 NAME = "lagrangian"
 
@@ -163,17 +164,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def _config(config: Any) -> Config:
-    if isinstance(config, Config):
-        cfg = config
-    elif isinstance(config, dict):
-        unknown = set(config) - {f.name for f in dataclasses.fields(Config)}
-        if unknown:
-            raise ValueError(f"Unknown lagrangian config keys: {sorted(unknown)}.")
-        cfg = Config(**config)
-    else:
-        raise TypeError(f"'config' must be a lagrangian Config or a dict; got {type(config).__name__}.")
-    cfg.validate()
-    return cfg
+    return as_config(config, Config, "lagrangian")
 
 
 def shift_images(x: np.ndarray, classes: np.ndarray, pixels: int) -> np.ndarray:
