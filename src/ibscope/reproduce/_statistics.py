@@ -80,6 +80,23 @@ def _replicates(df: pd.DataFrame) -> list[str]:
     return ["task_id", "seed"] if "task_id" in df.columns else ["seed"]
 
 
+def layer_trajectories(df: pd.DataFrame, *, estimator: str, layer: str, group: list[str] | None = None):
+    """One estimator's rows of one layer (``last_hidden`` allowed), by epoch, split per run.
+
+    Yields ``(layer name, row keys, trajectory)``: the keys are a dict of the
+    ``group`` columns (default: the replicate columns) of one run, the
+    trajectory its rows sorted by epoch.
+    """
+    sub = df[df["estimator"] == estimator]
+    if sub.empty:
+        raise ValueError(f"No rows of estimator {estimator!r} (estimators: {sorted(df['estimator'].unique())}).")
+    name = _layer(sub, layer)
+    sub = sub[sub["layer"] == name].sort_values("epoch")
+    keys = list(group or _replicates(df))
+    for key, g in sub.groupby(keys, sort=True):
+        yield name, dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)), g
+
+
 def late_compression_per_run(df: pd.DataFrame, *, estimator: str, layer: str, from_epoch: int = 0,
                              group: list[str] | None = None) -> pd.DataFrame:
     """Per run: max over epochs >= ``from_epoch`` of I(X;T), minus I(X;T) at the last epoch.
@@ -89,19 +106,12 @@ def late_compression_per_run(df: pd.DataFrame, *, estimator: str, layer: str, fr
     never fell. Also returns the final train/test accuracy and loss where the
     table has them.
     """
-    sub = df[df["estimator"] == estimator]
-    if sub.empty:
-        raise ValueError(f"No rows of estimator {estimator!r} (estimators: {sorted(df['estimator'].unique())}).")
-    name = _layer(sub, layer)
-    sub = sub[sub["layer"] == name].sort_values("epoch")
-    keys = list(group or _replicates(df))
     rows = []
-    for key, g in sub.groupby(keys, sort=True):
+    for name, row, g in layer_trajectories(df, estimator=estimator, layer=layer, group=group):
         late = g[g["epoch"] >= from_epoch]
         if late.empty:
             raise ValueError(f"No snapshot at or after epoch {from_epoch} (last epoch {int(g['epoch'].max())}).")
         last = g.iloc[-1]
-        row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
         row.update({"layer": name, "peak_i_xt": float(late["i_xt"].max()), "final_i_xt": float(last["i_xt"]),
                     "final_epoch": int(last["epoch"])})
         row["value"] = row["peak_i_xt"] - row["final_i_xt"]
@@ -677,18 +687,11 @@ def rise_per_run(df: pd.DataFrame, *, estimator: str, layer: str, column: str = 
     """
     if to not in ("last", "peak"):
         raise ValueError(f"'to' must be 'last' or 'peak', got {to!r}.")
-    sub = df[df["estimator"] == estimator]
-    if sub.empty:
-        raise ValueError(f"No rows of estimator {estimator!r} (estimators: {sorted(df['estimator'].unique())}).")
-    if column not in sub.columns:
+    if column not in df.columns:
         raise ValueError(f"The results have no column {column!r}.")
-    name = _layer(sub, layer)
-    sub = sub[sub["layer"] == name].sort_values("epoch")
-    keys = list(group or _replicates(df))
     rows = []
-    for key, g in sub.groupby(keys, sort=True):
+    for name, row, g in layer_trajectories(df, estimator=estimator, layer=layer, group=group):
         first = g.iloc[0]
-        row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
         row.update({"layer": name, "first_epoch": int(first["epoch"]), "first": float(first[column]),
                     "peak": float(g[column].max()), "peak_epoch": int(g.loc[g[column].idxmax(), "epoch"])})
         row.update({"last_epoch": int(g["epoch"].iloc[-1]), "last": float(g[column].iloc[-1])})
