@@ -25,6 +25,16 @@ def shared_data() -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: tiny networks, and references computed on one thread (a
+    reduction's split can move the last bits)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
 

@@ -89,15 +89,6 @@ def _values(experiment: str, items: list[tuple[str, float]]) -> pd.DataFrame:
 CASES = {"tishby": _tishby, "ib_compare": _ib_compare, "csib_regression": _csib, "ntk": _ntk}
 
 
-@pytest.fixture
-def one_thread():
-    """The reference was computed with one intra-op thread (a reduction's split can move the last bits)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("experiment", list(CASES))
 def test_results_unchanged_by_the_port_to_fit(experiment, tmp_path, one_thread):
     ref = pd.read_csv(REFERENCE, comment="#")

@@ -105,17 +105,6 @@ def test_quantity_difference_every_errors():
 
 
 # ---------------------------------------------------------------- the experiment
-@pytest.fixture
-def one_thread():
-    """Tiny networks: one intra-op thread (two threads on a loaded machine only add overhead)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_config_validation_names_the_setting():
     for bad, match in [({"method": "nib"}, "method"), ({"dataset": "linnerud"}, "dataset"),
                        ({"vib_beta": -1.0}, "vib_beta"), ({"vib_beta": True}, "vib_beta"),
