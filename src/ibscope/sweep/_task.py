@@ -178,7 +178,7 @@ def _execute_batch(spec: dict[str, Any]) -> dict[str, Any]:
     """
     import contextlib
 
-    from ..experiments.runner import load_experiment, seed_result_done, write_seed_result
+    from ..experiments.runner import seed_result_done, write_seed_result
     from ..store import DirectoryLock
 
     t0 = time.perf_counter()
@@ -191,16 +191,17 @@ def _execute_batch(spec: dict[str, Any]) -> dict[str, Any]:
                 stack.enter_context(DirectoryLock(Path(t["task_dir"]), what="task", blocking=True))
             todo = [t for t in tasks if not seed_result_done(
                 Path(t["task_dir"]), expect={"config_hash": t["config_hash"], "task_id": t["task_id"]})]
-            mod = load_experiment(tasks[0]["experiment"], allow_module=tasks[0].get("allow_module"))
             rows = 0
-            if len(todo) > 1 and callable(getattr(mod, "run_seeds", None)):
+            mod = config = None
+            if len(todo) > 1:
                 first = todo[0]
                 if any(t["config_hash"] != first["config_hash"] or t["overrides"] != first["overrides"]
                        for t in todo):
                     raise ValueError("A batch must hold the seeds of one grid point (one config hash).")
                 mod, config = _resolve(first)
-                frames = _checked(mod.run_seeds(config, [int(t["seed"]) for t in todo], Path(spec["batch_dir"]),
-                                                progress=False), [int(t["seed"]) for t in todo], mod)
+            if mod is not None and callable(getattr(mod, "run_seeds", None)):
+                seeds = [int(t["seed"]) for t in todo]
+                frames = _checked(mod.run_seeds(config, seeds, Path(spec["batch_dir"]), progress=False), seeds, mod)
                 seconds = (time.perf_counter() - t0) / len(todo)
                 for t in todo:
                     task_dir = Path(t["task_dir"])
