@@ -27,7 +27,7 @@ import numpy as np
 
 from .._units import from_nats
 from .._validation import BOOLEAN, NONE, Interval, Options, check_array, discrete_symbols
-from ._discrete import CORRECTIONS, discrete_mi, entropy_of_symbols, resolve_correction
+from ._discrete import CORRECTIONS, discrete_mi, entropy_from_counts, entropy_of_symbols, resolve_correction
 from .base import BaseMIEstimator
 
 __all__ = ["Binning", "AdaptiveBinning", "fixed_bin_codes", "adaptive_bin_codes"]
@@ -124,13 +124,16 @@ def _plane_from_codes(
     codes: np.ndarray, y: np.ndarray, x: np.ndarray | None, correction: str
 ) -> tuple[float, float]:
     """(I(X;T), I(T;Y)) in nats from quantized layer codes, entropies with ``correction``."""
-    ids, _ = discrete_symbols(codes)
-    if x is None:
-        i_xt = entropy_of_symbols(ids, correction=correction)
-    else:
-        i_xt = discrete_mi(x, ids, correction=correction)
-    i_ty = discrete_mi(ids, y, correction=correction)
-    return i_xt, i_ty
+    ids, m = discrete_symbols(codes)
+    h_t = entropy_of_symbols(ids, correction=correction)
+    i_xt = h_t if x is None else discrete_mi(x, ids, correction=correction)
+    # I(T;Y) = H(T) + H(Y) - H(T,Y) from the compact ids: the joint symbol ids * m_y + y_id is
+    # already dense, so its histogram is one bincount (its non-empty cells in the sorted order
+    # discrete_mi's np.unique gives them: the same value, without re-sorting the layer's symbols)
+    iy, my = discrete_symbols(y)
+    h_y = entropy_of_symbols(iy, correction=correction)
+    h_ty = entropy_from_counts(np.bincount(ids * my + iy, minlength=m * my), correction)
+    return i_xt, max(h_t + h_y - h_ty, 0.0)
 
 
 class _BinningBase(BaseMIEstimator):
