@@ -27,7 +27,13 @@ import numpy as np
 
 from .._units import from_nats
 from .._validation import BOOLEAN, NONE, Interval, Options, check_array, discrete_symbols
-from ._discrete import CORRECTIONS, discrete_mi, entropy_from_counts, entropy_of_symbols, resolve_correction
+from ._discrete import (
+    CORRECTIONS,
+    discrete_mi,
+    entropy_from_counts,
+    entropy_of_symbols,
+    resolve_correction,
+)
 from .base import BaseMIEstimator
 
 __all__ = ["Binning", "AdaptiveBinning", "fixed_bin_codes", "adaptive_bin_codes"]
