@@ -272,8 +272,20 @@ def run_seed(config: Any, seed: int, out_dir: Any, *, progress: bool = False) ->
         torch.set_num_threads(before)
 
 
+def run_seeds(config: Any, seeds: list[int], out_dir: Any, *, progress: bool = False) -> dict[int, pd.DataFrame]:
+    """Several seeds trained as one batched network; ``{seed: rows}`` as :func:`run_seed` gives them.
+
+    See :mod:`ibscope.experiments._iiw_batched` (rows equal the one-seed path
+    up to floating-point reassociation; ``out_dir`` holds the batch's
+    checkpoint, so an interrupted batch resumes).
+    """
+    from ._iiw_batched import run_seeds as batched
+
+    return batched(config, seeds, out_dir, progress=progress)
+
+
 def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFrame:
-    from ..weights import detect_phase_transition, iiw, snapshot_parameters
+    from ..weights import iiw, snapshot_parameters
 
     out.mkdir(parents=True, exist_ok=True)
     final_path = out / f"iiw_seed{seed}.parquet"
@@ -289,14 +301,9 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
     sub = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed + 5))[:cfg.iiw_examples]
     iiw_data = [(x[sub][i:i + cfg.iiw_batch_size], y[sub][i:i + cfg.iiw_batch_size])
                 for i in range(0, sub.numel(), cfg.iiw_batch_size)]
-    settings = {k: getattr(cfg, k) for k in SETTINGS}
     loss_fn = nn.CrossEntropyLoss(reduction="none")
     n_train = int(x.shape[0])
-
-    def row(it: int, layer: str, quantity: str, value: float, unit: str, method: str) -> dict[str, Any]:
-        return {"seed": seed, "iteration": it, "epoch": it * cfg.batch_size / n_train, "layer": layer,
-                "quantity": quantity, "value": float(value), "unit": unit, "method": method,
-                **settings, "config_hash": chash}
+    row = _row_maker(cfg, seed, n_train, chash)
 
     def make_prior() -> dict[str, dict[str, torch.Tensor]]:
         """Prior mean per IIW quantity: 'iiw' (the config's prior) and, for prior='both', 'iiw_init'."""
@@ -322,7 +329,29 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
     tracker = _Tracker(evaluate, evals, make_prior, chash)
     _train(model, batches, cfg, callbacks=[tracker], checkpoint_dir=out / f"iiw_seed{seed}.ckpt",
            **({"progress": True, "desc": f"iiw seed {seed}"} if progress else {}))
-    rows = tracker.rows
+    df = final_frame(tracker.rows, list(tracker.prior), row, seed)
+    atomic_write_parquet(final_path, df)
+    return df
+
+
+def _row_maker(cfg: Config, seed: int, n_train: int, chash: str) -> Callable[..., dict[str, Any]]:
+    """``row(iteration, layer, quantity, value, unit, method)`` -> one result row of ``seed``."""
+    settings = {k: getattr(cfg, k) for k in SETTINGS}
+
+    def row(it: int, layer: str, quantity: str, value: float, unit: str, method: str) -> dict[str, Any]:
+        return {"seed": seed, "iteration": it, "epoch": it * cfg.batch_size / n_train, "layer": layer,
+                "quantity": quantity, "value": float(value), "unit": unit, "method": method,
+                **settings, "config_hash": chash}
+
+    return row
+
+
+def final_frame(tracked: list[dict[str, Any]], quantities: list[str], row: Callable[..., dict[str, Any]],
+                seed: int) -> pd.DataFrame:
+    """A seed's tracked rows plus its final rows (final IIW per quantity, accuracies, gap, phase)."""
+    from ..weights import detect_phase_transition
+
+    rows = list(tracked)
     df = pd.DataFrame(rows)
     last = int(df.iteration.max())
 
@@ -330,11 +359,11 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
         return float(df[(df.quantity == q) & (df.iteration == last) & (df.layer == "total")].value.iloc[0])
 
     acc = {q: final(q) for q in ("train_acc", "test_acc")}
-    rows += [row(last, "total", q, final(q), "bits", "final") for q in tracker.prior]
+    rows += [row(last, "total", q, final(q), "bits", "final") for q in quantities]
     rows.append(row(last, "total", "train_acc", acc["train_acc"], "fraction", "final"))
     rows.append(row(last, "total", "test_acc", acc["test_acc"], "fraction", "final"))
     rows.append(row(last, "total", "gap", acc["train_acc"] - acc["test_acc"], "fraction", "final"))
-    for quantity in tracker.prior:
+    for quantity in quantities:
         suffix = quantity[len("iiw"):]  # '' or '_init'
         tot = df[(df.quantity == quantity) & (df.layer == "total")].sort_values("iteration")
         if len(tot) >= 3:
@@ -342,9 +371,7 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
             rows.append(row(last, "total", "phase_epoch" + suffix, ph.epoch if ph.transition else float("nan"),
                             "epoch", "final"))
             rows.append(row(last, "total", "phase_confidence" + suffix, ph.confidence, "fraction", "final"))
-    df = pd.DataFrame(rows)
-    atomic_write_parquet(final_path, df)
-    return df
+    return pd.DataFrame(rows)
 
 
 def _varied(results: pd.DataFrame) -> list[str]:
@@ -417,4 +444,4 @@ def plot(results: pd.DataFrame, out_dir: Any) -> list[Path]:
     return paths
 
 
-__all__ = ["NAME", "Config", "PROFILES", "run_seed", "plot", "summarize", "sweep_points"]
+__all__ = ["NAME", "Config", "PROFILES", "run_seed", "run_seeds", "plot", "summarize", "sweep_points"]
