@@ -247,6 +247,18 @@ def run_seed(config: Any, seed: int, out_dir: Any, *, progress: bool = False) ->
         torch.set_num_threads(before)
 
 
+def run_seeds(config: Any, seeds: list[int], out_dir: Any, *, progress: bool = False) -> dict[int, pd.DataFrame]:
+    """Several seeds trained as one batched network; ``{seed: rows}`` as :func:`run_seed` gives them.
+
+    See :mod:`ibscope.experiments._lagrangian_batched` (rows equal the
+    one-seed path up to floating-point reassociation; ``out_dir`` holds the
+    batch's checkpoint and measured seeds, so an interrupted batch resumes).
+    """
+    from ._lagrangian_batched import run_seeds as batched
+
+    return batched(config, seeds, out_dir, progress=progress)
+
+
 def _loss_and_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     model.eval()
     with torch.no_grad():
@@ -325,12 +337,22 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
     torch.manual_seed(seed)
     d = _load(cfg, seed)
     x, y = torch.as_tensor(d["x_train"]), torch.as_tensor(d["y_train"])
-    xt, yt = torch.as_tensor(d["x_test"]), torch.as_tensor(d["y_test"])
     model = _model(cfg, seed)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     fit(model, nn.CrossEntropyLoss(), (x, y), opt, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
         checkpoint_dir=out / f"lagrangian_seed{seed}.ckpt", checkpoint_every=max(1, cfg.epochs // 4),
         progress=progress, desc=f"lagrangian seed {seed}")
+    df = measure(cfg, seed, model, d)
+    atomic_write_parquet(final_path, df)
+    return df
+
+
+def measure(cfg: Config, seed: int, model: nn.Module, d: dict[str, np.ndarray]) -> pd.DataFrame:
+    """A trained seed's rows: the Lagrangian's noise fit, the information in the weights, the
+    accuracies and gaps, and I(T; nuisance) (``d`` is the seed's ``_load``)."""
+    chash = _hash(cfg)
+    x, y = torch.as_tensor(d["x_train"]), torch.as_tensor(d["y_train"])
+    xt, yt = torch.as_tensor(d["x_test"]), torch.as_tensor(d["y_test"])
     settings = {k: getattr(cfg, k) for k in SETTINGS}
     settings["n_train"] = int(x.shape[0])
 
@@ -362,9 +384,7 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
         t = _hidden(model, xt, layer)
         rows.append(row(last, layer, "i_t_nuisance", nuisance_information(t, d["c_test"], cfg.mi_k, seed),
                         "bits", "final"))
-    df = pd.DataFrame(rows)
-    atomic_write_parquet(final_path, df)
-    return df
+    return pd.DataFrame(rows)
 
 
 def _varied(results: pd.DataFrame) -> list[str]:
@@ -441,5 +461,5 @@ def plot(results: pd.DataFrame, out_dir: Any) -> list[Path]:
     return paths
 
 
-__all__ = ["NAME", "Config", "PROFILES", "run_seed", "plot", "summarize", "add_nuisance", "shift_images",
+__all__ = ["NAME", "Config", "PROFILES", "run_seed", "run_seeds", "plot", "summarize", "add_nuisance", "shift_images",
            "fit_converged", "lagrangian_fit", "nuisance_information"]
