@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run directory (default runs/<experiment>[-<profile>])")
     r.add_argument("--overwrite-config", action="store_true", help="reuse --out even if it holds another config")
     r.add_argument("--no-batch", action="store_true",
-                   help="train the seeds one after another instead of as one batched network (tishby)")
+                   help="train the seeds one after another instead of as one batched network (tishby, iiw, lagrangian)")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--allow-module", metavar="MODULE", help=_ALLOW_HELP)
     r.set_defaults(func=cmd_run)
@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-progress", action="store_true")
     sw.add_argument("--allow-module", metavar="MODULE", help=_ALLOW_HELP)
     sw.add_argument("--no-batch", action="store_true",
-                    help="one task per seed instead of the seeds of a grid point as one batched network (tishby)")
+                    help="one task per seed instead of the seeds of a grid point as one batched network (tishby, iiw, lagrangian)")
     sw.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="rebuild figures and report.html of a directory: a sweep (sweep.json), an "
@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--workers", type=int, help="local processes (default: all cores; 0 = in this process)")
     rr.add_argument("--no-progress", action="store_true")
     rr.add_argument("--no-batch", action="store_true",
-                    help="one task per seed instead of the seeds of a grid point as one batched network (tishby)")
+                    help="one task per seed instead of the seeds of a grid point as one batched network (tishby, iiw, lagrangian)")
     rr.set_defaults(func=cmd_reproduce)
 
     e = sub.add_parser("estimate", help="estimate I(X;Y) from two .npy/.csv/.txt files")

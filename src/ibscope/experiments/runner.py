@@ -178,7 +178,7 @@ def run(experiment: str | ModuleType, *, seeds: Iterable[int], out_dir: str | Pa
     directory is refused with :class:`ibscope.store.DirectoryLocked`.
     ``allow_module`` is the opt-in for a user experiment module (see
     :func:`load_experiment`). With ``batched`` (default) an experiment that
-    offers ``run_seeds(config, seeds, out_dir, *, progress)`` (tishby) trains
+    offers ``run_seeds(config, seeds, out_dir, *, progress)`` (tishby, iiw, lagrangian) trains
     all unfinished seeds as one batched network (``batch_<hash>/`` holds its
     checkpoint); each seed's result is written as by ``run_seed``.
     """

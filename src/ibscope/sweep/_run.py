@@ -185,8 +185,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
         module; registered experiments need no opt-in). The workers get the
         same opt-in with their tasks.
     batch_seeds : bool, default True
-        For an experiment that offers ``run_seeds`` (tishby: the seeds as one
-        :class:`~ibscope.models.BatchedMLP`), the unfinished seeds of each
+        For an experiment that offers ``run_seeds`` (tishby, iiw, lagrangian:
+        the seeds as one :class:`~ibscope.models.BatchedMLP`), the unfinished seeds of each
         grid point run as one task through it, split into enough batches to
         keep every worker busy (when the sweep has fewer grid points than
         workers, each point's seeds are split over several batches). Each seed's rows land in its own task
