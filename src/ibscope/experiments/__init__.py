@@ -26,7 +26,8 @@ Every experiment is a module ``ibscope/experiments/_<name>.py`` that defines
 * optionally ``run_seeds(config, seeds, out_dir, *, progress=False) -> dict``:
   several seeds at once (e.g. as one batched network), ``{seed: rows}`` with
   the rows ``run_seed`` would return, resumable from ``out_dir``; the runner
-  uses it for the unfinished seeds of a run (tishby's trains them as one
+  and the sweep use it for the unfinished seeds of a run or grid point
+  (tishby's, iiw's and lagrangian's train them as one
   :class:`ibscope.models.BatchedMLP`).
 
 The runner (:mod:`ibscope.experiments.runner`) and the sweep executors only
@@ -44,9 +45,11 @@ path, including a ``.py`` file that sits beside it).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import re
+from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -118,6 +121,34 @@ def as_config(config: Any, config_class: type, experiment: str) -> Any:
         raise TypeError(f"'config' must be {article} {experiment} Config or a dict; got {type(config).__name__}.")
     cfg.validate()
     return cfg
+
+
+@contextlib.contextmanager
+def torch_threads(threads: Any) -> Iterator[None]:
+    """Run the block on ``threads`` torch CPU threads (0: leave as is), restoring the count after.
+
+    The one handling of an experiment Config's ``torch_threads`` (how a run
+    executes, not what it computes).
+    """
+    import torch
+
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"'torch_threads' must be an int >= 0, got {threads!r}.")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def check_seeds(seeds: Iterable[Any]) -> list[int]:
+    """The ``seeds`` of a ``run_seeds`` call as a list of ints; refused unless non-empty and distinct."""
+    out = [int(s) for s in seeds]
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"'seeds' must be a non-empty list of distinct ints, got {out!r}.")
+    return out
 
 
 def is_allowed(name: str) -> bool:

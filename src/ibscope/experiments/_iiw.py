@@ -53,7 +53,7 @@ from torch import nn
 
 from ..store import atomic_write_parquet, config_hash
 from ..training import Callback, TrainState, fit
-from . import as_config
+from . import as_config, torch_threads
 
 NAME = "iiw"
 
@@ -260,16 +260,8 @@ def _hash(cfg: Config) -> str:
 def run_seed(config: Any, seed: int, out_dir: Any, *, progress: bool = False) -> pd.DataFrame:
     """Train one seed, tracking IIW; resumable from ``out_dir`` (checkpoint at every tracked point)."""
     cfg = _config(config)
-    threads = cfg.torch_threads
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise ValueError(f"'torch_threads' must be an int >= 0, got {threads!r}.")
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(cfg.torch_threads):
         return _run_seed(cfg, seed, Path(out_dir), progress=progress)
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_seeds(config: Any, seeds: list[int], out_dir: Any, *, progress: bool = False) -> dict[int, pd.DataFrame]:

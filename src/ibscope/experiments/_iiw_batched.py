@@ -79,20 +79,13 @@ def run_seeds(config: Any, seeds: Sequence[int], out_dir: str | Path, *, progres
     checkpoint (resume after a crash). Seeds whose data sets differ in size
     (not the case for digits or MNIST-8k/2k) run one after another instead.
     """
-    from . import _iiw
+    from . import _iiw, check_seeds, torch_threads
 
     cfg = _iiw._config(config)
     cfg.validate()
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"'seeds' must be a non-empty list of distinct ints, got {seeds!r}.")
-    before = torch.get_num_threads()
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    try:
+    seeds = check_seeds(seeds)
+    with torch_threads(cfg.torch_threads):
         return _run(cfg, seeds, Path(out_dir), progress=progress)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> dict[int, pd.DataFrame]:

@@ -70,7 +70,7 @@ from torch import nn
 
 from ..store import atomic_write_parquet, config_hash
 from ..training import fit
-from . import as_config
+from . import as_config, torch_threads
 
 NAME = "lagrangian"
 
@@ -238,13 +238,8 @@ def _hash(cfg: Config) -> str:
 def run_seed(config: Any, seed: int, out_dir: Any, *, progress: bool = False) -> pd.DataFrame:
     """Train one seed, fit the Lagrangian's weight noise, measure; resumable from ``out_dir``."""
     cfg = _config(config)
-    before = torch.get_num_threads()
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    try:
+    with torch_threads(cfg.torch_threads):
         return _run_seed(cfg, int(seed), Path(out_dir), progress=progress)
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_seeds(config: Any, seeds: list[int], out_dir: Any, *, progress: bool = False) -> dict[int, pd.DataFrame]:

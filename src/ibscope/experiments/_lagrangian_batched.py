@@ -44,20 +44,13 @@ def run_seeds(config: Any, seeds: Sequence[int], out_dir: str | Path, *, progres
     :func:`ibscope.experiments._lagrangian.run_seed`. ``out_dir`` holds the
     batch's checkpoint and measured seeds (resume after a crash).
     """
-    from . import _lagrangian
+    from . import _lagrangian, check_seeds, torch_threads
 
     cfg = _lagrangian._config(config)
     cfg.validate()
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"'seeds' must be a non-empty list of distinct ints, got {seeds!r}.")
-    before = torch.get_num_threads()
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    try:
+    seeds = check_seeds(seeds)
+    with torch_threads(cfg.torch_threads):
         return _run(cfg, seeds, Path(out_dir), progress=progress)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> dict[int, pd.DataFrame]:

@@ -50,6 +50,7 @@ from ..models import ACTIVATION_BOUNDS, ACTIVATIONS, INITS
 from ..store import TableWriter
 from ..tracking import ActivationRecorder, log_schedule
 from ..training import Callback, TrainState, fit
+from . import torch_threads
 from ._tishby_common import logit_metrics, make_net, plane_rows
 
 NAME = "tishby"
@@ -261,13 +262,8 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     and the seed starts over from epoch 0.
     """
     config.validate()
-    previous = torch.get_num_threads()
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
-    try:
+    with torch_threads(config.torch_threads):
         return _run_seed(config, seed, Path(out_dir), progress)
-    finally:
-        torch.set_num_threads(previous)
 
 
 class _PlaneSnapshots(Callback):

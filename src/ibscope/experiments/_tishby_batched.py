@@ -31,6 +31,7 @@ from ..models import BatchedMLP, SeedBatches, batched_cross_entropy
 from ..store import TableWriter
 from ..tracking import log_schedule
 from ..training import BatchLoss, Callback, TrainState, fit
+from . import check_seeds, torch_threads
 from ._tishby_common import logit_metrics, make_net, plane_rows
 
 __all__ = ["run_seeds"]
@@ -90,39 +91,37 @@ def run_seeds(config: Any, seeds: Sequence[int], out_dir: str | Path, *, load_da
     this module does not import it).
     """
     config.validate()
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"'seeds' must be a non-empty list of distinct ints, got {seeds!r}.")
-    previous = torch.get_num_threads()
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
-    try:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
-                              ("cpu" if config.device == "auto" else config.device))
-        x_np, y_np = load_data(config)
-        splits = [train_test_split(len(y_np), train_fraction=config.train_fraction, seed=s, stratify=y_np)
-                  for s in seeds]
-        x_all = torch.as_tensor(x_np, dtype=torch.float32, device=device)
-        y_all = torch.as_tensor(y_np, dtype=torch.int64, device=device)
-        xs = torch.stack([x_all[torch.as_tensor(sp.train, device=device)] for sp in splits])
-        ys = torch.stack([y_all[torch.as_tensor(sp.train, device=device)] for sp in splits])
-        nets = [make_net(config, x_np.shape[1], s) for s in seeds]
-        model = BatchedMLP(nets).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        schedule = log_schedule(config.epochs, config.n_snapshots)
-        ests = {(name, layer): layer_estimator(name, params, model.layer_activations[layer], config.unit)
-                for name, params in config.estimators.items() for layer in model.layer_names
-                if config.layers is None or layer in config.layers}
-        table = TableWriter(out / "infoplane.parquet")
-        snaps = _Snapshots(model, seeds, x_all, y_np, splits, ests, schedule, table, config.unit)
-        data = SeedBatches(xs, ys, config.batch_size, [s + _SHUFFLE_OFFSET for s in seeds])
-        loss = BatchLoss(lambda m, b: batched_cross_entropy(m(b[0]), b[1]))
-        fit(model, loss, data, opt, epochs=config.epochs, callbacks=[snaps], checkpoint_dir=out,
-            checkpoint_every=schedule, progress=progress, desc=f"{len(seeds)} seeds")
-        frame = table.frame()
-        return {s: frame[frame["seed"] == s].sort_values(["epoch", "estimator", "layer_index"]).reset_index(drop=True)
-                for s in seeds}
-    finally:
-        torch.set_num_threads(previous)
+    seeds = check_seeds(seeds)
+    with torch_threads(config.torch_threads):
+        return _run(config, seeds, Path(out_dir), load_data=load_data, layer_estimator=layer_estimator,
+                    progress=progress)
+
+
+def _run(config: Any, seeds: list[int], out: Path, *, load_data: Callable[[Any], Any],
+         layer_estimator: Callable[..., Any], progress: bool) -> dict[int, pd.DataFrame]:
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if config.device == "auto" else config.device))
+    x_np, y_np = load_data(config)
+    splits = [train_test_split(len(y_np), train_fraction=config.train_fraction, seed=s, stratify=y_np)
+              for s in seeds]
+    x_all = torch.as_tensor(x_np, dtype=torch.float32, device=device)
+    y_all = torch.as_tensor(y_np, dtype=torch.int64, device=device)
+    xs = torch.stack([x_all[torch.as_tensor(sp.train, device=device)] for sp in splits])
+    ys = torch.stack([y_all[torch.as_tensor(sp.train, device=device)] for sp in splits])
+    nets = [make_net(config, x_np.shape[1], s) for s in seeds]
+    model = BatchedMLP(nets).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = log_schedule(config.epochs, config.n_snapshots)
+    ests = {(name, layer): layer_estimator(name, params, model.layer_activations[layer], config.unit)
+            for name, params in config.estimators.items() for layer in model.layer_names
+            if config.layers is None or layer in config.layers}
+    table = TableWriter(out / "infoplane.parquet")
+    snaps = _Snapshots(model, seeds, x_all, y_np, splits, ests, schedule, table, config.unit)
+    data = SeedBatches(xs, ys, config.batch_size, [s + _SHUFFLE_OFFSET for s in seeds])
+    loss = BatchLoss(lambda m, b: batched_cross_entropy(m(b[0]), b[1]))
+    fit(model, loss, data, opt, epochs=config.epochs, callbacks=[snaps], checkpoint_dir=out,
+        checkpoint_every=schedule, progress=progress, desc=f"{len(seeds)} seeds")
+    frame = table.frame()
+    return {s: frame[frame["seed"] == s].sort_values(["epoch", "estimator", "layer_index"]).reset_index(drop=True)
+            for s in seeds}
