@@ -50,3 +50,26 @@ def test_every_experiment_validates_its_config_before_any_work(name):
     key, value = BAD[name]
     with pytest.raises(ValueError, match=key):
         resolve_config(name, profile="test", overrides={key: value})
+
+
+def test_torch_threads_and_check_seeds():
+    import torch
+
+    from ibscope.experiments import check_seeds, torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError  # restored on an error too
+    assert torch.get_num_threads() == before
+    with torch_threads(0):  # 0 leaves the count as is
+        assert torch.get_num_threads() == before
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ValueError, match="torch_threads"), torch_threads(bad):
+            pass
+    assert check_seeds((3, 1)) == [3, 1]
+    for bad in ([], [2, 2]):
+        with pytest.raises(ValueError, match="seeds"):
+            check_seeds(bad)
