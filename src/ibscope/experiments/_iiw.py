@@ -277,7 +277,7 @@ def run_seeds(config: Any, seeds: list[int], out_dir: Any, *, progress: bool = F
 
 
 def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFrame:
-    from ..weights import iiw, snapshot_parameters
+    from ..weights import snapshot_parameters
 
     out.mkdir(parents=True, exist_ok=True)
     final_path = out / f"iiw_seed{seed}.parquet"
@@ -290,10 +290,7 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
     model = _model(cfg, x.shape[1], seed)
     evals = _eval_points(cfg)
     batches = _IterationBatches(x, y, cfg.batch_size, seed, list(np.diff(evals).astype(int).tolist()))
-    sub = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed + 5))[:cfg.iiw_examples]
-    iiw_data = [(x[sub][i:i + cfg.iiw_batch_size], y[sub][i:i + cfg.iiw_batch_size])
-                for i in range(0, sub.numel(), cfg.iiw_batch_size)]
-    loss_fn = nn.CrossEntropyLoss(reduction="none")
+    iiw_data = _iiw_examples(x, y, cfg, seed)
     n_train = int(x.shape[0])
     row = _row_maker(cfg, seed, n_train, chash)
 
@@ -310,13 +307,7 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
         return priors
 
     def evaluate(it: int, priors: dict[str, dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
-        rows = []
-        for quantity, prior in priors.items():
-            r = iiw(model, loss_fn, iiw_data, prior_mean=prior, n_train=n_train)
-            rows += [row(it, q["layer"], quantity, q["value"], q["unit"], q["method"]) for q in r.rows()]
-        rows.append(row(it, "total", "train_acc", _accuracy(model, x, y), "fraction", "tracked"))
-        rows.append(row(it, "total", "test_acc", _accuracy(model, xt, yt), "fraction", "tracked"))
-        return rows
+        return tracked_rows(model, priors, iiw_data, (x, y), (xt, yt), row, it)
 
     tracker = _Tracker(evaluate, evals, make_prior, chash)
     _train(model, batches, cfg, callbacks=[tracker], checkpoint_dir=out / f"iiw_seed{seed}.ckpt",
@@ -324,6 +315,28 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
     df = final_frame(tracker.rows, list(tracker.prior), row, seed)
     atomic_write_parquet(final_path, df)
     return df
+
+
+def _iiw_examples(x: torch.Tensor, y: torch.Tensor, cfg: Config, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The seed's ``iiw_examples`` examples of S (generator ``seed + 5``) in batches of ``iiw_batch_size``."""
+    sub = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed + 5))[:cfg.iiw_examples]
+    return [(x[sub][i:i + cfg.iiw_batch_size], y[sub][i:i + cfg.iiw_batch_size])
+            for i in range(0, sub.numel(), cfg.iiw_batch_size)]
+
+
+def tracked_rows(model: nn.Module, priors: dict[str, dict[str, torch.Tensor]], iiw_data: list[Any],
+                 train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+                 row: Callable[..., dict[str, Any]], it: int) -> list[dict[str, Any]]:
+    """One tracked point of a seed: IIW per prior quantity (per layer and total), train and test accuracy."""
+    from ..weights import iiw
+
+    rows = []
+    for quantity, prior in priors.items():
+        r = iiw(model, nn.CrossEntropyLoss(reduction="none"), iiw_data, prior_mean=prior, n_train=int(train[0].shape[0]))
+        rows += [row(it, q["layer"], quantity, q["value"], q["unit"], q["method"]) for q in r.rows()]
+    rows.append(row(it, "total", "train_acc", _accuracy(model, *train), "fraction", "tracked"))
+    rows.append(row(it, "total", "test_acc", _accuracy(model, *test), "fraction", "tracked"))
+    return rows
 
 
 def _row_maker(cfg: Config, seed: int, n_train: int, chash: str) -> Callable[..., dict[str, Any]]:

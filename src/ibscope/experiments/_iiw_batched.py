@@ -90,7 +90,7 @@ def run_seeds(config: Any, seeds: Sequence[int], out_dir: str | Path, *, progres
 
 def _run(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> dict[int, pd.DataFrame]:
     from ..models import BatchedMLP
-    from ..weights import iiw, snapshot_parameters
+    from ..weights import snapshot_parameters
     from . import _iiw
 
     out.mkdir(parents=True, exist_ok=True)
@@ -108,13 +108,8 @@ def _run(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> dict[int, 
     segments = list(np.diff(evals).astype(int).tolist())
     batches = _SeedIterationBatches([_iiw._IterationBatches(x, y, cfg.batch_size, s, segments)
                                      for x, y, s in zip(xs, ys, seeds, strict=True)])
-    iiw_data = []
-    for x, y, s in zip(xs, ys, seeds, strict=True):
-        sub = torch.randperm(n_train, generator=torch.Generator().manual_seed(s + 5))[:cfg.iiw_examples]
-        iiw_data.append([(x[sub][i:i + cfg.iiw_batch_size], y[sub][i:i + cfg.iiw_batch_size])
-                         for i in range(0, sub.numel(), cfg.iiw_batch_size)])
+    iiw_data = [_iiw._iiw_examples(x, y, cfg, s) for x, y, s in zip(xs, ys, seeds, strict=True)]
     rows_of = {s: _iiw._row_maker(cfg, s, n_train, chash) for s in seeds}
-    loss_fn = nn.CrossEntropyLoss(reduction="none")
 
     def make_prior() -> dict[str, dict[str, dict[str, torch.Tensor]]]:
         """Per seed (str key), the prior mean per IIW quantity, as the one-seed path's ``make_prior``."""
@@ -133,15 +128,9 @@ def _run(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> dict[int, 
         return priors
 
     def evaluate(it: int, priors: dict[str, dict[str, dict[str, torch.Tensor]]]) -> list[dict[str, Any]]:
-        rows = []
-        for i, s in enumerate(seeds):
-            net, row = model.unbatch(i), rows_of[s]
-            for quantity, prior in priors[str(s)].items():
-                r = iiw(net, loss_fn, iiw_data[i], prior_mean=prior, n_train=n_train)
-                rows += [row(it, q["layer"], quantity, q["value"], q["unit"], q["method"]) for q in r.rows()]
-            rows.append(row(it, "total", "train_acc", _iiw._accuracy(net, xs[i], ys[i]), "fraction", "tracked"))
-            rows.append(row(it, "total", "test_acc", _iiw._accuracy(net, *tests[i]), "fraction", "tracked"))
-        return rows
+        return [r for i, s in enumerate(seeds)
+                for r in _iiw.tracked_rows(model.unbatch(i), priors[str(s)], iiw_data[i], (xs[i], ys[i]), tests[i],
+                                           rows_of[s], it)]
 
     # the checkpoint belongs to these seeds of this configuration
     tracker = _iiw._Tracker(evaluate, evals, make_prior, config_hash({"config_hash": chash, "seeds": seeds}))
