@@ -21,6 +21,27 @@ import time
 import numpy as np
 
 
+def both_paths(mod, cfg, seeds: list[int], reference_seeds: int, batched_threads: int | None = None):
+    """Time the one-seed path on the first ``reference_seeds`` seeds and ``run_seeds`` on all of them.
+
+    Returns ``(single rows {seed: frame}, seconds, batched rows {seed: frame}, seconds)``;
+    ``batched_threads`` (if given) becomes the config's ``torch_threads`` for the batched path.
+    """
+    import copy
+
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        single = {s: mod.run_seed(cfg, s, f"{d}/seed_{s}") for s in seeds[:reference_seeds]}
+        t_single = time.perf_counter() - t0
+        if batched_threads is not None:
+            cfg = copy.copy(cfg)
+            cfg.torch_threads = batched_threads
+        t0 = time.perf_counter()
+        batched = mod.run_seeds(cfg, seeds, f"{d}/batch")
+        t_batched = time.perf_counter() - t0
+    return single, t_single, batched, t_batched
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=50)
@@ -40,15 +61,8 @@ def main() -> None:
     cfg = resolve_config("tishby", overrides={"epochs": a.epochs, "n_snapshots": a.snapshots,
                                               "estimators": {"binning": {"n_bins": 30}},
                                               "keep_activations": False})
-    seeds = list(range(a.seeds))
-    with tempfile.TemporaryDirectory() as d:
-        t0 = time.perf_counter()
-        single = {s: _tishby.run_seed(cfg, s, f"{d}/seed_{s}") for s in seeds[:a.reference_seeds]}
-        t_single = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cfg.torch_threads = a.threads
-        batched = _tishby.run_seeds(cfg, seeds, f"{d}/batch")
-        t_batched = time.perf_counter() - t0
+    single, t_single, batched, t_batched = both_paths(_tishby, cfg, list(range(a.seeds)), a.reference_seeds,
+                                                      a.threads)
     diff = max(float(np.abs(batched[s][c].to_numpy() - single[s][c].to_numpy()).max())
                for s in single for c in ("i_xt", "i_ty"))
     per_seed = t_single / a.reference_seeds
