@@ -73,3 +73,14 @@ def test_torch_threads_and_check_seeds():
     for bad in ([], [2, 2]):
         with pytest.raises(ValueError, match="seeds"):
             check_seeds(bad)
+
+
+@pytest.mark.parametrize("experiment, key", [
+    ("csib_regression", "hidden"), ("ib_compare", "hidden"), ("noisy_convnet", "channels"),
+    ("noisy_convnet", "ae_hidden"), ("compressed_images", "ae_hidden"), ("tishby", "hidden")])
+def test_layer_sizes_are_checked_by_one_rule(experiment, key):
+    # a float is refused, not truncated; a string or a bool is refused, not compared (no TypeError)
+    for bad in ([], [0], ["a"], [2.5], [True], 3):
+        with pytest.raises(ValueError, match=f"'{key}' of {experiment} must be a non-empty list of ints >= 1"):
+            resolve_config(experiment, overrides={key: bad})
+    resolve_config(experiment, overrides={key: [4, 3]})

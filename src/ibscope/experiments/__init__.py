@@ -143,6 +143,20 @@ def torch_threads(threads: Any) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def check_sizes(value: Any, name: str, experiment: str) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is a non-empty list of ints >= 1.
+
+    The one check of a Config's layer widths, channel counts and the like
+    (bools, floats and strings are refused, not compared).
+    """
+    import numbers
+
+    ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value)
+    if not ok:
+        raise ValueError(f"The '{name}' of {experiment} must be a non-empty list of ints >= 1. Got {value!r} instead.")
+
+
 def check_seeds(seeds: Iterable[Any]) -> list[int]:
     """The ``seeds`` of a ``run_seeds`` call as a list of ints; refused unless non-empty and distinct."""
     out = [int(s) for s in seeds]

@@ -42,6 +42,7 @@ import pandas as pd
 
 from .._units import from_nats
 from ..store import atomic_write_parquet, config_hash
+from . import check_sizes
 
 NAME = "compressed_images"
 COMPRESSIONS = ("pca", "autoencoder")
@@ -62,6 +63,7 @@ class Config:
 
     def __post_init__(self) -> None:
         self.mi_nats = tuple(float(m) for m in self.mi_nats)
+        check_sizes(self.ae_hidden, "ae_hidden", "compressed_images")  # before the coercion: 2.5 or "a" is refused, not cast
         self.ae_hidden = tuple(int(h) for h in self.ae_hidden)
         self.validate()
 
@@ -83,9 +85,7 @@ class Config:
         if self.k >= self.n_samples:
             raise ValueError(f"The 'k' of compressed_images must be below 'n_samples' ({self.n_samples}). "
                              f"Got {self.k!r} instead.")
-        if not self.ae_hidden or any(h < 1 for h in self.ae_hidden):
-            raise ValueError(f"The 'ae_hidden' of compressed_images must be a non-empty list of ints >= 1. "
-                             f"Got {self.ae_hidden!r} instead.")
+        check_sizes(self.ae_hidden, "ae_hidden", "compressed_images")
         if self.unit not in ("bits", "nats"):
             raise ValueError(f"The 'unit' of compressed_images must be 'bits' or 'nats'. Got {self.unit!r} instead.")
 

@@ -74,6 +74,7 @@ import torch
 from torch import nn
 
 from ..store import atomic_write_parquet, config_hash
+from . import check_sizes
 
 NAME = "csib_regression"
 METHODS = ("mse", "csib", "vib")
@@ -101,6 +102,7 @@ class Config:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        check_sizes(self.hidden, "hidden", "csib_regression")  # before the coercion: 2.5 or "a" is refused, not cast
         self.hidden = tuple(int(h) for h in self.hidden)
         self.validate()
 
@@ -113,9 +115,7 @@ class Config:
             raise ValueError(f"The 'method' of csib_regression must be one of {METHODS}. Got {self.method!r} instead.")
         if self.dataset not in DATASETS:
             raise ValueError(f"The 'dataset' of csib_regression must be one of {DATASETS}. Got {self.dataset!r} instead.")
-        if not self.hidden or any(h < 1 for h in self.hidden):
-            raise ValueError(f"The 'hidden' of csib_regression must be a non-empty list of ints >= 1. "
-                             f"Got {self.hidden!r} instead.")
+        check_sizes(self.hidden, "hidden", "csib_regression")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"The 'activation' of csib_regression must be one of {sorted(ACTIVATIONS)}. "
                              f"Got {self.activation!r} instead.")

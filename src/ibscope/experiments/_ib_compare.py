@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from ..store import atomic_write_parquet, config_hash
+from . import check_sizes
 
 NAME = "ib_compare"
 METHODS = ("vanilla", "l2", "dropout", "vib", "pib", "dual_ib")
@@ -96,6 +97,7 @@ class Config:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_sizes(self.hidden, "hidden", "ib_compare")  # before the coercion: 2.5 or "a" is refused, not cast
         self.hidden = tuple(int(h) for h in self.hidden)
         self.validate()
 
@@ -107,8 +109,7 @@ class Config:
             raise ValueError(f"The 'method' of ib_compare must be one of {METHODS}. Got {self.method!r} instead.")
         if self.dataset not in DATASETS:
             raise ValueError(f"The 'dataset' of ib_compare must be one of {DATASETS}. Got {self.dataset!r} instead.")
-        if not self.hidden or any(h < 1 for h in self.hidden):
-            raise ValueError(f"The 'hidden' of ib_compare must be a non-empty list of ints >= 1. Got {self.hidden!r} instead.")
+        check_sizes(self.hidden, "hidden", "ib_compare")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"The 'activation' of ib_compare must be one of {sorted(ACTIVATIONS)}. "
                              f"Got {self.activation!r} instead.")

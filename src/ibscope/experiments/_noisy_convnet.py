@@ -57,6 +57,7 @@ from torch import nn
 from ..estimators._compressed import Compressed
 from ..models import ConvNet, GaussianNoise
 from ..store import atomic_write_parquet, config_hash
+from . import check_sizes
 
 NAME = "noisy_convnet"
 COMPRESSIONS = ("autoencoder", "pca")
@@ -87,7 +88,9 @@ class Config:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        check_sizes(self.channels, "channels", "noisy_convnet")  # before the coercion: 2.5 or "a" is refused, not cast
         self.channels = tuple(int(c) for c in self.channels)
+        check_sizes(self.ae_hidden, "ae_hidden", "noisy_convnet")  # before the coercion: 2.5 or "a" is refused, not cast
         self.ae_hidden = tuple(int(h) for h in self.ae_hidden)
         self.validate()
 
@@ -107,12 +110,8 @@ class Config:
         positive_int("split_seed", 0)
         positive_int("n_snapshots", 2)
         positive_int("n_eval", 20)
-        if not self.channels or any(c < 1 for c in self.channels):
-            raise ValueError(f"The 'channels' of noisy_convnet must be a non-empty list of ints >= 1. "
-                             f"Got {self.channels!r} instead.")
-        if not self.ae_hidden or any(h < 1 for h in self.ae_hidden):
-            raise ValueError(f"The 'ae_hidden' of noisy_convnet must be a non-empty list of ints >= 1. "
-                             f"Got {self.ae_hidden!r} instead.")
+        check_sizes(self.channels, "channels", "noisy_convnet")
+        check_sizes(self.ae_hidden, "ae_hidden", "noisy_convnet")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"The 'activation' of noisy_convnet must be one of {sorted(ACTIVATIONS)}. "
                              f"Got {self.activation!r} instead.")

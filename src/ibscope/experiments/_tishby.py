@@ -50,7 +50,7 @@ from ..models import ACTIVATION_BOUNDS, ACTIVATIONS, INITS
 from ..store import TableWriter
 from ..tracking import ActivationRecorder, log_schedule
 from ..training import Callback, TrainState, fit
-from . import torch_threads
+from . import check_sizes, torch_threads
 from ._tishby_common import logit_metrics, make_net, plane_rows
 
 NAME = "tishby"
@@ -134,8 +134,7 @@ class Config:
             raise ValueError(f"Unknown activation {self.activation!r} (config 'activation'). Choose one of: {', '.join(ACTIVATIONS)}.")
         if self.init not in INITS:
             raise ValueError(f"Unknown init {self.init!r} (config 'init'). Choose one of: {', '.join(INITS)}.")
-        if not self.hidden or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ValueError(f"'hidden' must be a non-empty list of positive ints, got {self.hidden!r}.")
+        check_sizes(self.hidden, "hidden", "tishby")
         for name, lo in (("epochs", 1), ("batch_size", 1), ("n_snapshots", 2)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
