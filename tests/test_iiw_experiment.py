@@ -135,8 +135,6 @@ def test_batched_seeds_equal_the_one_seed_path(tmp_path, prior, one_thread):
 
 
 def test_batched_seeds_resume_after_crash(tmp_path, monkeypatch, one_thread):
-    from ibscope.experiments import _iiw_batched
-
     seeds = [1, 2]
     clean = exp.run_seeds(CFG, seeds, tmp_path / "clean")
     calls = {"n": 0}
@@ -157,4 +155,4 @@ def test_batched_seeds_resume_after_crash(tmp_path, monkeypatch, one_thread):
     for s in seeds:
         pd.testing.assert_frame_equal(resumed[s], clean[s])
     with pytest.raises(ValueError, match="distinct"):
-        _iiw_batched.run_seeds(CFG, [1, 1], tmp_path / "dup")
+        exp.run_seeds(CFG, [1, 1], tmp_path / "dup")

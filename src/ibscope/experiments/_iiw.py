@@ -41,7 +41,7 @@ References
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,8 +52,8 @@ import torch
 from torch import nn
 
 from ..store import atomic_write_parquet, config_hash
-from ..training import Callback, TrainState, fit
-from . import as_config, torch_threads
+from ..training import BatchLoss, Callback, TrainState, fit
+from . import as_config, check_seeds, torch_threads
 
 NAME = "iiw"
 
@@ -267,13 +267,14 @@ def run_seed(config: Any, seed: int, out_dir: Any, *, progress: bool = False) ->
 def run_seeds(config: Any, seeds: list[int], out_dir: Any, *, progress: bool = False) -> dict[int, pd.DataFrame]:
     """Several seeds trained as one batched network; ``{seed: rows}`` as :func:`run_seed` gives them.
 
-    See :mod:`ibscope.experiments._iiw_batched` (rows equal the one-seed path
+    See the batched-seeds section at the end of this module (rows equal the one-seed path
     up to floating-point reassociation; ``out_dir`` holds the batch's
     checkpoint, so an interrupted batch resumes).
     """
-    from ._iiw_batched import run_seeds as batched
-
-    return batched(config, seeds, out_dir, progress=progress)
+    cfg = _config(config)
+    seeds = check_seeds(seeds)
+    with torch_threads(cfg.torch_threads):
+        return _run_batched(cfg, seeds, Path(out_dir), progress=progress)
 
 
 def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFrame:
@@ -448,5 +449,97 @@ def plot(results: pd.DataFrame, out_dir: Any) -> list[Path]:
     paths.append(save_figure(fig, out / "iiw_vs_gap.png", dpi=120))
     return paths
 
+# --------------------------------------------------------------------------- batched seeds
+# run_seeds trains the seeds of one configuration as one BatchedMLP through fit, and the
+# held-out priors ("heldout" or "both") as a second one. Each seed keeps what run_seed gives it
+# alone: its data split, label noise, initialization (_model(cfg, ..., seed)), its minibatch
+# stream (an _IterationBatches seeded `seed`, the prior's `seed + 7`) and its IIW examples. The
+# training loss is the sum of the seeds' mean cross entropies, so SGD with momentum (element-wise)
+# takes for each seed the step it takes alone. At every tracked iteration each seed is unbatched
+# and measured by tracked_rows, as in run_seed, so the rows equal run_seed's up to floating-point
+# reassociation in the batched products (tested). The IIW estimates (per-example gradients) are
+# not batched: batching pays for the training, which a small MLP spends in per-call overhead.
+# Resume: out_dir holds fit's checkpoint (every tracked iteration, with the priors and the rows).
+
+
+class _SeedIterationBatches:
+    """The seeds' iteration streams drawn together: the k-th batches stacked ``(S, b, ...)``."""
+
+    def __init__(self, streams: Sequence[Any]):
+        self.streams = list(streams)
+        self.segments = self.streams[0].segments
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batches in zip(*self.streams, strict=True):
+            yield torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"streams": [s.state_dict() for s in self.streams]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["streams"]) != len(self.streams):
+            raise ValueError("The iiw batch checkpoint holds another number of seeds.")
+        for s, st in zip(self.streams, state["streams"], strict=True):
+            s.load_state_dict(st)
+
+
+def _batched_sgd(model: nn.Module, data: _SeedIterationBatches, cfg: Any, **kwargs: Any) -> Any:
+    from ..models import batched_cross_entropy
+
+    loss = BatchLoss(lambda m, b: batched_cross_entropy(m(b[0]), b[1]))
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    return fit(model, loss, data, opt, epochs=len(data.segments), **kwargs)
+
+
+def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> dict[int, pd.DataFrame]:
+    from ..models import BatchedMLP
+    from ..weights import snapshot_parameters
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = [_load(cfg, s) for s in seeds]
+    keys = [k for k in ("x_train", "x_test", "x_prior") if k in data[0]]
+    if any(d[k].shape != data[0][k].shape for d in data for k in keys):
+        return {s: _run_seed(cfg, s, out / f"seed_{s}", progress=progress) for s in seeds}
+    chash = _hash(cfg)
+    xs = [torch.as_tensor(d["x_train"]) for d in data]
+    ys = [torch.as_tensor(d["y_train"]) for d in data]
+    tests = [(torch.as_tensor(d["x_test"]), torch.as_tensor(d["y_test"])) for d in data]
+    in_features, n_train = int(xs[0].shape[1]), int(xs[0].shape[0])
+    model = BatchedMLP([_model(cfg, in_features, s) for s in seeds])
+    evals = _eval_points(cfg)
+    segments = list(np.diff(evals).astype(int).tolist())
+    batches = _SeedIterationBatches([_IterationBatches(x, y, cfg.batch_size, s, segments)
+                                     for x, y, s in zip(xs, ys, seeds, strict=True)])
+    iiw_data = [_iiw_examples(x, y, cfg, s) for x, y, s in zip(xs, ys, seeds, strict=True)]
+    rows_of = {s: _row_maker(cfg, s, n_train, chash) for s in seeds}
+
+    def make_prior() -> dict[str, dict[str, dict[str, torch.Tensor]]]:
+        """Per seed (str key), the prior mean per IIW quantity, as the one-seed path's ``make_prior``."""
+        priors: dict[str, dict[str, dict[str, torch.Tensor]]] = {str(s): {} for s in seeds}
+        if cfg.prior in ("heldout", "both"):
+            pm = BatchedMLP([_model(cfg, in_features, s) for s in seeds])
+            streams = [_IterationBatches(torch.as_tensor(d["x_prior"]), torch.as_tensor(d["y_prior"]),
+                                              cfg.batch_size, s + 7, [cfg.iterations])
+                       for d, s in zip(data, seeds, strict=True)]
+            _batched_sgd(pm, _SeedIterationBatches(streams), cfg, progress=False)
+            for i, s in enumerate(seeds):
+                priors[str(s)]["iiw"] = snapshot_parameters(pm.unbatch(i))
+        if cfg.prior in ("init", "both"):
+            for i, s in enumerate(seeds):
+                priors[str(s)]["iiw" if cfg.prior == "init" else "iiw_init"] = snapshot_parameters(model.unbatch(i))
+        return priors
+
+    def evaluate(it: int, priors: dict[str, dict[str, dict[str, torch.Tensor]]]) -> list[dict[str, Any]]:
+        return [r for i, s in enumerate(seeds)
+                for r in tracked_rows(model.unbatch(i), priors[str(s)], iiw_data[i], (xs[i], ys[i]), tests[i],
+                                           rows_of[s], it)]
+
+    # the checkpoint belongs to these seeds of this configuration
+    tracker = _Tracker(evaluate, evals, make_prior, config_hash({"config_hash": chash, "seeds": seeds}))
+    _batched_sgd(model, batches, cfg, callbacks=[tracker], checkpoint_dir=out,
+                 **({"progress": True, "desc": f"iiw {len(seeds)} seeds"} if progress else {"progress": False}))
+    assert tracker.prior is not None
+    return {s: final_frame([r for r in tracker.rows if r["seed"] == s], list(tracker.prior[str(s)]),
+                                rows_of[s], s) for s in seeds}
 
 __all__ = ["NAME", "Config", "PROFILES", "run_seed", "run_seeds", "plot", "summarize", "sweep_points"]

@@ -69,8 +69,8 @@ import torch
 from torch import nn
 
 from ..store import atomic_write_parquet, config_hash
-from ..training import fit
-from . import as_config, torch_threads
+from ..training import BatchLoss, fit
+from . import as_config, check_seeds, torch_threads
 
 NAME = "lagrangian"
 
@@ -245,13 +245,14 @@ def run_seed(config: Any, seed: int, out_dir: Any, *, progress: bool = False) ->
 def run_seeds(config: Any, seeds: list[int], out_dir: Any, *, progress: bool = False) -> dict[int, pd.DataFrame]:
     """Several seeds trained as one batched network; ``{seed: rows}`` as :func:`run_seed` gives them.
 
-    See :mod:`ibscope.experiments._lagrangian_batched` (rows equal the
+    See the batched-seeds section at the end of this module (rows equal the
     one-seed path up to floating-point reassociation; ``out_dir`` holds the
     batch's checkpoint and measured seeds, so an interrupted batch resumes).
     """
-    from ._lagrangian_batched import run_seeds as batched
-
-    return batched(config, seeds, out_dir, progress=progress)
+    cfg = _config(config)
+    seeds = check_seeds(seeds)
+    with torch_threads(cfg.torch_threads):
+        return _run_batched(cfg, seeds, Path(out_dir), progress=progress)
 
 
 def _loss_and_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -455,6 +456,49 @@ def plot(results: pd.DataFrame, out_dir: Any) -> list[Path]:
     paths.append(save_figure(fig, out / "lagrangian_vs_gap.png", dpi=120))
     return paths
 
+# --------------------------------------------------------------------------- batched seeds
+# run_seeds trains the seeds of one configuration as one BatchedMLP through fit. Each seed keeps
+# what run_seed gives it alone: its data (split, subset, label noise, nuisance), initialization
+# (_model(cfg, seed)) and minibatch order (SeedBatches draws what fit's TensorBatches with `seed`
+# draws). The training loss is the sum of the seeds' mean cross entropies, so SGD with momentum
+# and weight decay (element-wise) takes for each seed the step it takes alone. Each trained seed
+# is then unbatched and measured by measure(), as in run_seed (the noise fit is not batched), so
+# its rows equal run_seed's up to floating-point reassociation in the batched products (tested).
+# Resume: out_dir holds fit's checkpoint and every measured seed's rows (seed_<s>.parquet,
+# written atomically): a crashed batch neither retrains nor re-measures what it finished.
+
+
+def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> dict[int, pd.DataFrame]:
+    from ..models import BatchedMLP, SeedBatches, batched_cross_entropy
+
+    out.mkdir(parents=True, exist_ok=True)
+    chash = _hash(cfg)
+    done: dict[int, pd.DataFrame] = {}
+    for s in seeds:
+        path = out / f"seed_{s}.parquet"
+        if path.exists():
+            df = pd.read_parquet(path)
+            if not len(df) or str(df["config_hash"].iloc[0]) != chash:
+                raise ValueError(f"'{path}' belongs to another configuration; delete it or use another out_dir.")
+            done[s] = df
+    if len(done) == len(seeds):
+        return done
+    data = [_load(cfg, s) for s in seeds]
+    if any(d["x_train"].shape != data[0]["x_train"].shape for d in data):  # not for digits: equal splits
+        return {s: _run_seed(cfg, s, out / f"seed_{s}", progress=progress) for s in seeds}
+    xs = torch.stack([torch.as_tensor(d["x_train"]) for d in data])
+    ys = torch.stack([torch.as_tensor(d["y_train"]) for d in data])
+    model = BatchedMLP([_model(cfg, s) for s in seeds])
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    loss = BatchLoss(lambda m, b: batched_cross_entropy(m(b[0]), b[1]))
+    fit(model, loss, SeedBatches(xs, ys, cfg.batch_size, seeds), opt, epochs=cfg.epochs, checkpoint_dir=out,
+        checkpoint_every=max(1, cfg.epochs // 4), progress=progress, desc=f"lagrangian {len(seeds)} seeds")
+    for i, (s, d) in enumerate(zip(seeds, data, strict=True)):
+        if s not in done:
+            torch.manual_seed(s)  # as the one-seed path seeds torch's global generator for its seed
+            done[s] = measure(cfg, s, model.unbatch(i), d)
+            atomic_write_parquet(out / f"seed_{s}.parquet", done[s])
+    return {s: done[s] for s in seeds}
 
 __all__ = ["NAME", "Config", "PROFILES", "run_seed", "run_seeds", "plot", "summarize", "add_nuisance", "shift_images",
            "fit_converged", "lagrangian_fit", "nuisance_information"]
