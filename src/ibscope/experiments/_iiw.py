@@ -449,6 +449,7 @@ def plot(results: pd.DataFrame, out_dir: Any) -> list[Path]:
     paths.append(save_figure(fig, out / "iiw_vs_gap.png", dpi=120))
     return paths
 
+
 # --------------------------------------------------------------------------- batched seeds
 # run_seeds trains the seeds of one configuration as one BatchedMLP through fit, and the
 # held-out priors ("heldout" or "both") as a second one. Each seed keeps what run_seed gives it
@@ -541,5 +542,6 @@ def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> di
     assert tracker.prior is not None
     return {s: final_frame([r for r in tracker.rows if r["seed"] == s], list(tracker.prior[str(s)]),
                                 rows_of[s], s) for s in seeds}
+
 
 __all__ = ["NAME", "Config", "PROFILES", "run_seed", "run_seeds", "plot", "summarize", "sweep_points"]

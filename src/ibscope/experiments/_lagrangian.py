@@ -456,6 +456,7 @@ def plot(results: pd.DataFrame, out_dir: Any) -> list[Path]:
     paths.append(save_figure(fig, out / "lagrangian_vs_gap.png", dpi=120))
     return paths
 
+
 # --------------------------------------------------------------------------- batched seeds
 # run_seeds trains the seeds of one configuration as one BatchedMLP through fit. Each seed keeps
 # what run_seed gives it alone: its data (split, subset, label noise, nuisance), initialization
@@ -499,6 +500,7 @@ def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> di
             done[s] = measure(cfg, s, model.unbatch(i), d)
             atomic_write_parquet(out / f"seed_{s}.parquet", done[s])
     return {s: done[s] for s in seeds}
+
 
 __all__ = ["NAME", "Config", "PROFILES", "run_seed", "run_seeds", "plot", "summarize", "add_nuisance", "shift_images",
            "fit_converged", "lagrangian_fit", "nuisance_information"]
