@@ -520,7 +520,7 @@ def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> di
         if cfg.prior in ("heldout", "both"):
             pm = BatchedMLP([_model(cfg, in_features, s) for s in seeds])
             streams = [_IterationBatches(torch.as_tensor(d["x_prior"]), torch.as_tensor(d["y_prior"]),
-                                              cfg.batch_size, s + 7, [cfg.iterations])
+                                         cfg.batch_size, s + 7, [cfg.iterations])
                        for d, s in zip(data, seeds, strict=True)]
             _batched_sgd(pm, _SeedIterationBatches(streams), cfg, progress=False)
             for i, s in enumerate(seeds):
@@ -533,15 +533,15 @@ def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> di
     def evaluate(it: int, priors: dict[str, dict[str, dict[str, torch.Tensor]]]) -> list[dict[str, Any]]:
         return [r for i, s in enumerate(seeds)
                 for r in tracked_rows(model.unbatch(i), priors[str(s)], iiw_data[i], (xs[i], ys[i]), tests[i],
-                                           rows_of[s], it)]
+                                      rows_of[s], it)]
 
     # the checkpoint belongs to these seeds of this configuration
     tracker = _Tracker(evaluate, evals, make_prior, config_hash({"config_hash": chash, "seeds": seeds}))
     _batched_sgd(model, batches, cfg, callbacks=[tracker], checkpoint_dir=out,
                  **({"progress": True, "desc": f"iiw {len(seeds)} seeds"} if progress else {"progress": False}))
-    assert tracker.prior is not None
-    return {s: final_frame([r for r in tracker.rows if r["seed"] == s], list(tracker.prior[str(s)]),
-                                rows_of[s], s) for s in seeds}
+    priors = tracker.prior or {}  # set on train begin, or restored from the checkpoint
+    return {s: final_frame([r for r in tracker.rows if r["seed"] == s], list(priors[str(s)]), rows_of[s], s)
+            for s in seeds}
 
 
 __all__ = ["NAME", "Config", "PROFILES", "run_seed", "run_seeds", "plot", "summarize", "sweep_points"]
