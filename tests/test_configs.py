@@ -70,7 +70,7 @@ def test_torch_threads_and_check_seeds():
         with pytest.raises(ValueError, match="torch_threads"), torch_threads(bad):
             pass
     assert check_seeds((3, 1)) == [3, 1]
-    for bad in ([], [2, 2]):
+    for bad in ([], [2, 2], [1.5], ["a"], [True]):
         with pytest.raises(ValueError, match="seeds"):
             check_seeds(bad)
 

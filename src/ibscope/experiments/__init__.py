@@ -158,11 +158,14 @@ def check_sizes(value: Any, name: str, experiment: str) -> None:
 
 
 def check_seeds(seeds: Iterable[Any]) -> list[int]:
-    """The ``seeds`` of a ``run_seeds`` call as a list of ints; refused unless non-empty and distinct."""
-    out = [int(s) for s in seeds]
-    if not out or len(set(out)) != len(out):
-        raise ValueError(f"'seeds' must be a non-empty list of distinct ints, got {out!r}.")
-    return out
+    """The ``seeds`` of a ``run_seeds`` call as a list of ints; refused unless non-empty, integral and distinct."""
+    import numbers
+
+    given = list(seeds)
+    if not given or len(set(given)) != len(given) or any(
+            isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in given):
+        raise ValueError(f"'seeds' must be a non-empty list of distinct ints, got {given!r}.")
+    return [int(s) for s in given]
 
 
 def is_allowed(name: str) -> bool:
