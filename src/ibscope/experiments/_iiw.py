@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from ..store import atomic_write_parquet, config_hash
-from ..training import BatchLoss, Callback, TrainState, fit
+from ..training import Callback, TrainState, fit
 from . import as_config, check_seeds, torch_threads
 
 NAME = "iiw"
@@ -487,9 +487,8 @@ class _SeedIterationBatches:
 def _batched_sgd(model: nn.Module, data: _SeedIterationBatches, cfg: Any, **kwargs: Any) -> Any:
     from ..models import batched_cross_entropy
 
-    loss = BatchLoss(lambda m, b: batched_cross_entropy(m(b[0]), b[1]))
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    return fit(model, loss, data, opt, epochs=len(data.segments), **kwargs)
+    return fit(model, batched_cross_entropy, data, opt, epochs=len(data.segments), **kwargs)
 
 
 def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> dict[int, pd.DataFrame]:

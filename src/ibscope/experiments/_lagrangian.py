@@ -69,7 +69,7 @@ import torch
 from torch import nn
 
 from ..store import atomic_write_parquet, config_hash
-from ..training import BatchLoss, fit
+from ..training import fit
 from . import as_config, check_seeds, torch_threads
 
 NAME = "lagrangian"
@@ -491,8 +491,7 @@ def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> di
     ys = torch.stack([torch.as_tensor(d["y_train"]) for d in data])
     model = BatchedMLP([_model(cfg, s) for s in seeds])
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    loss = BatchLoss(lambda m, b: batched_cross_entropy(m(b[0]), b[1]))
-    fit(model, loss, SeedBatches(xs, ys, cfg.batch_size, seeds), opt, epochs=cfg.epochs, checkpoint_dir=out,
+    fit(model, batched_cross_entropy, SeedBatches(xs, ys, cfg.batch_size, seeds), opt, epochs=cfg.epochs, checkpoint_dir=out,
         checkpoint_every=max(1, cfg.epochs // 4), progress=progress, desc=f"lagrangian {len(seeds)} seeds")
     for i, (s, d) in enumerate(zip(seeds, data, strict=True)):
         if s not in done:

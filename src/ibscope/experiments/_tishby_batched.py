@@ -30,7 +30,7 @@ from ..data import train_test_split
 from ..models import BatchedMLP, SeedBatches, batched_cross_entropy
 from ..store import TableWriter
 from ..tracking import log_schedule
-from ..training import BatchLoss, Callback, TrainState, fit
+from ..training import Callback, TrainState, fit
 from . import check_seeds, torch_threads
 from ._tishby_common import logit_metrics, make_net, plane_rows
 
@@ -119,8 +119,7 @@ def _run(config: Any, seeds: list[int], out: Path, *, load_data: Callable[[Any],
     table = TableWriter(out / "infoplane.parquet")
     snaps = _Snapshots(model, seeds, x_all, y_np, splits, ests, schedule, table, config.unit)
     data = SeedBatches(xs, ys, config.batch_size, [s + _SHUFFLE_OFFSET for s in seeds])
-    loss = BatchLoss(lambda m, b: batched_cross_entropy(m(b[0]), b[1]))
-    fit(model, loss, data, opt, epochs=config.epochs, callbacks=[snaps], checkpoint_dir=out,
+    fit(model, batched_cross_entropy, data, opt, epochs=config.epochs, callbacks=[snaps], checkpoint_dir=out,
         checkpoint_every=schedule, progress=progress, desc=f"{len(seeds)} seeds")
     frame = table.frame()
     return {s: frame[frame["seed"] == s].sort_values(["epoch", "estimator", "layer_index"]).reset_index(drop=True)
