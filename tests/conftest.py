@@ -47,3 +47,24 @@ def _fresh_diagnostic_warnings():
     reset_warnings()
     yield
     reset_warnings()
+
+
+@pytest.fixture
+def assert_batched_rows():
+    """``check(single, batched, seeds)``: an experiment's ``run_seeds`` rows against its one-seed rows.
+
+    Same seeds, columns, rows and order, every non-value column equal (settings, config hash), the
+    values equal up to float reassociation in the batched products (rtol 1e-4, atol 1e-6).
+    """
+    import pandas as pd
+
+    def check(single, batched, seeds):
+        assert sorted(batched) == sorted(seeds)
+        for s in seeds:
+            a, b = single[s].reset_index(drop=True), batched[s].reset_index(drop=True)
+            assert list(a.columns) == list(b.columns) and len(a) == len(b)
+            same = [c for c in a.columns if c != "value"]
+            pd.testing.assert_frame_equal(a[same], b[same])
+            np.testing.assert_allclose(b.value.to_numpy(), a.value.to_numpy(), rtol=1e-4, atol=1e-6)
+
+    return check

@@ -116,19 +116,12 @@ def test_both_priors_on_one_run_and_log_spacing(tmp_path):
 
 
 @pytest.mark.parametrize("prior", ["both", "init"])
-def test_batched_seeds_equal_the_one_seed_path(tmp_path, prior, one_thread):
+def test_batched_seeds_equal_the_one_seed_path(tmp_path, prior, one_thread, assert_batched_rows):
     cfg = {**CFG, "prior": prior, "label_noise": 0.2}
     seeds = [0, 3]
     single = {s: exp.run_seed(cfg, s, tmp_path / f"single{s}") for s in seeds}
     batched = exp.run_seeds(cfg, seeds, tmp_path / "batch")
-    assert sorted(batched) == seeds
-    for s in seeds:
-        a, b = single[s].reset_index(drop=True), batched[s].reset_index(drop=True)
-        assert list(a.columns) == list(b.columns) and len(a) == len(b)
-        same = [c for c in a.columns if c != "value"]
-        pd.testing.assert_frame_equal(a[same], b[same])  # same rows, same order, same settings and hash
-        # the values differ only by float reassociation in the batched products
-        np.testing.assert_allclose(b.value.to_numpy(), a.value.to_numpy(), rtol=1e-4, atol=1e-6)
+    assert_batched_rows(single, batched, seeds)
     # the two seeds are different runs (their own data, init and minibatches)
     iw = [batched[s].query("method == 'final' and quantity == 'iiw'").value.iloc[0] for s in seeds]
     assert iw[0] != iw[1]
