@@ -42,7 +42,7 @@ import pandas as pd
 
 from .._units import from_nats
 from ..store import atomic_write_parquet, config_hash
-from . import check_sizes
+from . import as_config, check_sizes
 
 NAME = "compressed_images"
 COMPRESSIONS = ("pca", "autoencoder")
@@ -130,7 +130,7 @@ def _cell(cfg: Config, seed: int, index: int, mi_nats: float) -> dict[str, Any]:
 
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
     """Estimate every true MI of ``config.mi_nats`` once (one seed); one row per true MI."""
-    cfg = config if isinstance(config, Config) else Config(**config)
+    cfg = as_config(config, Config, "compressed_images")
     out = Path(out_dir)
     chash = config_hash({**asdict(cfg), "seed": seed})
     result_file = out / f"compressed_images_seed{seed}_{chash}.parquet"

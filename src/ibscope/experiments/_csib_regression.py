@@ -74,7 +74,7 @@ import torch
 from torch import nn
 
 from ..store import atomic_write_parquet, config_hash
-from . import check_sizes
+from . import as_config, check_sizes
 
 NAME = "csib_regression"
 METHODS = ("mse", "csib", "vib")
@@ -228,7 +228,7 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     from ..objectives import CSIBLoss, gaussian_kl
     from ..training import BatchLoss, TensorBatches, fit
 
-    cfg = config if isinstance(config, Config) else Config(**config)
+    cfg = as_config(config, Config, "csib_regression")
     out = Path(out_dir)
     chash = config_hash({**asdict(cfg), "seed": seed})
     result_file = out / f"csib_{cfg.dataset}_{cfg.method}_seed{seed}_{chash}.parquet"

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from ..store import atomic_write_parquet, config_hash
-from . import check_sizes
+from . import as_config, check_sizes
 
 NAME = "ib_compare"
 METHODS = ("vanilla", "l2", "dropout", "vib", "pib", "dual_ib")
@@ -273,7 +273,7 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     from ..training import fit
     from ..weights import iiw, init_prior
 
-    cfg = config if isinstance(config, Config) else Config(**config)
+    cfg = as_config(config, Config, "ib_compare")
     out = Path(out_dir)
     chash = _config_hash(cfg, seed)
     result_file = out / f"ib_compare_{cfg.dataset}_{cfg.method}_seed{seed}_{chash}.parquet"

@@ -57,7 +57,7 @@ from torch import nn
 from ..estimators._compressed import Compressed
 from ..models import ConvNet, GaussianNoise
 from ..store import atomic_write_parquet, config_hash
-from . import check_sizes
+from . import as_config, check_sizes
 
 NAME = "noisy_convnet"
 COMPRESSIONS = ("autoencoder", "pca")
@@ -208,7 +208,7 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     from ..tracking import InformationPlane, log_schedule
     from ..training import fit
 
-    cfg = config if isinstance(config, Config) else Config(**config)
+    cfg = as_config(config, Config, "noisy_convnet")
     out = Path(out_dir)
     chash = config_hash({**asdict(cfg), "seed": seed})
     result_file = out / f"noisy_convnet_seed{seed}_{chash}.parquet"
