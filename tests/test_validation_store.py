@@ -94,3 +94,29 @@ def test_table_writer_resumes(tmp_path):
 def test_config_hash_is_stable_and_sensitive():
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_drop_degenerate_columns_numpy_and_torch():
+    import torch
+
+    from ibscope._validation import drop_degenerate_columns
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((200, 6))
+    a[:, 2] = 3.0          # a dead unit
+    a[:, 4] = a[:, 1]      # two copies of column 1
+    a[:, 5] = a[:, 1]
+    for arr in (a, torch.tensor(a, dtype=torch.float32)):
+        kept, info = drop_degenerate_columns(arr)
+        assert info == {"constant": [2], "duplicate": [4, 5], "kept": [0, 1, 3]}
+        assert tuple(kept.shape) == (200, 3)
+        assert np.array_equal(np.asarray(kept), np.asarray(arr)[:, [0, 1, 3]])
+    healthy = rng.standard_normal((50, 3))
+    assert drop_degenerate_columns(healthy)[0] is healthy
+    # a column equal to another up to a permutation of rows is not a duplicate
+    b = np.column_stack([healthy[:, 0], healthy[::-1, 0]])
+    assert drop_degenerate_columns(b)[1]["duplicate"] == []
+    kept, info = drop_degenerate_columns(np.ones((5, 3)))
+    assert kept.shape == (5, 1) and info["constant"] == [1, 2]
+    with pytest.raises(ValueError, match="2-D"):
+        drop_degenerate_columns(np.ones(5))

@@ -247,6 +247,63 @@ def check_no_constant_columns(a: np.ndarray, name: str) -> None:
         )
 
 
+def drop_degenerate_columns(a: Any) -> tuple[Any, dict[str, list[int]]]:
+    """``a`` (n, d) without its constant and duplicate columns, and which were dropped.
+
+    A constant column (a dead ReLU unit, MNIST's border pixels) carries no
+    information, and a column equal to an earlier one carries none beyond
+    it, so dropping them leaves every mutual information unchanged while
+    kNN, Gaussian and copula estimators (which need per-column variance and a
+    non-singular covariance) can run. Works on numpy arrays and torch
+    tensors (kept on their device). Returns ``(kept, info)`` with
+    ``info = {'constant': [...], 'duplicate': [...], 'kept': [...]}`` (column
+    indices of the input); when nothing is dropped ``kept is a``. At least
+    one column is always kept (a fully constant variable stays one constant
+    column, for the caller's estimator to refuse or to give 0).
+    """
+    if a.ndim != 2:
+        raise ValueError(f"drop_degenerate_columns needs a 2-D array (n, d); got shape {tuple(a.shape)}.")
+    d = int(a.shape[1])
+    if d == 0 or a.shape[0] == 0:
+        return a, {"constant": [], "duplicate": [], "kept": list(range(d))}
+    if is_torch(a):
+        const = ((a.amax(dim=0) - a.amin(dim=0)) == 0).cpu().numpy()
+        # exact duplicates: equal columns have equal random projections; candidates are then compared exactly
+        g = torch.Generator(device="cpu").manual_seed(0)
+        r = torch.randn(a.shape[0], generator=g, dtype=torch.float64).to(a.device)
+        keys = (a.to(torch.float64).T @ r).cpu().numpy()
+    else:
+        arr = np.asarray(a)
+        const = np.ptp(arr, axis=0) == 0
+        keys = arr.astype(np.float64, copy=False).T @ np.random.default_rng(0).standard_normal(arr.shape[0])
+    constant = [int(j) for j in np.flatnonzero(const)]
+    # candidates: columns whose keys agree up to rounding (BLAS may sum equal columns in another order)
+    live = np.flatnonzero(~const)
+    order = live[np.argsort(keys[live], kind="stable")]
+    tol = 1e-9 * (np.abs(keys[order]) + 1.0)
+    duplicate: list[int] = []
+    start = 0
+    for stop in range(1, len(order) + 1):
+        if stop < len(order) and keys[order[stop]] - keys[order[stop - 1]] <= tol[stop]:
+            continue
+        group = sorted(int(j) for j in order[start:stop])  # columns with (nearly) one key, in input order
+        reps: list[int] = []
+        for j in group:
+            if any(bool((a[:, i] == a[:, j]).all()) for i in reps):
+                duplicate.append(j)
+            else:
+                reps.append(j)
+        start = stop
+    duplicate.sort()
+    kept = [j for j in range(d) if j not in set(constant) | set(duplicate)]
+    if not kept:  # every column constant: keep the first
+        kept, constant = [0], constant[1:]
+    if len(kept) == d:
+        return a, {"constant": [], "duplicate": [], "kept": kept}
+    idx = torch.as_tensor(kept, device=a.device) if is_torch(a) else np.asarray(kept)
+    return a[:, idx], {"constant": constant, "duplicate": duplicate, "kept": kept}
+
+
 def discrete_symbols(a: np.ndarray) -> tuple[np.ndarray, int]:
     """Map each row of an integer matrix (n, d) to a symbol id in [0, m).
 
