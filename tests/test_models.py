@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,3 +64,42 @@ def test_convnet_shapes():
     assert c(torch.randn(3, 784)).shape == (3, 10)
     assert c(torch.randn(3, 1, 28, 28)).shape == (3, 10)
     assert c.layer_names[-1] == "output"
+
+
+def test_token_task_distinct_sequences_and_labels():
+    from ibscope.data import token_task
+
+    x, y = token_task(500, vocab_size=5, length=10, n_classes=3, seed=1)
+    assert x.shape == (500, 10) and x.dtype == np.int64 and y.dtype == np.int64
+    assert len(np.unique(x, axis=0)) == 500          # H(X) = log2 n on this set
+    counts = np.stack([(x == c).sum(1) for c in range(3)], 1)
+    assert np.array_equal(y, counts.argmax(1)) and set(np.unique(y)) <= {0, 1, 2}
+    assert np.array_equal(token_task(500, vocab_size=5, length=10, n_classes=3, seed=1)[0], x)
+    with pytest.raises(ValueError, match="too large"):
+        token_task(100, vocab_size=2, length=5)
+    with pytest.raises(ValueError, match="'n_classes'"):
+        token_task(10, vocab_size=3, n_classes=4)
+
+
+def test_token_transformer_and_resnet():
+    from ibscope.models import ResNet, TokenTransformer
+
+    m = TokenTransformer(6, 12, 3, d_model=8, nhead=2, num_layers=3)
+    ids = torch.randint(0, 6, (7, 12))
+    assert m(ids).shape == (7, 3)
+    names = dict(m.named_modules())
+    assert all(n in names for n in m.layer_names) and m.layer_names[1:4] == [
+        "encoder.layers.0", "encoder.layers.1", "encoder.layers.2"]
+    # seeded: the same seed builds the same weights, another seed others
+    a, b = TokenTransformer(6, 12, seed=3), TokenTransformer(6, 12, seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    with pytest.raises(TypeError, match="integer token ids"):
+        m(ids.float())
+    with pytest.raises(ValueError, match="multiple of 'nhead'"):
+        TokenTransformer(6, 12, d_model=10, nhead=3)
+    r = ResNet(1, 10, width=4, stages=3)
+    assert r(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+    assert r.layer_names == ["stem", "stage1", "stage2", "stage3", "pool", "fc"]
+    assert any(isinstance(mod, torch.nn.BatchNorm2d) for mod in r.modules())
+    with pytest.raises(ValueError, match="'width'"):
+        ResNet(width=0)

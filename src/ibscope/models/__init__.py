@@ -10,7 +10,9 @@ from ._layers import (
            make_activation,
 )
 from ._mlp import MLP, ConvNet
+from ._zoo import ResidualBlock, ResNet, TokenEmbedding, TokenTransformer
 
-__all__ = ["ACTIVATIONS", "ACTIVATION_BOUNDS", "INITS", "BatchedMLP", "ConvNet", "GaussianNoise", "MLP", "SeedBatches",
+__all__ = ["ACTIVATIONS", "ACTIVATION_BOUNDS", "INITS", "BatchedMLP", "ConvNet", "GaussianNoise", "MLP", "ResNet", "ResidualBlock", "SeedBatches", "TokenEmbedding",
+           "TokenTransformer",
            "batched_cross_entropy",
            "init_linear", "make_activation"]
