@@ -16,8 +16,18 @@ data loading.
    linearly spaced snapshots with the default estimator (``compressed``:
    PCA to 4 dims + KSG), ``--max-features`` wide layers reduced by the
    random projection.
+3. **Token transformer** (``--token-epochs``): ibscope's TokenTransformer
+   (embedding + 2-layer ``nn.TransformerEncoder``, d_model 32, 4 heads,
+   mean pooling) on ``token_task`` (4,000 distinct sequences of 15 tokens
+   over 8 ids, 3,200 for training), Adam 1e-3, batch 128; the plane records
+   every layer on all 4,000 sequences (integer inputs: I(X;T) as a discrete
+   input) at 10 linearly spaced snapshots with the default estimator.
+4. **Residual CNN** (``--resnet-epochs``): ibscope's ResNet (stem + 2
+   residual stages with batch norm, width 8) on MNIST-8k, Adam 1e-3, batch
+   128; the plane records every layer on the 2,000 held-out images at 6
+   linearly spaced snapshots with the default estimator.
 
-    python benchmarks/infoplane_overhead.py                        # both rows
+    python benchmarks/infoplane_overhead.py                        # all rows
     python benchmarks/infoplane_overhead.py --epochs 2000          # a quarter of the 12-bit epochs
     python benchmarks/infoplane_overhead.py --skip-twelve-bit --mnist-epochs 19
 """
@@ -38,8 +48,8 @@ def _case(args: argparse.Namespace) -> dict:
     import torch
     from torch import nn
 
-    from ibscope.data import mnist_8k_2k, train_test_split, twelve_bit
-    from ibscope.models import MLP, ConvNet
+    from ibscope.data import mnist_8k_2k, token_task, train_test_split, twelve_bit
+    from ibscope.models import MLP, ConvNet, ResNet, TokenTransformer
     from ibscope.tracking import InformationPlane, linear_schedule, log_schedule
     from ibscope.training import fit
 
@@ -55,6 +65,24 @@ def _case(args: argparse.Namespace) -> dict:
             data, epochs, bs = (x_all[split.train], y_all[split.train]), args.epochs, 512
             cbs = [InformationPlane(model, x_all, y_all, estimators="binning", out_dir=d,
                                     schedule=log_schedule(epochs, args.snapshots))] if with_plane else []
+        elif args.case.startswith("token"):
+            x_np, y_np = token_task(4000, vocab_size=8, length=15, seed=args.seed)
+            x_all, y_all = torch.as_tensor(x_np), torch.as_tensor(y_np)
+            model = TokenTransformer(8, 15, 2, d_model=32, nhead=4, num_layers=2, dim_feedforward=64,
+                                     seed=args.seed)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            data, epochs, bs = (x_all[:3200], y_all[:3200]), args.token_epochs, 128
+            cbs = [InformationPlane(model, x_all, y_all, out_dir=d, max_features=args.max_features,
+                                    schedule=linear_schedule(epochs, 10))] if with_plane else []
+        elif args.case.startswith("resnet"):
+            mn = mnist_8k_2k(args.data, seed=args.seed)
+            x_tr, y_tr = torch.as_tensor(mn["x_train"]).view(-1, 1, 28, 28), torch.as_tensor(mn["y_train"])
+            x_ev, y_ev = torch.as_tensor(mn["x_test"]).view(-1, 1, 28, 28), torch.as_tensor(mn["y_test"])
+            model = ResNet(1, 10, width=8, stages=2, seed=args.seed)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            data, epochs, bs = (x_tr, y_tr), args.resnet_epochs, 128
+            cbs = [InformationPlane(model, x_ev, y_ev, out_dir=d, max_features=args.max_features,
+                                    schedule=linear_schedule(epochs, 6))] if with_plane else []
         else:
             mn = mnist_8k_2k(args.data, seed=args.seed)
             x_tr, y_tr = torch.as_tensor(mn["x_train"]), torch.as_tensor(mn["y_train"])
@@ -82,7 +110,8 @@ def _case(args: argparse.Namespace) -> dict:
 
 def _run(case: str, a: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--case", case, "--epochs", str(a.epochs), "--snapshots", str(a.snapshots),
-           "--mnist-epochs", str(a.mnist_epochs), "--max-features", str(a.max_features), "--threads",
+           "--mnist-epochs", str(a.mnist_epochs), "--token-epochs", str(a.token_epochs),
+           "--resnet-epochs", str(a.resnet_epochs), "--max-features", str(a.max_features), "--threads",
            str(a.threads), "--seed", str(a.seed)] + (["--data", a.data] if a.data else [])
     res = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -93,12 +122,16 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8000, help="12-bit epochs")
     p.add_argument("--snapshots", type=int, default=300, help="12-bit log-spaced snapshots")
     p.add_argument("--mnist-epochs", type=int, default=19, help="conv-net epochs (>= 19 for 20 snapshots)")
+    p.add_argument("--token-epochs", type=int, default=20, help="token-transformer epochs (>= 9)")
+    p.add_argument("--resnet-epochs", type=int, default=5, help="residual-CNN epochs (>= 5)")
     p.add_argument("--max-features", type=int, default=4096, help="random-projection width of wide layers")
     p.add_argument("--data", default=None, help="directory holding mnist/ (default: ibscope.data.data_dir())")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-twelve-bit", action="store_true")
     p.add_argument("--skip-mnist", action="store_true")
+    p.add_argument("--skip-token", action="store_true")
+    p.add_argument("--skip-resnet", action="store_true")
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.case:
@@ -114,6 +147,12 @@ def main() -> None:
         rows.append((f"MNIST conv net: training alone ({a.mnist_epochs} epochs)", "mnist_train", None))
         n = min(20, a.mnist_epochs + 1)
         rows.append((f"MNIST conv net: + plane, {n} snapshots x compressed", "mnist_plane", "mnist_train"))
+    if not a.skip_token:
+        rows.append((f"token transformer: training alone ({a.token_epochs} epochs)", "token_train", None))
+        rows.append(("token transformer: + plane, 10 snapshots x default", "token_plane", "token_train"))
+    if not a.skip_resnet:
+        rows.append((f"residual CNN: training alone ({a.resnet_epochs} epochs)", "resnet_train", None))
+        rows.append(("residual CNN: + plane, 6 snapshots x default", "resnet_plane", "resnet_train"))
     got: dict[str, dict] = {}
     for label, case, base in rows:
         r = got[case] = _run(case, a)

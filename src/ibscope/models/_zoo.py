@@ -152,6 +152,9 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 3:
             x = x.unsqueeze(1)
+        if x.ndim != 4:
+            raise ValueError(f"ResNet takes images of shape (n, C, H, W) or (n, H, W), got {tuple(x.shape)}; "
+                             "reshape flattened images first.")
         h = self.stem(x)
         for s in range(1, self.stages + 1):
             h = getattr(self, f"stage{s}")(h)
