@@ -177,3 +177,25 @@ def test_passing_the_module_object_is_the_opt_in_for_its_name(tmp_path):
         assert experiments.is_allowed(TOY) and (out / "report.html").is_file()  # the report reloads it by name
     finally:
         experiments._ALLOWED.discard(TOY)
+
+
+def test_directory_lock_never_writes_through_a_planted_link(tmp_path):
+    from ibscope.store import DirectoryLock
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").symlink_to(victim)
+    with pytest.raises(ValueError, match="symbolic link"):
+        DirectoryLock(run, what="run").acquire()
+    assert victim.read_text() == "precious"
+    # a FIFO (or any non-regular file) as the lock is refused too, without blocking
+    fifo_dir = tmp_path / "fifo"
+    fifo_dir.mkdir()
+    os.mkfifo(fifo_dir / ".lock")
+    with pytest.raises(ValueError, match="not a regular file"):
+        DirectoryLock(fifo_dir).acquire()
+    # the normal case still locks and releases
+    lock = DirectoryLock(tmp_path / "fresh").acquire()
+    lock.release()

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -398,7 +399,19 @@ class DirectoryLock:
         except ImportError:  # pragma: no cover - Windows
             raise OSError("Directory locks need fcntl.flock (Linux, macOS, other POSIX systems).") from None
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # never through a planted link: O_NOFOLLOW refuses a symlink, fstat anything but a regular file
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK, 0o644)
+        except OSError as e:
+            if self.path.is_symlink():
+                raise ValueError(f"The lock file '{self.path}' of the {self.what} directory is a symbolic link "
+                                 f"(to '{os.readlink(self.path)}'); ibscope never writes through a link. "
+                                 "Remove it and run again.") from None
+            raise OSError(f"Cannot open the lock file '{self.path}': {e}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ValueError(f"The lock file '{self.path}' of the {self.what} directory is not a regular file; "
+                             "remove it and run again.")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
         except BlockingIOError:
