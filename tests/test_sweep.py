@@ -417,3 +417,14 @@ def test_tishby_sweep_batches_seeds_with_the_one_seed_results(tmp_path):
     tb = pd.read_parquet(b.results).sort_values(key).reset_index(drop=True)
     np.testing.assert_allclose(ta["i_xt"], tb["i_xt"], atol=1e-6)
     np.testing.assert_allclose(ta["train_acc"], tb["train_acc"], atol=1e-6)
+
+
+@pytest.mark.parametrize("seeds, match", [
+    ("12", "number of seeds or a list"),          # was seeds 1 and 2
+    ([0.5, 1.7], "distinct ints"),                # was seeds 0 and 1
+    (10**12, r"count must be in \[1, 100000\]"),   # was a MemoryError
+    (True, "number of seeds or a list"),
+])
+def test_sweep_seeds_are_never_coerced(seeds, match):
+    with pytest.raises(ValueError, match=match):
+        _toy(seeds=seeds)

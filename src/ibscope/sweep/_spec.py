@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -75,19 +76,22 @@ class SweepSpec:
                          self.seeds if seeds is None else seeds, self.profile)
 
 
+MAX_SEEDS = 100_000  # a larger count is a typo (a sweep of that size is not planned here)
+
+
 def _seed_list(seeds: Any) -> list[int]:
-    if isinstance(seeds, bool):
+    """A count n (seeds 0..n-1) or a list of distinct integral seeds; strings and floats are refused."""
+    from ..experiments import check_seeds
+
+    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise ValueError(f"'seeds' as a count must be in [1, {MAX_SEEDS}], got {seeds}.")
+        return list(range(int(seeds)))
+    if isinstance(seeds, (str, bytes, bool, Mapping)) or not isinstance(seeds, Iterable):
         raise ValueError(f"'seeds' must be a number of seeds or a list of ints, got {seeds!r}.")
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise ValueError(f"'seeds' must be >= 1, got {seeds}.")
-        return list(range(seeds))
-    try:
-        out = [int(s) for s in seeds]
-    except (TypeError, ValueError):
-        raise ValueError(f"'seeds' must be a number of seeds or a list of ints, got {seeds!r}.") from None
-    if not out or len(set(out)) != len(out) or any(isinstance(s, bool) for s in seeds):
-        raise ValueError(f"'seeds' must be a non-empty list of distinct ints, got {seeds!r}.")
+    out = check_seeds(seeds)
+    if len(out) > MAX_SEEDS:
+        raise ValueError(f"'seeds' lists {len(out)} seeds; at most {MAX_SEEDS}.")
     return out
 
 
