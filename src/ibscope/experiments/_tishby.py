@@ -46,9 +46,10 @@ from torch import nn
 
 from .. import estimators as est_registry
 from ..data import load_twelve_bit_mat, train_test_split, twelve_bit
-from ..models import ACTIVATION_BOUNDS, ACTIVATIONS, INITS
+from ..models import ACTIVATIONS, INITS
 from ..store import TableWriter
 from ..tracking import ActivationRecorder, log_schedule
+from ..tracking._plane import layer_params
 from ..training import Callback, TrainState, fit
 from . import check_sizes, torch_threads
 from ._tishby_common import logit_metrics, make_net, plane_rows
@@ -203,29 +204,19 @@ def estimator_name(label: str, params: dict[str, Any] | None) -> tuple[str, dict
 
 
 def _layer_estimator(name: str, params: dict[str, Any], activation: str, unit: str):
-    """The estimator for one layer: binning edges / adaptive floor from the activation's bounds.
+    """The estimator for one layer, by the tracking package's per-layer rule (``layer_params``).
 
     ``binning`` without ``value_range`` or ``bin_width`` gets fixed edges on
     every layer, never the snapshot's own min/max (which stretch with the
     activations and make an unbounded layer look compressed, the artefact
     Saxe et al. [2]_ point out): ``n_bins`` bins over the range of a bounded
-    activation (tanh (-1, 1), sigmoid and softmax (0, 1)), and on an
-    unbounded one (relu, elu, softplus, silu, leaky_relu, linear) unbounded
-    bins of width ``2 / n_bins`` anchored at 0, the width of the same
-    ``n_bins`` over a tanh layer, so the tanh and ReLU arms of a comparison
-    quantize at the same resolution. An explicit ``value_range`` or
-    ``bin_width`` applies to every layer as given.
+    activation, unbounded bins of width ``2 / n_bins`` anchored at 0 on an
+    unbounded one. An explicit ``value_range`` or ``bin_width`` applies to
+    every layer as given. The library's :class:`~ibscope.tracking.InformationPlane`
+    uses the same rule.
     """
     name, p = estimator_name(name, params)
-    lo, hi = ACTIVATION_BOUNDS.get(activation, (None, None))
-    if name == "binning" and "value_range" not in p and "bin_width" not in p:
-        if lo is not None and hi is not None:
-            p["value_range"] = (lo, hi)
-        else:
-            p["bin_width"] = 2.0 / p.get("n_bins", est_registry.get("binning").n_bins)  # n_bins: validated
-    if name == "adaptive_binning" and "floor" not in p and lo is not None and activation in ("relu", "softplus", "sigmoid"):
-        p["floor"] = lo
-    return est_registry.get(name, unit=unit, **p)
+    return est_registry.get(name, unit=unit, **layer_params(name, activation, p))
 
 
 def load_data(config: Config) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..tracking._plane import measure_layer
+
 __all__ = ["logit_metrics", "make_net", "plane_rows"]
 
 
@@ -42,6 +44,10 @@ def plane_rows(*, seed: int, epoch: int, acts: Mapping[str, np.ndarray], estimat
                unit: str) -> list[dict[str, Any]]:
     """One row per (estimator, layer) of one snapshot: the plane, the run's metrics, the seconds it took.
 
+    Each layer is measured by :func:`ibscope.tracking._plane.measure_layer`,
+    the path :class:`ibscope.tracking.InformationPlane` uses (for the plane
+    estimators of this experiment: ``estimator.plane(t, labels)``).
+
     ``metrics`` is (train loss, train accuracy, test loss, test accuracy).
     """
     tr_loss, tr_acc, te_loss, te_acc = metrics
@@ -52,7 +58,8 @@ def plane_rows(*, seed: int, epoch: int, acts: Mapping[str, np.ndarray], estimat
         if not np.isfinite(a).all():
             raise FloatingPointError(f"Layer '{layer}' of seed {seed} has NaN or infinite activations at "
                                      f"epoch {epoch}; lower the learning rate or check the inputs.")
-        i_xt, i_ty = est.plane(a, labels)
+        m = measure_layer(a, labels, est, layer=layer, epoch=epoch, label=name)  # the library's one path
+        i_xt, i_ty = m.i_xt, m.i_ty
         rows.append({"seed": seed, "epoch": epoch, "layer": layer, "layer_index": list(layer_names).index(layer) + 1,
                      "estimator": name, "i_xt": i_xt, "i_ty": i_ty, "unit": unit,
                      "train_loss": tr_loss, "train_acc": tr_acc, "test_loss": te_loss, "test_acc": te_acc,

@@ -46,11 +46,14 @@ References
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,19 +63,22 @@ import torch
 from torch import nn
 
 from .. import estimators as registry
-from ..estimators.base import BaseMIEstimator
+from .._units import to_nats
+from .._validation import drop_degenerate_columns
+from ..estimators.base import BaseMIEstimator, MIEstimate
 from ..store import write_checked_parquet
 from ..training import Callback, TrainState
 from ._recorder import INPUT, ActivationRecorder
 from ._schedule import log_schedule
 
-__all__ = ["InformationPlane", "information_plane", "TABLE_NAME", "META_NAME", "FORMAT", "COLUMNS"]
+__all__ = ["InformationPlane", "information_plane", "measure_layer", "LayerMeasure", "layer_params", "TABLE_NAME", "META_NAME", "FORMAT", "COLUMNS"]
 
 TABLE_NAME = "information_plane.parquet"
 META_NAME = "information_plane.json"
 FORMAT = "ibscope.information_plane/1"
 COLUMNS = ["epoch", "layer", "layer_index", "estimator", "i_xt", "i_ty", "unit", "i_xt_lo", "i_xt_hi",
-           "i_ty_lo", "i_ty_hi", "ci_level", "flags", "n", "seconds"]
+           "i_ty_lo", "i_ty_hi", "ci_level", "flags", "n", "dim_x", "dim_t", "dropped_x", "dropped_t",
+           "dropped_columns", "discrete_input", "seconds"]
 _BYTES = 4  # float32 activations
 
 
@@ -95,7 +101,7 @@ def _build(spec: Any, unit: str, layer: str, activation: str | None) -> list[tup
     for label, s in items:
         if isinstance(s, str):
             try:
-                est = registry.get(s, unit=unit, **_layer_params(s, activation))
+                est = registry.get(s, unit=unit, **layer_params(s, activation))
             except ValueError as e:
                 raise ValueError(f"'estimators': {e}") from None
         elif isinstance(s, BaseMIEstimator):
@@ -116,18 +122,57 @@ def _build(spec: Any, unit: str, layer: str, activation: str | None) -> list[tup
     return out
 
 
-def _layer_params(name: str, activation: str | None) -> dict[str, Any]:
-    """Binning range / adaptive floor from a layer's activation bounds (as the 12-bit experiment does)."""
+def layer_params(name: str, activation: str | None, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters of estimator ``name`` on a layer with ``activation``: ``params`` plus its fixed bins.
+
+    The one per-layer rule of the library's plane and the 12-bit experiment.
+    ``binning`` without ``value_range`` or ``bin_width`` gets fixed edges,
+    never the snapshot's own min/max (which stretch with the activations and
+    make an unbounded layer look compressed, the artefact Saxe et al. [2]_
+    point out): ``n_bins`` bins over the range of a bounded activation (tanh
+    (-1, 1), sigmoid and softmax (0, 1)), and on an unbounded one (relu, elu,
+    softplus, silu, leaky_relu, linear) unbounded bins of width
+    ``2 / n_bins`` anchored at 0, the width of the same ``n_bins`` over a tanh
+    layer, so tanh and ReLU layers are quantized at the same resolution.
+    ``adaptive_binning`` gets the lower bound of relu / softplus / sigmoid
+    as its ``floor``. Explicit parameters are kept as given; a layer of
+    unknown activation (``activation=None``: a model without
+    ``layer_activations``) gets ``params`` unchanged.
+
+    Parameters
+    ----------
+    name : str
+        Registry name of the estimator.
+    activation : str or None
+        The layer's activation (a key of :data:`ibscope.models.ACTIVATION_BOUNDS`).
+    params : mapping, optional
+        Parameters given by the user (win over the rule).
+
+    Returns
+    -------
+    dict
+        The parameters to build the estimator with (``registry.get(name, **p)``).
+
+    References
+    ----------
+    .. [2] A. M. Saxe et al., "On the information bottleneck theory of deep
+       learning", ICLR 2018.
+    """
+    p = dict(params or {})
     if activation is None:
-        return {}
+        return p
     from ..models import ACTIVATION_BOUNDS
 
     lo, hi = ACTIVATION_BOUNDS.get(activation, (None, None))
-    if name == "binning" and lo is not None and hi is not None:
-        return {"value_range": (lo, hi)}
-    if name == "adaptive_binning" and lo is not None and activation in ("relu", "softplus", "sigmoid"):
-        return {"floor": lo}
-    return {}
+    if name == "binning" and "value_range" not in p and "bin_width" not in p:
+        if lo is not None and hi is not None:
+            p["value_range"] = (lo, hi)
+        else:
+            p["bin_width"] = 2.0 / p.get("n_bins", registry.get("binning").n_bins)  # n_bins: validated
+    if name == "adaptive_binning" and "floor" not in p and lo is not None and activation in (
+            "relu", "softplus", "sigmoid"):
+        p["floor"] = lo
+    return p
 
 
 def _labels_array(labels: Any) -> np.ndarray:
@@ -180,6 +225,249 @@ def _flags(*sources: Any) -> list[str]:
             if f and f not in out:
                 out.append(str(f))
     return out
+
+
+@dataclass
+class LayerMeasure:
+    """What :func:`measure_layer` gives for one layer and one estimator.
+
+    Attributes
+    ----------
+    i_xt, i_ty : float or MIEstimate
+        I(X;T) and I(T;Y) in the estimator's unit (:class:`~ibscope.estimators.MIEstimate`
+        with ``ci``).
+    flags : list of str
+        Diagnostic flags of both values (``FLAG_DESCRIPTIONS``).
+    dim_x : int
+        Columns of X the estimator read (after dropping constant/duplicate
+        columns); 0 when X was not read (a plane estimator on distinct inputs).
+    dim_t : int
+        Columns of T the estimator read (after dropping, for estimators
+        without ``plane``; the layer's width for plane estimators).
+    dropped_x, dropped_t : int
+        Constant and duplicate columns dropped from X and T.
+    discrete_input : bool
+        True when X was treated as discrete (I(X;T) = H(T), see :func:`measure_layer`).
+    seconds : float
+        Wall time of the measurement.
+    """
+
+    i_xt: Any
+    i_ty: Any
+    flags: list[str]
+    dim_x: int
+    dim_t: int
+    dropped_x: int
+    dropped_t: int
+    discrete_input: bool
+    seconds: float
+
+
+def _row_ids(a: Any) -> tuple[np.ndarray, int]:
+    """Symbol id of each row of ``a`` (n, d) by exact equality, and the number of distinct rows."""
+    if isinstance(a, torch.Tensor):
+        _, inv = torch.unique(a.detach().reshape(a.shape[0], -1), dim=0, return_inverse=True)
+        inv = inv.cpu().numpy()
+    else:
+        arr = np.asarray(a).reshape(len(a), -1)
+        _, inv = np.unique(arr, axis=0, return_inverse=True)
+    inv = np.asarray(inv, dtype=np.int64).reshape(-1)
+    return inv, int(inv.max()) + 1 if inv.size else 0
+
+
+@contextmanager
+def _named(layer: str, epoch: int | None, quantity: str, label: str):
+    """Re-raise an estimator's error (same type) with the layer, the epoch and the quantity in front."""
+    try:
+        yield
+    except Exception as e:
+        at = "" if epoch is None else f" at epoch {epoch}"
+        msg = f"{quantity} of layer '{layer}'{at} with estimator '{label}': {e}"
+        try:
+            new = type(e)(msg)
+        except Exception:  # an exception type that needs other arguments: keep it, prefix its message
+            e.args = (msg, *e.args[1:]) if e.args else (msg,)
+            raise
+        raise new.with_traceback(e.__traceback__) from e
+
+
+def _zero(est: BaseMIEstimator, ci: float | None) -> Any:
+    """An exact 0 (a constant layer) as the estimator would give it."""
+    if ci is None:
+        return 0.0
+    return MIEstimate(value=0.0, low=0.0, high=0.0, level=ci, unit=est.unit, method=est.name or type(est).__name__,
+                      n_resamples=0)
+
+
+def _ceiling_flag(value: Any, unit: str, n_distinct: int) -> list[str]:
+    """['saturated_xt'] when I(X;T) reaches log(number of distinct inputs), the most it can be."""
+    from ..estimators import _diagnostics as diag
+
+    return ["saturated_xt"] if diag.is_saturated(to_nats(float(value), unit), math.log(max(n_distinct, 1))) else []
+
+
+def measure_layer(t: Any, y: Any, estimator: BaseMIEstimator, *, x: Any = None, discrete_x: bool = False,
+                  ci: float | None = None, n_resamples: int = 50, subsample: float = 0.5, seed: Any = 0,
+                  layer: str = "layer", epoch: int | None = None, label: str | None = None,
+                  x_cache: dict | None = None) -> LayerMeasure:
+    """(I(X;T), I(T;Y)) of one layer with one estimator: the one measuring path of every plane.
+
+    Used by :class:`InformationPlane` and by the 12-bit experiment
+    (:mod:`ibscope.experiments._tishby_common`), so every plane in ibscope
+    is measured the same way.
+
+    * **Plane estimators** (``binning``, ``adaptive_binning``, the KDE
+      bounds: those with ``plane``) compute both coordinates from T and Y as
+      they are: I(X;T) = H(T) under their quantization or noise model, which
+      holds for a deterministic layer whatever X is (T is a function of X;
+      repeated inputs only weight the mixture). T is not pruned (dropping a
+      duplicate unit would change the KDE distances); with discrete X, binning
+      gets the input ids (``plane(t, y, x=ids)``) and I(X;T) is flagged
+      ``saturated_xt`` at log(number of distinct inputs).
+    * **Other estimators**: constant and duplicate columns of T (and of a
+      continuous X) are dropped first (:func:`ibscope._validation.drop_degenerate_columns`:
+      no mutual information changes, but kNN / Gaussian / copula estimators
+      need per-column variance); a layer with no varying column is constant
+      and both values are exactly 0. I(T;Y) = ``estimate(t, y, discrete_y=True)``.
+      I(X;T) is, for **discrete X** (token ids, integer inputs), the plug-in
+      entropy of the distinct rows of T (``discrete`` estimator on (input
+      id, row id); exact float equality decides which rows are equal, exact
+      for a deterministic layer), flagged ``saturated_xt`` at its ceiling
+      log(number of distinct inputs); for **continuous X**,
+      ``estimate(x, t)``.
+
+    Parameters
+    ----------
+    t : array or tensor of shape (n, d)
+        The layer's activations.
+    y : array or tensor of shape (n,)
+        Integer class labels.
+    estimator : BaseMIEstimator
+        Any registry estimator (``unit`` decides the unit of the values).
+    x : array or tensor of shape (n, p), optional
+        The flattened inputs; required by estimators without ``plane`` and
+        with ``discrete_x``.
+    discrete_x : bool, default False
+        Treat the rows of ``x`` as symbols (see above).
+    ci : float in (0, 1) or None
+        Confidence level of subsampling intervals (``estimate_ci`` / ``plane_ci``).
+    n_resamples, subsample, seed
+        Subsampling settings of the intervals.
+    layer, epoch, label : optional
+        Name the layer, the snapshot and the estimator in error messages: an
+        estimator's error is re-raised with the same type and a message
+        naming them and the quantity (I(X;T) or I(T;Y)).
+    x_cache : dict, optional
+        Cache of the PCA codes of a fixed ``x`` across calls (``compressed``).
+
+    Returns
+    -------
+    LayerMeasure
+
+    References
+    ----------
+    .. [1] R. Shwartz-Ziv and N. Tishby, "Opening the black box of deep neural
+       networks via information", arXiv:1703.00810, 2017.
+    .. [2] A. M. Saxe et al., "On the information bottleneck theory of deep
+       learning", ICLR 2018.
+    """
+    t0 = time.perf_counter()
+    label = label or estimator.name or type(estimator).__name__
+    kw = {"n_resamples": n_resamples, "subsample": subsample, "seed": seed}
+    if t.ndim != 2:
+        raise ValueError(f"'t' of layer '{layer}' must be 2-D (n, d); got shape {tuple(t.shape)}.")
+    x_ids = m_x = None
+    dim_x = dropped_x = 0
+    if discrete_x:
+        if x is None:
+            raise ValueError("'x' is required with discrete_x=True (the input ids decide I(X;T)).")
+        x_ids, m_x = _row_ids(x)
+        dim_x = int(x.shape[1]) if x.ndim > 1 else 1
+    dim_t, dropped_t = int(t.shape[1]), 0
+    if hasattr(estimator, "plane"):
+        takes_x = "x" in inspect.signature(estimator.plane).parameters
+        pkw = {"x": x_ids} if x_ids is not None and takes_x else {}
+        with _named(layer, epoch, "I(X;T) and I(T;Y)", label):
+            a, b = estimator.plane(t, y, ci=ci, **kw, **pkw) if ci is not None else estimator.plane(t, y, **pkw)
+        flags = _flags(a, b, getattr(estimator, "flags_", ()))
+        if x_ids is not None:
+            flags = _flags(flags, _ceiling_flag(a, estimator.unit, m_x))
+    else:
+        t_kept, info_t = drop_degenerate_columns(t)
+        dim_t, dropped_t = int(t_kept.shape[1]), dim_t - int(t_kept.shape[1])
+        constant = dim_t == 1 and bool((t_kept.max() - t_kept.min()) == 0)
+        if x_ids is not None:
+            t_ids, _ = _row_ids(t)
+            disc = registry.get("discrete", unit=estimator.unit)
+            with _named(layer, epoch, "I(X;T)", label):
+                a = (disc.estimate_ci(x_ids, t_ids, discrete_x=True, discrete_y=True, level=ci, **kw)
+                     if ci is not None else disc.estimate(x_ids, t_ids, discrete_x=True, discrete_y=True))
+            fa = _ceiling_flag(a, estimator.unit, m_x)
+            x_in = t_xt = None
+            _, _, t_ty = _pca_codes(estimator, None, t_kept, x_cache)
+        else:
+            if x is None:
+                raise ValueError(f"Estimator '{label}' has no plane(): it needs the inputs 'x' for I(X;T).")
+            if isinstance(x, torch.Tensor) and not x.is_floating_point():
+                x = x.to(torch.float32)
+            elif not isinstance(x, torch.Tensor) and np.asarray(x).dtype.kind in "biu":
+                x = np.asarray(x, dtype=np.float32)
+            x_kept, _ = drop_degenerate_columns(x)
+            dim_x, dropped_x = int(x_kept.shape[1]), int(x.shape[1]) - int(x_kept.shape[1])
+            x_in, t_xt, t_ty = _pca_codes(estimator, x_kept, t_kept, x_cache)
+            if constant:
+                a, fa = _zero(estimator, ci), []
+            else:
+                with _named(layer, epoch, "I(X;T)", label):
+                    a = (estimator.estimate_ci(x_in, t_xt, level=ci, **kw) if ci is not None
+                         else estimator.estimate(x_in, t_xt))
+                fa = list(getattr(estimator, "flags_", ()))
+        if constant:
+            b, fb = _zero(estimator, ci), []
+        else:
+            with _named(layer, epoch, "I(T;Y)", label):
+                b = (estimator.estimate_ci(t_ty, y, discrete_y=True, level=ci, **kw) if ci is not None
+                     else estimator.estimate(t_ty, y, discrete_y=True))
+            fb = list(getattr(estimator, "flags_", ()))
+        flags = _flags(a, b, fa, fb)
+    return LayerMeasure(i_xt=a, i_ty=b, flags=flags, dim_x=dim_x, dim_t=dim_t, dropped_x=dropped_x,
+                        dropped_t=dropped_t, discrete_input=x_ids is not None,
+                        seconds=time.perf_counter() - t0)
+
+
+def _pca_codes(est: BaseMIEstimator, x: Any, t: Any, cache: dict | None) -> tuple[Any, Any, Any]:
+    """For ``compressed`` with PCA: the codes of x (once per run, in ``cache``) and of t (once per layer).
+
+    The Compressed estimator leaves a variable whose width is at most its
+    target dimension as it is, so passing PCA codes gives the same number
+    as passing the raw variables (PCA is deterministic; KSG's max-norm and
+    per-column standardization ignore the sign of a component), without
+    compressing the fixed inputs again for every layer and snapshot and
+    each layer twice. Other estimators get the raw variables.
+    """
+    from ..estimators._compressed import Compressed, pca_compress
+
+    if not isinstance(est, Compressed) or est.compression != "pca" or est.device is not None:
+        return x, t, t
+    if any(not isinstance(d, int) for d in (est.dim_x, est.dim_y) if d is not None):
+        return x, t, t  # 'auto' dimensions are chosen per call from the data: nothing to cache
+
+    def codes(a: Any, dim: int, which: str) -> Any:  # what Compressed._compress computes for ``which``
+        s = None if est.seed is None else est.seed + (0 if which == "x" else 1)
+        return pca_compress(a, dim, solver=est.pca_solver, seed=s)[0]
+
+    if x is not None and est.dim_x is not None and x.shape[1] > est.dim_x:
+        key = (id(est), est.dim_x, tuple(x.shape))
+        if cache is None:
+            x = codes(x, est.dim_x, "x")
+        else:
+            if key not in cache:
+                cache[key] = codes(x, est.dim_x, "x")
+            x = cache[key]
+    # I(X;T) = estimate(x, t): t is the 'y' variable; I(T;Y) = estimate(t, labels): t is the 'x' one
+    t_xt = codes(t, est.dim_y, "y") if est.dim_y is not None and t.shape[1] > est.dim_y else t
+    t_ty = codes(t, est.dim_x, "x") if est.dim_x is not None and t.shape[1] > est.dim_x else t
+    return x, t_xt, t_ty
 
 
 class InformationPlane(Callback):
@@ -254,7 +542,8 @@ class InformationPlane(Callback):
                  estimators: Any = None, schedule: Iterable[int] | None = None, ci: float | None = None,
                  out_dir: str | os.PathLike | None = None, unit: str = "bits", batch_size: int | None = 1024,
                  max_features: int | None = 4096, max_bytes: int = 1 << 30, n_resamples: int = 50,
-                 subsample: float = 0.5, seed: int = 0, n_snapshots: int = 30):
+                 subsample: float = 0.5, seed: int = 0, n_snapshots: int = 30, discrete_x: bool | None = None,
+                 overwrite: bool = False):
         if not isinstance(model, nn.Module):
             raise TypeError(f"'model' must be a torch.nn.Module, got {type(model).__name__}.")
         if unit not in ("bits", "nats"):
@@ -284,6 +573,15 @@ class InformationPlane(Callback):
             raise ValueError(f"'subsample' must be a float in (0, 1), got {subsample!r}.")
         self.n_resamples, self.subsample, self.seed = n_resamples, subsample, int(seed)
         self.n_snapshots, self.max_bytes = n_snapshots, max_bytes
+        if discrete_x is not None and not isinstance(discrete_x, bool):
+            raise TypeError(f"'discrete_x' must be None (detect from the inputs' dtype), True or False; got "
+                            f"{discrete_x!r}.")
+        if not isinstance(overwrite, bool):
+            raise TypeError(f"'overwrite' must be True or False, got {overwrite!r}.")
+        self.discrete_x = self._integer_inputs() if discrete_x is None else discrete_x
+        self.overwrite = overwrite
+        self._output, self._call = output, call
+        self._fp: str | None = None
         self.plan = self._plan(estimators)
         self.out_dir = None if out_dir is None else Path(out_dir)
         self._table = pd.DataFrame(columns=COLUMNS)
@@ -294,6 +592,34 @@ class InformationPlane(Callback):
             self._resume()
 
     # ----------------------------------------------------------------- set-up
+    def _integer_inputs(self) -> bool:
+        """True when every tensor the model takes is integer or bool (token ids): X is discrete."""
+        batch, _ = self.recorder.batches.first()
+        ts = [b for b in batch if isinstance(b, torch.Tensor)]
+        return bool(ts) and all(not (b.is_floating_point() or b.is_complex()) for b in ts)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of what this plane measures (:func:`ibscope._fingerprint.fingerprint`).
+
+        Covers the model's structure, the layers and their output/call
+        selectors, every estimator with its parameters, the evaluation inputs
+        and labels (bytes, shapes, dtypes), the unit, the interval settings,
+        ``discrete_x``, ``max_features`` and the projection seed. A directory
+        is resumed only by a plane of the same fingerprint.
+        """
+        if self._fp is None:
+            from .._fingerprint import fingerprint
+
+            data = [[*batch, lab] for batch, lab in self.recorder.batches]
+            self._fp = fingerprint(
+                format=FORMAT, model=self.model, layers=list(self.layers), output=_selector_key(self._output),
+                call=_selector_key(self._call), estimators=self._labels_meta(), inputs=data,
+                labels=self.labels, unit=self.unit, ci=self.ci, n_resamples=self.n_resamples,
+                subsample=self.subsample, seed=self.seed, discrete_x=self.discrete_x,
+                max_features=self.recorder.max_features)
+        return self._fp
+
     def _plan(self, spec: Any) -> dict[str, list[tuple[str, BaseMIEstimator]]]:
         acts = getattr(self.model, "layer_activations", None) or {}
         per_layer = isinstance(spec, Mapping) and spec and all(k in self.layers for k in spec)
@@ -306,6 +632,16 @@ class InformationPlane(Callback):
                 plan[layer] = default
             else:
                 plan[layer] = _build(s, self.unit, layer, acts.get(layer))
+        for layer, pairs in plan.items():
+            for label, e in pairs:
+                need = {("continuous", "discrete")} | (set() if self.discrete_x else {("continuous", "continuous")})
+                if not hasattr(e, "plane") and not need <= set(e.supports):
+                    raise ValueError(
+                        f"'estimators': '{label}' cannot measure layer '{layer}': the plane needs I(T;Y) of a "
+                        f"continuous layer and discrete labels" + ("" if self.discrete_x else
+                                                                   " and I(X;T) of continuous inputs")
+                        + f", and it supports only {sorted(e.supports)}. Use a plane estimator (binning, "
+                        f"kde_upper, ...) or one of ksg, compressed, auto, ....")
         return plan
 
     def _labels_meta(self) -> dict[str, Any]:
@@ -327,30 +663,43 @@ class InformationPlane(Callback):
                 "n_samples": self.recorder.n_samples, "reduction": dict(self.recorder.reduction_),
                 "created": self._created, "ibscope_version": __version__,
                 "n_resamples": self.n_resamples if self.ci is not None else None,
-                "subsample": self.subsample if self.ci is not None else None, "seed": self.seed}
+                "subsample": self.subsample if self.ci is not None else None, "seed": self.seed,
+                "discrete_x": self.discrete_x, "fingerprint": self.fingerprint}
 
     def _resume(self) -> None:
+        """Resume a directory of the same fingerprint; refuse (or, with ``overwrite``, replace) any other."""
         table, meta = self.out_dir / TABLE_NAME, self.out_dir / META_NAME
         if not table.exists():
             return
+        if self.overwrite:
+            table.unlink()
+            if meta.exists():
+                meta.unlink()
+            return
+        old: dict[str, Any] = {}
+        if meta.exists():
+            try:
+                old = json.loads(meta.read_text())
+            except (OSError, ValueError):
+                old = {}
+        if old.get("fingerprint") != self.fingerprint:
+            mine = self.metadata()
+            what = [k for k in ("unit", "layers", "ci") if k in old and old[k] != mine[k]]
+            if "estimators" in old and old["estimators"] != mine["estimators"]:
+                what.append("estimators" if set(old["estimators"]) == set(mine["estimators"]) else
+                            f"estimators ({sorted(old['estimators'])} vs {sorted(mine['estimators'])})")
+            why = ("it has no fingerprint (written by an older ibscope)" if "fingerprint" not in old else
+                   "its fingerprint differs" + (f" (other {', '.join(what)})" if what else
+                                                " (other model, inputs, labels or settings)"))
+            raise ValueError(f"'out_dir' {str(self.out_dir)!r} holds an information plane of another measurement: "
+                             f"{why}. Pass overwrite=True to replace its table, or use another out_dir.")
         try:
             df = pd.read_parquet(table)
         except Exception as e:
-            raise ValueError(f"'{table}' is unreadable ({e}); delete it to recompute the plane.") from None
-        if meta.exists():
-            old = json.loads(meta.read_text())
-            mine = self.metadata()
-            for key in ("unit", "layers"):
-                if old.get(key) != mine[key]:
-                    raise ValueError(f"'out_dir' {str(self.out_dir)!r} holds an information plane with another "
-                                     f"{key} ({old.get(key)} vs {mine[key]}); use another out_dir or delete it.")
-            if set(old.get("estimators", {})) != set(mine["estimators"]):
-                raise ValueError(f"'out_dir' {str(self.out_dir)!r} holds an information plane of other estimators "
-                                 f"({sorted(old.get('estimators', {}))} vs {sorted(mine['estimators'])}); use "
-                                 "another out_dir or delete it.")
-            self._created = old.get("created", self._created)
-            if not self._schedule_given and old.get("schedule"):
-                self.schedule = list(old["schedule"])
+            raise ValueError(f"'{table}' is unreadable ({e}); pass overwrite=True to recompute the plane.") from None
+        self._created = old.get("created", self._created)
+        if not self._schedule_given and old.get("schedule"):
+            self.schedule = list(old["schedule"])
         self._table = df
 
     # --------------------------------------------------------------- callback
@@ -406,7 +755,7 @@ class InformationPlane(Callback):
             return self._table.iloc[0:0].copy()
         rows = []
         for group in self._groups():
-            need_x = any(not hasattr(e, "plane") for layer in group for _, e in self.plan[layer])
+            need_x = self.discrete_x or any(not hasattr(e, "plane") for layer in group for _, e in self.plan[layer])
             acts, batch_labels = self.recorder.capture(group, inputs=need_x, epoch=epoch)
             y = self._labels(batch_labels, acts)
             for layer in group:
@@ -453,26 +802,14 @@ class InformationPlane(Callback):
         rows = []
         reduced = ["random_projection"] if layer in self.recorder.reduction_ else []
         ci = self.ci
-        kw = {"n_resamples": self.n_resamples, "subsample": self.subsample, "seed": self.seed}
+        cache = self.__dict__.setdefault("_x_codes", {})
         for label, est in self.plan[layer]:
-            t0 = time.perf_counter()
-            if hasattr(est, "plane"):
-                a, b = est.plane(t, y, ci=ci, **kw) if ci is not None else est.plane(t, y)
-                f = _flags(a, b, getattr(est, "flags_", ()))
-            else:
-                if ci is None:
-                    x_in, t_xt, t_ty = self._pca_codes(est, x, t)
-                    a = est.estimate(x_in, t_xt)
-                    fa = getattr(est, "flags_", ())
-                    b = est.estimate(t_ty, y, discrete_y=True)
-                elif ci is not None:
-                    a = est.estimate_ci(x, t, level=ci, **kw)
-                    fa = getattr(est, "flags_", ())
-                    b = est.estimate_ci(t, y, discrete_y=True, level=ci, **kw)
-                f = _flags(a, b, fa, getattr(est, "flags_", ()))
-            if INPUT in self.recorder.reduction_ and not hasattr(est, "plane"):
-                reduced = reduced + ["random_projection_input"]
-            seconds = time.perf_counter() - t0
+            m = measure_layer(t, y, est, x=x, discrete_x=self.discrete_x, ci=ci, n_resamples=self.n_resamples,
+                              subsample=self.subsample, seed=self.seed, layer=layer, epoch=epoch, label=label,
+                              x_cache=cache)
+            a, b = m.i_xt, m.i_ty
+            extra = reduced + (["random_projection_input"] if INPUT in self.recorder.reduction_
+                               and (m.dim_x or not hasattr(est, "plane")) else [])
             rows.append({
                 "epoch": epoch, "layer": layer, "layer_index": self.layers.index(layer) + 1,
                 "estimator": label, "i_xt": float(a), "i_ty": float(b), "unit": self.unit,
@@ -481,41 +818,12 @@ class InformationPlane(Callback):
                 "i_ty_lo": float(b.low) if ci is not None else math.nan,
                 "i_ty_hi": float(b.high) if ci is not None else math.nan,
                 "ci_level": ci if ci is not None else math.nan,
-                "flags": ";".join(_flags(f, reduced)), "n": int(t.shape[0]), "seconds": seconds,
+                "flags": ";".join(_flags(m.flags, extra)), "n": int(t.shape[0]),
+                "dim_x": m.dim_x, "dim_t": m.dim_t, "dropped_x": m.dropped_x, "dropped_t": m.dropped_t,
+                "dropped_columns": bool(m.dropped_x or m.dropped_t), "discrete_input": m.discrete_input,
+                "seconds": m.seconds,
             })
         return rows
-
-    def _pca_codes(self, est: BaseMIEstimator, x: Any, t: torch.Tensor) -> tuple[Any, Any, Any]:
-        """For ``compressed`` with PCA: the codes of x (once per run) and of t (once per layer).
-
-        The Compressed estimator leaves a variable whose width is at most its
-        target dimension as it is, so passing PCA codes gives the same number
-        as passing the raw variables (PCA is deterministic; KSG's max-norm and
-        per-column standardization ignore the sign of a component), without
-        compressing the fixed inputs again for every layer and snapshot and
-        each layer twice. Other estimators get the raw variables.
-        """
-        from ..estimators._compressed import Compressed, pca_compress
-
-        if not isinstance(est, Compressed) or est.compression != "pca" or est.device is not None:
-            return x, t, t
-        if any(not isinstance(d, int) for d in (est.dim_x, est.dim_y) if d is not None):
-            return x, t, t  # 'auto' dimensions are chosen per call from the data: nothing to cache
-
-        def codes(a: Any, dim: int, which: str) -> Any:  # what Compressed._compress computes for ``which``
-            seed = None if est.seed is None else est.seed + (0 if which == "x" else 1)
-            return pca_compress(a, dim, solver=est.pca_solver, seed=seed)[0]
-
-        if x is not None and est.dim_x is not None and x.shape[1] > est.dim_x:
-            key = (id(est), est.dim_x)
-            cache = self.__dict__.setdefault("_x_codes", {})
-            if key not in cache:
-                cache[key] = codes(x, est.dim_x, "x")
-            x = cache[key]
-        # I(X;T) = estimate(x, t): t is the 'y' variable; I(T;Y) = estimate(t, labels): t is the 'x' one
-        t_xt = codes(t, est.dim_y, "y") if est.dim_y is not None and t.shape[1] > est.dim_y else t
-        t_ty = codes(t, est.dim_x, "x") if est.dim_x is not None and t.shape[1] > est.dim_x else t
-        return x, t_xt, t_ty
 
     def _flush(self) -> None:
         if self.out_dir is None:
@@ -555,6 +863,15 @@ def for_plot(results: pd.DataFrame) -> pd.DataFrame:
     is added when the column is absent.
     """
     return results if "seed" in results.columns else results.assign(seed=0)
+
+
+def _selector_key(v: Any) -> Any:
+    """A stable description of an output/call selector (a function by its qualified name, not its address)."""
+    if callable(v) and not isinstance(v, (str, int)):
+        return f"{getattr(v, '__module__', '')}.{getattr(v, '__qualname__', type(v).__name__)}"
+    if isinstance(v, Mapping):
+        return {str(k): _selector_key(x) for k, x in v.items()}
+    return v
 
 
 def _jsonable(v: Any) -> Any:

@@ -344,9 +344,11 @@ class ActivationRecorder:
                 self.model(*batch)
                 for n in names:
                     parts[n].append(self._project(n, self._resolve_calls(n, calls[n], rows), index[n]))
-                if inputs:
-                    flat = torch.cat([b.detach().reshape(b.shape[0], -1).to(torch.float32)
-                                      for b in batch if isinstance(b, torch.Tensor)], dim=1)
+                if inputs:  # integer/bool inputs (token ids) stay integer: the plane treats them as discrete
+                    ts = [b for b in batch if isinstance(b, torch.Tensor)]
+                    kind = (torch.int64 if all(not (b.is_floating_point() or b.is_complex()) for b in ts)
+                            else torch.float32)
+                    flat = torch.cat([b.detach().reshape(b.shape[0], -1).to(kind) for b in ts], dim=1)
                     parts[INPUT].append(self._project(INPUT, flat, len(self.layers)))
                 if lab is not None:
                     label_parts.append(lab.detach().reshape(lab.shape[0], -1).squeeze(1) if lab.ndim > 1
