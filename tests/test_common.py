@@ -166,6 +166,12 @@ CONFIG.update({
                (BLOB1, 0.20, "PCA 256 -> 4 of a 1-D latent")],
         independence=(IND_CC, 0.03, {"estimator_params": {"clip": False}}),
         symmetric=True, rejects_constant=True),
+    "pca_ksg": dict(  # the plane's default: compressed with PCA to 4 dims and KSG (k=3)
+        params={},
+        cases=[(GS2, 0.10, "dims <= 4: no compression, plain KSG"),
+               (BLOB2, 0.20, "PCA 256 -> 4 of a 2-D latent: ~-0.1 (lossy + KSG bias)")],
+        independence=(IND_CC, 0.03, {}),
+        symmetric=True, rejects_constant=True),
 })
 
 
