@@ -98,7 +98,7 @@ def _variants(x):
     return {
         "constant": (np.c_[one, x, 3 * one], {"constant": [0, 3]}, "dropped_columns"),
         "duplicate": (np.c_[x, x[:, 1], x[:, 0]], {"duplicate": [2, 3]}, "dropped_columns"),
-        "dependent": (np.c_[x, x[:, 0] + x[:, 1]], {"dependent": [2]}, "rank_deficient"),
+        "dependent": (np.c_[x, x[:, 0] + x[:, 1]], {"rank": 2}, "rank_deficient"),  # any one of 3 dropped
         "dependent_float32": (np.c_[x32, x32[:, 0] + x32[:, 1]], {"rank": 2}, "rank_deficient"),
         "wider_layer": (x @ w, {"rank": 2}, "rank_deficient"),
         "wider_layer_float32": ((x32 @ w.astype(np.float32)), {"rank": 2}, "rank_deficient"),
@@ -118,6 +118,8 @@ def test_degenerate_columns_keep_the_closed_form_mi(name):
             assert flag in e.flags_, (name, case, e.flags_)
             cols = (e.choice_["columns"] if name == "auto" else e.columns_)["y" if swap else "x"]
             assert {k: cols[k] for k in record} == record, (case, cols)
+            assert len(cols["kept"]) == cols["rank"] == 2 and sorted(
+                cols["kept"] + cols["constant"] + cols["duplicate"] + cols["dependent"]) == list(range(xv.shape[1]))
             if case in ("constant", "duplicate"):  # the same columns reach the estimator: same value
                 assert v == pytest.approx(clean, rel=1e-9)
 

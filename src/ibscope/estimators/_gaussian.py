@@ -79,7 +79,10 @@ def reduce_columns(a: Any, *, tol: float = RANK_TOL) -> tuple[Any, dict[str, Any
     ``tol`` of its variance left (1 - R^2 < tol; default ``RANK_TOL`` =
     1e-10, see the module docstring). Every dropped column is a function of
     the kept ones (up to that tolerance), so the mutual information of the
-    variable with anything is unchanged.
+    variable with anything is unchanged. Which column of a dependent set is
+    dropped follows the pivoting (of x1, x2, x1 + x2 any one may go), which
+    is the numerically stable order; the kept columns are returned in input
+    order.
 
     Parameters
     ----------
