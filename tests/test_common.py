@@ -71,7 +71,7 @@ CONFIG: dict[str, dict] = {
                (SPARSE, 0.08, "exact; upward bias dx*dy/(2N) ~0.003 bits"),
                (DENSE, 0.06, "exact; sd ~0.013")],
         independence=(IND_CC, 0.01, {}),
-        symmetric=True, rejects_constant=True),
+        symmetric=True, rejects_constant=False, drops_degenerate=True),
     "binning": dict(
         params={},
         cases=[(MIX1, 0.08, "30 bins: quantization loss and plug-in bias nearly cancel"),
@@ -127,7 +127,7 @@ CONFIG.update({
                (SPARSE, 0.06, "exact, bias corrected"),
                (MIX1, 0.12, "class-conditional Gaussian scores: slightly low (~-0.05)")],
         independence=(IND_CC, 0.01, {}),
-        symmetric=True, rejects_constant=True),
+        symmetric=True, rejects_constant=False, drops_degenerate=True),
     "auto": dict(
         params={},
         cases=[(GS2, 0.10, "max(copula, KSG on scores): copula value, exact"),
@@ -135,7 +135,7 @@ CONFIG.update({
                (HC2, 0.10, "rank based: as on the Gaussian"),
                (MIX3, 0.10, "Ross KSG on scores")],
         independence=(IND_CC, 0.03, {}),
-        symmetric=True, rejects_constant=True),
+        symmetric=True, rejects_constant=False, drops_degenerate=True),
 })
 
 
@@ -165,6 +165,12 @@ CONFIG.update({
                (BLOB2, 0.20, "PCA 256 -> 4 of a 2-D latent: ~-0.1 (lossy + KSG bias)"),
                (BLOB1, 0.20, "PCA 256 -> 4 of a 1-D latent")],
         independence=(IND_CC, 0.03, {"estimator_params": {"clip": False}}),
+        symmetric=True, rejects_constant=True),
+    "pca_ksg": dict(  # the plane's default: compressed with PCA to 4 dims and KSG (k=3)
+        params={},
+        cases=[(GS2, 0.10, "dims <= 4: no compression, plain KSG"),
+               (BLOB2, 0.20, "PCA 256 -> 4 of a 2-D latent: ~-0.1 (lossy + KSG bias)")],
+        independence=(IND_CC, 0.03, {}),
         symmetric=True, rejects_constant=True),
 })
 
@@ -258,6 +264,12 @@ def test_bad_inputs(name):
         xc[:, 0] = 1.0
         with pytest.raises(ValueError, match="zero-variance"):
             e.estimate(xc, y, discrete_x=dx, discrete_y=dy)
+    # estimators that drop constant / duplicate / dependent columns: same value, flagged
+    if CONFIG[name].get("drops_degenerate") and not dx:
+        v = e.estimate(x, y, discrete_x=dx, discrete_y=dy)
+        xd = np.c_[np.ones(len(x)), x, x[:, :1]]
+        assert e.estimate(xd, y, discrete_x=dx, discrete_y=dy) == pytest.approx(v, rel=1e-9, abs=1e-12)
+        assert "dropped_columns" in e.flags_
     # unsupported combinations say so
     all_kinds = [(a, b) for a in (False, True) for b in (False, True)]
     for kx, ky in all_kinds:

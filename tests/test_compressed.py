@@ -202,3 +202,58 @@ def test_pca_on_the_inputs_cuda_device():
     assert codes.device.type == "cuda"
     exact, _ = pca_compress(a.cpu().numpy(), 4, solver="full")
     assert codes.shape == exact.shape
+
+
+# ------------------------------------------------ one meaning per name: pca_ksg
+def test_pca_ksg_is_one_configuration_everywhere(tmp_path, monkeypatch, capsys):
+    """get, mutual_information, the CLI and the plane's default label build the same estimator."""
+    import ibscope
+    from ibscope import estimators
+    from ibscope.cli import main
+    from ibscope.models import MLP
+    from ibscope.tracking import InformationPlane
+    from ibscope.tracking._plane import _default_estimator
+
+    built = []
+    real_get = estimators.get
+    monkeypatch.setattr(estimators, "get", lambda name, **p: built.append((name, real_get(name, **p))) or built[-1][1])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 12))
+    y = x[:, :2] @ rng.standard_normal((2, 6)) + rng.standard_normal((300, 6))
+    ref = real_get("pca_ksg")
+    assert ref.name == "pca_ksg" and ref.get_params()["dim_x"] == 4 and ref.get_params()["k"] == 3
+    v_api = ibscope.mutual_information(x, y, method="pca_ksg")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    assert main(["estimate", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--method", "pca_ksg"]) == 0
+    out = capsys.readouterr().out
+    assert "(pca_ksg)" in out and "dim_x=4, dim_y=4, k=3" in out
+    assert float(out.split("I(X;Y) = ")[1].split()[0]) == pytest.approx(v_api, rel=1e-5)
+    built = [e for name, e in built if name == "pca_ksg"]  # (the inner KSG is built by name too)
+    assert len(built) >= 2 and all(type(e) is type(ref) and e.get_params() == ref.get_params() for e in built)
+    # the plane's default is that registered name, and its table label is the name
+    default = _default_estimator("bits")
+    assert default.name == "pca_ksg" and default.get_params() == ref.get_params()
+    net = MLP(12, (8, 3), 2, seed=0)
+    plane = InformationPlane(net, torch.as_tensor(x, dtype=torch.float32), (x[:, 0] > 0).astype(int),
+                             out_dir=tmp_path / "plane")
+    rows = plane.record(0)
+    assert set(rows["estimator"]) == {"pca_ksg"}
+    meta = plane.metadata()["estimators"]
+    assert list(meta) == ["pca_ksg"] and meta["pca_ksg"]["name"] == "pca_ksg"
+    assert meta["pca_ksg"]["params"] == {k: v for k, v in ref.get_params().items()}
+
+
+def test_pca_ksg_equals_the_former_plane_default_and_compressed_keeps_its_meaning(blobs2):
+    task, x, y = blobs2
+    x, y = x[:800], y[:800]
+    old_default = get("compressed", estimator="ksg", compression="pca", dim_x=4, dim_y=4)
+    assert get("pca_ksg").estimate(x, y) == pytest.approx(old_default.estimate(x, y), rel=1e-9)
+    named = get("compressed")  # by name: dimensions chosen by TwoNN, unchanged
+    assert named.get_params()["dim_x"] == "auto" and named.get_params()["estimator"] == "ksg"
+    with pytest.raises(TypeError, match="Parameters of estimator 'pca_ksg'"):
+        get("pca_ksg", compression="autoencoder")  # another configuration needs another name
+    with pytest.raises(ValueError, match="'dim_x' parameter"):
+        get("pca_ksg", dim_x="auto")
+    with pytest.raises(ValueError, match="'k' parameter"):
+        get("pca_ksg", k=0)

@@ -322,7 +322,7 @@ def test_default_estimator_and_pca_cache_match_compressed():
     x, y = _data(300, 8)
     m = MLP(8, (6, 3), 2, seed=0)
     df = information_plane(m, x, y)
-    assert set(df["estimator"]) == {"compressed"}
+    assert set(df["estimator"]) == {"pca_ksg"}
     est = estimators.get("compressed", estimator="ksg", compression="pca", dim_x=4, dim_y=4)
     with torch.no_grad():
         h1 = torch.tanh(m.fc1(x))

@@ -127,7 +127,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_estimate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from . import mutual_information
+    from . import estimators, mutual_information
 
     def load(p: str):
         path = Path(p)
@@ -147,6 +147,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         ci = {"ci": args.ci, "n_resamples": args.resamples, "subsample": args.subsample, "ci_seed": args.ci_seed}
     elif (args.resamples, args.subsample, args.ci_seed) != (50, 0.5, 0):
         raise SystemExit("ibscope: --resamples, --subsample and --ci-seed need --ci LEVEL (e.g. --ci 0.95).")
+    # the registered name means the same configuration as ibscope.mutual_information(method=NAME) and
+    # estimators.get(NAME): print it, so the output says which one was used
+    settings = estimators.get(args.method, unit=args.unit, **params).get_params()
+    config = ", ".join(f"{k}={v!r}" for k, v in settings.items() if k != "unit")
     value = mutual_information(load(args.x), load(args.y), method=args.method, discrete_x=args.discrete_x,
                                discrete_y=args.discrete_y, unit=args.unit, **ci, **params)
     if args.ci is None:
@@ -154,6 +158,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     else:
         print(f"I(X;Y) = {value.value:.6g} {value.unit}, {value.level:.0%} CI [{value.low:.6g}, {value.high:.6g}] "
               f"({value.method}; {value.n_resamples} subsamples of {value.subsample_size} rows)")
+    print(f"estimator {args.method}: {config}")
     return 0
 
 
@@ -260,7 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("estimate", help="estimate I(X;Y) from two .npy/.csv/.txt files")
     e.add_argument("x")
     e.add_argument("y")
-    e.add_argument("--method", default="auto", help="estimator name (default: auto, as ibscope.mutual_information)")
+    e.add_argument("--method", default="auto",
+                   help="registered estimator name, as ibscope.estimators.available() lists them and "
+                        "ibscope.mutual_information(method=...) takes them (same configuration; default: "
+                        "auto; the information plane's default is pca_ksg)")
     e.add_argument("--discrete-x", action="store_true")
     e.add_argument("--discrete-y", action="store_true")
     e.add_argument("--unit", default="bits", choices=("bits", "nats"))

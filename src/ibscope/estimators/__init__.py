@@ -1,6 +1,12 @@
 """MI and entropy estimators behind one interface.
 
 ``get(name, **params)`` builds an estimator, ``available()`` lists the names.
+The registry is the one source of what a name means: ``get(name)``,
+``ibscope.mutual_information(x, y, method=name)``, ``ibscope estimate --method
+name`` and the label of an ``InformationPlane`` estimator built from a name
+all use the class and defaults registered here (the plane's default is
+``pca_ksg``: PCA to 4 dimensions + KSG, k = 3; ``compressed`` by name chooses
+its dimensions by TwoNN).
 Every estimator has ``estimate(x, y, *, discrete_x=False, discrete_y=False)``
 returning I(X;Y) in bits (``unit='nats'`` on request) and ``get_params()``.
 Implementations live in private modules, one per family, and are loaded
@@ -49,6 +55,7 @@ _REGISTRY: dict[str, str] = {
     "nwj": "_neural:NWJ",
     "infonce": "_neural:InfoNCE",
     "compressed": "_compressed:Compressed",
+    "pca_ksg": "_compressed:PCAKSG",
 }
 
 

@@ -23,6 +23,17 @@ N = 5,000, is in docs/estimators.md and benchmarks/RESULTS.md):
      1-D X and Y it is a lower bound), so the maximum keeps the better one
      without a test of Gaussianity (which is unreliable at small N).
 
+Real layers (step 0, continuous variables): constant columns (dead units,
+border pixels), exact duplicates and linearly dependent columns (LayerNorm
+outputs sum to a constant; a layer wider than its input; n <= d) carry no
+information beyond the other columns of their variable and are dropped first
+(:func:`ibscope.estimators._gaussian.reduce_columns`: 1 - R^2 < 1e-10 of a
+column's variance on the kept ones), so both candidates see a variable of
+full numerical rank; a constant variable (rank 0) gives 0. What was dropped
+is recorded in ``choice_['columns']`` and flagged (``dropped_columns``,
+``rank_deficient``, ``constant_variable``). The dimensions in the rules are
+those after dropping.
+
 Columns with ties (fewer distinct values than rows) get jitter of
 1e-10 x their spread before the kNN search, as Kraskov et al. advise.
 The choice is recorded in ``choice_`` after every ``estimate`` or
@@ -44,9 +55,10 @@ from typing import Any
 import numpy as np
 
 from .._units import LN2
-from .._validation import Interval, Options, check_no_constant_columns, discrete_symbols
-from ._copula import copula_normal_scores, gaussian_copula_mi
+from .._validation import Interval, Options, discrete_symbols
+from ._copula import copula_mi_columns, copula_normal_scores
 from ._discrete import CORRECTIONS, discrete_mi
+from ._gaussian import compose_columns, reduce_columns, reduction_flags, too_few_samples
 from ._knn import ksg_mi, ksg_mi_mixed
 from .base import BaseMIEstimator, MIEstimate
 
@@ -83,13 +95,19 @@ class Auto(BaseMIEstimator):
     Attributes
     ----------
     choice_ : dict
-        After ``estimate``: ``{'chosen': name, 'rule': text, 'candidates': {name: bits}}``
-        for the call on all rows.
+        After ``estimate``: ``{'chosen': name, 'rule': text, 'candidates': {name: bits},
+        'columns': {'x': record, 'y': record}}`` for the call on all rows; a
+        record (continuous variables only) lists the columns dropped as
+        'constant', 'duplicate' or 'dependent', the 'kept' ones and the
+        'rank' left (see :func:`ibscope.estimators._gaussian.reduce_columns`);
+        'copula_columns' too when the Gaussian-copula candidate dropped more
+        (kept columns whose normal scores coincide or depend linearly).
 
     Notes
     -----
     Bias: that of the chosen candidate; invariant to strictly increasing maps
-    of each coordinate (everything is computed on ranks). On the Beyond Normal
+    of each coordinate (everything is computed on ranks) and to constant,
+    duplicate and linearly dependent columns (dropped first). On the Beyond Normal
     suite see benchmarks/RESULTS.md. Cost: O(N d log N) plus one KSG search
     (O(N log N) per query in low dimension).
     """
@@ -128,12 +146,21 @@ class Auto(BaseMIEstimator):
         self.choice_ = self._calls[0]
         return res
 
-    def _record(self, chosen: str, rule: str, **candidates: float) -> float:
+    def _record(self, chosen: str, rule: str, columns: dict | None = None,
+                copula_columns: dict | None = None, **candidates: float) -> float:
         if not hasattr(self, "_calls"):
             self._calls = []
-        self._calls.append({"chosen": chosen, "rule": rule,
-                            "candidates": {k: v / LN2 for k, v in candidates.items()}})
+        columns = columns or {}
+        self._flags = tuple(dict.fromkeys(reduction_flags(columns) + reduction_flags(copula_columns or {})))
+        call = {"chosen": chosen, "rule": rule, "candidates": {k: v / LN2 for k, v in candidates.items()},
+                "columns": columns}
+        if copula_columns is not None and copula_columns != columns:
+            call["copula_columns"] = copula_columns  # the scores of some kept columns coincided
+        self._calls.append(call)
         return candidates[chosen]
+
+    def _extra_flags(self, x, y, discrete_x, discrete_y) -> tuple[str, ...]:
+        return getattr(self, "_flags", ())
 
     def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
         rng = np.random.default_rng(self.seed)
@@ -143,7 +170,12 @@ class Auto(BaseMIEstimator):
                                 discrete=v)
         if discrete_x or discrete_y:
             cont, disc = (y, x) if discrete_x else (x, y)
-            check_no_constant_columns(cont, "y" if discrete_x else "x")
+            name = "y" if discrete_x else "x"
+            cont, info = reduce_columns(np.asarray(cont, dtype=np.float64))
+            columns = {name: info}
+            if info["rank"] == 0:
+                return self._record("constant", f"'{name}' is constant: no information", columns,
+                                    constant=0.0)
             labels = disc[:, 0] if disc.shape[1] == 1 else discrete_symbols(disc)[0]
             _, counts = np.unique(labels, return_counts=True)
             if counts.min() <= self.k:
@@ -151,21 +183,27 @@ class Auto(BaseMIEstimator):
                                  f"of the discrete variable; the smallest class has {counts.min()}.")
             z = _jitter_ties(copula_normal_scores(cont), rng)
             v = max(ksg_mi_mixed(z, labels, k=self.k), 0.0)
-            return self._record("ksg_mixed_copula", "one discrete: Ross KSG on normal scores",
+            return self._record("ksg_mixed_copula", "one discrete: Ross KSG on normal scores", columns,
                                 ksg_mixed_copula=v)
-        check_no_constant_columns(x, "x")
-        check_no_constant_columns(y, "y")
+        dims = {"x": x.shape[1], "y": y.shape[1]}
+        x, cx = reduce_columns(np.asarray(x, dtype=np.float64))
+        y, cy = reduce_columns(np.asarray(y, dtype=np.float64))
+        columns = {"x": cx, "y": cy}
+        if cx["rank"] == 0 or cy["rank"] == 0:
+            const = "'x'" if cx["rank"] == 0 else "'y'"
+            return self._record("constant", f"{const} is constant: no information", columns, constant=0.0)
         n, d = x.shape[0], x.shape[1] + y.shape[1]
         if n <= d + 1:
-            raise ValueError(f"auto needs more samples than dimensions (n > d_x + d_y + 1 = {d + 1}); "
-                             f"got n={n}.")
-        gc = max(gaussian_copula_mi(x, y), 0.0)
+            raise ValueError(too_few_samples("auto", n, columns, dims))
+        gc, score_columns = copula_mi_columns(x, y)
+        gc = max(gc, 0.0)
+        copula_columns = {k: compose_columns(columns[k], score_columns[k]) for k in columns}
         if d > self.max_knn_dim:
             return self._record("gaussian_copula", f"d_x + d_y = {d} > max_knn_dim: Gaussian copula",
-                                gaussian_copula=gc)
+                                columns, copula_columns, gaussian_copula=gc)
         zx = _jitter_ties(copula_normal_scores(x), rng)
         zy = _jitter_ties(copula_normal_scores(y), rng)
         kv = max(ksg_mi(zx, zy, k=self.k), 0.0)
         chosen = "ksg_copula" if kv > gc else "gaussian_copula"
         return self._record(chosen, "both continuous, low dimension: max(Gaussian copula, KSG on "
-                            "normal scores)", gaussian_copula=gc, ksg_copula=kv)
+                            "normal scores)", columns, copula_columns, gaussian_copula=gc, ksg_copula=kv)

@@ -50,7 +50,7 @@ from .._validation import (
 from ._neural import batch_generator, check_hidden, seeded
 from .base import BaseMIEstimator
 
-__all__ = ["Compressed", "pca_compress", "autoencoder_compress", "twonn_dimension"]
+__all__ = ["Compressed", "PCAKSG", "pca_compress", "autoencoder_compress", "twonn_dimension"]
 
 
 _OVERSAMPLE = 20  # extra random directions of the randomized SVD (10 was not enough for flat spectra)
@@ -345,3 +345,72 @@ class Compressed(BaseMIEstimator):
 
     def _extra_flags(self, x, y, discrete_x, discrete_y) -> tuple[str, ...]:
         return self._inner_flags  # the inner estimator's flags on the codes of this call
+
+
+class PCAKSG(Compressed):
+    """PCA of each continuous variable to at most ``dim_x`` / ``dim_y`` dimensions, then KSG.
+
+    The information plane's default estimator (``InformationPlane`` with no
+    ``estimators``), registered under its own name so that the label in its
+    tables means one configuration everywhere: ``get("pca_ksg")``,
+    ``ibscope.mutual_information(x, y, method="pca_ksg")``, ``ibscope estimate
+    --method pca_ksg`` and the plane's ``estimator`` column. It is
+    :class:`Compressed` with ``estimator='ksg'`` (``k`` neighbours, KSG's other
+    defaults), ``compression='pca'`` and fixed code dimensions; ``compressed``
+    by name keeps its own defaults (dimensions chosen by TwoNN).
+
+    Parameters
+    ----------
+    dim_x, dim_y : int or None, default 4
+        PCA target dimension of x / y; a variable of at most that many
+        columns, or a discrete one, is left as it is (narrow layers get plain
+        KSG); None never compresses that variable.
+    k : int, default 3
+        Neighbours of KSG.
+    pca_solver : {'randomized', 'full'}, default 'randomized'
+        See :func:`pca_compress`.
+    seed : int or None, default 0
+        Seed of the randomized PCA.
+    device : str, torch.device or None
+        Where the PCA runs; None follows the input.
+    unit : {'bits', 'nats'}, default 'bits'
+
+    Notes
+    -----
+    Bias: a lower bound on I(X;Y) by the data-processing inequality, up to
+    KSG's own bias on the codes (see :class:`Compressed`). Measured on
+    256-dim image blobs with a 2-D latent: ~0.9 of 1 bit (tests/test_common.py).
+    Cost: randomized PCA O(n d dim) plus KSG in dim_x + dim_y dimensions.
+
+    References
+    ----------
+    .. [1] Butakov et al., ICLR 2024.
+    .. [2] A. Kraskov, H. Stoegbauer and P. Grassberger, Phys. Rev. E 69, 066138, 2004.
+    """
+
+    name = "pca_ksg"
+    _constraints = {
+        **{key: c for key, c in Compressed._constraints.items()
+           if key in ("dim_x", "dim_y", "pca_solver", "seed", "device")},
+        "dim_x": [NONE, Interval(int, 1, None)],
+        "dim_y": [NONE, Interval(int, 1, None)],
+        "k": [Interval(int, 1, None)],
+    }
+
+    def __init__(self, *, dim_x: int | None = 4, dim_y: int | None = 4, k: int = 3,
+                 pca_solver: str = "randomized", seed: int | None = 0, device: Any = None,
+                 unit: str = "bits"):
+        self.dim_x = dim_x
+        self.dim_y = dim_y
+        self.k = k
+        self.pca_solver = pca_solver
+        self.seed = seed
+        self.device = device
+        self.unit = unit
+        self._check_params()
+        # what Compressed's machinery reads (fixed, not parameters of this name)
+        self.estimator = "ksg"
+        self.estimator_params = {"k": k}
+        self.compression = "pca"
+        self.hidden, self.epochs, self.batch_size, self.lr = (128, 64), 100, 128, 1e-3
+        self._inner()

@@ -31,6 +31,18 @@ Flags (``FLAG_DESCRIPTIONS`` holds a one-line text of each for reports):
     At least 1% of the rows of a continuous variable repeat another row
     exactly (e.g. ReLU zeros); kNN distances of 0 bias KSG and break
     Kozachenko-Leonenko. Add tiny ``noise`` or declare the variable discrete.
+``dropped_columns``
+    Constant or exactly duplicated columns of a continuous variable were
+    dropped before estimating (dead units, constant pixels); they carry no
+    information beyond the kept columns, so the MI is unchanged.
+``rank_deficient``
+    Columns that are (numerically) linear functions of the other columns of
+    their variable were dropped (a LayerNorm output, a layer wider than its
+    input, n <= d): the estimate is that of the variable's column space,
+    equal in exact arithmetic (see ``estimators._gaussian.reduce_columns``).
+``constant_variable``
+    A continuous variable is constant: it shares no information, the
+    estimate is 0.
 ``critic_not_converged``
     A neural critic stopped at ``max_epochs`` while still improving on the
     held-out split (early stopping never triggered); raise ``max_epochs``.
@@ -91,6 +103,11 @@ FLAG_DESCRIPTIONS: dict[str, str] = {
                            "estimator: bias dominates (compress first)",
     "duplicates": "1% or more duplicate rows in a continuous variable: zero kNN distances bias "
                   "the estimate (add tiny noise or declare it discrete)",
+    "dropped_columns": "constant or duplicate columns were dropped before estimating (no "
+                       "information lost)",
+    "rank_deficient": "linearly dependent columns were dropped: estimated on the variable's "
+                      "column space (MI unchanged in exact arithmetic)",
+    "constant_variable": "a variable is constant: it shares no information (estimate 0)",
     "critic_not_converged": "the neural critic hit max_epochs while still improving: the "
                             "lower bound is loose",
 }

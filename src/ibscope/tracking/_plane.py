@@ -24,7 +24,9 @@ How each coordinate is computed
 
 Default estimator (following docs/estimators_guide.md)
 ------------------------------------------------------
-``compressed`` with PCA to 4 dimensions and KSG (k = 3) for every layer: a
+``pca_ksg`` (the registered name of PCA to 4 dimensions and KSG, k = 3; the
+same configuration as ``ibscope.mutual_information(..., method="pca_ksg")``
+and the label in the tables) for every layer: a
 layer (or input) of at most 4 units is left as it is, so narrow layers get
 plain ``ksg`` (the guide's choice for low-dimensional continuous variables,
 saturated tanh and ReLU layers, and for discrete labels), wide layers and
@@ -83,7 +85,8 @@ _BYTES = 4  # float32 activations
 
 
 def _default_estimator(unit: str) -> BaseMIEstimator:
-    return registry.get("compressed", estimator="ksg", compression="pca", dim_x=4, dim_y=4, unit=unit)
+    """The default estimator: the registered ``pca_ksg`` (its name is the label in the tables)."""
+    return registry.get("pca_ksg", unit=unit)
 
 
 def _build(spec: Any, unit: str, layer: str, activation: str | None) -> list[tuple[str, BaseMIEstimator]]:
@@ -496,7 +499,7 @@ class InformationPlane(Callback):
         For modules run several times per forward (weight sharing). Default:
         a ValueError naming the module and how many times it ran.
     estimators : name, instance, list, mapping label -> estimator, or mapping layer -> any of these
-        Default: ``compressed`` (PCA to 4 dims + KSG) for every layer, see
+        Default: ``pca_ksg`` (PCA to 4 dims + KSG) for every layer, see
         the module docstring. A mapping keyed by layer names sets those
         layers' estimators (the others keep the default).
     schedule : iterable of int, optional
@@ -628,7 +631,7 @@ class InformationPlane(Callback):
         for layer in self.layers:
             s = spec.get(layer) if per_layer else spec
             if s is None:
-                default = default or [("compressed", _default_estimator(self.unit))]
+                default = default or [(e.name, e) for e in [_default_estimator(self.unit)]]
                 plan[layer] = default
             else:
                 plan[layer] = _build(s, self.unit, layer, acts.get(layer))
