@@ -60,11 +60,11 @@ import torch
 from torch import nn
 
 from .. import estimators as registry
+from .._units import from_nats
+from ..estimators._diagnostics import label_entropy_nats
 from ..estimators.base import BaseMIEstimator
 from ..store import write_checked_parquet
 from ..training import Callback, TrainState
-from .._units import from_nats
-from ..estimators._diagnostics import label_entropy_nats
 from ._consistency import check_consistency, consistency_chain
 from ._recorder import INPUT, ActivationRecorder
 from ._schedule import log_schedule
