@@ -16,7 +16,8 @@ Pieces:
   :class:`ibscope.InformationPlane` / :class:`ibscope.WeightInformation`
   (figures, a final-epoch table with the confidence intervals and the
   diagnostic flags, the recorded settings);
-* :func:`plane_summary`, :func:`weight_summary`, :func:`flagged_estimates`:
+* :func:`plane_summary`, :func:`weight_summary`, :func:`flagged_estimates`,
+  :func:`flag_legend` (what each flag in a table means):
   the tables those reports show.
 
 Intervals: one run shows the estimators' own confidence intervals (columns
@@ -42,7 +43,7 @@ from ._intervals import mean_interval
 from .store import atomic_write_text
 
 __all__ = ["Section", "render_report", "render_tracker_report", "plane_summary", "weight_summary",
-           "flagged_estimates", "html_table", "html_figure"]
+           "flagged_estimates", "flag_legend", "html_table", "html_figure"]
 
 _STYLE = ("<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
           "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
@@ -259,6 +260,24 @@ def flagged_estimates(results: pd.DataFrame, *, limit: int = 100) -> pd.DataFram
     return rows[cols].head(limit).reset_index(drop=True)
 
 
+def flag_legend(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per flag in ``results``: ``flag``, ``rows`` (how many carry it), ``meaning``.
+
+    ``meaning`` is :data:`ibscope.estimators.FLAG_DESCRIPTIONS` (the likely
+    cause; '' for a flag it does not describe).
+    """
+    counts: dict[str, int] = {}
+    for v in _flags(results):
+        for f in dict.fromkeys(s for s in str(v).split(";") if s):
+            counts[f] = counts.get(f, 0) + 1
+    if not counts:
+        return pd.DataFrame(columns=["flag", "rows", "meaning"])
+    from .estimators._diagnostics import FLAG_DESCRIPTIONS
+
+    return pd.DataFrame({"flag": list(counts), "rows": list(counts.values()),
+                         "meaning": [FLAG_DESCRIPTIONS.get(f, "") for f in counts]})
+
+
 # --------------------------------------------------------------------------- any run (tracker directories)
 
 
@@ -315,7 +334,8 @@ def render_tracker_report(out_dir: str | Path, *, plane: pd.DataFrame | None = N
                 figures=figs, tables=[plane_summary(plane, level=level)]))
             if len(flagged):
                 sections.append(Section("Flagged estimates", f"{int((plane['flags'].fillna('') != '').sum())} "
-                                        f"flagged row(s) (first {len(flagged)} shown).", tables=[flagged]))
+                                        f"flagged row(s) (first {len(flagged)} shown); what each flag means "
+                                        "in the second table.", tables=[flagged, flag_legend(plane)]))
         if plane_settings:
             settings["information_plane"] = dict(plane_settings)
     if weights is not None:

@@ -47,6 +47,23 @@ Flags (``FLAG_DESCRIPTIONS`` holds a one-line text of each for reports):
     A neural critic stopped at ``max_epochs`` while still improving on the
     held-out split (early stopping never triggered); raise ``max_epochs``.
 
+Consistency flags of an information-plane table (added to its rows by
+``ibscope.tracking._consistency.check_consistency``, which
+``InformationPlane.record`` calls; see that module for the laws and the
+tolerance): a value that breaks a law of information theory is an estimator
+artefact, and the text says which artefacts are likely.
+
+``dpi_violation``
+    I(T;Y) > I(X;T) on one row (the data processing inequality,
+    Y -> X -> T).
+``above_label_entropy``
+    I(T;Y) > H(Y) (plug-in entropy of the labels).
+``above_log_n``
+    I(X;T) > log n (n samples).
+``dpi_chain``
+    A later layer of a Markov chain of layers has a larger I(X;T) or I(T;Y)
+    than an earlier one (same estimator and epoch).
+
 Saturation tolerance: a value v with ceiling c (both in the same unit) is
 saturated when v >= c - max(SATURATION_RTOL * c, SATURATION_ATOL_NATS), i.e.
 within 2% of the ceiling (or 0.01 nats for tiny ceilings). The rule is
@@ -110,6 +127,19 @@ FLAG_DESCRIPTIONS: dict[str, str] = {
     "constant_variable": "a variable is constant: it shares no information (estimate 0)",
     "critic_not_converged": "the neural critic hit max_epochs while still improving: the "
                             "lower bound is loose",
+    # consistency of a plane table (ibscope.tracking._consistency): laws, not estimator ceilings
+    "dpi_violation": "I(T;Y) > I(X;T) beyond the intervals, impossible for T computed from X (data "
+                     "processing inequality): I(X;T) is biased low (PCA compression drops the "
+                     "directions that carry the label, KSG underestimates large MI) or too few samples",
+    "above_label_entropy": "I(T;Y) > H(Y), the labels' plug-in entropy, beyond the interval: "
+                           "estimator bias (kNN or neural bound on discrete labels) or too few "
+                           "samples per class",
+    "above_log_n": "I(X;T) > log n (n samples, X uniform over them) beyond the interval: estimator "
+                   "bias (kNN in high dimension, kernel width) or too few samples",
+    "dpi_chain": "a later layer of the chain has more I(X;T) or I(T;Y) than an earlier one beyond "
+                 "the intervals, impossible for exact MI: the binned / noisy versions of two "
+                 "layers are different quantities, PCA compression or random projection loses "
+                 "more of one layer, KSG underestimates large MI, or too few samples",
 }
 
 

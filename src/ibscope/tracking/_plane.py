@@ -65,11 +65,13 @@ import torch
 from torch import nn
 
 from .. import estimators as registry
-from .._units import to_nats
+from .._units import from_nats, to_nats
 from .._validation import drop_degenerate_columns
+from ..estimators._diagnostics import label_entropy_nats
 from ..estimators.base import BaseMIEstimator, MIEstimate
 from ..store import write_checked_parquet
 from ..training import Callback, TrainState
+from ._consistency import check_consistency, consistency_chain
 from ._recorder import INPUT, ActivationRecorder
 from ._schedule import log_schedule
 
@@ -219,6 +221,17 @@ def _check_ci(ci: Any) -> float | None:
     if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < float(ci) < 1:
         raise ValueError(f"'ci' must be None or a level in (0, 1) such as 0.95; got {ci!r}.")
     return float(ci)
+
+
+def _chain(chain: Any, model: nn.Module, layers: Sequence[str], output: Any) -> list[str] | None:
+    """The validated ``chain`` argument, or the default of a plain nn.Sequential (see InformationPlane)."""
+    if chain is not None:
+        return consistency_chain(chain, layers)
+    children = [name for name, _ in model.named_children()]
+    if type(model) is not nn.Sequential or output is not None or not set(layers) <= set(children):
+        return None
+    ordered = [c for c in children if c in layers]
+    return ordered if len(ordered) > 1 else None
 
 
 def _flags(*sources: Any) -> list[str]:
@@ -531,6 +544,16 @@ class InformationPlane(Callback):
         random projections.
     n_snapshots : int, default 30
         Size of the default schedule.
+    chain : None, False or list of str
+        Recorded layer names in forward order forming a Markov chain (each a
+        function of the one before): at each epoch a later layer whose
+        I(X;T) or I(T;Y) exceeds an earlier one's gets the flag
+        ``dpi_chain``. Default (None): when ``model`` is a plain
+        ``nn.Sequential``, no ``output`` selector is given and every recorded
+        layer is one of its top-level children, those layers in the
+        Sequential's order; otherwise no chain. ``False``: no chain. Every
+        row is also checked against I(T;Y) <= I(X;T), I(T;Y) <= H(Y) and
+        I(X;T) <= log n (see ``ibscope.tracking._consistency``).
 
     Examples
     --------
@@ -546,7 +569,7 @@ class InformationPlane(Callback):
                  out_dir: str | os.PathLike | None = None, unit: str = "bits", batch_size: int | None = 1024,
                  max_features: int | None = 4096, max_bytes: int = 1 << 30, n_resamples: int = 50,
                  subsample: float = 0.5, seed: int = 0, n_snapshots: int = 30, discrete_x: bool | None = None,
-                 overwrite: bool = False):
+                 overwrite: bool = False, chain: Any = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"'model' must be a torch.nn.Module, got {type(model).__name__}.")
         if unit not in ("bits", "nats"):
@@ -565,6 +588,7 @@ class InformationPlane(Callback):
             raise ValueError(f"'inputs' and 'labels' have different lengths: {n} inputs, "
                              f"{self.labels.shape[0]} labels.")
         self.model, self.layers, self.unit = model, self.recorder.layers, unit
+        self.chain = _chain(chain, model, self.layers, output)
         self.schedule = _check_schedule(schedule)
         self._schedule_given = self.schedule is not None
         self.ci = _check_ci(ci)
@@ -667,7 +691,7 @@ class InformationPlane(Callback):
                 "created": self._created, "ibscope_version": __version__,
                 "n_resamples": self.n_resamples if self.ci is not None else None,
                 "subsample": self.subsample if self.ci is not None else None, "seed": self.seed,
-                "discrete_x": self.discrete_x, "fingerprint": self.fingerprint}
+                "discrete_x": self.discrete_x, "fingerprint": self.fingerprint, "chain": self.chain}
 
     def _resume(self) -> None:
         """Resume a directory of the same fingerprint; refuse (or, with ``overwrite``, replace) any other."""
@@ -761,6 +785,7 @@ class InformationPlane(Callback):
             need_x = self.discrete_x or any(not hasattr(e, "plane") for layer in group for _, e in self.plan[layer])
             acts, batch_labels = self.recorder.capture(group, inputs=need_x, epoch=epoch)
             y = self._labels(batch_labels, acts)
+            h_y = from_nats(label_entropy_nats(y), self.unit)
             for layer in group:
                 rows += self._estimate(epoch, layer, acts[layer], y, acts.get(INPUT))
             del acts
@@ -768,6 +793,7 @@ class InformationPlane(Callback):
         for r in rows:
             r.update(extra)
         new = pd.DataFrame(rows).sort_values(["estimator", "layer_index"], kind="stable").reset_index(drop=True)
+        new = check_consistency(new, h_y, chain=self.chain)
         self._table = new if not len(self._table) else pd.concat([self._table, new], ignore_index=True)
         self._flush()
         return new
@@ -894,7 +920,7 @@ def information_plane(model: nn.Module, inputs: Any, labels: Any = None, *, epoc
     """One snapshot of the information plane of ``model`` now, as a tidy DataFrame.
 
     Takes the arguments of :class:`InformationPlane` (``layers``, ``output``,
-    ``call``, ``estimators``, ``ci``, ``out_dir``, ...); ``epoch`` labels the
+    ``call``, ``estimators``, ``ci``, ``out_dir``, ``chain``, ...); ``epoch`` labels the
     rows (default 0). Equivalent to ``InformationPlane(...).record(epoch)``.
 
     Examples
