@@ -247,7 +247,7 @@ def test_default_estimator_really_violating_dpi_is_flagged_and_reported(tmp_path
     assert by.loc["0", "i_ty"] < 0.3
     assert {"dpi_violation", "dpi_chain"} <= set(by.loc["1", "flags"].split(";"))
     assert not set(by.loc["0", "flags"].split(";")) & set(CONSISTENCY)
-    assert ("compressed", "dpi_violation") in warned() and ("compressed", "dpi_chain") in warned()
+    assert ("pca_ksg", "dpi_violation") in warned() and ("pca_ksg", "dpi_chain") in warned()
     # without the chain: the row's own violation only
     df2 = information_plane(net, z, y, chain=False)
     assert "dpi_chain" not in df2.set_index("layer").loc["1", "flags"]
