@@ -116,11 +116,17 @@ def test_both_priors_on_one_run_and_log_spacing(tmp_path):
 
 
 @pytest.mark.parametrize("prior", ["both", "init"])
-def test_batched_seeds_equal_the_one_seed_path(tmp_path, prior, one_thread, assert_batched_rows):
+def test_batched_seeds_equal_the_one_seed_path(tmp_path, prior, one_thread, assert_batched_rows, monkeypatch):
     cfg = {**CFG, "prior": prior, "label_noise": 0.2}
     seeds = [0, 3]
+    calls = _spy_measure_weights(monkeypatch)
     single = {s: exp.run_seed(cfg, s, tmp_path / f"single{s}") for s in seeds}
+    n_priors, n_points = (2 if prior == "both" else 1), 4
+    assert len(calls) == len(seeds) * n_priors * n_points
     batched = exp.run_seeds(cfg, seeds, tmp_path / "batch")
+    # the batched path measures each seed's unbatched model through the same function
+    assert len(calls) == 2 * len(seeds) * n_priors * n_points
+    assert all(type(c["model"]).__name__ == "MLP" for c in calls)
     assert_batched_rows(single, batched, seeds)
     # the two seeds are different runs (their own data, init and minibatches)
     iw = [batched[s].query("method == 'final' and quantity == 'iiw'").value.iloc[0] for s in seeds]
@@ -149,3 +155,78 @@ def test_batched_seeds_resume_after_crash(tmp_path, monkeypatch, one_thread):
         pd.testing.assert_frame_equal(resumed[s], clean[s])
     with pytest.raises(ValueError, match="distinct"):
         exp.run_seeds(CFG, [1, 1], tmp_path / "dup")
+
+
+def _spy_measure_weights(monkeypatch) -> list[dict]:
+    """Record every call of the shared measuring function (fails where it does not exist)."""
+    from ibscope.weights import _tracker
+
+    calls: list[dict] = []
+    real = _tracker.measure_weights
+
+    def spy(model, loss_fn, data, **kwargs):
+        rows = real(model, loss_fn, data, **kwargs)
+        calls.append({"model": model, "loss_fn": loss_fn, "data": data, "kwargs": kwargs, "rows": rows})
+        return rows
+
+    monkeypatch.setattr(_tracker, "measure_weights", spy)
+    return calls
+
+
+def test_iiw_is_measured_by_the_weight_information_code(tmp_path, monkeypatch, one_thread):
+    """One measuring path: the experiment's IIW rows come from ``weights._tracker.measure_weights``,
+    which WeightInformation.record also calls, and the two agree on the same model, data and prior."""
+    from ibscope.weights import WeightInformation
+
+    calls = _spy_measure_weights(monkeypatch)
+    df = exp.run_seed({**CFG, "prior": "both"}, 0, tmp_path / "one")
+    tracked = df[df.quantity.isin(["iiw", "iiw_init"]) & (df.method != "final")]
+    assert len(calls) == 2 * 4  # two priors at each of the four tracked iterations
+    assert all(c["kwargs"]["quantities"] == ("iiw",) for c in calls)
+    n_train = calls[0]["kwargs"]["iiw_kwargs"]["n_train"]
+    assert n_train > exp.PROFILES["test"]["iiw_examples"]  # IIW scales with |S|, not the subset measured
+    measured = [r for c in calls for r in c["rows"]]
+    assert len(measured) == len(tracked)
+    np.testing.assert_array_equal(tracked.value.to_numpy(), [r["value"] for r in measured])
+    assert list(tracked.layer) == [r["layer"] for r in measured]
+    assert set(tracked.method) == {r["method"] for r in measured} == {"fisher_quadratic"}
+    # the callback, given the last point's model, data and prior, records through the same function
+    last = calls[-1]
+    wi = WeightInformation(last["loss_fn"], last["data"], prior_mean=last["kwargs"]["prior_mean"],
+                           iiw_kwargs={"n_train": n_train})
+    rec = wi.record(3, last["model"])
+    assert len(calls) == 2 * 4 + 1
+    assert list(rec.layer) == [r["layer"] for r in last["rows"]] and set(rec.unit) == {"bits"}
+    np.testing.assert_allclose(rec.value.to_numpy(), [r["value"] for r in last["rows"]], rtol=1e-12)
+
+
+def test_measure_weights_names_bad_arguments():
+    from torch import nn
+
+    from ibscope.weights._tracker import measure_weights
+
+    model = nn.Linear(3, 2)
+    data = [(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))]
+    loss = nn.CrossEntropyLoss(reduction="none")
+    for kwargs, match in [({"quantities": ()}, "'quantities'"), ({"quantities": ("iiw", "iiw")}, "'quantities'"),
+                          ({"quantities": ("mi",)}, "'quantities'"), ({"quantities": ("iiw",)}, "'prior_mean'"),
+                          ({"quantities": ("lagrangian",)}, "beta")]:
+        with pytest.raises(ValueError, match=match):
+            measure_weights(model, loss, data, **kwargs)
+
+
+def test_cli_run_with_progress_bars_on(tmp_path, capsys, one_thread):
+    """``ibscope run iiw`` with its default progress bars trains one seed through fit with the bar on
+    (it failed: fit() got multiple values for keyword argument 'progress')."""
+    from ibscope import cli
+
+    out = tmp_path / "run"
+    rc = cli.main(["run", "iiw", "--profile", "test", "--seeds", "1", "--out", str(out),
+                   "--set", "iterations=16", "--set", "n_evals=2", "--set", "iiw_examples=64"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "iiw seed 0" in err  # fit's progress bar (its desc) was drawn
+    res = pd.read_parquet(out / "results.parquet")
+    assert sorted(res.iteration.unique()) == [0, 8, 16]
+    fin = res[(res.method == "final") & (res.quantity == "iiw")]
+    assert len(fin) == 1 and np.isfinite(fin.value).all() and set(fin.unit) == {"bits"}

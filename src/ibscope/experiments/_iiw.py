@@ -200,10 +200,12 @@ class _IterationBatches:
         self.perm, self.pos, self.segment = s["perm"], int(s["pos"]), int(s["segment"])
 
 
-def _train(model: nn.Module, batches: _IterationBatches, cfg: Config, **kwargs: Any) -> Any:
-    """SGD (``cfg.lr``, ``cfg.momentum``) on cross-entropy through :func:`ibscope.training.fit`."""
+def _train(model: nn.Module, batches: _IterationBatches, cfg: Config, *, progress: bool = False,
+           **kwargs: Any) -> Any:
+    """SGD (``cfg.lr``, ``cfg.momentum``) on cross-entropy through :func:`ibscope.training.fit`
+    (``progress``: fit's progress bar, off by default; ``kwargs``: fit's other options)."""
     return fit(model, nn.CrossEntropyLoss(), batches, _sgd(model, cfg), epochs=len(batches.segments),
-               progress=False, **kwargs)
+               progress=progress, **kwargs)
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -312,7 +314,7 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
 
     tracker = _Tracker(evaluate, evals, make_prior, chash)
     _train(model, batches, cfg, callbacks=[tracker], checkpoint_dir=out / f"iiw_seed{seed}.ckpt",
-           **({"progress": True, "desc": f"iiw seed {seed}"} if progress else {}))
+           progress=progress, desc=f"iiw seed {seed}")
     df = final_frame(tracker.rows, list(tracker.prior), row, seed)
     atomic_write_parquet(final_path, df)
     return df
@@ -328,13 +330,20 @@ def _iiw_examples(x: torch.Tensor, y: torch.Tensor, cfg: Config, seed: int) -> l
 def tracked_rows(model: nn.Module, priors: dict[str, dict[str, torch.Tensor]], iiw_data: list[Any],
                  train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
                  row: Callable[..., dict[str, Any]], it: int) -> list[dict[str, Any]]:
-    """One tracked point of a seed: IIW per prior quantity (per layer and total), train and test accuracy."""
-    from ..weights import iiw
+    """One tracked point of a seed: IIW per prior quantity (per layer and total), train and test accuracy.
+
+    IIW is measured by :func:`ibscope.weights._tracker.measure_weights`, the code the
+    :class:`~ibscope.weights.WeightInformation` callback records with (``quantities=("iiw",)``,
+    ``iiw_kwargs={"n_train": |S|}``); each prior's rows are named by its key in ``priors``.
+    """
+    from ..weights._tracker import measure_weights
 
     rows = []
+    loss = nn.CrossEntropyLoss(reduction="none")
     for quantity, prior in priors.items():
-        r = iiw(model, nn.CrossEntropyLoss(reduction="none"), iiw_data, prior_mean=prior, n_train=int(train[0].shape[0]))
-        rows += [row(it, q["layer"], quantity, q["value"], q["unit"], q["method"]) for q in r.rows()]
+        measured = measure_weights(model, loss, iiw_data, quantities=("iiw",), prior_mean=prior,
+                                   iiw_kwargs={"n_train": int(train[0].shape[0])})
+        rows += [row(it, q["layer"], quantity, q["value"], q["unit"], q["method"]) for q in measured]
     rows.append(row(it, "total", "train_acc", _accuracy(model, *train), "fraction", "tracked"))
     rows.append(row(it, "total", "test_acc", _accuracy(model, *test), "fraction", "tracked"))
     return rows
@@ -457,7 +466,8 @@ def plot(results: pd.DataFrame, out_dir: Any) -> list[Path]:
 # stream (an _IterationBatches seeded `seed`, the prior's `seed + 7`) and its IIW examples. The
 # training loss is the sum of the seeds' mean cross entropies, so SGD with momentum (element-wise)
 # takes for each seed the step it takes alone. At every tracked iteration each seed is unbatched
-# and measured by tracked_rows, as in run_seed, so the rows equal run_seed's up to floating-point
+# and measured by tracked_rows (weights.measure_weights, the WeightInformation callback's
+# measuring code), as in run_seed, so the rows equal run_seed's up to floating-point
 # reassociation in the batched products (tested). The IIW estimates (per-example gradients) are
 # not batched: batching pays for the training, which a small MLP spends in per-call overhead.
 # Resume: out_dir holds fit's checkpoint (every tracked iteration, with the priors and the rows).
@@ -537,7 +547,7 @@ def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> di
     # the checkpoint belongs to these seeds of this configuration
     tracker = _Tracker(evaluate, evals, make_prior, config_hash({"config_hash": chash, "seeds": seeds}))
     _batched_sgd(model, batches, cfg, callbacks=[tracker], checkpoint_dir=out,
-                 **({"progress": True, "desc": f"iiw {len(seeds)} seeds"} if progress else {"progress": False}))
+                 progress=progress, desc=f"iiw {len(seeds)} seeds")
     priors = tracker.prior or {}  # set on train begin, or restored from the checkpoint
     return {s: final_frame([r for r in tracker.rows if r["seed"] == s], list(priors[str(s)]), rows_of[s], s)
             for s in seeds}

@@ -37,7 +37,7 @@ from ._fisher import fisher
 from ._iiw import iiw
 from ._lagrangian import information_lagrangian
 
-__all__ = ["WeightInformation", "COLUMNS", "TABLE_NAME", "META_NAME", "FORMAT"]
+__all__ = ["WeightInformation", "measure_weights", "COLUMNS", "TABLE_NAME", "META_NAME", "FORMAT"]
 
 COLUMNS = ["seed", "epoch", "layer", "quantity", "value", "unit", "method"]
 TABLE_NAME = "weight_information.parquet"
@@ -54,6 +54,75 @@ def _prior_kind(prior_mean: Any) -> str:
     if isinstance(prior_mean, Mapping):
         return "mapping"
     return "callable"
+
+
+def measure_weights(model: nn.Module, loss_fn: Callable, data: Any, *, quantities: Iterable[str] = ("iiw",),
+                    prior_mean: Any = None, seed: int = 0, iiw_kwargs: Mapping[str, Any] | None = None,
+                    fisher_kwargs: Mapping[str, Any] | None = None,
+                    lagrangian_kwargs: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The weight-information quantities of one model at one point of training, as tidy rows.
+
+    The one measuring path of :class:`WeightInformation` (each recorded epoch)
+    and of the ``iiw`` experiment (each tracked iteration, each seed of a
+    batched run): :func:`~ibscope.weights.iiw`,
+    :func:`~ibscope.weights.fisher` and
+    :func:`~ibscope.weights.information_lagrangian`, in that order.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network at this point (theta_S); not modified.
+    loss_fn : callable
+        Per-example loss ``loss_fn(model(x), y)`` in nats (``reduction="none"``);
+        used by IIW and the Lagrangian.
+    data : iterable of (x, y)
+        The examples the quantities are computed on.
+    quantities : iterable of {'iiw', 'fisher', 'lagrangian'}
+        Non-empty, without repeats.
+    prior_mean : Module, mapping name -> tensor, optional
+        theta_0 of IIW (required when 'iiw' is measured).
+    seed : int
+        Seed of the Fisher label sampling and of the Lagrangian noise (a
+        ``seed`` in ``fisher_kwargs`` / ``lagrangian_kwargs`` wins).
+    iiw_kwargs, fisher_kwargs, lagrangian_kwargs : mapping, optional
+        Passed on to :func:`~ibscope.weights.iiw` (e.g. ``n_train``, ``unit``),
+        :func:`~ibscope.weights.fisher`, :func:`~ibscope.weights.information_lagrangian`
+        (``lagrangian_kwargs`` must hold ``beta``).
+
+    Returns
+    -------
+    list of dict
+        One row per (quantity, layer) with keys ``layer`` ('total' for the
+        whole network), ``quantity``, ``value``, ``unit`` (IIW and the
+        Lagrangian in bits unless ``unit='nats'`` is passed; Fisher in nats^2)
+        and ``method``.
+
+    References
+    ----------
+    .. [1] Z. Wang et al., "PAC-Bayes Information Bottleneck", ICLR 2022 (IIW).
+    .. [2] A. Achille, G. Paolini, S. Soatto, "Where is the information in a deep
+       neural network?", arXiv:1905.12213, 2019 (Fisher, information Lagrangian).
+    """
+    quantities = (quantities,) if isinstance(quantities, str) else tuple(quantities)
+    if (not quantities or len(set(quantities)) != len(quantities)
+            or any(q not in _QUANTITIES for q in quantities)):
+        raise ValueError(f"'quantities' must be a non-empty subset of {_QUANTITIES}; got {list(quantities)!r}.")
+    if "iiw" in quantities and prior_mean is None:
+        raise ValueError("'prior_mean' is required to measure 'iiw' (theta_0: a Module or a mapping "
+                         "name -> tensor).")
+    lagrangian_kwargs = dict(lagrangian_kwargs or {})
+    if "lagrangian" in quantities and "beta" not in lagrangian_kwargs:
+        raise ValueError("lagrangian_kwargs must hold 'beta' to measure 'lagrangian'.")
+    rows: list[dict[str, Any]] = []
+    if "iiw" in quantities:
+        rows += iiw(model, loss_fn, data, prior_mean=prior_mean, **dict(iiw_kwargs or {})).rows()
+    if "fisher" in quantities:
+        rows += [{**r, "quantity": "fisher"} for r in
+                 fisher(model, data, **{"seed": seed, **dict(fisher_kwargs or {})}).rows()]
+    if "lagrangian" in quantities:
+        rows += [{**r, "quantity": "lagrangian"} for r in
+                 information_lagrangian(model, loss_fn, data, **{"seed": seed, **lagrangian_kwargs}).rows()]
+    return rows
 
 
 class WeightInformation(Callback):
@@ -218,16 +287,10 @@ class WeightInformation(Callback):
             return pd.DataFrame(columns=COLUMNS)
         if self.prior_mean == "init" and self.prior_ is None and epoch == 0:
             self._snapshot_prior(model)
-        rows: list[dict[str, Any]] = []
-        if "iiw" in self.quantities:
-            rows += iiw(model, self.loss_fn, self.data, prior_mean=self._prior(model), **self.iiw_kwargs).rows()
-        if "fisher" in self.quantities:
-            rows += [{**r, "quantity": "fisher"} for r in
-                     fisher(model, self.data, **{"seed": self.seed, **self.fisher_kwargs}).rows()]
-        if "lagrangian" in self.quantities:
-            rows += [{**r, "quantity": "lagrangian"} for r in
-                     information_lagrangian(model, self.loss_fn, self.data,
-                                            **{"seed": self.seed, **self.lagrangian_kwargs}).rows()]
+        rows = measure_weights(model, self.loss_fn, self.data, quantities=self.quantities,
+                               prior_mean=self._prior(model) if "iiw" in self.quantities else None,
+                               seed=self.seed, iiw_kwargs=self.iiw_kwargs, fisher_kwargs=self.fisher_kwargs,
+                               lagrangian_kwargs=self.lagrangian_kwargs)
         df = pd.DataFrame(rows)
         df.insert(0, "epoch", int(epoch))
         df.insert(0, "seed", self.seed)
