@@ -252,3 +252,8 @@ def test_wkl_refuses_unstable_weights():
     assert math.isfinite(estimators.get("wkl", k=7).estimate(x4, y4))
     with pytest.raises(ValueError, match="max_weight_norm"):
         estimators.get("wkl", max_weight_norm=0.5)
+    # d = 128 at n = 400: the constraint Gram matrix of large k is numerically singular (was a raw LinAlgError)
+    from ibscope.estimators._knn import check_wkl_weights
+
+    with pytest.raises(ValueError, match="no k below n=400"):
+        check_wkl_weights(33, 128, 400)

@@ -326,3 +326,81 @@ def test_layer_params_one_rule_for_bounded_and_unbounded_layers():
     x = torch.randn(100, 4)
     p = InformationPlane(MLP(4, (5,), 2, activation="relu"), x, (x[:, 0] > 0).long(), estimators="binning")
     assert p.plan["hidden1"][0][1].get_params()["bin_width"] == pytest.approx(2 / 30)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Acceptance on the zoo's architectures: every estimator the plane offers, every law checked independently.
+# A violation by more than 5% + 0.03 bits (looser than the plane's own rule) must carry its flag.
+
+def _assert_laws_flagged(df, n, h_y, chain):
+    slack = lambda a: 1.05 * a + 0.03  # noqa: E731
+    assert (df["unit"] == "bits").all() and np.isfinite(df[["i_xt", "i_ty"]].to_numpy()).all()
+    assert (df[["i_xt", "i_ty"]].to_numpy() >= -1e-9).all()
+    for r in df.itertuples():
+        flags = set(str(r.flags).split(";"))
+        where = (r.estimator, r.layer, r.i_xt, r.i_ty, r.flags)
+        if r.i_ty > slack(r.i_xt):
+            assert "dpi_violation" in flags, where
+        if r.i_ty > slack(h_y):
+            assert "above_label_entropy" in flags, where
+        if r.i_xt > slack(math.log2(n)):
+            assert "above_log_n" in flags, where
+    for est, g in df.groupby("estimator"):
+        by = g.set_index("layer")
+        for i, early in enumerate(chain):
+            for late in chain[i + 1:]:
+                up = (by.loc[late, "i_xt"] > slack(by.loc[early, "i_xt"])
+                      or by.loc[late, "i_ty"] > slack(by.loc[early, "i_ty"]))
+                if up:
+                    assert "dpi_chain" in by.loc[late, "flags"].split(";"), (est, early, late)
+
+
+def _every_estimator():
+    """Every offered estimator but WKL (measured by :func:`_wkl_plane`: it needs few dimensions)."""
+    return {name: _fast(name) for name in _offered() if name != "wkl"}
+
+
+def _wkl_plane(net, x, y, layers):
+    """WKL's bias-cancelling weights exist only in low dimension (d = 128 at n = 600: no k will do, a
+    ValueError says so): the plane measures it on random projections to 4 dimensions (d_x + d_y = 8) (``max_features``)."""
+    return information_plane(net, x, y, estimators={"wkl": registry.get("wkl", noise=1e-3, k=5)},
+                             layers=layers, chain=layers, max_features=4)
+
+
+def _h_bits(y):
+    p = np.bincount(np.asarray(y)) / len(y)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def test_zoo_token_transformer_every_estimator(recwarn):
+    from ibscope.data import token_task
+    from ibscope.models import TokenTransformer
+
+    x, y = token_task(400, vocab_size=6, length=12, seed=1)
+    net = TokenTransformer(6, 12, seed=1)
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    ests = _every_estimator()  # layers wider than 128 are randomly projected to 128 (max_features)
+    df = information_plane(net, x, y, estimators=ests, layers=net.layer_names, chain=net.layer_names,
+                           max_features=128)
+    df = pd.concat([df, _wkl_plane(net, x, y, net.layer_names)], ignore_index=True)
+    assert set(df["estimator"]) == set(_offered()) and set(df["layer"]) == set(net.layer_names)
+    assert df["discrete_input"].all()
+    _assert_laws_flagged(df, 400, _h_bits(y), net.layer_names)
+    embed = df[df["layer"] == "embed"].set_index("estimator")["i_xt"]
+    assert (abs(embed - math.log2(400)) <= 0.25 * math.log2(400)).all(), embed.to_dict()
+
+
+def test_zoo_residual_cnn_on_mnist_every_estimator(mnist, recwarn):
+    from ibscope.models import ResNet
+
+    x, y = mnist
+    net = ResNet(in_channels=1, n_classes=10, width=4, stages=2).eval()
+    # 1200 images, ~120 per class: gaussian_copula's class-conditional covariances need more samples per
+    # class than dimensions, so layers are randomly projected to 64 (max_features; a ValueError otherwise)
+    df = information_plane(net, x, y, estimators=_every_estimator(), layers=net.layer_names,
+                           chain=net.layer_names, max_features=64)
+    df = pd.concat([df, _wkl_plane(net, x, y, net.layer_names)], ignore_index=True)
+    assert set(df["estimator"]) == set(_offered()) and set(df["layer"]) == set(net.layer_names)
+    assert not df["discrete_input"].any()
+    _assert_laws_flagged(df, len(y), _h_bits(y), net.layer_names)

@@ -477,19 +477,26 @@ def check_wkl_weights(k: int, d: int, n: int, max_weight_norm: float = MAX_WEIGH
     from -370 to +300 bits. Above ``max_weight_norm`` this raises a
     ValueError that gives the smallest k (if any, below n) that would do.
     """
-    w = wkl_weights(k, d)
-    norm = float(np.abs(w).sum())
+    def l1(kk: int) -> float:  # inf when the constraints are numerically collinear (singular Gram matrix)
+        try:
+            w_ = wkl_weights(kk, d)
+        except np.linalg.LinAlgError:
+            return math.inf
+        norm_ = float(np.abs(w_).sum())
+        return norm_ if math.isfinite(norm_) else math.inf
+
+    norm = l1(k)
     if norm <= max_weight_norm:
-        return w
+        return wkl_weights(k, d)
     k_ok = None
     kk = k
     while kk < min(n - 1, 4096):
         kk = min(2 * kk, n - 1, 4096)
-        if float(np.abs(wkl_weights(kk, d)).sum()) <= max_weight_norm:
+        if l1(kk) <= max_weight_norm:
             lo, hi = kk // 2, kk  # bisect for the smallest such k
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if float(np.abs(wkl_weights(mid, d)).sum()) <= max_weight_norm:
+                if l1(mid) <= max_weight_norm:
                     hi = mid
                 else:
                     lo = mid
