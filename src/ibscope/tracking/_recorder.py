@@ -83,7 +83,7 @@ from torch import nn
 
 from ..store import atomic_write_bytes
 
-__all__ = ["ActivationRecorder", "INPUT", "resolve_layers"]
+__all__ = ["ActivationRecorder", "INPUT", "PAD_ID", "resolve_layers"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ _POOLS = ("last", "mean", "cls")
 _GLOB = re.compile(r"[*?\[]")
 LABEL_KEYS = ("labels", "label")  # where a mapping batch holds its labels (not passed to the model)
 MASK_KEY = "attention_mask"  # the entry of a mapping batch that says which positions are tokens
+PAD_ID = -1  # the id of a padded position in the flattened inputs (INPUT) of mapping inputs
 INPUT = "__input__"  # the name under which capture(..., inputs=True) returns the flattened inputs
 
 
@@ -359,10 +360,14 @@ def _place(item: tuple[Any, ...] | dict[str, Any], device: torch.device
 
     if isinstance(item, dict):
         kwargs = {k: move(v) for k, v in item.items()}
-        keys = sorted((k for k, v in kwargs.items() if isinstance(v, torch.Tensor)),
-                      key=lambda k: k != "input_ids")  # stable: input_ids first, then the mapping's order
         mask = kwargs.get(MASK_KEY)
-        return (), kwargs, tuple(kwargs[k] for k in keys), mask if isinstance(mask, torch.Tensor) else None
+        mask = mask if isinstance(mask, torch.Tensor) else None
+        ids = kwargs.get("input_ids")
+        if isinstance(ids, torch.Tensor):
+            if mask is not None and tuple(mask.shape) == tuple(ids.shape):
+                ids = torch.where(mask != 0, ids, torch.full_like(ids, PAD_ID))
+            return (), kwargs, (ids,), mask
+        return (), kwargs, tuple(v for v in kwargs.values() if isinstance(v, torch.Tensor)), mask
     args = tuple(move(b) for b in item)
     return args, {}, args, None
 
@@ -445,10 +450,14 @@ class ActivationRecorder:
     Notes
     -----
     The flattened inputs (:data:`INPUT`, the X of I(X;T)) are all model
-    inputs side by side: the tensors of a tuple in order; for mapping inputs
-    every tensor entry (labels excluded), ``input_ids`` first and the others
-    in the mapping's order, so a token sequence is its ids together with
-    what delimits it (``attention_mask``, ``token_type_ids``, ...).
+    inputs side by side: the tensors of a tuple in order. For mapping inputs
+    with ``input_ids``, X is one column per position: the token id where the
+    ``attention_mask`` is nonzero and :data:`PAD_ID` (-1) where it is padding,
+    so the ids and the mask that delimits the sequence are one variable
+    without the mask's constant columns; ``token_type_ids`` and
+    ``position_ids`` are left out (functions of the tokenized text in the
+    common case). A mapping without ``input_ids`` (``inputs_embeds``): all its
+    tensor entries side by side, in the mapping's order.
     """
 
     def __init__(self, model: nn.Module, inputs: Any, *, layers: str | Sequence[str] | None = None,
