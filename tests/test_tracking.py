@@ -271,12 +271,18 @@ def test_mapping_inputs_and_loaders_of_mappings():
     assert torch.allclose(acts["mix"], acts2["mix"], atol=1e-6)
     with pytest.raises(TypeError, match="'labels' or 'label'"):
         ActivationRecorder(net, {"input_ids": ids}, labels_in_batches=True)
+    # labels given separately: a labels entry would reach the model, so it is refused
+    with pytest.raises(ValueError, match="'labels' entry, which would be passed to the model"):
+        ActivationRecorder(net, {"input_ids": ids, "labels": labels})
+    with pytest.raises(ValueError, match="'label' entry"):
+        ActivationRecorder(net, [{"input_ids": ids, "label": labels}])
     with pytest.raises(ValueError, match="different numbers of samples"):
         ActivationRecorder(net, {"input_ids": ids, "attention_mask": mask[:5]})
     with pytest.raises(TypeError, match=r"entries \['attention_mask'\] are not"):
         ActivationRecorder(net, {"input_ids": ids, "attention_mask": mask.tolist()})
     # dynamic padding: an unpooled token layer would change width between batches
     short = [{"input_ids": ids[:4, :3]}, {"input_ids": ids[4:, :]}]
+    assert ActivationRecorder(net, short).n_samples == 10  # a list of batches is counted up front
     with pytest.raises(ValueError, match="layer 'mix' different widths \\(12 and 24\\)"):
         ActivationRecorder(net, short, layers="mix").capture()
     assert ActivationRecorder(net, short, layers="mix", pool="last").capture()[0]["mix"].shape == (10, 4)

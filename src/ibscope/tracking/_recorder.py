@@ -22,8 +22,10 @@ What the recorder handles:
 * **modules that return tuples, dicts or ModelOutputs** (GRU, attention,
   transformer blocks): ``output=`` selects the tensor (an index, a key, or a
   callable), for all layers or per layer. Without ``output=`` a container
-  holding exactly one tensor gives that tensor (a Hugging Face block
-  returning ``(hidden_states, None)``, a ``ModelOutput`` with one tensor);
+  holding exactly one tensor gives that tensor (a Hugging Face attention
+  module's ``(hidden_states, None)``, a block of an older transformers
+  version returning ``(hidden_states, (key, value))``, a ``ModelOutput``
+  with one tensor);
   with several tensors (a GRU's ``(output, h_n)``) the choice is ambiguous
   and an error asks for ``output=``. A global selector also applies to
   layers that return a tensor when it is a callable (``output=lambda o:
@@ -34,9 +36,9 @@ What the recorder handles:
   layer) reduces a ``(batch, seq, hidden)`` output to ``(batch, hidden)``,
   respecting the ``attention_mask`` of mapping inputs (``'last'``: the last
   non-padded position, for left and right padding; ``'mean'``: the mean over
-  non-padded positions; ``'cls'``: position 0, refused where it is padding).
-  Without pooling, a token-level layer is recorded at its full flattened
-  width seq x hidden;
+  non-padded positions, as in Sentence-BERT [3]_; ``'cls'``: position 0, the
+  [CLS] token of BERT [2]_, refused where it is padding). Without pooling,
+  a token-level layer is recorded at its full flattened width seq x hidden;
 * **modules run several times per forward** (weight sharing, a cell in a
   loop): by default a clear error naming the module and how many times it
   ran; ``call='first'``, ``'last'`` or ``'all'`` (the calls side by side, one
@@ -63,6 +65,10 @@ References
 ----------
 .. [1] S. Dasgupta and A. Gupta, "An elementary proof of a theorem of Johnson
    and Lindenstrauss", Random Structures & Algorithms 22(1), 2003.
+.. [2] J. Devlin, M.-W. Chang, K. Lee and K. Toutanova, "BERT: Pre-training of
+   deep bidirectional transformers for language understanding", NAACL 2019.
+.. [3] N. Reimers and I. Gurevych, "Sentence-BERT: Sentence embeddings using
+   Siamese BERT-networks", EMNLP 2019.
 """
 
 from __future__ import annotations
@@ -248,6 +254,23 @@ def _pop_labels(batch: dict[str, Any], what: str) -> Any:
                     f"{' or '.join(repr(k) for k in LABEL_KEYS)}; it has keys {list(batch)}. Pass 'labels'.")
 
 
+def _no_labels(batch: Mapping[str, Any], what: str) -> None:
+    """Labels given separately: a labels entry would reach the model (a causal LM reads it as targets)."""
+    found = [k for k in LABEL_KEYS if k in batch]
+    if found:
+        raise ValueError(f"{what} has a {found[0]!r} entry, which would be passed to the model, and the "
+                         f"labels are given separately: drop the entry, or pass labels=None to take the "
+                         f"labels from it.")
+
+
+def _rows(item: tuple[Any, ...] | dict[str, Any]) -> int | None:
+    """Samples in one batch: the first dimension of its first tensor (input_ids for a mapping)."""
+    values = list(item.values()) if isinstance(item, dict) else list(item)
+    if isinstance(item, dict) and isinstance(item.get("input_ids"), torch.Tensor):
+        values.insert(0, item["input_ids"])
+    return next((int(v.shape[0]) for v in values if isinstance(v, torch.Tensor) and v.ndim), None)
+
+
 class _Batches:
     """The evaluation set as a re-iterable of (model inputs: tuple or dict, labels or None)."""
 
@@ -260,6 +283,8 @@ class _Batches:
             mapping = dict(inputs)
             if self.labels_in_batches:
                 self.mapping_labels = torch.as_tensor(_pop_labels(mapping, "the mapping 'inputs'"))
+            else:
+                _no_labels(mapping, "the mapping 'inputs'")
             if not mapping:
                 raise ValueError("'inputs' is an empty mapping: give the model's keyword inputs.")
             bad = [k for k, v in mapping.items() if not isinstance(v, torch.Tensor) or v.ndim < 1]
@@ -312,6 +337,9 @@ class _Batches:
             self.n = len(dataset) if dataset is not None else None
         except TypeError:
             self.n = None
+        if self.n is None and isinstance(inputs, list):  # batches in memory: count their samples now
+            rows = [_rows(b) for b, _ in self]
+            self.n = sum(rows) if all(r is not None for r in rows) else None
 
     def __iter__(self) -> Iterator[tuple[tuple[Any, ...] | dict[str, Any], Any]]:
         if self.mapping is not None:
@@ -342,6 +370,8 @@ class _Batches:
                     yield tuple(item), None
             elif isinstance(item, Mapping):
                 batch = dict(item)
+                if not self.labels_in_batches:
+                    _no_labels(batch, "a batch of 'inputs'")
                 lab = _pop_labels(batch, "every batch of 'inputs'") if self.labels_in_batches else None
                 yield batch, lab
             else:
