@@ -19,7 +19,8 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "information_plane.md"
 @pytest.fixture(scope="module")
 def gpt2():
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=32)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=32,
+                                  bos_token_id=0, eos_token_id=0)
     return transformers.GPT2LMHeadModel(cfg).eval()
 
 
