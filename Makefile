@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip setuptools wheel
-	$(PIP_INSTALL) -e '.[dev,ray,lightning,tensorboard]'
+	$(PIP_INSTALL) -e '.[dev,ray,lightning,tensorboard,hf]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -511,6 +511,10 @@ class InformationPlane(Callback):
     call : None, 'first', 'last', 'all' or mapping layer -> one of these
         For modules run several times per forward (weight sharing). Default:
         a ValueError naming the module and how many times it ran.
+    pool : None, 'last', 'mean', 'cls' or mapping layer -> one of these
+        Pooling of token-level ``(batch, seq, hidden)`` layers over the
+        non-padded positions of the inputs' ``attention_mask``; see
+        :class:`~ibscope.tracking.ActivationRecorder`.
     estimators : name, instance, list, mapping label -> estimator, or mapping layer -> any of these
         Default: ``pca_ksg`` (PCA to 4 dims + KSG) for every layer, see
         the module docstring. A mapping keyed by layer names sets those
@@ -565,7 +569,7 @@ class InformationPlane(Callback):
 
     def __init__(self, model: nn.Module, inputs: Any, labels: Any = None, *,
                  layers: Sequence[str] | None = None, output: Any = None, call: Any = None,
-                 estimators: Any = None, schedule: Iterable[int] | None = None, ci: float | None = None,
+                 pool: Any = None, estimators: Any = None, schedule: Iterable[int] | None = None, ci: float | None = None,
                  out_dir: str | os.PathLike | None = None, unit: str = "bits", batch_size: int | None = 1024,
                  max_features: int | None = 4096, max_bytes: int = 1 << 30, n_resamples: int = 50,
                  subsample: float = 0.5, seed: int = 0, n_snapshots: int = 30, discrete_x: bool | None = None,
@@ -580,8 +584,8 @@ class InformationPlane(Callback):
             raise ValueError("'labels' is None: pass the class labels of the inputs (labels are only taken "
                              "from the batches when 'inputs' is a DataLoader).")
         self.recorder = ActivationRecorder(model, inputs, layers=layers, batch_size=batch_size, output=output,
-                                           call=call, max_features=max_features, seed=seed,
-                                           labels_in_batches=from_batches)
+                                           call=call, pool=pool, max_features=max_features, seed=seed,
+                                           labels_in_batches=from_batches, max_bytes=max_bytes)
         self.labels = None if from_batches else _labels_array(labels)
         n = self.recorder.n_samples
         if self.labels is not None and n is not None and n != self.labels.shape[0]:
