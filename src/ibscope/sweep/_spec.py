@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import numbers
 import json
+import numbers
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
