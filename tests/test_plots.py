@@ -8,6 +8,12 @@ import pytest
 
 from ibscope import plots
 
+
+def matplotlib_rgba(c):
+    from matplotlib.colors import to_rgba
+
+    return np.asarray(to_rgba(c))
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -54,6 +60,83 @@ def _hollow(ax):
     return np.concatenate(pts) if pts else np.empty((0, 2))
 
 
+def _legend_texts(fig):
+    """Texts of every legend of a figure (figure legends and axes legends)."""
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    return [t.get_text() for leg in legends for t in leg.get_texts()]
+
+
+def _legends_outside_the_data(fig):
+    """Every legend is drawn inside the figure and overlaps no axes (so it covers no data)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # the figure was closed after saving: draw it again, as saved (constrained)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert legends, "the figure has no legend"
+    page = fig.bbox
+    for leg in legends:
+        box = leg.get_window_extent(renderer)
+        assert box.x0 >= page.x0 - 1 and box.x1 <= page.x1 + 1 and box.y0 >= page.y0 - 1 and box.y1 <= page.y1 + 1
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), (leg, ax.get_title())
+
+
+def _layer_points(ax):
+    """{colour: (offsets, sizes)} of the filled scatter markers of an axes, grouped by face colour."""
+    out = {}
+    for c in ax.collections:
+        if c.__class__.__name__ != "PathCollection" or len(c.get_facecolors()) == 0:
+            continue
+        colors = {tuple(np.round(fc[:3], 3)) for fc in c.get_facecolors()}
+        assert len(colors) == 1, "one scatter call per layer, in the layer's colour"
+        out[colors.pop()] = (np.asarray(c.get_offsets()), np.broadcast_to(c.get_sizes(), len(c.get_offsets())))
+    return out
+
+
+def test_plane_colour_is_the_layer_and_marker_size_the_epoch(tmp_path, figs):
+    """One qualitative colour per layer (same in every panel), epoch 0 drawn, size grows with the epoch."""
+    df = _plane(estimators=("binning", "kde"), flags=False).drop(columns="seed")
+    df = pd.concat([df, df[df["layer"] == "h2"].assign(layer="h3", layer_index=3, i_xt=df["i_xt"] - 2)])
+    plots.plot_information_plane(df, tmp_path / "p.png")
+    fig = figs[-1]
+    assert len(fig.axes) == 2  # the estimator panels, no epoch colour bar
+    per_panel = []
+    for ax, est in zip(fig.axes, ("binning", "kde"), strict=True):
+        line_colors = {tuple(np.round(matplotlib_rgba(ln.get_color())[:3], 3)) for ln in ax.lines}
+        assert len(line_colors) == 3  # one colour per layer
+        points = _layer_points(ax)
+        assert set(points) == line_colors  # markers in their layer's colour, not an epoch colormap
+        per_panel.append(line_colors)
+        for layer in ("h1", "h2", "h3"):
+            g = df[(df["estimator"] == est) & (df["layer"] == layer)].sort_values("epoch")
+            match = [v for v in points.values() if np.allclose(v[0], g[["i_xt", "i_ty"]].to_numpy())]
+            assert len(match) == 1, layer  # every epoch of the layer is drawn, epoch 0 included
+            sizes = match[0][1]
+            assert sizes[0] > 0 and np.all(np.diff(sizes) > 0)  # epoch 0 visible, larger marker = later
+        assert not ax.texts  # no text labels at the points (they overlap); the legend names the layers
+    assert per_panel[0] == per_panel[1]
+    texts = _legend_texts(fig)
+    assert {"h1", "h2", "h3", "epoch 0", "epoch 100"} <= set(texts)
+    _legends_outside_the_data(fig)
+
+
+def test_legends_are_outside_the_data(tmp_path, figs):
+    plots.plot_information_plane(_plane(flags=False).drop(columns="seed"), tmp_path / "p1.png")
+    _legends_outside_the_data(figs[-1])
+    plots.plot_information_plane(_plane(seeds=(0, 1, 2), estimators=("binning", "kde")), tmp_path / "p3.png")
+    _legends_outside_the_data(figs[-1])
+    assert {"h1", "h2"} <= set(_legend_texts(figs[-1]))
+    plots.plot_information_curves(_plane().drop(columns="seed"), tmp_path / "c.png")
+    _legends_outside_the_data(figs[-1])
+    rows = [{"epoch": e, "layer": layer, "quantity": q, "value": (1 + e) * w}
+            for e in (0, 1, 2, 4) for q in ("iiw", "fisher") for layer, w in (("fc1", 1.0), ("total", 3.0))]
+    plots.plot_weight_information(pd.DataFrame(rows), tmp_path / "w.png")
+    _legends_outside_the_data(figs[-1])
+    assert sorted(_legend_texts(figs[-1])) == ["fc1", "total"]  # one shared legend, not one per panel
+
+
 def test_a_users_minimal_table_is_enough(tmp_path):
     df = pd.DataFrame({"epoch": [0, 1, 2, 0, 1, 2], "layer": ["a", "a", "a", "b", "b", "b"],
                        "i_xt": [1.0, 1.5, 1.2, 0.5, 0.7, 0.6], "i_ty": [0.1, 0.3, 0.4, 0.05, 0.2, 0.3]})
@@ -96,12 +179,13 @@ def test_one_run_draws_the_estimators_confidence_intervals_and_flags(tmp_path, f
     flagged = df[df["flags"] != ""]
     np.testing.assert_allclose(_hollow(ax), flagged[["i_xt", "i_ty"]].to_numpy())
     assert "90% CI" in ax.get_title()
-    assert any("flagged" in t.get_text() for t in ax.get_legend().get_texts())
+    assert any("flagged" in t for t in _legend_texts(figs[-1]))
     # without CI and flags columns: no bars, no hollow markers, no legend note
     plots.plot_information_plane(df.drop(columns=["i_xt_lo", "i_xt_hi", "i_ty_lo", "i_ty_hi", "flags"]),
                                  tmp_path / "p2.png")
     ax = figs[-1].axes[0]
-    assert not ax.containers and len(_hollow(ax)) == 0 and ax.get_legend() is None
+    assert not ax.containers and len(_hollow(ax)) == 0
+    assert not any("flagged" in t for t in _legend_texts(figs[-1]))
 
 
 def test_several_seeds_draw_student_t_boxes_and_bands(tmp_path, figs):

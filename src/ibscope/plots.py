@@ -129,7 +129,48 @@ def _layers(df: pd.DataFrame) -> list[str]:
 
 
 def _layer_colors(plt, layers: list[str]) -> dict[str, tuple]:
-    return {layer: plt.cm.viridis(i / max(len(layers) - 1, 1)) for i, layer in enumerate(layers)}
+    """One colour per layer from a qualitative colormap (tab10, tab20 beyond 10 layers; cycles beyond 20)."""
+    cmap, n = (plt.cm.tab10, 10) if len(layers) <= 10 else (plt.cm.tab20, 20)
+    return {layer: cmap(i % n) for i, layer in enumerate(layers)}
+
+
+def _epoch_sizes(epochs: Iterable[float], *, smallest: float = 10.0, largest: float = 64.0):
+    """Marker area of each recorded epoch: grows linearly with the epoch's rank among the recorded epochs.
+
+    The rank (not the epoch itself) spreads log-spaced schedules evenly, and
+    the first epoch (0, the initialization) keeps a visible marker. Returns
+    (the sorted distinct epochs, a function mapping epochs to areas in pt^2).
+    """
+    uniq = np.unique(np.asarray(list(epochs), float))
+    uniq = uniq[np.isfinite(uniq)]
+    span = max(len(uniq) - 1, 1)
+
+    def size(e) -> np.ndarray:
+        rank = np.searchsorted(uniq, np.asarray(e, float))
+        return smallest + (largest - smallest) * rank / span
+
+    return uniq, size
+
+
+def _size_handles(uniq: np.ndarray, size) -> list:
+    """Legend handles for the marker-size encoding: the first, a middle and the last recorded epoch."""
+    from matplotlib.lines import Line2D
+
+    picks = list(dict.fromkeys([uniq[0], uniq[len(uniq) // 2], uniq[-1]])) if len(uniq) else []
+    return [Line2D([], [], ls="none", marker="o", color="0.45", ms=float(np.sqrt(size(e))),
+                   label=f"epoch {e:g}") for e in picks]
+
+
+def _outside_legend(fig, handles: list, *, title: str | None = None) -> None:
+    """One legend for the whole figure, right of the panels (never over the data).
+
+    Needs a figure made with ``layout="constrained"`` (the legend's room is then
+    part of the layout, also for renderers that do not crop, e.g. TensorBoard's
+    ``add_figure``).
+    """
+    if handles:
+        fig.legend(handles=handles, loc="outside right upper", fontsize=7, frameon=False, title=title,
+                   title_fontsize=7)
 
 
 def _ci_level(df: pd.DataFrame) -> str:
@@ -177,12 +218,13 @@ def _markers(ax, x, y, flagged, *, color=None, c=None, cmap=None, norm=None, s=1
         colors = np.asarray(matplotlib.colormaps[cmap](norm(np.asarray(c, float))))
     else:
         colors = np.tile(np.asarray(to_rgba(color)), (len(x), 1))
+    s = np.broadcast_to(np.asarray(s, float), x.shape)
     ok = ~flagged
     if ok.any():
-        ax.scatter(x[ok], y[ok], c=colors[ok], s=s, zorder=zorder, edgecolors="none", label=label)
+        ax.scatter(x[ok], y[ok], c=colors[ok], s=s[ok], zorder=zorder, edgecolors="none", label=label)
     if flagged.any():
         ax.scatter(x[flagged], y[flagged], facecolors="none", edgecolors=colors[flagged], linewidths=1.1,
-                   s=s * 1.6, zorder=zorder, label=None if ok.any() else label)
+                   s=s[flagged] * 1.6, zorder=zorder, label=None if ok.any() else label)
     return bool(flagged.any())
 
 
@@ -198,13 +240,16 @@ def _epoch_axis(ax, epochs: np.ndarray) -> np.ndarray:
     return epochs
 
 
-def _flag_legend(ax, *, layers: bool = False):
+def _flag_handle():
     from matplotlib.lines import Line2D
 
-    handles, labels = ax.get_legend_handles_labels() if layers else ([], [])
-    handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec="0.3"))
-    labels.append(_FLAG_NOTE)
-    ax.legend(handles, labels, fontsize=7, loc="best")
+    return Line2D([], [], ls="none", marker="o", mfc="none", mec="0.3", label=_FLAG_NOTE)
+
+
+def _layer_handles(layers: list[str], colors: dict[str, tuple], *, marker: str | None = "o") -> list:
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], color=colors[layer], lw=1.4, marker=marker, ms=4, label=layer) for layer in layers]
 
 
 # --------------------------------------------------------------------------- one run or several seeds
@@ -231,72 +276,81 @@ def plot_information_plane(results: pd.DataFrame, path: str | Path, *, level: fl
 
     Notes
     -----
-    One run (no ``seed`` column, or one seed): every estimate is a marker
-    colored by its epoch (log scale) on the layer's trajectory, with error
-    bars from the CI columns where they are finite. Several seeds: each
-    layer's mean trajectory (seeds put on a common epoch grid, see
-    :func:`ibscope._intervals.common_grid`) with the box
-    [I(X;T) lo, hi] x [I(T;Y) lo, hi] of the Student-t interval over seeds at
-    each epoch. Flagged estimates (non-empty ``flags``; several seeds: any
+    Encoding (the plane of Shwartz-Ziv and Tishby, 2017, "Opening the black
+    box of deep neural networks via information", arXiv:1703.00810): **colour
+    is the layer** (a qualitative colormap, the same colour in every panel)
+    and **marker area is the epoch**, growing with the epoch's rank among the
+    recorded epochs, so the trajectory of a layer runs from its smallest
+    marker (the first recorded epoch, usually 0 = the initialization, always
+    drawn) to its largest. One legend right of the panels names the layers,
+    shows the marker area of the first, a middle and the last epoch and, when
+    there are any, the hollow marker of flagged estimates; it is never drawn
+    over the data.
+
+    One run (no ``seed`` column, or one seed): every estimate is a marker on
+    the layer's trajectory, with error bars from the CI columns where they
+    are finite. Several seeds: each layer's mean trajectory (seeds put on a
+    common epoch grid, see :func:`ibscope._intervals.common_grid`) with the
+    box [I(X;T) lo, hi] x [I(T;Y) lo, hi] of the Student-t interval over seeds
+    at each epoch. Flagged estimates (non-empty ``flags``; several seeds: any
     seed's) are hollow markers.
     """
-    plt = pyplot()
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import LogNorm, Normalize
+    return save_figure(_plane_figure(results, level=level), path, dpi=110, tight_layout=False,
+                       bbox_inches="tight")
 
+
+def _plane_figure(results: pd.DataFrame, *, level: float = 0.95):
+    """The matplotlib figure of :func:`plot_information_plane` (open; the caller saves or closes it)."""
+    plt = pyplot()
     df = _plane_frame(results)
     unit = _unit(df)
     names = list(dict.fromkeys(df["estimator"]))
     seeds = _n_seeds(df)
-    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.4), squeeze=False)
+    layers = _layers(df)
+    colors = _layer_colors(plt, layers)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.8 * len(names) + 1.6, 4.2), squeeze=False,
+                             layout="constrained")
+    any_flag = False
     if seeds > 1:
         bands = _seed_bands(df, level)
-        layers = _layers(df)
-        colors = _layer_colors(plt, layers)
+        uniq, size = _epoch_sizes(bands["epoch"])
         for ax, name in zip(axes[0], names, strict=False):
-            any_flag = False
             for layer, g in _per_layer(bands[bands["estimator"] == name], layers):
                 _interval_boxes(ax, g, colors[layer])
                 ax.plot(g["i_xt"], g["i_ty"], "-", lw=1.2, color=colors[layer], zorder=2)
-                any_flag |= _markers(ax, g["i_xt"], g["i_ty"], g["flags"] != "", color=colors[layer], s=10,
-                                     label=layer)
+                any_flag |= _markers(ax, g["i_xt"], g["i_ty"], g["flags"] != "", color=colors[layer],
+                                     s=size(g["epoch"]), label=layer)
             ax.set_title(f"{name}: mean of {seeds} seeds, {level:.0%} t-interval boxes", fontsize=9)
-            _flag_legend(ax, layers=True) if any_flag else ax.legend(fontsize=7, loc="best")
     else:
         pts = _per_run_points(df)
-        emax = float(pts["epoch"].max())
-        norm = LogNorm(vmin=1, vmax=emax) if emax > 1 else Normalize(vmin=0, vmax=max(emax, 1.0))
-        cvals = np.maximum(pts["epoch"], 1) if emax > 1 else pts["epoch"]
-        pts = pts.assign(_c=cvals)
+        uniq, size = _epoch_sizes(pts["epoch"])
         has_ci = all(c in pts.columns for c in CI_COLUMNS)
         for ax, name in zip(axes[0], names, strict=False):
-            any_flag = drew_bars = False
-            for (_li, layer), g in pts[pts["estimator"] == name].groupby(["layer_index", "layer"], sort=True):
-                g = g.sort_values("epoch")
+            drew_bars = False
+            for layer, g in _per_layer(pts[pts["estimator"] == name], layers):
                 x, y = g["i_xt"].to_numpy(), g["i_ty"].to_numpy()
-                ax.plot(x, y, color="0.75", lw=0.8, zorder=1)
+                ax.plot(x, y, color=colors[layer], lw=1.0, alpha=0.7, zorder=2)
                 if has_ci:
                     okx, ex = _errors(x, g["i_xt_lo"].to_numpy(), g["i_xt_hi"].to_numpy())
                     oky, ey = _errors(y, g["i_ty_lo"].to_numpy(), g["i_ty_hi"].to_numpy())
                     ok = okx & oky
                     if ok.any():
-                        ax.errorbar(x[ok], y[ok], xerr=ex[:, ok], yerr=ey[:, ok], fmt="none", ecolor="0.55",
-                                    elinewidth=0.7, capsize=1.5, zorder=1.5)
+                        ax.errorbar(x[ok], y[ok], xerr=ex[:, ok], yerr=ey[:, ok], fmt="none",
+                                    ecolor=colors[layer], alpha=0.45, elinewidth=0.7, capsize=1.5, zorder=1.5)
                         drew_bars = True
-                any_flag |= _markers(ax, x, y, g["flags"] != "", c=g["_c"], cmap="viridis", norm=norm, s=14)
-                ax.annotate(layer, (x[-1], y[-1]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                any_flag |= _markers(ax, x, y, g["flags"] != "", color=colors[layer], s=size(g["epoch"]),
+                                     label=layer)
             bars = f", error bars: {_ci_level(df)}CI" if drew_bars else ""
             ax.set_title(f"{name} (one run{bars})", fontsize=9)
-            if any_flag:
-                _flag_legend(ax)
-        cb = fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=axes[0].tolist(), shrink=0.9)
-        cb.set_label("epoch (log scale)" if isinstance(norm, LogNorm) else "epoch")
     for ax in axes[0]:
         ax.set_xlabel(f"I(X;T){_in(unit)}")
         ax.set_ylabel(f"I(T;Y){_in(unit)}")
         ax.grid(alpha=0.3)
         ax.autoscale_view()
-    return save_figure(fig, path, dpi=110, tight_layout=seeds > 1, bbox_inches="tight")
+    handles = _layer_handles(layers, colors) + _size_handles(uniq, size)
+    _outside_legend(fig, handles + ([_flag_handle()] if any_flag else []),
+                    title="colour: layer; marker size: epoch")
+    return fig
 
 
 def plot_information_curves(results: pd.DataFrame, path: str | Path, *, level: float = 0.95) -> Path:
@@ -316,7 +370,9 @@ def plot_information_curves(results: pd.DataFrame, path: str | Path, *, level: f
     colors = _layer_colors(plt, layers)
     seeds = _n_seeds(df)
     table = _seed_bands(df, level) if seeds > 1 else _per_run_points(df)
-    fig, axes = plt.subplots(len(names), 2, figsize=(10, 3.2 * len(names)), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(len(names), 2, figsize=(11.4, 3.2 * len(names)), squeeze=False, sharex=True,
+                             layout="constrained")
+    flagged = False
     for r, name in enumerate(names):
         sub = table[table["estimator"] == name]
         for c, q in enumerate(("i_xt", "i_ty")):
@@ -343,8 +399,10 @@ def plot_information_curves(results: pd.DataFrame, path: str | Path, *, level: f
             ax.set_title(f"{name}: {'I(X;T)' if q == 'i_xt' else 'I(T;Y)'} ({what})", fontsize=9)
             ax.set_ylabel(f"{'I(X;T)' if q == 'i_xt' else 'I(T;Y)'}{_in(unit)}")
             ax.grid(alpha=0.3)
-            _flag_legend(ax, layers=True) if any_flag else ax.legend(fontsize=7)
-    return save_figure(fig, path, dpi=100)
+            flagged |= any_flag
+    _outside_legend(fig, _layer_handles(layers, colors, marker=None) + ([_flag_handle()] if flagged else []),
+                    title="layer")
+    return save_figure(fig, path, dpi=100, tight_layout=False)
 
 
 def plot_weight_information(results: pd.DataFrame, path: str | Path, *, level: float = 0.95) -> Path:
@@ -376,7 +434,10 @@ def plot_weight_information(results: pd.DataFrame, path: str | Path, *, level: f
         raise ValueError("'results' has no row with a finite epoch; nothing to plot over epochs.")
     quantities = list(dict.fromkeys(df["quantity"]))
     seeds = _n_seeds(df)
-    fig, axes = plt.subplots(1, len(quantities), figsize=(5.2 * len(quantities), 3.9), squeeze=False)
+    fig, axes = plt.subplots(1, len(quantities), figsize=(5.2 * len(quantities) + 1.4, 3.9), squeeze=False,
+                             layout="constrained")
+    handles: dict[str, object] = {}
+    palette: dict[str, tuple] = {}
     for ax, q in zip(axes[0], quantities, strict=False):
         sub = df[df["quantity"] == q]
         unit = _unit(sub, f"results (quantity {q!r})")
@@ -384,24 +445,26 @@ def plot_weight_information(results: pd.DataFrame, path: str | Path, *, level: f
         keys = ["layer", "method"] if split else ["layer"]
         lines = list(sub[keys].drop_duplicates().itertuples(index=False, name=None))
         lines.sort(key=lambda k: k[0] == "total")  # layers first (in order), the total last, on top
-        palette = [k for k in lines if k[0] != "total"]
         for key in lines:
             g = sub
             for col, val in zip(keys, key, strict=False):
                 g = g[g[col] == val]
             label = " ".join(str(k) for k in key) if split else key[0]
             total = key[0] == "total"
-            color = "black" if total else plt.cm.tab10(palette.index(key) % 10)
+            if not total:  # one colour per line label across the panels (the legend is shared)
+                palette.setdefault(label, plt.cm.tab10(len(palette) % 10))
+            color = "black" if total else palette[label]
             style = {"color": color, "lw": 2.4 if total else 1.1, "zorder": 3 if total else 2}
             if seeds > 1:
                 m = mean_interval(g, ["epoch"], ["value"], level=level)
                 x = _epoch_axis(ax, m["epoch"].to_numpy())
-                ax.plot(x, m["value"], marker="o", ms=2.5, label=label, **style)
+                (line,) = ax.plot(x, m["value"], marker="o", ms=2.5, label=label, **style)
                 ax.fill_between(x, m["value_lo"], m["value_hi"], color=color, alpha=0.15, lw=0)
             else:
                 m = g.groupby("epoch")["value"].mean()
                 x = _epoch_axis(ax, m.index.to_numpy())
-                ax.plot(x, m.to_numpy(), marker="o", ms=2.5, label=label, **style)
+                (line,) = ax.plot(x, m.to_numpy(), marker="o", ms=2.5, label=label, **style)
+            handles.setdefault(label, line)
         vals = sub["value"].to_numpy()
         vals = vals[np.isfinite(vals)]
         if len(vals) and vals.min() > 0 and vals.max() / vals.min() > 100:
@@ -409,9 +472,9 @@ def plot_weight_information(results: pd.DataFrame, path: str | Path, *, level: f
         ax.set_title(f"{q}" + (f" (mean of {seeds} seeds, {level:.0%} t-band)" if seeds > 1 else ""), fontsize=9)
         ax.set_ylabel(f"{q}{_in(unit)}")
         ax.grid(alpha=0.3)
-        if len(lines) > 1:
-            ax.legend(fontsize=7)
-    return save_figure(fig, path, dpi=110)
+    if len(handles) > 1:  # one legend right of the panels, never over the data
+        _outside_legend(fig, list(handles.values()))
+    return save_figure(fig, path, dpi=110, tight_layout=False)
 
 
 def plot_training_curves(results: pd.DataFrame, path: str | Path, *, level: float = 0.95) -> Path:
@@ -523,8 +586,8 @@ def plot_information_plane_bands(bands: pd.DataFrame, path: str | Path, point_co
     point_columns = list(point_columns or [])
     bands = _bands_frame(bands, point_columns)
     points, ests, unit, layers, colors = _band_layout(plt, bands, point_columns, max_points)
-    fig, axes = plt.subplots(len(ests), len(points), figsize=(4.4 * len(points), 3.9 * len(ests)),
-                             squeeze=False, sharex="row", sharey="row")
+    fig, axes = plt.subplots(len(ests), len(points), figsize=(4.4 * len(points) + 1.2, 3.9 * len(ests)),
+                             squeeze=False, sharex="row", sharey="row", layout="constrained")
     for r, est in enumerate(ests):
         for c, (key, label) in enumerate(points):
             ax = axes[r][c]
@@ -538,9 +601,9 @@ def plot_information_plane_bands(bands: pd.DataFrame, path: str | Path, point_co
             ax.set_ylabel(f"I(T;Y){_in(unit)}")
             ax.grid(alpha=0.3)
             ax.autoscale_view()
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    _outside_legend(fig, _layer_handles(layers, colors), title="layer")
     fig.suptitle("Information plane: mean over seeds, interval boxes", fontsize=10)
-    return save_figure(fig, path, dpi=100)
+    return save_figure(fig, path, dpi=100, tight_layout=False)
 
 
 def plot_trajectory_bands(bands: pd.DataFrame, path: str | Path, point_columns: list[str] | None = None,
@@ -555,8 +618,8 @@ def plot_trajectory_bands(bands: pd.DataFrame, path: str | Path, point_columns: 
     bands = _bands_frame(bands, point_columns)
     points, ests, unit, layers, colors = _band_layout(plt, bands, point_columns, max_points)
     rows = [(e, q) for e in ests for q in ("i_xt", "i_ty")]
-    fig, axes = plt.subplots(len(rows), len(points), figsize=(4.4 * len(points), 2.9 * len(rows)),
-                             squeeze=False, sharex=True, sharey="row")
+    fig, axes = plt.subplots(len(rows), len(points), figsize=(4.4 * len(points) + 1.2, 2.9 * len(rows)),
+                             squeeze=False, sharex=True, sharey="row", layout="constrained")
     for r, (est, q) in enumerate(rows):
         for c, (key, label) in enumerate(points):
             ax = axes[r][c]
@@ -571,5 +634,5 @@ def plot_trajectory_bands(bands: pd.DataFrame, path: str | Path, point_columns: 
             ax.grid(alpha=0.3)
             if r == len(rows) - 1:
                 ax.set_xlabel("epoch (log scale above 1)")
-    axes[0][0].legend(fontsize=7)
-    return save_figure(fig, path, dpi=100)
+    _outside_legend(fig, _layer_handles(layers, colors, marker=None), title="layer")
+    return save_figure(fig, path, dpi=100, tight_layout=False)
