@@ -253,6 +253,16 @@ def per_example_loss(loss_fn: Callable, out: torch.Tensor, y: torch.Tensor) -> t
         return torch.stack([one(out[i], y[i]) for i in range(out.shape[0])])
 
 
+def _as_gradient_direction(module: nn.Module, local: str, direction: torch.Tensor) -> torch.Tensor:
+    """The direction as autograd's gradient sees the parameter: an ``nn.Embedding``'s ``padding_idx``
+    row gets no gradient (by PyTorch's convention), so its component is dropped before a forward-mode
+    product (which would otherwise count it)."""
+    if isinstance(module, nn.Embedding) and local == "weight" and module.padding_idx is not None:
+        direction = direction.clone()
+        direction[module.padding_idx] = 0
+    return direction
+
+
 def _detach_tree(tree: Any) -> Any:
     return tree_map(lambda a: a.detach() if isinstance(a, torch.Tensor) else a, tree)
 
@@ -466,12 +476,13 @@ class Capture:
                             continue
 
                         frozen = self._frozen[mod_name]
+                        dg = _as_gradient_direction(module, local, d)
 
                         def f(w: torch.Tensor, _local: str = local, _m: nn.Module = module, _a: Any = args,
                               _k: Any = kwargs, _fr: dict = frozen) -> torch.Tensor:
                             return functional_call(_m, {**_fr, _local: w}, _a, _k)
                         with torch.no_grad():
-                            _, t = jvp(f, (frozen[local],), (d,))
+                            _, t = jvp(f, (frozen[local],), (dg,))
                     prod = (g * (t if track else t.detach())).to(torch.float64)
                     cols[j] = cols[j] + self._fold(prod, mod_name)
         return torch.stack(cols, 1)
@@ -662,7 +673,9 @@ def jvp_projections(model: nn.Module, loss_fn: Callable, names: Sequence[str],
     for j, name in enumerate(names):
         def f(w: torch.Tensor, _name: str = name) -> torch.Tensor:
             return loss_fn(select_output(_functional(model, {**base, _name: w}, x), output, owner), y)
+        mod_name, _, local = name.rpartition(".")
+        d = _as_gradient_direction(model.get_submodule(mod_name), local, direction[name])
         with torch.no_grad():
-            _, t = jvp(f, (base[name],), (direction[name],))
+            _, t = jvp(f, (base[name],), (d,))
         proj[:, j] = t.detach().to(torch.float64).reshape(rows)
     return proj, per_example
