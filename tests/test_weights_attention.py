@@ -259,3 +259,44 @@ def test_bert_with_named_inputs_and_padding_mask():
     assert fisher(model, data, kind="empirical", output="logits").trace == pytest.approx(
         _fisher_reference(ref), rel=RTOL)
     assert information_lagrangian(model, CE, data, beta=1e-3, steps=3, output="logits").total > 0
+
+
+# --------------------------------------------------------------------------- #
+# WeightInformation on an attention model with named inputs and a dict output
+# --------------------------------------------------------------------------- #
+class NamedEncoder(Encoder):
+    """The Encoder called as model(input_ids=...) and returning {'logits': ...} (like a Hugging Face model)."""
+
+    def forward(self, input_ids):
+        return {"logits": super().forward(input_ids)}
+
+
+def test_weight_information_tracker_on_attention_model_with_named_inputs(tmp_path):
+    from ibscope.weights import WeightInformation
+
+    torch.manual_seed(0)
+    model = NamedEncoder().double().eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 20, (6, 5), generator=g)
+    y = torch.randint(0, 3, (6,), generator=g)
+    data = [({"input_ids": x}, y)]
+    prior = _prior(model)
+    fast_before = torch.backends.mha.get_fastpath_enabled()
+
+    def tracker(data=data, **kw):
+        return WeightInformation(CE, data, quantities=("iiw", "fisher"), prior_mean=prior, out_dir=tmp_path,
+                                 iiw_kwargs={"output": "logits", "unit": "nats"},
+                                 fisher_kwargs={"output": "logits", "kind": "empirical"}, model=model, **kw)
+
+    rows = tracker().record(1)
+    ref = _loop_gradients(model, lambda i: F.cross_entropy(model(x[i:i + 1])["logits"], y[i:i + 1]), len(x))
+    total = rows[rows.layer == "total"].set_index("quantity").value
+    assert total["iiw"] == pytest.approx(_iiw_reference(ref, model, prior, len(x)), rel=RTOL)
+    assert total["fisher"] == pytest.approx(_fisher_reference(ref), rel=RTOL)
+    assert torch.backends.mha.get_fastpath_enabled() is fast_before
+    assert len(tracker().record(1)) == 0  # same measurement: resumed
+    other = [({"input_ids": x.flip(0)}, y)]
+    with pytest.raises(ValueError, match="overwrite=True"):
+        tracker(data=other).record(1)
+    with pytest.raises(TypeError, match="output="):
+        WeightInformation(CE, data, quantities=("iiw",), prior_mean=prior, model=model).record(1)
