@@ -357,6 +357,62 @@ def test_weight_information_in_fit_resumes_with_the_same_prior(tmp_path):
     assert ref[(ref.epoch == 3) & (ref.layer == "total")].value.iloc[0] > 0
 
 
+def test_weight_information_never_silently_reuses_a_directory(tmp_path):
+    import json
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(24, 5, generator=g)
+    y = (x[:, 0] > 0).long()
+    data = [(x[:12], y[:12]), (x[12:], y[12:])]
+    out = tmp_path / "run"
+
+    def tracker(model, data=data, **kw):
+        return WeightInformation(CE, data, quantities=("iiw",), out_dir=out, model=model, **kw)
+
+    net = MLP(5, (6,), 2, activation="tanh", seed=1)
+    first = tracker(net).record(0)
+    assert len(first)
+    meta = json.loads((out / "weight_information.json").read_text())
+    assert len(meta["fingerprint"]) == 64 and set(meta["fingerprint_parts"]) >= {"model", "data", "settings"}
+    # the same measurement resumes (another seed of it too), whatever the weights are now
+    other_weights = MLP(5, (6,), 2, activation="tanh", seed=5)
+    assert len(tracker(other_weights).record(0)) == 0
+    assert len(tracker(other_weights, seed=3).record(0)) == len(first)
+    # another model, other data, other settings or another loss: refused, naming the directory and the way out
+    wider = MLP(5, (7,), 2, activation="tanh", seed=1)
+    refusals = {
+        "model": lambda: tracker(wider).record(0),
+        "data": lambda: tracker(net, data=[(x[:12] + 1, y[:12]), (x[12:], y[12:])]).record(0),
+        "settings": lambda: tracker(net, iiw_kwargs={"unit": "nats"}).record(0),
+        "loss_fn": lambda: WeightInformation(nn.CrossEntropyLoss(reduction="none", label_smoothing=0.1), data,
+                                             quantities=("iiw",), out_dir=out, model=net).record(0),
+    }
+    for part, attempt in refusals.items():
+        with pytest.raises(ValueError, match="overwrite=True") as err:
+            attempt()
+        assert str(out) in str(err.value) and part in str(err.value), part
+    # inside fit, refused before training starts
+    from ibscope.training import fit
+
+    with pytest.raises(ValueError, match="overwrite=True"):
+        fit(wider, nn.CrossEntropyLoss(), (x, y), torch.optim.SGD(wider.parameters(), lr=0.1), epochs=1,
+            batch_size=12, callbacks=[tracker(None)], progress=False)
+    # overwrite=True starts afresh: the old rows (of every seed) are gone
+    fresh = tracker(wider, overwrite=True)
+    assert len(fresh.results()) == 0
+    new = fresh.record(0)
+    assert len(new) and len(fresh.results()) == len(new) and set(fresh.results().seed) == {0}
+    assert len(tracker(wider).record(0)) == 0  # and it resumes under the new fingerprint
+    with pytest.raises(TypeError, match="'overwrite'"):
+        tracker(net, overwrite="yes")
+    # a directory written without a fingerprint (an older ibscope) is not silently adopted either
+    meta = json.loads((out / "weight_information.json").read_text())
+    del meta["fingerprint"]
+    (out / "weight_information.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="without a fingerprint"):
+        tracker(wider).record(0)
+
+
 def test_weight_information_in_memory_plot_and_bad_input(tmp_path, trained_mlp, monkeypatch):
     import ibscope
     import ibscope.plots

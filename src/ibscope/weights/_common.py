@@ -156,15 +156,30 @@ def iter_batches(data: Any, device: torch.device, *, max_batches: int | None = N
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise ValueError(f"{owner}: every item of 'data' must be an (x, y) pair; got {type(batch).__name__}"
                              + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "") + ".")
-        x, y = _as_tensor(batch[0], device, "x"), _as_tensor(batch[1], device, "y")
-        if x.ndim == 0 or x.shape[0] == 0:
+        if isinstance(batch[0], Mapping):  # named inputs, e.g. {"input_ids": ..., "attention_mask": ...}
+            x = {k: _as_tensor(v, device, f"x[{k!r}]") for k, v in batch[0].items()}
+        else:  # integer inputs (token ids) keep their dtype
+            x = _as_tensor(batch[0], device, "x")
+        y = _as_tensor(batch[1], device, "y")
+        n = _batch_rows(x)
+        if n == 0:
             continue
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"{owner}: a batch has {x.shape[0]} inputs but {y.shape[0]} targets.")
+        if y.ndim == 0 or y.shape[0] != n:
+            raise ValueError(f"{owner}: a batch has {n} inputs but {y.shape[0] if y.ndim else 0} targets.")
         count += 1
         yield x, y
     if count == 0:
         raise ValueError(f"{owner}: 'data' yielded no (non-empty) batches; pass a non-empty DataLoader or list.")
+
+
+def _batch_rows(x: Any) -> int:
+    """Examples in an input batch: rows of a tensor or of the first tensor of a mapping."""
+    if isinstance(x, Mapping):
+        rows = {int(v.shape[0]) for v in x.values() if isinstance(v, torch.Tensor) and v.ndim}
+        if len(rows) > 1:
+            raise ValueError(f"the named inputs of a batch have different numbers of rows {sorted(rows)}.")
+        return rows.pop() if rows else 0
+    return int(x.shape[0]) if x.ndim else 0
 
 
 def dataset_size(data: Any) -> int | None:
@@ -177,7 +192,7 @@ def dataset_size(data: Any) -> int | None:
             return None
     if isinstance(data, Sequence):
         try:
-            return int(sum(len(b[0]) for b in data))
+            return int(sum(_batch_rows(b[0]) if isinstance(b[0], Mapping) else len(b[0]) for b in data))
         except (TypeError, IndexError):
             return None
     return None

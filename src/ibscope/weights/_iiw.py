@@ -56,7 +56,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from .._units import check_unit, from_nats
 from .._validation import check_data_labels, check_exclude
@@ -72,7 +71,15 @@ from ._common import (
     select_parameters,
     tidy_rows,
 )
-from ._pergrad import capture, jvp_projections
+from ._pergrad import (
+    _functional,
+    batch_len,
+    capture,
+    check_output,
+    jvp_projections,
+    math_attention,
+    select_output,
+)
 
 __all__ = ["IIWResult", "iiw", "projection_matrix"]
 
@@ -107,15 +114,18 @@ class IIWResult:
 # per-example projections dtheta . grad l_i
 # --------------------------------------------------------------------------- #
 def projection_matrix(model: nn.Module, loss_fn: Callable, data: Any, direction: Mapping[str, torch.Tensor], *,
-                      max_batches: int | None = None, engine: str = "hooks",
+                      max_batches: int | None = None, engine: str = "hooks", output: Any = None,
                       owner: str = "projection_matrix") -> tuple[torch.Tensor, list[str], list[int], bool]:
     """Per-example directional derivatives of the loss, dtheta . grad l_i, one column per parameter.
 
     Returns ``(proj, names, batch_sizes, per_example)``: ``proj`` is float64 of
     shape (examples used, parameters) -- or (batches used, parameters) when
     ``loss_fn`` returns a scalar per batch. The model runs in eval mode
-    (restored afterwards); its parameters are not changed.
+    (restored afterwards) on the math attention path (:func:`math_attention`);
+    its parameters are not changed. ``output`` selects the prediction from
+    the model's output (see :func:`iiw`).
     """
+    check_output(output, owner)
     names = list(direction)
     params = dict(model.named_parameters())
     device = params[names[0]].device
@@ -123,14 +133,15 @@ def projection_matrix(model: nn.Module, loss_fn: Callable, data: Any, direction:
     model.eval()
     chunks, sizes, per_example = [], [], True
     try:
-        for x, y in iter_batches(data, device, max_batches=max_batches, owner=owner):
-            if engine == "hooks":
-                cap = capture(model, names, lambda out, _y=y: loss_fn(out, _y), x, owner=owner)
-                p, per_example = cap.projections(direction), cap.per_example
-            else:
-                p, per_example = jvp_projections(model, loss_fn, names, direction, x, y, owner)
-            chunks.append(p)
-            sizes.append(int(x.shape[0]))
+        with math_attention():
+            for x, y in iter_batches(data, device, max_batches=max_batches, owner=owner):
+                if engine == "hooks":
+                    cap = capture(model, names, None, x, owner=owner, loss_fn=loss_fn, y=y, output=output)
+                    p, per_example = cap.projections(direction), cap.per_example
+                else:
+                    p, per_example = jvp_projections(model, loss_fn, names, direction, x, y, owner, output=output)
+                chunks.append(p)
+                sizes.append(batch_len(x))
     finally:
         model.train(was_training)
     return torch.cat(chunks, 0), names, sizes, per_example
@@ -144,13 +155,17 @@ def iiw(model: nn.Module, loss_fn: Callable, data: Any, *, prior_mean: Any,
         max_batches: int | None = None, granularity: str = "example", groups: str = "module",
         include_bias: bool = True, exclude: Any = None, engine: str = "hooks",
         curvature: str = "empirical_fisher", target: str = "kl", max_params: int = 10_000,
-        unit: str = "bits") -> IIWResult:
+        unit: str = "bits", output: Any = None) -> IIWResult:
     """Information in the weights I(w;S) (PAC-Bayes IB [1]_), total and per layer.
 
     Parameters
     ----------
     model : torch.nn.Module
-        The trained network (theta_S). Not modified; evaluated in eval mode.
+        The trained network (theta_S). Not modified; evaluated in eval mode,
+        attention on PyTorch's math path (:func:`~ibscope.weights._pergrad.math_attention`:
+        no fast path, math SDPA kernel; the user's settings are restored).
+        Attention models (``nn.TransformerEncoder``, ``nn.MultiheadAttention``,
+        Hugging Face GPT-2 / BERT) need no workaround.
     loss_fn : callable
         ``loss_fn(model(x), y)`` -> per-example negative log-likelihoods in nats,
         shape (batch,) (e.g. ``nn.CrossEntropyLoss(reduction="none")``; for
@@ -158,6 +173,8 @@ def iiw(model: nn.Module, loss_fn: Callable, data: Any, *, prior_mean: Any,
         mean) loss is accepted with ``granularity="batch"``.
     data : iterable of (x, y)
         The training set S in minibatches (DataLoader or list of tensor pairs).
+        ``x`` may hold integer token ids (kept as they are) or be a mapping of
+        named inputs (``model(**x)``, e.g. ``input_ids`` and ``attention_mask``).
     prior_mean : nn.Module or mapping name -> tensor
         theta_0, from :func:`heldout_prior` (as the paper), :func:`bootstrap_prior`
         or :func:`init_prior`; shapes must match the model's parameters.
@@ -188,8 +205,13 @@ def iiw(model: nn.Module, loss_fn: Callable, data: Any, *, prior_mean: Any,
         Biases are measured unless ``include_bias=False``; ``exclude`` drops
         parameters by name or shell pattern.
     engine : {'hooks', 'jvp'}
-        'hooks' (default): one forward + backward per batch. 'jvp': one
-        forward-mode pass of the whole model per parameter tensor (any model).
+        'hooks' (default): one forward + backward per batch; parameters the
+        hooks cannot handle (a module returning a tuple, such as
+        ``nn.MultiheadAttention``, or called with keyword arguments, or called
+        twice, or a weight read outside its module: the attention output
+        projection, tied embeddings) get whole-model ``torch.func`` per-example
+        gradients instead. 'jvp': one forward-mode pass of the whole model per
+        parameter tensor (any model).
     curvature : {'empirical_fisher', 'hessian'}
         gaussian_kl only: n F-hat (sum of per-example gradient outer
         products) or the Hessian of the summed loss (torch.func).
@@ -200,6 +222,13 @@ def iiw(model: nn.Module, loss_fn: Callable, data: Any, *, prior_mean: Any,
     max_params : int
         Limit on D for gaussian_kl (D x D matrices); raise it knowingly.
     unit : {'bits', 'nats'}
+    output : None, str, int or callable
+        How to get the prediction that ``loss_fn`` receives from the model's
+        output: None (default) when the model returns a tensor; a key or
+        attribute name (``output="logits"`` for a Hugging Face
+        ``ModelOutput``); an index (``output=0`` for a tuple); or a
+        ``callable(output) -> tensor``. A non-tensor output without it is a
+        TypeError naming ``output``.
 
     Returns
     -------
@@ -222,6 +251,7 @@ def iiw(model: nn.Module, loss_fn: Callable, data: Any, *, prior_mean: Any,
         if value not in options:
             raise ValueError(f"The '{key}' parameter of iiw must be one of {options}. Got {value!r} instead.")
     check_unit(unit)
+    check_output(output, owner)
     check_data(data, owner)
     max_batches = check_positive_int(max_batches, "max_batches", owner, allow_none=True)
     prior_var = check_positive_float(prior_var, "prior_var", owner, allow_none=True)
@@ -239,14 +269,17 @@ def iiw(model: nn.Module, loss_fn: Callable, data: Any, *, prior_mean: Any,
     settings = {"method": method, "n_train": n_train, "prior_var": prior_var, "max_batches": max_batches,
                 "granularity": granularity, "groups": groups, "include_bias": include_bias,
                 "exclude": exclude, "engine": engine, "parameters": list(params)}
+    if output is not None:
+        settings["output"] = output if isinstance(output, (str, int)) else "callable"
     if method == "fisher_quadratic":
         return _fisher_quadratic(model, loss_fn, data, params, delta, n_train=n_train, prior_var=prior_var,
                                  max_batches=max_batches, granularity=granularity, groups=groups,
-                                 engine=engine, unit=unit, settings=settings)
+                                 engine=engine, unit=unit, settings=settings, output=output)
     settings.update({"curvature": curvature, "target": target})
-    return _gaussian_kl(model, loss_fn, data, params, delta, n_train=n_train, prior_var=prior_var,
-                        max_batches=max_batches, groups=groups, curvature=curvature, target=target,
-                        max_params=max_params, unit=unit, settings=settings)
+    with math_attention():
+        return _gaussian_kl(model, loss_fn, data, params, delta, n_train=n_train, prior_var=prior_var,
+                            max_batches=max_batches, groups=groups, curvature=curvature, target=target,
+                            max_params=max_params, unit=unit, settings=settings, output=output)
 
 
 def _group_index(names: list[str], groups: str) -> dict[str, list[int]]:
@@ -257,9 +290,9 @@ def _group_index(names: list[str], groups: str) -> dict[str, list[int]]:
 
 
 def _fisher_quadratic(model, loss_fn, data, params, delta, *, n_train, prior_var, max_batches,
-                      granularity, groups, engine, unit, settings) -> IIWResult:
+                      granularity, groups, engine, unit, settings, output=None) -> IIWResult:
     proj, names, sizes, per_example = projection_matrix(model, loss_fn, data, delta, max_batches=max_batches,
-                                                        engine=engine, owner="iiw")
+                                                        engine=engine, output=output, owner="iiw")
     if granularity == "example" and not per_example:
         raise ValueError("iiw: loss_fn returned a scalar per batch; return per-example losses "
                          "(reduction='none') or pass granularity='batch'.")
@@ -300,7 +333,8 @@ def _fisher_quadratic(model, loss_fn, data, params, delta, *, n_train, prior_var
 # --------------------------------------------------------------------------- #
 # gaussian_kl: explicit curvature, closed-form KL
 # --------------------------------------------------------------------------- #
-def _flat_curvature(model, loss_fn, data, params, *, max_batches, curvature) -> tuple[torch.Tensor, int, int]:
+def _flat_curvature(model, loss_fn, data, params, *, max_batches, curvature,
+                    output=None) -> tuple[torch.Tensor, int, int]:
     names = list(params)
     shapes = [params[n].shape for n in names]
     numels = [params[n].numel() for n in names]
@@ -313,9 +347,9 @@ def _flat_curvature(model, loss_fn, data, params, *, max_batches, curvature) -> 
         parts = torch.split(v.to(dtype), numels)
         return {n: t.reshape(s) for n, t, s in zip(names, parts, shapes, strict=True)}
 
-    def batch_loss(v: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = functional_call(model, ({**others, **unflat(v)}, buffers), (x,))
-        return loss_fn(out, y)
+    def batch_loss(v: torch.Tensor, x: Any, y: torch.Tensor) -> torch.Tensor:
+        out = _functional(model, ({**others, **unflat(v)}, buffers), x)
+        return loss_fn(select_output(out, output, "iiw"), y)
 
     d = flat0.numel()
     mat = torch.zeros(d, d, dtype=torch.float64, device=flat0.device)
@@ -334,11 +368,11 @@ def _flat_curvature(model, loss_fn, data, params, *, max_batches, curvature) -> 
                 if lv.ndim == 0:
                     raise ValueError("iiw: curvature='empirical_fisher' needs per-example losses (reduction='none').")
 
-                cap = capture(model, names, lambda out, _y=y: loss_fn(out, _y), x, owner="iiw")
+                cap = capture(model, names, None, x, owner="iiw", loss_fn=loss_fn, y=y, output=output)
                 per = cap.gradients()
-                g = torch.cat([per[n].reshape(x.shape[0], -1) for n in names], 1).to(torch.float64)
+                g = torch.cat([per[n].reshape(cap.rows, -1) for n in names], 1).to(torch.float64)
                 mat += g.T @ g
-            n_used += int(x.shape[0])
+            n_used += batch_len(x)
             n_batches += 1
     finally:
         model.train(was_training)
@@ -346,7 +380,7 @@ def _flat_curvature(model, loss_fn, data, params, *, max_batches, curvature) -> 
 
 
 def _gaussian_kl(model, loss_fn, data, params, delta, *, n_train, prior_var, max_batches, groups, curvature,
-                 target, max_params, unit, settings) -> IIWResult:
+                 target, max_params, unit, settings, output=None) -> IIWResult:
     names = list(params)
     d = sum(p.numel() for p in params.values())
     if d > max_params:
@@ -357,7 +391,7 @@ def _gaussian_kl(model, loss_fn, data, params, delta, *, n_train, prior_var, max
     if target == "mi" and prior_var is None:
         raise ValueError("iiw: target='mi' needs prior_var (the prior covariance Sigma_0 = prior_var * I).")
     curv, n_used, n_batches = _flat_curvature(model, loss_fn, data, params, max_batches=max_batches,
-                                              curvature=curvature)
+                                              curvature=curvature, output=output)
     curv = 0.5 * (curv + curv.T) * (n_train / n_used)  # the curvature of all n examples
     dvec = torch.cat([delta[n].reshape(-1) for n in names]).to(torch.float64)
     offsets, start = {}, 0

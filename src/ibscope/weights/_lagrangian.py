@@ -23,8 +23,14 @@ never modified. The expectation uses the local reparameterization trick
 independent Gaussian weights, z is Gaussian with mean W* a + b* and variance
 (sigma_W^2)(a^2) + sigma_b^2 (the same with a convolution for conv layers),
 so the output is sampled instead of the weights (lower-variance gradients).
-Linear and Conv1d/2d/3d layers are supported; exclude other parameterized
-modules with ``exclude=``.
+That applies to Linear and Conv1d/2d/3d layers called once per forward pass
+through their own forward. Every other parameter (embeddings, layer norms,
+the in-projection of ``nn.MultiheadAttention`` and its output projection,
+which the attention module reads directly, Hugging Face ``Conv1D``, a tied or
+shared weight) is perturbed in weight space, w = w* + sigma * eps with eps
+drawn once per noise sample and shared by the batch (unbiased, with more
+variance). Attention runs on PyTorch's math path
+(:func:`~ibscope.weights._pergrad.math_attention`).
 
 References
 ----------
@@ -44,7 +50,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from .._units import check_unit, from_nats
 from .._validation import check_data_labels, check_exclude
@@ -56,6 +61,14 @@ from ._common import (
     iter_batches,
     select_parameters,
     tidy_rows,
+)
+from ._pergrad import (
+    _functional,
+    call_model,
+    check_output,
+    math_attention,
+    select_output,
+    track_use,
 )
 
 __all__ = ["LagrangianResult", "information_lagrangian", "diagonal_gaussian_kl"]
@@ -107,7 +120,7 @@ def information_lagrangian(model: nn.Module, loss_fn: Callable, data: Any, beta:
                            prior_std: float = 1.0, granularity: str = "weight", steps: int = 300,
                            lr: float = 0.1, init_std: float = 1e-2, n_mc: int = 1,
                            include_bias: bool = True, exclude: Any = None, groups: str = "module",
-                           seed: int = 0, unit: str = "bits") -> LagrangianResult:
+                           seed: int = 0, unit: str = "bits", output: Any = None) -> LagrangianResult:
     """Learn the diagonal noise of the information Lagrangian and return the KL in the weights.
 
     Parameters
@@ -117,7 +130,8 @@ def information_lagrangian(model: nn.Module, loss_fn: Callable, data: Any, beta:
     loss_fn : callable
         ``loss_fn(outputs, y)``: per-example losses or their mean (nats).
     data : iterable of (x, y)
-        Minibatches cycled through for ``steps`` optimizer steps.
+        Minibatches cycled through for ``steps`` optimizer steps (``x`` a
+        tensor, integer token ids included, or a mapping of named inputs).
     beta : float
         Weight of the KL (>= 0); beta = 1/n is the variational-Bayes scale.
     prior_std : float
@@ -136,6 +150,10 @@ def information_lagrangian(model: nn.Module, loss_fn: Callable, data: Any, beta:
     seed : int
         Seed of the noise.
     unit : {'bits', 'nats'}
+    output : None, str, int or callable
+        Which part of the model's output ``loss_fn`` receives: None (a tensor
+        output), a key or attribute name (``"logits"`` for a Hugging Face
+        ``ModelOutput``), an index (tuples) or a ``callable(output) -> tensor``.
     """
     owner = "information_lagrangian"
     if not callable(loss_fn):
@@ -152,6 +170,7 @@ def information_lagrangian(model: nn.Module, loss_fn: Callable, data: Any, beta:
     steps = check_positive_int(steps, "steps", owner)
     n_mc = check_positive_int(n_mc, "n_mc", owner)
     check_unit(unit)
+    check_output(output, owner)
     params = select_parameters(model, include_bias=include_bias, exclude=exclude, owner=owner)
     check_exclude(model, exclude, owner)
     check_data_labels(model, data, owner)
@@ -159,17 +178,40 @@ def information_lagrangian(model: nn.Module, loss_fn: Callable, data: Any, beta:
     base = {n: p.detach().clone() for n, p in model.named_parameters()}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
 
+    batches = list(iter_batches(data, device, owner=owner))
+    # which layers take the local reparameterization: Linear / Conv called once, through their own forward
+    owners = {n.rpartition(".")[0] for n in params}
+    calls = dict.fromkeys(owners, 0)
+
+    def count(mod_name: str) -> Callable:
+        def hook(mod: nn.Module, args: tuple, out: Any) -> None:
+            calls[mod_name] += 1
+        return hook
+
+    was_training = model.training
+    model.eval()
+    handles = [model.get_submodule(m).register_forward_hook(count(m)) for m in owners]
+    try:
+        with math_attention(), torch.no_grad(), track_use(model, list(params)) as use:
+            select_output(call_model(model, batches[0][0]), output, owner)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
     # one log-variance tensor per selected parameter
     init = 2.0 * math.log(init_std * prior_std)
     log_vars: dict[str, torch.Tensor] = {}
     modules: dict[str, nn.Module] = {}
+    weight_noise: list[str] = []  # perturbed in weight space
     for name in params:
         mod_name, _, local = name.rpartition(".")
         mod = model.get_submodule(mod_name)
-        if not isinstance(mod, (nn.Linear, *_CONV)) or local not in ("weight", "bias"):
-            raise ValueError(f"{owner}: parameter '{name}' belongs to a {type(mod).__name__}; only Linear and "
-                             f"Conv layers are supported (exclude it with exclude=['{name}']).")
-        modules[mod_name] = mod
+        if (isinstance(mod, (nn.Linear, *_CONV)) and local in ("weight", "bias") and calls[mod_name] == 1
+                and mod_name not in use.foreign):
+            modules[mod_name] = mod
+        else:
+            weight_noise.append(name)
         shape = base[name].shape
         if granularity == "weight":
             lv_shape = shape
@@ -204,28 +246,38 @@ def information_lagrangian(model: nn.Module, loss_fn: Callable, data: Any, beta:
                    torch.zeros((), dtype=torch.float64, device=device))
 
     gen = torch.Generator(device=device).manual_seed(int(seed))
-    batches = list(iter_batches(data, device, owner=owner))
     handles = [m.register_forward_hook(_noise_hook(m, variances(n), gen)) for n, m in modules.items()]
+
+    def perturbed() -> dict[str, torch.Tensor]:
+        """The weights of one noise sample: w* + sigma * eps for the weight-space parameters."""
+        if not weight_noise:
+            return base
+        out = dict(base)
+        for n in weight_noise:
+            eps = torch.randn(base[n].shape, generator=gen, device=device, dtype=base[n].dtype)
+            out[n] = base[n] + torch.exp(0.5 * lv(n)).expand_as(base[n]) * eps
+        return out
+
     opt = torch.optim.Adam(trainable, lr=lr)
     history: list[float] = []
-    was_training = model.training
     model.eval()
     last_losses: list[float] = []
     try:
-        for step in range(steps):
-            x, y = batches[step % len(batches)]
-            loss = 0.0
-            for _ in range(n_mc):
-                out = functional_call(model, (base, buffers), (x,))
-                per_ex = loss_fn(out, y)
-                check_finite_loss(per_ex, owner)
-                loss = loss + per_ex.mean() / n_mc
-            obj = loss + beta * kl_of(names)
-            opt.zero_grad(set_to_none=True)
-            obj.backward()
-            opt.step()
-            history.append(float(obj.detach()))
-            last_losses.append(float(loss.detach()))
+        with math_attention():
+            for step in range(steps):
+                x, y = batches[step % len(batches)]
+                loss = 0.0
+                for _ in range(n_mc):
+                    out = select_output(_functional(model, (perturbed(), buffers), x), output, owner)
+                    per_ex = loss_fn(out, y)
+                    check_finite_loss(per_ex, owner)
+                    loss = loss + per_ex.mean() / n_mc
+                obj = loss + beta * kl_of(names)
+                opt.zero_grad(set_to_none=True)
+                obj.backward()
+                opt.step()
+                history.append(float(obj.detach()))
+                last_losses.append(float(loss.detach()))
     finally:
         for h in handles:
             h.remove()
@@ -243,5 +295,5 @@ def information_lagrangian(model: nn.Module, loss_fn: Callable, data: Any, beta:
         log_variances={n: lv(n).detach().clone() for n in names}, history=history,
         settings={"granularity": granularity, "steps": steps, "lr": lr, "init_std": init_std, "n_mc": n_mc,
                   "include_bias": include_bias, "exclude": exclude, "groups": groups, "seed": seed,
-                  "parameters": names},
+                  "parameters": names, "weight_space_noise": weight_noise},
     )

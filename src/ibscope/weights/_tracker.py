@@ -15,11 +15,22 @@ quantity, value, unit, method`` with ``layer == 'total'`` for the sum and
 ``quantity`` in {'iiw', 'fisher', 'lagrangian'}. With ``out_dir`` they are
 written to ``out_dir/weight_information.parquet`` (atomically, after every
 recorded epoch) with ``out_dir/weight_information.json`` describing the run.
+
+A directory is never silently reused: the tracker fingerprints what it
+measures (:func:`ibscope._fingerprint.fingerprint` of the model's structure,
+the quantities and their settings, the loss, the prior mean and the data the
+estimates use) and stores it in the JSON sidecar. A tracker with the same
+fingerprint resumes (recorded epochs are skipped); another one is refused
+with a ValueError naming the directory, what differs, and ``overwrite=True``
+(which discards the directory's weight-information files). The seed and the
+schedule are not part of it: several seeds share one table (rows carry their
+seed), and a longer schedule continues a run.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import io
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -30,7 +41,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..store import TableWriter, atomic_write_bytes, atomic_write_json
+from .._fingerprint import fingerprint
+from ..store import TableWriter, atomic_write_bytes, atomic_write_json, read_json
 from ..training import Callback, TrainState
 from ._common import snapshot_parameters
 from ._fisher import fisher
@@ -125,6 +137,59 @@ def measure_weights(model: nn.Module, loss_fn: Callable, data: Any, *, quantitie
     return rows
 
 
+def _describe(f: Any) -> Any:
+    """A stable description of a callable for the fingerprint (never its memory address)."""
+    if isinstance(f, functools.partial):
+        return {"partial": _describe(f.func), "args": [_describe(a) for a in f.args],
+                "keywords": {k: _describe(v) for k, v in f.keywords.items()}}
+    if isinstance(f, nn.Module):  # a loss module: its class and its settings (reduction, weights, ...)
+        attrs = {k: v for k, v in vars(f).items() if not k.startswith("_") and k != "training"
+                 and isinstance(v, (str, int, float, bool, type(None)))}
+        tensors = {k: v for k, v in f.state_dict().items()}
+        return {"class": f"{type(f).__module__}.{type(f).__qualname__}", "attrs": attrs, "tensors": tensors}
+    if isinstance(f, (str, int, float, bool, type(None), torch.Tensor)):
+        return f
+    if isinstance(f, (list, tuple)):
+        return [_describe(v) for v in f]
+    if isinstance(f, Mapping):
+        return {str(k): _describe(v) for k, v in f.items()}
+    if callable(f):
+        target = f if hasattr(f, "__qualname__") else type(f)
+        name = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', type(f).__name__)}"
+        if target is f:  # a function or a class
+            return name
+        # a callable object (e.g. a loss class with a noise variance): its class and simple settings
+        attrs = {k: _describe(v) for k, v in sorted(getattr(f, "__dict__", {}).items())
+                 if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None), torch.Tensor))}
+        return {"class": name, "attrs": attrs}
+    return repr(f)
+
+
+def _settings(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k): (dict(v.named_parameters()) if isinstance(v, nn.Module) else _describe(v))
+            for k, v in kwargs.items()}
+
+
+def _describe_data(data: Any) -> Any:
+    """The data the estimates use, for the fingerprint: the batches themselves (in memory), or a
+    DataLoader's dataset (the tensors of a TensorDataset; class and length otherwise) and batching."""
+    if isinstance(data, (list, tuple)):
+        return [_describe(b) if not isinstance(b, (list, tuple)) else
+                [dict(x) if isinstance(x, Mapping) else x for x in b] for b in data]
+    ds = getattr(data, "dataset", None)
+    if ds is not None:
+        tensors = getattr(ds, "tensors", None)
+        try:
+            length = len(ds)
+        except TypeError:
+            length = None
+        return {"loader": type(data).__qualname__, "batch_size": getattr(data, "batch_size", None),
+                "drop_last": getattr(data, "drop_last", None),
+                "sampler": type(getattr(data, "sampler", None)).__qualname__,
+                "dataset": list(tensors) if tensors is not None else {"class": type(ds).__qualname__, "len": length}}
+    return {"iterable": type(data).__qualname__}
+
+
 class WeightInformation(Callback):
     """IIW / Fisher trace / information-Lagrangian KL at scheduled epochs of a training run.
 
@@ -156,6 +221,19 @@ class WeightInformation(Callback):
     model : torch.nn.Module, optional
         The model :meth:`record` measures when called without one (inside
         :func:`~ibscope.training.fit` it is the model being trained).
+    overwrite : bool
+        With ``out_dir``: False (default) resumes a directory written by a
+        tracker with the same fingerprint and refuses (ValueError) one written
+        for another model, other quantities, settings or data; True first
+        deletes the directory's weight-information files (table, sidecar and
+        priors of every seed).
+
+    Notes
+    -----
+    Attention models need no workaround (the computations select PyTorch's
+    math attention path themselves); for a model whose output is not a
+    tensor, pass the selector to each quantity, e.g.
+    ``iiw_kwargs={"output": "logits"}``, ``fisher_kwargs={"output": "logits"}``.
 
     Examples
     --------
@@ -170,7 +248,8 @@ class WeightInformation(Callback):
                  schedule: Iterable[int] | None = None, prior_mean: Any = "init",
                  out_dir: str | os.PathLike | None = None, seed: int = 0,
                  iiw_kwargs: Mapping[str, Any] | None = None, fisher_kwargs: Mapping[str, Any] | None = None,
-                 lagrangian_kwargs: Mapping[str, Any] | None = None, model: nn.Module | None = None):
+                 lagrangian_kwargs: Mapping[str, Any] | None = None, model: nn.Module | None = None,
+                 overwrite: bool = False):
         if not callable(loss_fn):
             raise TypeError(f"'loss_fn' must be callable, got {type(loss_fn).__name__}.")
         if isinstance(quantities, str):
@@ -201,6 +280,8 @@ class WeightInformation(Callback):
             raise TypeError(f"'seed' must be an int, got {seed!r}.")
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"'model' must be a torch.nn.Module or None, got {type(model).__name__}.")
+        if not isinstance(overwrite, bool):
+            raise TypeError(f"'overwrite' must be a bool, got {overwrite!r}.")
         self.loss_fn, self.data, self.prior_mean, self.seed, self.model = loss_fn, data, prior_mean, seed, model
         self.iiw_kwargs = dict(iiw_kwargs or {})
         self.fisher_kwargs = dict(fisher_kwargs or {})
@@ -209,16 +290,67 @@ class WeightInformation(Callback):
         self._memory: list[pd.DataFrame] = []
         self.writer_: TableWriter | None = None
         self.done_epochs_: set[int] = set()
+        self.fingerprint_: str | None = None
+        self._parts: dict[str, str] = {}
+        self._stored: dict[str, Any] | None = None  # fingerprint found in out_dir (None: a fresh directory)
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            if overwrite:
+                for f in (self.out_dir / TABLE_NAME, self.out_dir / META_NAME,
+                          *self.out_dir.glob("weight_information_prior_seed*.pt")):
+                    f.unlink(missing_ok=True)
             self.writer_ = TableWriter(self.out_dir / TABLE_NAME)
             frame = self.writer_.frame()
+            meta_path = self.out_dir / META_NAME
+            if meta_path.exists():
+                meta = read_json(meta_path, what="the weight-information description",
+                                 hint="pass overwrite=True to start the directory afresh")
+                self._stored = {"fingerprint": meta.get("fingerprint"), "parts": meta.get("fingerprint_parts", {})}
+            elif len(frame):
+                self._stored = {"fingerprint": None, "parts": {}}
             if len(frame):
                 mine = frame["seed"] == self.seed if "seed" in frame else slice(None)
                 self.done_epochs_ = set(frame.loc[mine, "epoch"].astype(int).tolist())
             path = self._prior_path()
             if prior_mean == "init" and path.exists():
                 self.prior_ = torch.load(path, map_location="cpu", weights_only=True)
+
+    # ------------------------------------------------------------ fingerprint
+    def _fingerprint_parts(self, model: nn.Module) -> dict[str, str]:
+        """One sha256 per part of what is measured (the fingerprint is the sha256 of them all)."""
+        parts = {
+            "model": model,
+            "quantities": list(self.quantities),
+            "loss_fn": _describe(self.loss_fn),
+            "prior_mean": (self.prior_mean if isinstance(self.prior_mean, str) else
+                           {"module": dict(self.prior_mean.named_parameters())}
+                           if isinstance(self.prior_mean, nn.Module) else
+                           dict(self.prior_mean) if isinstance(self.prior_mean, Mapping) else
+                           _describe(self.prior_mean)),
+            "settings": {q: _settings(kw) for q, kw in (("iiw", self.iiw_kwargs), ("fisher", self.fisher_kwargs),
+                                                         ("lagrangian", self.lagrangian_kwargs))
+                         if q in self.quantities},
+            "data": _describe_data(self.data),
+        }
+        return {k: fingerprint(**{k: v}) for k, v in parts.items()}
+
+    def _check_directory(self, model: nn.Module) -> None:
+        """Compute the fingerprint once; refuse a directory written for another measurement."""
+        if self.out_dir is None or self.fingerprint_ is not None:
+            return
+        parts = self._fingerprint_parts(model)
+        fp = fingerprint(**parts)
+        stored = self._stored
+        if stored is not None and stored["fingerprint"] != fp:
+            if stored["fingerprint"] is None:
+                why = "it was written without a fingerprint (by an older ibscope, or the sidecar is missing)"
+            else:
+                diff = sorted(k for k in parts if stored["parts"].get(k) != parts[k]) or ["the fingerprint"]
+                why = f"it holds weight information of another measurement (different: {', '.join(diff)})"
+            raise ValueError(
+                f"WeightInformation: the directory '{self.out_dir}' cannot be resumed: {why}. Use another "
+                f"out_dir, or pass overwrite=True to delete its weight-information files and start afresh.")
+        self.fingerprint_, self._parts = fp, parts
 
     # ------------------------------------------------------------------ prior
     def _prior_path(self) -> Path:
@@ -246,6 +378,7 @@ class WeightInformation(Callback):
     def on_train_begin(self, state: TrainState) -> None:
         if self.model is None:
             self.model = state.model
+        self._check_directory(state.model)
         if self.prior_mean == "init" and self.prior_ is None and not state.resumed and state.epoch == 0:
             self._snapshot_prior(state.model)
 
@@ -283,6 +416,7 @@ class WeightInformation(Callback):
         if not isinstance(model, nn.Module):
             raise TypeError("WeightInformation.record needs a model: pass record(epoch, model) or "
                             "WeightInformation(..., model=model).")
+        self._check_directory(model)
         if epoch in self.done_epochs_:
             return pd.DataFrame(columns=COLUMNS)
         if self.prior_mean == "init" and self.prior_ is None and epoch == 0:
@@ -316,6 +450,7 @@ class WeightInformation(Callback):
             "prior_mean": _prior_kind(self.prior_mean), "unit": units[self.quantities[0]],
             "units": {q: units[q] for q in self.quantities}, "seed": self.seed,
             "epochs_done": sorted(self.done_epochs_),
+            "fingerprint": self.fingerprint_, "fingerprint_parts": self._parts,
             "iiw_kwargs": {k: v for k, v in self.iiw_kwargs.items() if isinstance(v, (str, int, float, bool))},
             "fisher_kwargs": {k: v for k, v in self.fisher_kwargs.items() if isinstance(v, (str, int, float, bool))},
             "lagrangian_kwargs": {k: v for k, v in self.lagrangian_kwargs.items()
