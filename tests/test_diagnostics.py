@@ -53,7 +53,26 @@ def test_kde_plane_saturates_with_tiny_noise(layer):
     assert "saturated_xt" in tiny.flags_
     wide = estimators.get("kde_upper", noise_variance=10.0)
     i_xt, _ = wide.plane(t[:500], y[:500])
-    assert i_xt < 0.9 * math.log2(500) and wide.flags_ == ()
+    assert i_xt < 0.9 * math.log2(500) and wide.flags_ == ("noise_dominated",)  # s2 = 10 blurs the layer
+    scaled = estimators.get("kde_upper", noise_variance=float(t[:500].var(0).sum()) / (2 * math.log(500)))
+    i_scaled, _ = scaled.plane(t[:500], y[:500])
+    assert i_scaled > i_xt and "noise_dominated" not in scaled.flags_
+
+
+def test_kde_noise_dominated_on_a_small_scale_injective_layer():
+    # an injective layer of 400 distinct points at scale 0.02 (a GPT-2 embedding's std): with s2 = 0.1 the
+    # KDE measures T + noise, far below log2 400, and says so; the same layer x 50 is resolved by the noise
+    rng = np.random.default_rng(0)
+    t, y = 0.02 * rng.normal(size=(400, 16)), rng.integers(0, 2, 400)
+    for name in ("kde_upper", "kde_lower"):
+        est = estimators.get(name)
+        i_small, _ = est.plane(t, y)
+        assert i_small < 0.5 * math.log2(400) and "noise_dominated" in est.flags_
+        i_big, _ = est.plane(50 * t, y)
+        assert i_big > 0.9 * math.log2(400) and "noise_dominated" not in est.flags_
+    adaptive = estimators.get("adaptive_kde")
+    adaptive.plane(t, y)
+    assert "noise_dominated" not in adaptive.flags_
 
 
 def test_estimate_with_labels_saturates_at_label_entropy(layer):

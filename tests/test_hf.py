@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -129,3 +130,28 @@ def test_docs_gpt2_example_runs_verbatim(capsys):
     null = information_plane(ns["model"], {"input_ids": ns["input_ids"], "attention_mask": ns["attention_mask"]},
                              shuffled, layers="transformer.h.*", pool="last")
     assert (null["i_ty"] < 0.2).all()
+
+
+def test_gpt2_every_estimator_the_plane_offers(gpt2, recwarn):
+    """Acceptance on a tiny GPT-2: every estimator runs on the token embedding and the pooled blocks, each
+    law violation carries its flag, the (injective) token embedding of distinct sequences is near log2 n."""
+    from _plane_laws import assert_laws_flagged, every_estimator, h_bits, offered, wkl_plane
+
+    g = torch.Generator().manual_seed(3)
+    ids = torch.unique(torch.randint(1, 64, (300, 8), generator=g), dim=0)  # distinct sequences
+    n = len(ids)
+    y = (ids[:, -1] % 2).long()  # a label of the last token
+    layers = ["transformer.wte", "transformer.h.0", "transformer.h.1"]
+    kw = {"layers": layers, "pool": {"transformer.h.*": "last"}}
+    df = information_plane(gpt2, ids, y, estimators=every_estimator(), chain=layers, max_features=64, **kw)
+    df = pd.concat([df, wkl_plane(gpt2, ids, y, **kw)], ignore_index=True)
+    assert set(df["estimator"]) == set(offered()) and set(df["layer"]) == set(layers)
+    assert df["discrete_input"].all()
+    assert_laws_flagged(df, n, h_bits(y), layers)
+    embed = df[df["layer"] == "transformer.wte"].set_index("estimator")
+    # GPT-2's embeddings have std 0.02: the fixed-noise KDE bounds (s2 = 0.1) measure T + noise there, far
+    # below log2 n, and must say so; every other estimator is within 25% of log2 n
+    blurred = embed["flags"].str.contains("noise_dominated")
+    assert set(embed.index[blurred]) <= {"kde_upper", "kde_lower"}
+    ok = embed.loc[~blurred, "i_xt"]
+    assert len(ok) >= len(embed) - 2 and (abs(ok - np.log2(n)) <= 0.25 * np.log2(n)).all(), ok.to_string()

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from _plane_laws import assert_laws_flagged, every_estimator, fast, h_bits, offered, wkl_plane
 from ibscope import estimators as registry
 from ibscope.tracking import InformationPlane, information_plane
 from ibscope.tracking._plane import layer_params, measure_layer
@@ -43,36 +44,14 @@ def _tokens(n=400, length=12, vocab=6, seed=0, repeats=1):
     return x, (x.sum(1) % 2).long()
 
 
-def _fast(name):
-    """The registry estimator ``name`` with settings that keep a test to seconds (neural critics: few epochs)."""
-    neural = {"infonce", "mine", "nwj"}
-    if name in neural:
-        return registry.get(name, max_epochs=1, hidden=(8,), embed_dim=8, batch_size=300)
-    if name == "wkl":  # token embeddings repeat exactly within a class: KL needs its tiny noise
-        return registry.get(name, noise=1e-3)
-    if name == "compressed":
-        return registry.get(name, dim_x=4, dim_y=4)
-    return registry.get(name)
-
-
-def _offered():
-    """Every registry estimator the plane can use (I(T;Y) of a continuous layer and discrete labels)."""
-    out = []
-    for name in registry.available():
-        e = registry.get(name)
-        if hasattr(e, "plane") or ("continuous", "discrete") in e.supports:
-            out.append(name)
-    return out
-
-
-@pytest.mark.parametrize("name", _offered())
+@pytest.mark.parametrize("name", offered())
 def test_injective_embedding_of_token_ids_gives_log_n(name):
     # 300 distinct id sequences: the embedding is injective, I(X;T) = H(T) = log2 300 bits
     # (wkl's bias-cancelling weights need a narrow layer: 4 tokens embedded in 1 dimension)
     x, y = _tokens(n=300, length=4 if name == "wkl" else 12)
     m = len(torch.unique(x, dim=0))
     net = TokenNet(d=1) if name == "wkl" else TokenNet()
-    df = information_plane(net, x, y, layers=["emb"], estimators={name: _fast(name)})
+    df = information_plane(net, x, y, layers=["emb"], estimators={name: fast(name)})
     row = df.iloc[0]
     assert row["discrete_input"] and row["unit"] == "bits"
     assert abs(row["i_xt"] - math.log2(m)) <= 0.25 * math.log2(m)
@@ -85,7 +64,7 @@ def test_injective_embedding_of_token_ids_gives_log_n(name):
 def test_repeated_inputs_give_log_of_distinct_inputs(name):
     # 100 distinct sequences, each 3 times: H(T) = log2 100, not log2 300
     x, y = _tokens(n=100, repeats=3)
-    df = information_plane(TokenNet(), x, y, layers=["emb", "enc.layers.1"], estimators={name: _fast(name)})
+    df = information_plane(TokenNet(), x, y, layers=["emb", "enc.layers.1"], estimators={name: fast(name)})
     for v in df["i_xt"]:
         assert v == pytest.approx(math.log2(100), rel=0.05)
     assert (df["n"] == 300).all()
@@ -171,7 +150,7 @@ def mnist(shared_data):
 @pytest.mark.parametrize("name", ["auto", "compressed"])
 def test_mnist_residual_cnn_drops_constant_pixels(mnist, name):
     x, y = mnist
-    df = information_plane(ResCNN(), x, y, layers=["pool", "head"], estimators={name: _fast(name)})
+    df = information_plane(ResCNN(), x, y, layers=["pool", "head"], estimators={name: fast(name)})
     assert not df["discrete_input"].any() and df["dropped_columns"].all()
     # MNIST's border pixels are constant over the images: dropped from X, 196 - dropped read
     assert (df["dropped_x"] > 0).all() and (df["dim_x"] + df["dropped_x"] == 196).all()
@@ -298,7 +277,7 @@ def test_directory_without_fingerprint_is_refused(tmp_path):
 def test_row_provenance_recomputes_the_number(tmp_path):
     x, y = _tokens(n=200)
     net = TokenNet()
-    df = information_plane(net, x, y, layers=["enc.layers.0"], estimators={"c": _fast("compressed")},
+    df = information_plane(net, x, y, layers=["enc.layers.0"], estimators={"c": fast("compressed")},
                            out_dir=tmp_path)
     meta = json.loads((tmp_path / "information_plane.json").read_text())
     assert meta["ibscope_version"] and meta["discrete_x"] is True and meta["fingerprint"]
@@ -328,51 +307,6 @@ def test_layer_params_one_rule_for_bounded_and_unbounded_layers():
     assert p.plan["hidden1"][0][1].get_params()["bin_width"] == pytest.approx(2 / 30)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Acceptance on the zoo's architectures: every estimator the plane offers, every law checked independently.
-# A violation by more than 5% + 0.03 bits (looser than the plane's own rule) must carry its flag.
-
-def _assert_laws_flagged(df, n, h_y, chain):
-    slack = lambda a: 1.05 * a + 0.03  # noqa: E731
-    assert (df["unit"] == "bits").all() and np.isfinite(df[["i_xt", "i_ty"]].to_numpy()).all()
-    assert (df[["i_xt", "i_ty"]].to_numpy() >= -1e-9).all()
-    for r in df.itertuples():
-        flags = set(str(r.flags).split(";"))
-        where = (r.estimator, r.layer, r.i_xt, r.i_ty, r.flags)
-        if r.i_ty > slack(r.i_xt):
-            assert "dpi_violation" in flags, where
-        if r.i_ty > slack(h_y):
-            assert "above_label_entropy" in flags, where
-        if r.i_xt > slack(math.log2(n)):
-            assert "above_log_n" in flags, where
-    for est, g in df.groupby("estimator"):
-        by = g.set_index("layer")
-        for i, early in enumerate(chain):
-            for late in chain[i + 1:]:
-                up = (by.loc[late, "i_xt"] > slack(by.loc[early, "i_xt"])
-                      or by.loc[late, "i_ty"] > slack(by.loc[early, "i_ty"]))
-                if up:
-                    assert "dpi_chain" in by.loc[late, "flags"].split(";"), (est, early, late)
-
-
-def _every_estimator():
-    """Every offered estimator but WKL (measured by :func:`_wkl_plane`: it needs few dimensions)."""
-    return {name: _fast(name) for name in _offered() if name != "wkl"}
-
-
-def _wkl_plane(net, x, y, layers):
-    """WKL's bias-cancelling weights exist only in low dimension (d = 128 at n = 600: no k will do, a
-    ValueError says so): the plane measures it on random projections to 4 dimensions (d_x + d_y = 8) (``max_features``)."""
-    return information_plane(net, x, y, estimators={"wkl": registry.get("wkl", noise=1e-3, k=5)},
-                             layers=layers, chain=layers, max_features=4)
-
-
-def _h_bits(y):
-    p = np.bincount(np.asarray(y)) / len(y)
-    p = p[p > 0]
-    return float(-(p * np.log2(p)).sum())
-
-
 def test_zoo_token_transformer_every_estimator(recwarn):
     from ibscope.data import token_task
     from ibscope.models import TokenTransformer
@@ -380,13 +314,13 @@ def test_zoo_token_transformer_every_estimator(recwarn):
     x, y = token_task(400, vocab_size=6, length=12, seed=1)
     net = TokenTransformer(6, 12, seed=1)
     x, y = torch.as_tensor(x), torch.as_tensor(y)
-    ests = _every_estimator()  # layers wider than 128 are randomly projected to 128 (max_features)
+    ests = every_estimator()  # layers wider than 128 are randomly projected to 128 (max_features)
     df = information_plane(net, x, y, estimators=ests, layers=net.layer_names, chain=net.layer_names,
                            max_features=128)
-    df = pd.concat([df, _wkl_plane(net, x, y, net.layer_names)], ignore_index=True)
-    assert set(df["estimator"]) == set(_offered()) and set(df["layer"]) == set(net.layer_names)
+    df = pd.concat([df, wkl_plane(net, x, y, net.layer_names)], ignore_index=True)
+    assert set(df["estimator"]) == set(offered()) and set(df["layer"]) == set(net.layer_names)
     assert df["discrete_input"].all()
-    _assert_laws_flagged(df, 400, _h_bits(y), net.layer_names)
+    assert_laws_flagged(df, 400, h_bits(y), net.layer_names)
     embed = df[df["layer"] == "embed"].set_index("estimator")["i_xt"]
     assert (abs(embed - math.log2(400)) <= 0.25 * math.log2(400)).all(), embed.to_dict()
 
@@ -398,9 +332,9 @@ def test_zoo_residual_cnn_on_mnist_every_estimator(mnist, recwarn):
     net = ResNet(in_channels=1, n_classes=10, width=4, stages=2).eval()
     # 1200 images, ~120 per class: gaussian_copula's class-conditional covariances need more samples per
     # class than dimensions, so layers are randomly projected to 64 (max_features; a ValueError otherwise)
-    df = information_plane(net, x, y, estimators=_every_estimator(), layers=net.layer_names,
+    df = information_plane(net, x, y, estimators=every_estimator(), layers=net.layer_names,
                            chain=net.layer_names, max_features=64)
-    df = pd.concat([df, _wkl_plane(net, x, y, net.layer_names)], ignore_index=True)
-    assert set(df["estimator"]) == set(_offered()) and set(df["layer"]) == set(net.layer_names)
+    df = pd.concat([df, wkl_plane(net, x, y, net.layer_names)], ignore_index=True)
+    assert set(df["estimator"]) == set(offered()) and set(df["layer"]) == set(net.layer_names)
     assert not df["discrete_input"].any()
-    _assert_laws_flagged(df, len(y), _h_bits(y), net.layer_names)
+    assert_laws_flagged(df, len(y), h_bits(y), net.layer_names)

@@ -43,6 +43,13 @@ Flags (``FLAG_DESCRIPTIONS`` holds a one-line text of each for reports):
 ``constant_variable``
     A continuous variable is constant: it shares no information, the
     estimate is 0.
+``noise_dominated``
+    ``kde_upper`` / ``kde_lower`` with a fixed ``noise_variance`` s2 on a
+    layer whose total variance tr Cov(T) is below s2 ln N: pairs of samples
+    lie within the noise of each other, so I(X; T + noise) is set by s2,
+    far below the H(T) of the deterministic layer (an injective layer of N
+    inputs: log N). The value is that of the noisy layer; scale
+    ``noise_variance`` to the layer or use ``adaptive_kde``.
 ``critic_not_converged``
     A neural critic stopped at ``max_epochs`` while still improving on the
     held-out split (early stopping never triggered); raise ``max_epochs``.
@@ -125,6 +132,10 @@ FLAG_DESCRIPTIONS: dict[str, str] = {
     "rank_deficient": "linearly dependent columns were dropped: estimated on the variable's "
                       "column space (MI unchanged in exact arithmetic)",
     "constant_variable": "a variable is constant: it shares no information (estimate 0)",
+    "noise_dominated": "the KDE noise variance s2 is not small against the layer's spread "
+                       "(tr Cov(T) < s2 ln N): the noisy samples overlap, so I(X;T) measures "
+                       "T + noise and lies far below H(T) of the deterministic layer (log N "
+                       "for an injective one); scale noise_variance or use adaptive_kde",
     "critic_not_converged": "the neural critic hit max_epochs while still improving: the "
                             "lower bound is loose",
     # consistency of a plane table (ibscope.tracking._consistency): laws, not estimator ceilings

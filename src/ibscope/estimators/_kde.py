@@ -166,8 +166,24 @@ class _KDEBase(BaseMIEstimator):
         yy = torch.as_tensor(discrete_symbols(y_checked)[0], device=device)
         i_xt, i_ty = self._pair(tt, yy)
         out = self._finish(i_xt), self._finish(i_ty)
-        self._record_flags(self._plane_flags(i_xt, i_ty, tt.shape[0], y_checked))  # vs log N, H(Y)
+        flags = self._plane_flags(i_xt, i_ty, tt.shape[0], y_checked)  # vs log N, H(Y)
+        self._record_flags(flags + self._noise_flags(tt))
         return out
+
+    def _noise_flags(self, t: torch.Tensor) -> tuple[str, ...]:
+        """``noise_dominated`` when a fixed noise variance s2 blurs the samples into each other.
+
+        Two samples at the typical squared distance 2 tr Cov(T) have kernel
+        weight exp(-tr Cov(T) / s2); summed over N samples this stays below 1
+        (each sample resolved by the noise, I(X;T) near log N for an injective
+        layer) only when tr Cov(T) >= s2 ln N. Below that the value is set
+        by s2. The adaptive KDE scales s2 with the layer and is never flagged.
+        """
+        n = t.shape[0]
+        if self.name not in ("kde_upper", "kde_lower") or n < 2:
+            return ()
+        spread = float(t.var(dim=0).sum())
+        return ("noise_dominated",) if spread < float(self.noise_variance) * math.log(n) else ()
 
 
 _COMMON_DOC = """
