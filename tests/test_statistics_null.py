@@ -252,3 +252,30 @@ def test_dataframe_statistics_find_a_known_compression():
     assert rng_.low > 0.5 and set(rng_.details["largest_pair"]) & {"b"}
     every = compute_statistic("late_compression_every", table, _params("late_compression_every"), 0.95)
     assert every.details["least"] == "b" and every.high < 0.2
+
+
+def test_compared_groups_share_one_start():
+    """Same I(X;T) (still rising) in both groups, but group a's I(T;Y) plateaus early and b's late: from their
+    own fitting ends the groups would 'differ' by the rise between the two starts; from the common start (the
+    later fitting end) they do not."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for g, tau in (("a", 5.0), ("b", 200.0)):
+        for s in range(SEEDS):
+            ixt = 3.0 + 2.0 * EPOCHS / EPOCHS[-1] + rng.normal(0, 0.01, T)
+            ity = 0.9 * (1 - np.exp(-EPOCHS / tau))
+            for j, epoch in enumerate(EPOCHS):
+                rows.append({"task_id": f"{g}-s{s}", "seed": s, "grid": g, "epoch": epoch, "layer": "hidden2",
+                             "layer_index": 2, "estimator": "binning", "i_xt": ixt[j], "i_ty": ity[j],
+                             "unit": "bits"})
+    table = {"r": pd.DataFrame(rows)}
+    own_a = compute_statistic("compression_after_fitting", table, _params("compression_after_fitting"), 0.95)
+    own_b = compute_statistic("compression_after_fitting", table,
+                              {**_params("compression_after_fitting"), "where": {"grid": "b"}}, 0.95)
+    assert own_a.details["start_epoch"] < own_b.details["start_epoch"]
+    assert own_b.estimate - own_a.estimate > 0.2  # each group from its own end: a spurious difference
+    diff = compute_statistic("compression_difference", table, _params("compression_difference"), 0.95)
+    rng_ = compute_statistic("late_compression_range", table, _params("late_compression_range"), 0.95)
+    assert diff.low <= 0 <= diff.high and abs(diff.estimate) < 0.02
+    assert rng_.low == 0 and rng_.estimate < 0.02
+    assert diff.details["arms"]["a"]["start_epoch"] == diff.details["arms"]["b"]["start_epoch"]
