@@ -1029,6 +1029,8 @@ STATISTICS: dict[str, Callable[..., Statistic]] = {
     "late_compression": _late_compression,  # the old max-minus-final, kept for the record: no claim uses it
     "compression_difference": _compression_difference,
     "compression_gap_spearman": _compression_gap_spearman,
+    "compression_after_fitting": _compression_after_fitting,  # the signed late-compression statistics
+    "late_window_fall": _late_window_fall,
     "quantity_difference": _quantity_difference,
     "quantity_mean": _quantity_mean,
     "late_compression_every": _late_compression_every,
@@ -1039,8 +1041,6 @@ STATISTICS: dict[str, Callable[..., Statistic]] = {
     "interior_peak": _interior_peak,
     "mean_abs_error": _mean_abs_error,
     "rise_from_init": _rise_from_init,
-    "compression_after_fitting": _compression_after_fitting,
-    "late_window_fall": _late_window_fall,
 }
 
 #: The statistics of late compression (each can take a signed method); the catalogue's null-data
