@@ -168,6 +168,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.list:
         for cid, claim in catalogue().items():
             print(f"{cid:40s} {claim.paper}: {claim.statement}")
+            print(f"{'':4s}follows: {claim.follows}")
+            if claim.paper_effect is not None:
+                print(f"{'':4s}paper effect: {claim.paper_effect:g} (statistic {claim.statistic})")
+            print(f"{'':4s}deviations:" + ("" if claim.deviations else " none known"))
+            for d in claim.deviations:
+                print(f"{'':6s}- {d}")
         return 0
     if args.seeds is not None and args.seeds < 1:
         raise SystemExit("ibscope: --seeds must be >= 1.")

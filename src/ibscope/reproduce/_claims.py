@@ -7,6 +7,10 @@ A claim file (``src/ibscope/reproduce/claims/<id>.yaml``) holds::
     reference: arXiv:1703.00810
     statement: the claim, in one or two sentences
     paper_result: what the paper shows (figure, number), for the report
+    follows: the paper's setting this claim follows (figure, code, section)
+    deviations:                             # every known difference from that setting (a list; [] if none known)
+      - batch 512 (paper 256)
+    paper_effect: 0.5                       # optional: the paper's value of the statistic, where it states one
     runs:                                   # the experiments that test it
       tanh:                                 # a run name (used by the statistic)
         experiment: tishby                  # a registered experiment (nothing else is imported)
@@ -20,12 +24,17 @@ A claim file (``src/ibscope/reproduce/claims/<id>.yaml``) holds::
       params: {run: tanh, estimator: binning, layer: last_hidden}
     rule: {direction: greater, threshold: 0.1, level: 0.95}
 
+``paper_effect`` feeds the power check: an inconclusive verdict whose test
+could not detect the paper's effect at its seed count is ``underpowered``
+(:func:`ibscope.reproduce.minimum_detectable_effect`).
+
 Everything in a claim is data; its statistic and experiments are looked up by
 name in ibscope's own registries, never imported from the file.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -37,8 +46,9 @@ from ._verdict import Rule
 
 __all__ = ["Claim", "RunSpec", "load_claim", "catalogue", "get_claim"]
 
-_KEYS = {"id", "paper", "reference", "statement", "paper_result", "runs", "profiles", "statistic", "rule", "notes"}
-_REQUIRED = ("id", "paper", "statement", "runs", "profiles", "statistic", "rule")
+_KEYS = {"id", "paper", "reference", "statement", "paper_result", "runs", "profiles", "statistic", "rule", "notes",
+         "follows", "deviations", "paper_effect"}
+_REQUIRED = ("id", "paper", "statement", "runs", "profiles", "statistic", "rule", "follows", "deviations")
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,9 @@ class Claim:
     reference: str = ""
     paper_result: str = ""
     notes: str = ""
+    follows: str = ""
+    deviations: tuple[str, ...] = ()
+    paper_effect: float | None = None
 
     def seeds(self, profile: str) -> int:
         return int(self.profile(profile).get("seeds", 5))
@@ -124,6 +137,21 @@ def load_claim(path: str | Path) -> Claim:
     if stat.get("name") not in STATISTICS:
         raise ValueError(f"Claim file '{p}': unknown statistic {stat.get('name')!r} "
                          f"(known: {', '.join(sorted(STATISTICS))}).")
+    follows = data["follows"]
+    if not isinstance(follows, str) or not follows.strip():
+        raise ValueError(f"Claim file '{p}': 'follows' must name the paper's setting the claim follows (a "
+                         f"non-empty string), got {follows!r}.")
+    devs = data["deviations"]
+    if devs is None:
+        devs = []
+    if not isinstance(devs, list) or not all(isinstance(d, str) and d.strip() for d in devs):
+        raise ValueError(f"Claim file '{p}': 'deviations' must be a list of non-empty strings (an empty list "
+                         f"where none is known), got {devs!r}.")
+    effect = data.get("paper_effect")
+    if effect is not None and (isinstance(effect, bool) or not isinstance(effect, (int, float))
+                               or not math.isfinite(effect)):
+        raise ValueError(f"Claim file '{p}': 'paper_effect' must be a finite number (the paper's value of the "
+                         f"statistic) or absent, got {effect!r}.")
     profiles = _mapping(data["profiles"], "profiles", str(p))
     for prof, values in profiles.items():
         bad = sorted(set(_mapping(values, f"profiles.{prof}", str(p))) - {"seeds", "config"})
@@ -135,7 +163,9 @@ def load_claim(path: str | Path) -> Claim:
                  rule=Rule.from_dict(_mapping(data["rule"], "rule", str(p))),
                  reference=str(data.get("reference", "")),
                  paper_result=" ".join(str(data.get("paper_result", "")).split()),
-                 notes=" ".join(str(data.get("notes", "")).split()))
+                 notes=" ".join(str(data.get("notes", "")).split()),
+                 follows=" ".join(follows.split()), deviations=tuple(" ".join(d.split()) for d in devs),
+                 paper_effect=None if effect is None else float(effect))
 
 
 def _claim_files() -> list[Path]:

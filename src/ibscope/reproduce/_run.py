@@ -28,13 +28,41 @@ import numpy as np
 from ..store import atomic_write_json, atomic_write_text, config_hash
 from ._claims import Claim, catalogue, get_claim
 from ._statistics import compute_statistic
-from ._verdict import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Verdict, decide
+from ._verdict import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    UNDERPOWERED,
+    Verdict,
+    decide,
+    minimum_detectable_effect,
+)
 
 __all__ = ["reproduce", "reproduce_all", "ClaimResult", "build_catalogue_report", "run_spec"]
 
 log = logging.getLogger(__name__)
 
-_COLORS = {REPRODUCED: "#1a7f37", NOT_REPRODUCED: "#cf222e", INCONCLUSIVE: "#9a6700"}
+_COLORS = {REPRODUCED: "#1a7f37", NOT_REPRODUCED: "#cf222e", INCONCLUSIVE: "#9a6700", UNDERPOWERED: "#8250df"}
+
+
+def claim_power(claim: Claim, estimate: float, low: float, high: float, n: int) -> dict:
+    """The claim's power from its measured interval: the minimum detectable effect (80% power, two-sided t at
+    the rule's level) at the measured seed count and projected to the paper profile's, and the paper's effect.
+
+    The effect is a distance from the rule's threshold in the statistic's unit
+    (:func:`ibscope.reproduce.minimum_detectable_effect`).
+    """
+    level = claim.rule.level
+    mde = minimum_detectable_effect(low, high, n, level)
+    paper_seeds = claim.seeds("paper") if "paper" in claim.profiles else None
+    mde_paper = (minimum_detectable_effect(low, high, n, level, seeds=paper_seeds)
+                 if paper_seeds is not None else float("nan"))
+    effect = claim.paper_effect
+    return {"power": 0.8, "level": level, "n": int(n), "mde": mde, "paper_seeds": paper_seeds,
+            "mde_at_paper_seeds": mde_paper, "paper_effect": effect,
+            "paper_effect_distance": None if effect is None else abs(effect - claim.rule.threshold),
+            "detectable": None if effect is None or not np.isfinite(mde)
+            else bool(abs(effect - claim.rule.threshold) >= mde)}
 
 
 @dataclass
@@ -109,14 +137,17 @@ def reproduce(claim: str | Claim, *, profile: str = "quick", seeds: int | None =
         tables[name] = SweepStore(res.directory).results()
         where[name] = f"runs/{key}"
     stat = compute_statistic(c.statistic, tables, c.statistic_params, c.rule.level)
+    power = claim_power(c, stat.estimate, stat.low, stat.high, stat.n)
     verdict = decide(stat.estimate, stat.low, stat.high, c.rule, n=stat.n, interval=stat.interval,
-                     unit=stat.unit, details=stat.details)
+                     unit=stat.unit, details={**stat.details, "power": power}, paper_effect=c.paper_effect,
+                     mde=power["mde"])
     d = out / "claims" / c.id
     d.mkdir(parents=True, exist_ok=True)
     atomic_write_text(d / "replicates.csv", stat.per_replicate.to_csv(index=False))
     _plot_replicates(stat, c, verdict, d / "replicates.png")
     record = {"claim": c.id, "paper": c.paper, "reference": c.reference, "statement": c.statement,
-              "paper_result": c.paper_result, "profile": profile, "seeds": n_seeds,
+              "paper_result": c.paper_result, "follows": c.follows, "deviations": list(c.deviations),
+              "paper_effect": c.paper_effect, "power": power, "profile": profile, "seeds": n_seeds,
               "statistic": {"name": c.statistic, "params": c.statistic_params, "unit": stat.unit},
               "rule": asdict(c.rule), "verdict": verdict.as_dict(), "runs": where, "notes": c.notes,
               "finished": datetime.datetime.now().isoformat(timespec="seconds")}
@@ -175,6 +206,33 @@ def _plot_replicates(stat, claim: Claim, verdict: Verdict, path: Path) -> Path:
     return save_figure(fig, path, dpi=100)
 
 
+def _deviations_cell(claim: Claim) -> str:
+    """The claim's deviations as escaped HTML: 'none known', or a count that opens to the list."""
+    if not claim.deviations:
+        return "none known"
+    items = "".join(f"<li>{html.escape(d)}</li>" for d in claim.deviations)
+    return f"<details><summary>{len(claim.deviations)}</summary><ul>{items}</ul></details>"
+
+
+def _power_text(power: dict | None, unit: str, long: bool = False) -> str:
+    """A verdict record's power as text (plain; the caller escapes it)."""
+    if not power or power.get("mde") is None or not np.isfinite(power["mde"]):
+        return "n/a (fewer than 2 replicates)" if long else "n/a"
+    text = f"MDE {power['mde']:.3g} {unit} at n={power['n']}"
+    if not long:
+        return text
+    mp = power.get("mde_at_paper_seeds")
+    if mp is not None and np.isfinite(mp) and power.get("paper_seeds") != power["n"]:
+        text += f"; {mp:.3g} {unit} projected to the paper profile's {power['paper_seeds']} seeds"
+    if power.get("paper_effect") is None:
+        text += "; the paper states no effect size"
+    else:
+        text += (f"; the paper's effect {power['paper_effect']:g} {unit} lies {power['paper_effect_distance']:.3g} "
+                 f"{unit} from the threshold: " + ("detectable" if power.get("detectable") else "not detectable"))
+    return (f"smallest distance from the threshold detected with 80% power at the rule's level "
+            f"(two-sided t, from the seeds' spread): {text}")
+
+
 def build_catalogue_report(out: str | Path) -> Path:
     """``<out>/index.html``: every claim evaluated in ``out`` with its verdict, interval and links."""
     import base64
@@ -183,6 +241,7 @@ def build_catalogue_report(out: str | Path) -> Path:
     known = catalogue()
     rows, sections = [], []
     for cid, claim in known.items():
+        devs = _deviations_cell(claim)
         d = out / "claims" / cid
         vpath, epath = d / "verdict.json", d / "error.json"
         if vpath.is_file():
@@ -193,10 +252,11 @@ def build_catalogue_report(out: str | Path) -> Path:
             v = rec["verdict"]
             unit = rec["statistic"]["unit"]
             ci = (f"[{v['low']:.3g}, {v['high']:.3g}]" if np.isfinite([v["low"], v["high"]]).all() else "n/a")
-            rows.append(f"<tr><td><a href='#{cid}'>{html.escape(cid)}</a></td><td>{html.escape(claim.paper)}</td>"
-                        f"<td style='color:{_COLORS[v['verdict']]}'><b>{v['verdict']}</b></td>"
-                        f"<td>{v['estimate']:.3g} {html.escape(unit)}</td><td>{ci}</td><td>{v['n']}</td>"
-                        f"<td>{html.escape(rec['profile'])}</td></tr>")
+            rows.append(f"<tr><td><a href='#{html.escape(cid)}'>{html.escape(cid)}</a></td><td>{html.escape(claim.paper)}</td>"
+                        f"<td style='color:{_COLORS.get(v['verdict'], '#000')}'><b>{html.escape(str(v['verdict']))}</b></td>"
+                        f"<td>{v['estimate']:.3g} {html.escape(unit)}</td><td>{ci}</td><td>{html.escape(str(v['n']))}</td>"
+                        f"<td>{html.escape(rec['profile'])}</td><td>{devs}</td>"
+                        f"<td>{html.escape(_power_text(rec.get('power'), unit))}</td></tr>")
             links = " ".join(f"<a href='{html.escape(p)}/report.html'>{html.escape(n)}</a>"
                              for n, p in rec["runs"].items())
             run_figs = "".join(
@@ -207,25 +267,29 @@ def build_catalogue_report(out: str | Path) -> Path:
             fig = (f"<img alt='replicates' src='data:image/png;base64,"
                    f"{base64.b64encode(img.read_bytes()).decode('ascii')}'/>" if img.is_file() else "")
             sections.append(
-                f"<h2 id='{cid}'>{html.escape(cid)}: <span style='color:{_COLORS[v['verdict']]}'>"
-                f"{v['verdict']}</span></h2><p><b>{html.escape(claim.paper)}</b> {html.escape(claim.reference)}</p>"
+                f"<h2 id='{html.escape(cid)}'>{html.escape(cid)}: <span style='color:{_COLORS.get(v['verdict'], '#000')}'>"
+                f"{html.escape(str(v['verdict']))}</span></h2><p><b>{html.escape(claim.paper)}</b> {html.escape(claim.reference)}</p>"
                 f"<p>{html.escape(claim.statement)}</p>"
                 f"<p><b>Paper:</b> {html.escape(claim.paper_result or 'n/a')}</p>"
+                f"<p><b>Follows:</b> {html.escape(claim.follows)}</p>"
+                f"<p><b>Deviations:</b> {devs}</p>"
+                f"<p><b>Power:</b> {html.escape(_power_text(rec.get('power'), unit, long=True))}</p>"
                 f"<p><b>Statistic:</b> {html.escape(claim.statistic)} {html.escape(json.dumps(claim.statistic_params))}; "
                 f"<b>rule:</b> {html.escape(claim.rule.describe(unit))}.</p>"
-                f"<p><b>Measured</b> ({html.escape(rec['profile'])} profile, {rec['seeds']} seeds): "
+                f"<p><b>Measured</b> ({html.escape(rec['profile'])} profile, {html.escape(str(rec['seeds']))} seeds): "
                 f"{v['estimate']:.4g} {html.escape(unit)}, {v['level']:.0%} interval {ci} "
                 f"({html.escape(v['interval'])}); {html.escape(v['reason'])}.</p>"
-                f"<p>Run reports: {links}; per-replicate values: <code>claims/{cid}/replicates.csv</code>.</p>{fig}"
+                f"<p>Run reports: {links}; per-replicate values: <code>claims/{html.escape(cid)}/replicates.csv</code>.</p>{fig}"
                 f"{run_figs}"
                 + (f"<p><i>{html.escape(claim.notes)}</i></p>" if claim.notes else ""))
         elif epath.is_file():
             err = json.loads(epath.read_text())
             rows.append(f"<tr><td>{html.escape(cid)}</td><td>{html.escape(claim.paper)}</td>"
-                        f"<td>failed</td><td colspan=4>{html.escape(err.get('error', ''))[:300]}</td></tr>")
+                        f"<td>failed</td><td colspan=4>{html.escape(err.get('error', '')[:300])}</td>"
+                        f"<td></td><td>{devs}</td><td></td></tr>")
         else:
             rows.append(f"<tr><td>{html.escape(cid)}</td><td>{html.escape(claim.paper)}</td>"
-                        "<td>not run</td><td></td><td></td><td></td><td></td></tr>")
+                        f"<td>not run</td><td></td><td></td><td></td><td></td><td>{devs}</td><td></td></tr>")
     page = ["<!doctype html><html><head><meta charset='utf-8'><title>ibscope: reproductions</title>",
             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}"
@@ -233,8 +297,12 @@ def build_catalogue_report(out: str | Path) -> Path:
             "<h1>ibscope: claims of the literature, reproduced</h1>",
             "<p>Each claim is decided by a statistic and a rule fixed before the run; the interval is over "
             "seeds (or runs) as stated. <i>not reproduced</i> and <i>inconclusive</i> are results like "
-            "<i>reproduced</i>.</p>",
+            "<i>reproduced</i>. <i>underpowered</i>: inconclusive, and the paper's stated effect lies closer to "
+            "the threshold than the smallest effect the test detects with 80% power at its seed count. "
+            "<b>deviations</b>: every known difference from the paper's setting the claim follows; "
+            "<b>power</b>: that minimum detectable effect (distance from the threshold) at the measured seed "
+            "count, from the seeds' spread.</p>",
             "<table><tr><th>claim</th><th>paper</th><th>verdict</th><th>statistic</th><th>interval</th>"
-            "<th>n</th><th>profile</th></tr>", *rows, "</table>", *sections, "</body></html>"]
+            "<th>n</th><th>profile</th><th>deviations</th><th>power</th></tr>", *rows, "</table>", *sections, "</body></html>"]
     out.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(out / "index.html", "\n".join(page))

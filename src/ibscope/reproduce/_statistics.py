@@ -22,7 +22,9 @@ import pandas as pd
 
 from ._verdict import bootstrap_interval, t_interval
 
-__all__ = ["Statistic", "STATISTICS", "compute_statistic", "late_compression_per_run", "worst_group_interval"]
+__all__ = ["Statistic", "STATISTICS", "LATE_COMPRESSION_STATISTICS", "COMPRESSION_METHODS", "compute_statistic",
+           "late_compression_per_run", "compression_per_run", "signed_compression", "fitting_end_index",
+           "worst_group_interval"]
 
 
 @dataclass
@@ -99,12 +101,15 @@ def layer_trajectories(df: pd.DataFrame, *, estimator: str, layer: str, group: l
 
 def late_compression_per_run(df: pd.DataFrame, *, estimator: str, layer: str, from_epoch: int = 0,
                              group: list[str] | None = None) -> pd.DataFrame:
-    """Per run: max over epochs >= ``from_epoch`` of I(X;T), minus I(X;T) at the last epoch.
+    """Per run: max over epochs >= ``from_epoch`` of I(X;T), minus I(X;T) at the last epoch (biased; no claim uses it).
 
-    The quantity of Shwartz-Ziv & Tishby's compression phase: positive when
-    the layer's I(X;T) fell after its peak (late in training), 0 when it
-    never fell. Also returns the final train/test accuracy and loss where the
-    table has them.
+    Kept for the record: the statistic the catalogue first used for
+    Shwartz-Ziv & Tishby's compression phase. It is >= 0 by construction, so
+    estimator noise and one-off excursions of a few seeds read as
+    compression (its false-positive rate on trajectories without compression
+    is far above the nominal 5%; tests/test_statistics_null.py). The claims
+    use the signed statistics of :func:`compression_per_run` instead. Also
+    returns the final train/test accuracy and loss where the table has them.
     """
     rows = []
     for name, row, g in layer_trajectories(df, estimator=estimator, layer=layer, group=group):
@@ -122,8 +127,277 @@ def late_compression_per_run(df: pd.DataFrame, *, estimator: str, layer: str, fr
     return pd.DataFrame(rows)
 
 
+# --- signed late-compression statistics: can be negative, ~0 on average when nothing compresses ---
+
+COMPRESSION_METHODS = ("after_fitting", "late_window", "max_minus_final")
+
+
+def fitting_end_index(i_ty_mean: Any, *, plateau: float = 0.9) -> int:
+    """Where the fitting phase ends: the first snapshot at which the (seed-averaged) I(T;Y) has
+    completed ``plateau`` of its rise.
+
+    Rule: with ``m`` the seed-averaged I(T;Y) per snapshot and ``R = max(m) -
+    m[0]`` its rise, the index of the first snapshot with ``m >= m[0] +
+    plateau * R``; 0 when I(T;Y) does not rise (``R <= 0``: no fitting
+    phase). The fitting phase is Shwartz-Ziv & Tishby's first phase, in which
+    I(T;Y) grows; compression is a fall of I(X;T) *after* it [1]_.
+
+    Parameters
+    ----------
+    i_ty_mean : array-like, shape (snapshots,)
+        Finite values in snapshot order.
+    plateau : float in (0, 1], default 0.9
+
+    Returns
+    -------
+    int
+
+    References
+    ----------
+    .. [1] R. Shwartz-Ziv and N. Tishby, "Opening the black box of deep neural
+       networks via information", arXiv:1703.00810, 2017.
+    """
+    v = np.asarray(i_ty_mean, dtype=np.float64)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError(f"'i_ty_mean' must be a non-empty 1-D array, got shape {v.shape}.")
+    if not np.isfinite(v).all():
+        raise ValueError("'i_ty_mean' has non-finite values.")
+    if isinstance(plateau, bool) or not isinstance(plateau, (int, float)) or not 0 < plateau <= 1:
+        raise ValueError(f"'plateau' must be in (0, 1], got {plateau!r}.")
+    rise = float(v.max() - v[0])
+    if rise <= 0:
+        return 0
+    return int(np.argmax(v >= v[0] + plateau * rise - 1e-12 * max(1.0, abs(rise))))
+
+
+def _window_size(n: int, window: Any) -> int:
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or not np.isfinite(window):
+        raise ValueError(f"'window' must be a fraction in (0, 1) or an int >= 1 of snapshots, got {window!r}.")
+    if isinstance(window, int) and window >= 1:
+        return int(window)
+    if 0 < window < 1:
+        return max(1, int(round(window * n)))
+    raise ValueError(f"'window' must be a fraction in (0, 1) or an int >= 1 of snapshots, got {window!r}.")
+
+
+def signed_compression(i_xt: Any, epochs: Any, *, method: str = "after_fitting", i_ty: Any = None,
+                       window: float = 0.05, plateau: float = 0.9,
+                       from_epoch: float | None = None) -> dict[str, Any]:
+    """Per-replicate compression of I(X;T) trajectories on one snapshot grid.
+
+    Parameters
+    ----------
+    i_xt : array-like, shape (replicates, snapshots)
+        I(X;T) of one layer per replicate (seed), snapshots in epoch order.
+    epochs : array-like, shape (snapshots,)
+        Strictly increasing snapshot epochs.
+    method : {'after_fitting', 'late_window', 'max_minus_final'}
+        ``after_fitting`` (signed): per replicate, the mean of I(X;T) over the
+        ``w`` snapshots from the end of the fitting phase
+        (:func:`fitting_end_index` of the replicate-averaged ``i_ty``) minus
+        its mean over the last ``w`` snapshots; the mean over replicates is
+        the fall of the replicate-averaged trajectory between those windows.
+        ``late_window`` (signed): the same difference with the first window
+        starting at the first snapshot at or after ``from_epoch`` (default:
+        half the last epoch). ``max_minus_final`` (biased, >= 0; kept for the
+        record): max over snapshots at or after ``from_epoch`` (default 0)
+        minus the last value.
+    i_ty : array-like, shape (replicates, snapshots)
+        I(T;Y) of the same layer; needed by ``after_fitting``.
+    window : float in (0, 1) or int >= 1, default 0.05
+        Window length: a fraction of the snapshots (rounded, at least 1) or
+        a number of snapshots.
+    plateau : float in (0, 1], default 0.9
+        The fitting-phase rule's share of the I(T;Y) rise.
+    from_epoch : float, optional
+        Start of the early window (``late_window``) or of the maximum
+        (``max_minus_final``); for ``after_fitting`` a lower bound on the
+        start (the first window starts at the later of the fitting-phase end
+        and the first snapshot at or after ``from_epoch``; used to give
+        compared groups one common start).
+
+    Returns
+    -------
+    dict
+        ``values`` (replicates,), ``early`` and ``late`` (window means, or peak
+        and final), ``start`` (index of the first window's start),
+        ``start_epoch``, ``w`` and ``reason`` (why the values are NaN: the
+        fitting phase ends inside the last window, so nothing comes after it).
+        For ``late_window`` windows that overlap are a ValueError naming
+        ``from_epoch``/``window``.
+    """
+    if method not in COMPRESSION_METHODS:
+        raise ValueError(f"'method' must be one of {COMPRESSION_METHODS}, got {method!r}.")
+    x = np.asarray(i_xt, dtype=np.float64)
+    e = np.asarray(epochs, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] == 0 or x.shape[0] == 0:
+        raise ValueError(f"'i_xt' must be a (replicates, snapshots) array, got shape {x.shape}.")
+    if e.shape != (x.shape[1],) or (np.diff(e) <= 0).any():
+        raise ValueError(f"'epochs' must be strictly increasing with one value per snapshot ({x.shape[1]}).")
+    if not np.isfinite(x).all():
+        raise ValueError("'i_xt' has non-finite values.")
+    n = x.shape[1]
+    out: dict[str, Any] = {"reason": ""}
+    if method == "max_minus_final":
+        start = int(np.searchsorted(e, 0.0 if from_epoch is None else float(from_epoch), side="left"))
+        if start >= n:
+            raise ValueError(f"No snapshot at or after epoch {from_epoch} (last epoch {e[-1]:g}).")
+        early, late = x[:, start:].max(axis=1), x[:, -1]
+        out.update(values=early - late, early=early, late=late, start=start, start_epoch=float(e[start]), w=1)
+        return out
+    w = _window_size(n, window)
+    if method == "after_fitting":
+        if i_ty is None:
+            raise ValueError("method 'after_fitting' needs I(T;Y) ('i_ty') to find the end of the fitting phase.")
+        y = np.asarray(i_ty, dtype=np.float64)
+        if y.shape != x.shape or not np.isfinite(y).all():
+            raise ValueError(f"'i_ty' must be finite with the shape of 'i_xt' {x.shape}, got {y.shape}.")
+        start = fitting_end_index(y.mean(axis=0), plateau=plateau)
+        if from_epoch is not None:
+            start = max(start, int(np.searchsorted(e, float(from_epoch), side="left")))
+    else:
+        f = float(e[-1]) / 2 if from_epoch is None else float(from_epoch)
+        start = int(np.searchsorted(e, f, side="left"))
+        if start + w > n - w:
+            raise ValueError(f"'from_epoch' {f:g} with 'window' {window!r} ({w} snapshot(s)) leaves no room for "
+                             f"two separate windows in {n} snapshots (epochs {e[0]:g}..{e[-1]:g}).")
+    out.update(start=start, start_epoch=float(e[min(start, n - 1)]), w=w)
+    if start + w > n - w:
+        nan = np.full(x.shape[0], np.nan)
+        out.update(values=nan, early=nan, late=nan,
+                   reason=(f"the fitting phase ends at epoch {e[start]:g}, inside the last window of {w} "
+                           f"snapshot(s): there is no post-fitting phase to test"))
+        return out
+    early, late = x[:, start:start + w].mean(axis=1), x[:, n - w:].mean(axis=1)
+    out.update(values=early - late, early=early, late=late)
+    return out
+
+
+def compression_per_run(df: pd.DataFrame, *, estimator: str, layer: str, method: str = "after_fitting",
+                        window: float = 0.05, plateau: float = 0.9, from_epoch: float | None = None,
+                        by: str | list[str] | None = None,
+                        common_start: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per run (seed), the signed compression of a layer's I(X;T) (:func:`signed_compression`).
+
+    The runs are split into groups by the columns ``by`` (e.g. a grid axis);
+    within a group every run must hold the same snapshot epochs, and
+    ``after_fitting`` finds one fitting-phase end from the group's
+    seed-averaged I(T;Y). With ``common_start`` every group's first window
+    starts at the latest of the groups' fitting-phase ends, so that groups
+    are compared over the same epochs (a group whose fitting end, found from
+    noisy I(T;Y), falls early while its I(X;T) still rises would otherwise
+    differ from the others without any difference in compression). Returns the per-run table (the group and replicate
+    keys, ``layer``, ``value``, ``early``, ``late``, ``start_epoch``, and the
+    last train/test accuracy and loss where present) and details per group.
+    """
+    by_cols = [by] if isinstance(by, str) else list(by or [])
+    sub = df[df["estimator"] == estimator]
+    if sub.empty:
+        raise ValueError(f"No rows of estimator {estimator!r} (estimators: {sorted(df['estimator'].unique())}).")
+    name = _layer(sub, layer)
+    sub = sub[sub["layer"] == name]
+    reps = [c for c in _replicates(df) if c not in by_cols]
+    need = ["i_xt"] + (["i_ty"] if method == "after_fitting" else [])
+    for c in need + by_cols:
+        if c not in sub.columns:
+            raise ValueError(f"The results have no column {c!r} (columns: {sorted(sub.columns)}).")
+    rows, details, prepared = [], {}, []
+    groups = sub.groupby(by_cols, sort=True) if by_cols else [((), sub)]
+    for gkey, g in groups:
+        gkey = gkey if isinstance(gkey, tuple) else (gkey,)
+        if g.duplicated([*reps, "epoch"]).any():
+            raise ValueError(f"Several rows per run and epoch of layer {name!r} (group {gkey}): narrow the rows "
+                             "with 'where' or give the grid column in 'by'.")
+        tables = {c: g.set_index([*reps, "epoch"])[c].astype(float).unstack("epoch").sort_index(axis=1)
+                  for c in need}
+        xt = tables["i_xt"]
+        if xt.isna().any().any():
+            bad = xt.index[xt.isna().any(axis=1)].tolist()
+            raise ValueError(f"Runs {bad[:5]} lack snapshots the others have (group {gkey}); the seed average "
+                             "needs one snapshot grid.")
+        prepared.append((gkey, g, tables, xt))
+    start = from_epoch
+    if common_start and method == "after_fitting" and len(prepared) > 1:
+        ends = [float(xt.columns[fitting_end_index(tables["i_ty"].to_numpy(float).mean(axis=0), plateau=plateau)])
+                for _, _, tables, xt in prepared]
+        start = max(ends) if from_epoch is None else max(max(ends), float(from_epoch))
+    for gkey, g, tables, xt in prepared:
+        res = signed_compression(xt.to_numpy(), xt.columns.to_numpy(dtype=float), method=method,
+                                 i_ty=tables["i_ty"].to_numpy() if "i_ty" in tables else None, window=window,
+                                 plateau=plateau, from_epoch=start)
+        last = g.sort_values("epoch").groupby(reps, sort=True).tail(1).set_index(reps)
+        label = ", ".join(f"{c}={k}" for c, k in zip(by_cols, gkey, strict=True)) or "all"
+        details[label] = {"start_epoch": res["start_epoch"], "window": int(res["w"]),
+                          "mean": float(np.mean(res["values"])), "reason": res["reason"]}
+        for i, key in enumerate(xt.index):
+            key = key if isinstance(key, tuple) else (key,)
+            row = {**dict(zip(by_cols, gkey, strict=True)), **dict(zip(reps, key, strict=True)), "layer": name,
+                   "method": method, "start_epoch": res["start_epoch"], "early": float(res["early"][i]),
+                   "late": float(res["late"][i]), "value": float(res["values"][i])}
+            lrow = last.loc[key if len(key) > 1 else key[0]]
+            for c in ("train_acc", "test_acc", "train_loss", "test_loss"):
+                if c in last.columns:
+                    row[c] = float(lrow[c])
+            rows.append(row)
+    return pd.DataFrame(rows), details
+
+
+_METHOD_TEXT = {"after_fitting": "I(X;T) over the window at the end of the fitting phase minus over the last window",
+                "late_window": "I(X;T) over the window from 'from_epoch' minus over the last window",
+                "max_minus_final": "max of I(X;T) minus its final value (biased, >= 0)"}
+
+
+def _compression_table(runs, *, run: str, estimator: str, layer: str, method: str, window: float, plateau: float,
+                       from_epoch: float | None, where: Mapping[str, Any] | None,
+                       by: str | list[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any], str]:
+    df = _where(_run(runs, run), where, run)
+    per, groups = compression_per_run(df, estimator=estimator, layer=layer, method=method, window=window,
+                                      plateau=plateau, from_epoch=from_epoch, by=by)
+    return per, groups, _unit(df)
+
+
+def _signed(runs, *, run: str, estimator: str, layer: str, method: str, window: float, plateau: float,
+            from_epoch: float | None, where: Mapping[str, Any] | None, level: float) -> Statistic:
+    per, groups, unit = _compression_table(runs, run=run, estimator=estimator, layer=layer, method=method,
+                                           window=window, plateau=plateau, from_epoch=from_epoch, where=where)
+    m, lo, hi, n = t_interval(per["value"], level)
+    if n == 0:  # every value NaN: the fitting phase leaves no room (details say why)
+        n = int(len(per))
+    g = groups["all"]
+    return Statistic(m, lo, hi, n, f"Student t over seeds of the per-seed {_METHOD_TEXT[method]}", unit, per,
+                     {"layer": per["layer"].iloc[0], "method": method, "start_epoch": g["start_epoch"],
+                      "window": g["window"], **({"reason": g["reason"]} if g["reason"] else {})})
+
+
+def _compression_after_fitting(runs, *, run: str, estimator: str, layer: str = "last_hidden",
+                               where: Mapping[str, Any] | None = None, window: float = 0.05, plateau: float = 0.9,
+                               level: float = 0.95) -> Statistic:
+    """The fall of the seed-averaged I(X;T) after the fitting phase (signed; Student t over seeds).
+
+    Per seed: the mean of the layer's I(X;T) over the ``window`` snapshots
+    from the end of the fitting phase (where the seed-averaged I(T;Y) has
+    completed ``plateau`` of its rise, :func:`fitting_end_index`) minus its
+    mean over the last ``window`` snapshots. The mean over seeds is the fall
+    of the seed-averaged trajectory between the two windows; negative when
+    I(X;T) still rises. Early dips before the fitting phase ends are not
+    counted.
+    """
+    return _signed(runs, run=run, estimator=estimator, layer=layer, method="after_fitting", window=window,
+                   plateau=plateau, from_epoch=None, where=where, level=level)
+
+
+def _late_window_fall(runs, *, run: str, estimator: str, layer: str = "last_hidden",
+                      where: Mapping[str, Any] | None = None, from_epoch: float | None = None,
+                      window: float = 0.05, level: float = 0.95) -> Statistic:
+    """Signed late-window difference: per seed, mean I(X;T) over the ``window`` snapshots from
+    ``from_epoch`` (default half the last epoch) minus over the last ``window``; Student t over seeds."""
+    return _signed(runs, run=run, estimator=estimator, layer=layer, method="late_window", window=window,
+                   plateau=0.9, from_epoch=from_epoch, where=where, level=level)
+
+
 def _late_compression(runs, *, run: str, estimator: str, layer: str = "last_hidden", from_epoch: int = 0,
                       where: Mapping[str, Any] | None = None, level: float = 0.95) -> Statistic:
+    """The old per-seed max-minus-final (:func:`late_compression_per_run`); biased upwards, no claim uses it."""
     df = _where(_run(runs, run), where, run)
     per = late_compression_per_run(df, estimator=estimator, layer=layer, from_epoch=from_epoch)
     m, lo, hi, n = t_interval(per["value"], level)
@@ -132,23 +406,42 @@ def _late_compression(runs, *, run: str, estimator: str, layer: str = "last_hidd
 
 
 def _compression_difference(runs, *, a: Mapping[str, Any], b: Mapping[str, Any], estimator: str,
-                            layer: str = "last_hidden", from_epoch: int = 0, level: float = 0.95) -> Statistic:
-    """Mean late compression of arm ``a`` minus that of arm ``b`` (Welch interval)."""
+                            layer: str = "last_hidden", method: str = "after_fitting", window: float = 0.05,
+                            plateau: float = 0.9, from_epoch: float | None = None,
+                            level: float = 0.95) -> Statistic:
+    """Mean compression (``method``, :func:`signed_compression`) of arm ``a`` minus arm ``b`` (Welch interval).
+
+    Both arms are measured from one common start: the later of the two
+    arms' fitting-phase ends (each from its seed-averaged I(T;Y)), so that
+    an arm whose fitting end falls early while its I(X;T) still rises does
+    not differ from the other for that reason alone.
+    """
     from scipy import stats
 
-    per = []
-    for label, arm in (("a", a), ("b", b)):
-        arm = dict(arm)
-        df = _where(_run(runs, arm["run"]), arm.get("where"), arm["run"])
-        p = late_compression_per_run(df, estimator=estimator, layer=layer, from_epoch=from_epoch)
-        p.insert(0, "arm", label)
-        per.append(p)
-    va, vb = per[0]["value"].to_numpy(float), per[1]["value"].to_numpy(float)
-    diff = float(va.mean() - vb.mean())
+    start = from_epoch
+    for _ in range(2 if method == "after_fitting" else 1):
+        per, arms = [], {}
+        for label, arm in (("a", a), ("b", b)):
+            arm = dict(arm)
+            p, groups, unit = _compression_table(runs, run=arm["run"], estimator=estimator, layer=layer,
+                                                 method=method, window=window, plateau=plateau, from_epoch=start,
+                                                 where=arm.get("where"))
+            p.insert(0, "arm", label)
+            per.append(p)
+            arms[label] = groups["all"]
+        common = max(arms["a"]["start_epoch"], arms["b"]["start_epoch"])
+        if start is not None and common <= start:
+            break
+        start = common
+    va = per[0]["value"].to_numpy(float)
+    vb = per[1]["value"].to_numpy(float)
+    va, vb = va[np.isfinite(va)], vb[np.isfinite(vb)]
+    diff = float(va.mean() - vb.mean()) if va.size and vb.size else float("nan")
     n = min(va.size, vb.size)
+    kind = f"Welch t (two arms over seeds) of the per-seed {_METHOD_TEXT[method]}"
+    details = {"method": method, "arms": arms}
     if va.size < 2 or vb.size < 2:
-        return Statistic(diff, float("nan"), float("nan"), n, "Welch t (two arms over seeds)", _unit(per[0]),
-                         pd.concat(per, ignore_index=True))
+        return Statistic(diff, float("nan"), float("nan"), n, kind, unit, pd.concat(per, ignore_index=True), details)
     sa, sb = va.var(ddof=1) / va.size, vb.var(ddof=1) / vb.size
     se = float(np.sqrt(sa + sb))
     if se == 0:
@@ -157,24 +450,29 @@ def _compression_difference(runs, *, a: Mapping[str, Any], b: Mapping[str, Any],
         dof = (sa + sb) ** 2 / (sa ** 2 / (va.size - 1) + sb ** 2 / (vb.size - 1))
         half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
         lo, hi = diff - half, diff + half
-    return Statistic(diff, lo, hi, n, "Welch t (two arms over seeds)", _unit(per[0]),
-                     pd.concat(per, ignore_index=True), {"mean_a": float(va.mean()), "mean_b": float(vb.mean())})
+    return Statistic(diff, lo, hi, n, kind, unit, pd.concat(per, ignore_index=True),
+                     {**details, "mean_a": float(va.mean()), "mean_b": float(vb.mean())})
 
 
 def _compression_gap_spearman(runs, *, run: str | list[str], estimator: str, layer: str = "last_hidden",
-                              gap: str = "acc", from_epoch: int = 0, level: float = 0.95,
-                              n_resamples: int = 2000) -> Statistic:
-    """Spearman rho between a layer's late compression and the generalization gap, over all runs.
+                              gap: str = "acc", method: str = "after_fitting", by: str | list[str] | None = None,
+                              window: float = 0.05, plateau: float = 0.9, from_epoch: float | None = None,
+                              level: float = 0.95, n_resamples: int = 2000) -> Statistic:
+    """Spearman rho between a layer's compression (``method``) and the generalization gap, over all runs.
 
     gap 'acc' = train - test accuracy, 'loss' = test - train loss, at the
-    last epoch. Interval: percentile bootstrap over runs (grid points x seeds).
+    last epoch. ``by``: the grid columns (e.g. ``weight_decay``) whose groups
+    are measured from one common start, the latest of their fitting-phase
+    ends (``common_start``). Interval: percentile bootstrap
+    over runs (grid points x seeds).
     """
     from scipy import stats
 
     names = [run] if isinstance(run, str) else list(run)
     per = []
     for name in names:
-        p = late_compression_per_run(_run(runs, name), estimator=estimator, layer=layer, from_epoch=from_epoch)
+        p, _ = compression_per_run(_run(runs, name), estimator=estimator, layer=layer, method=method, window=window,
+                                   plateau=plateau, from_epoch=from_epoch, by=by, common_start=True)
         p.insert(0, "run", name)
         per.append(p)
     table = pd.concat(per, ignore_index=True)
@@ -190,9 +488,10 @@ def _compression_gap_spearman(runs, *, run: str | list[str], estimator: str, lay
             return float("nan")
         return float(stats.spearmanr(rows["value"], rows["gap"]).statistic)
 
-    est, lo, hi, n = bootstrap_interval(rho, table[["value", "gap"]], level=level, n_resamples=n_resamples)
+    kept = table[["value", "gap"]].dropna()
+    est, lo, hi, n = bootstrap_interval(rho, kept, level=level, n_resamples=n_resamples)
     return Statistic(est, lo, hi, n, f"percentile bootstrap over {n} runs ({n_resamples} resamples)", "rho",
-                     table)
+                     table, {"method": method})
 
 
 def _per_seed_quantity(df: pd.DataFrame, quantity: str, where: Mapping[str, Any] | None, run: str) -> pd.Series:
@@ -253,23 +552,27 @@ def _quantity_mean(runs, *, run: str, quantity: str, where: Mapping[str, Any] | 
 # --- 12-bit: claims over a grid axis (activations, initialization scales) ---
 
 
-def _compression_by(runs, *, run: str, estimator: str, by: str, layer: str, from_epoch: int,
-                    where: Mapping[str, Any] | None) -> tuple[pd.DataFrame, str]:
+def _compression_by(runs, *, run: str, estimator: str, by: str, layer: str, where: Mapping[str, Any] | None,
+                    method: str = "after_fitting", window: float = 0.05, plateau: float = 0.9,
+                    from_epoch: float | None = None,
+                    common_start: bool = False) -> tuple[pd.DataFrame, str, dict[str, Any]]:
     df = _where(_run(runs, run), where, run)
     if by not in df.columns:
         raise ValueError(f"'by' names column {by!r}, which run {run!r} does not have (columns: {sorted(df.columns)}).")
-    per = late_compression_per_run(df, estimator=estimator, layer=layer, from_epoch=from_epoch,
-                                   group=[by, *_replicates(df)])
-    if per[by].nunique() < 2:
+    if df[by].nunique() < 2:
         raise ValueError(f"'by' = {by!r} has one value in run {run!r}; the statistic compares groups.")
-    return per, _unit(df)
+    per, groups = compression_per_run(df, estimator=estimator, layer=layer, method=method, window=window,
+                                      plateau=plateau, from_epoch=from_epoch, by=by, common_start=common_start)
+    return per, _unit(df), groups
 
 
 def _late_compression_every(runs, *, run: str, estimator: str, by: str, layer: str = "last_hidden",
-                            from_epoch: int = 0, where: Mapping[str, Any] | None = None,
+                            where: Mapping[str, Any] | None = None, method: str = "after_fitting",
+                            window: float = 0.05, plateau: float = 0.9, from_epoch: float | None = None,
                             level: float = 0.95) -> Statistic:
-    """The least late compression over the groups of ``by`` (e.g. every activation), simultaneous interval.
+    """The least compression (``method``, signed by default) over the groups of ``by`` (e.g. every activation).
 
+    Each group finds its own fitting-phase end (its seed-averaged I(T;Y)).
     Per group a Student-t interval over seeds at the Bonferroni level
     (:func:`worst_group_interval`, ``worst='min'``); the estimate is the
     smallest group mean and the interval [min of the lower ends, min of the
@@ -277,11 +580,11 @@ def _late_compression_every(runs, *, run: str, estimator: str, by: str, layer: s
     rule "greater than E0" on it says: every group compresses by more than E0
     (reproduced), or some group compresses by less (not reproduced).
     """
-    per, unit = _compression_by(runs, run=run, estimator=estimator, by=by, layer=layer, from_epoch=from_epoch,
-                                where=where)
+    per, unit, fit = _compression_by(runs, run=run, estimator=estimator, by=by, layer=layer, where=where,
+                                     method=method, window=window, plateau=plateau, from_epoch=from_epoch)
     est, lo, hi, n, groups = worst_group_interval(per, by=by, level=level, worst="min")
-    least = groups.loc[groups["estimate"].idxmin()]
-    details = {"layer": per["layer"].iloc[0], "by": by, "least": str(least[by]),
+    least = groups.loc[groups["estimate"].idxmin()] if groups["estimate"].notna().any() else {by: None}
+    details = {"layer": per["layer"].iloc[0], "by": by, "least": str(least[by]), "method": method, "fit": fit,
                "groups": {str(r[by]): {"mean": r["estimate"], "low": r["low"], "high": r["high"], "n": int(r["n"])}
                           for _, r in groups.iterrows()}}
     return Statistic(est, lo, hi, n,
@@ -290,22 +593,31 @@ def _late_compression_every(runs, *, run: str, estimator: str, by: str, layer: s
 
 
 def _late_compression_range(runs, *, run: str, estimator: str, by: str, layer: str = "last_hidden",
-                            from_epoch: int = 0, where: Mapping[str, Any] | None = None,
+                            where: Mapping[str, Any] | None = None, method: str = "after_fitting",
+                            window: float = 0.05, plateau: float = 0.9, from_epoch: float | None = None,
                             level: float = 0.95) -> Statistic:
-    """How much late compression varies over the groups of ``by``: max over pairs of |mean_i - mean_j|.
+    """How much compression (``method``, signed by default) varies over the groups of ``by``:
+    max over pairs of |mean_i - mean_j|.
 
-    Interval: Welch intervals of every pairwise difference at the Bonferroni
-    level (k(k-1)/2 pairs), turned into intervals of |difference|; the range
-    [max of their lower ends, max of their upper ends] holds the largest true
-    pairwise difference with probability >= ``level``. A rule "greater than
-    E0" says: some two groups (e.g. initialization scales) differ by more than E0.
+    The groups are compared from one common start, the latest of their
+    fitting-phase ends (``common_start``, :func:`compression_per_run`). Interval: Welch intervals of
+    every pairwise difference at the Bonferroni level (k(k-1)/2 pairs), turned
+    into intervals of |difference|; the range [max of their lower ends, max
+    of their upper ends] holds the largest true pairwise difference with
+    probability >= ``level``. A rule "greater than E0" says: some two groups
+    (e.g. initialization scales) differ by more than E0.
     """
     from itertools import combinations
 
     from scipy import stats
 
-    per, unit = _compression_by(runs, run=run, estimator=estimator, by=by, layer=layer, from_epoch=from_epoch,
-                                where=where)
+    per, unit, fit = _compression_by(runs, run=run, estimator=estimator, by=by, layer=layer, where=where,
+                                     method=method, window=window, plateau=plateau, from_epoch=from_epoch,
+                                     common_start=True)
+    per = per[np.isfinite(per["value"].to_numpy(float))]
+    if per[by].nunique() < 2:
+        return Statistic(float("nan"), float("nan"), float("nan"), 0, "no two groups with a post-fitting phase",
+                         unit, per, {"by": by, "method": method, "fit": fit})
     groups = {g: v["value"].to_numpy(float) for g, v in per.groupby(by, sort=True)}
     pairs = list(combinations(sorted(groups), 2))
     adj = 1 - (1 - level) / len(pairs)
@@ -328,7 +640,8 @@ def _late_compression_range(runs, *, run: str, estimator: str, by: str, layer: s
     best = table.loc[table["difference"].abs().idxmax()]
     bad = table[["low", "high"]].isna().any().any()
     lo, hi = (float("nan"), float("nan")) if bad else (float(table["abs_low"].max()), float(table["abs_high"].max()))
-    details = {"layer": per["layer"].iloc[0], "by": by, "largest_pair": [str(best["a"]), str(best["b"])],
+    details = {"layer": per["layer"].iloc[0], "by": by, "method": method, "fit": fit,
+               "largest_pair": [str(best["a"]), str(best["b"])],
                "pairs": table.astype({"a": str, "b": str}).to_dict(orient="records")}
     return Statistic(float(abs(best["difference"])), lo, hi, min(v.size for v in groups.values()),
                      f"largest |difference| of {len(pairs)} pairs of group means; Welch t, Bonferroni-simultaneous",
@@ -713,9 +1026,11 @@ def _rise_from_init(runs, *, run: str, estimator: str, layer: str = "last_hidden
 # --- the registry: a claim names its statistic here (no code is ever read from a claim file) ---
 
 STATISTICS: dict[str, Callable[..., Statistic]] = {
-    "late_compression": _late_compression,
+    "late_compression": _late_compression,  # the old max-minus-final, kept for the record: no claim uses it
     "compression_difference": _compression_difference,
     "compression_gap_spearman": _compression_gap_spearman,
+    "compression_after_fitting": _compression_after_fitting,  # the signed late-compression statistics
+    "late_window_fall": _late_window_fall,
     "quantity_difference": _quantity_difference,
     "quantity_mean": _quantity_mean,
     "late_compression_every": _late_compression_every,
@@ -727,6 +1042,11 @@ STATISTICS: dict[str, Callable[..., Statistic]] = {
     "mean_abs_error": _mean_abs_error,
     "rise_from_init": _rise_from_init,
 }
+
+#: The statistics of late compression (each can take a signed method); the catalogue's null-data
+#: test (tests/test_statistics_null.py) runs every one of them.
+LATE_COMPRESSION_STATISTICS = ("compression_after_fitting", "late_window_fall", "compression_difference",
+                               "late_compression_every", "late_compression_range", "compression_gap_spearman")
 
 
 def compute_statistic(name: str, runs: Mapping[str, pd.DataFrame], params: Mapping[str, Any],
