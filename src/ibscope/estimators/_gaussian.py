@@ -113,13 +113,19 @@ def reduce_columns(a: Any, *, tol: float = RANK_TOL) -> tuple[Any, dict[str, Any
         return kept_a[:, :0], info
     if len(kept) == 1:
         return kept_a, info
+    # centred columns scaled by their largest magnitude first: the variance of a column of values ~1e-162
+    # underflows to 0 (0/0 correlations) while its scaled copy has the same correlations
     if is_torch(kept_a):
         t = kept_a.to(torch.float64)
-        z = (t - t.mean(0)) / t.std(0)
+        c = t - t.mean(0)
+        c = c / c.abs().amax(0)
+        z = c / c.std(0)
         corr = (z.T @ z / (n - 1)).cpu().numpy()
     else:
         t = np.asarray(kept_a, dtype=np.float64)
-        z = (t - t.mean(0)) / t.std(0, ddof=1)
+        c = t - t.mean(0)
+        c = c / np.abs(c).max(0)
+        z = c / c.std(0, ddof=1)
         corr = z.T @ z / (n - 1)
     _, piv, rank, _ = lapack.dpstrf(np.ascontiguousarray(corr), tol=tol, lower=1)
     rank = int(rank)
@@ -128,7 +134,8 @@ def reduce_columns(a: Any, *, tol: float = RANK_TOL) -> tuple[Any, dict[str, Any
     sel = sorted(int(p) - 1 for p in piv[:rank])
     info.update(dependent=sorted(kept[j] for j in set(range(len(kept))) - set(sel)),
                 kept=[kept[j] for j in sel], rank=rank)
-    idx = torch.as_tensor(sel, device=kept_a.device) if is_torch(kept_a) else np.asarray(sel)
+    idx = (torch.as_tensor(sel, dtype=torch.long, device=kept_a.device) if is_torch(kept_a)
+           else np.asarray(sel, dtype=np.intp))
     return kept_a[:, idx], info
 
 
