@@ -340,3 +340,14 @@ def test_list_of_batches_is_a_loader():
     a = information_plane(m, batches, None, estimators="binning")
     b = information_plane(m, x, y, estimators="binning")
     np.testing.assert_allclose(a[["i_xt", "i_ty"]].to_numpy(), b[["i_xt", "i_ty"]].to_numpy(), rtol=1e-9)
+
+
+def test_groups_count_the_layers_own_dtype():
+    # a float64 model: two 8-wide layers of 100 rows hold 2 x 6400 bytes; at the float32 count (2 x 3200) they
+    # would be grouped under max_bytes=8000 and the recorder's budget check would refuse the capture
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    x, y = torch.randn(100, 3, dtype=torch.float64), torch.randint(0, 2, (100,))
+    plane = InformationPlane(net, x, y, layers=["1", "3"], estimators="binning", max_bytes=8000)
+    assert plane._groups() == [["1"], ["3"]]
+    assert len(plane.record(0)) == 2

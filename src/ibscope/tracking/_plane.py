@@ -83,7 +83,7 @@ FORMAT = "ibscope.information_plane/1"
 COLUMNS = ["epoch", "layer", "layer_index", "estimator", "i_xt", "i_ty", "unit", "i_xt_lo", "i_xt_hi",
            "i_ty_lo", "i_ty_hi", "ci_level", "flags", "n", "dim_x", "dim_t", "dropped_x", "dropped_t",
            "dropped_columns", "discrete_input", "seconds"]
-_BYTES = 4  # float32 activations
+_BYTES = 4  # float32 activations (a layer whose dtype is unknown)
 
 
 def _default_estimator(unit: str) -> BaseMIEstimator:
@@ -806,7 +806,8 @@ class InformationPlane(Callback):
         widths = self.recorder.widths()
         n = self.recorder.n_samples or 1
         k = self.recorder.max_features
-        size = {layer: n * min(w, k or w) * _BYTES for layer, w in widths.items()}
+        nbytes = self.recorder.element_sizes()  # the layers' own dtypes (a float64 model: 8 bytes a value)
+        size = {layer: n * min(w, k or w) * nbytes.get(layer, _BYTES) for layer, w in widths.items()}
         groups: list[list[str]] = []
         used = 0
         for layer in self.layers:

@@ -754,7 +754,13 @@ class ActivationRecorder:
         finally:
             self.batches, self.max_features, self.max_bytes = saved_batches, saved, saved_bytes
         self._widths = {n: int(a.shape[1]) for n, a in acts.items()}
+        self._element_sizes = {n: int(a.element_size()) for n, a in acts.items()}
         return self._widths
+
+    def element_sizes(self) -> dict[str, int]:
+        """Bytes per recorded value of every layer (its dtype: 4 for float32, 8 for float64)."""
+        self.widths()
+        return self._element_sizes
 
     # ------------------------------------------------------------------ record
     def maybe_record(self, epoch: int) -> dict[str, np.ndarray] | None:
