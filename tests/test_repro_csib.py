@@ -167,3 +167,47 @@ def test_csib_vs_vib_claim_end_to_end_at_tiny_profile(tmp_path):
     # the claims share their run: yu-csib-vs-mse trains nothing new
     other = reproduce("yu-csib-vs-mse", profile="tiny", out=tmp_path, workers=0, progress=False)
     assert other.runs == res.runs
+
+
+# ---------------------------------------------------------------- the reference code's objective
+def test_code_loss_of_a_1d_target_is_the_sum_of_squared_errors_over_ln2():
+    """Ground truth, derived from the code's kernels: a 1-D target's Gram matrices are constant (1 within y
+    and within y_hat, exp(-||y - y_hat||^2 / 2) across), so its CS term is -2 log2(c S) + 2 log2 S = SSE/ln2."""
+    import math
+
+    import torch
+
+    from ibscope.objectives import cs_qmi_normalized, csib_code_loss, gaussian_gram
+
+    g = torch.Generator().manual_seed(0)
+    x, z = torch.randn(40, 3, generator=g), torch.randn(40, 5, generator=g)
+    y = torch.randn(40, 1, generator=g)
+    y_hat = y + 0.2 * torch.randn(40, 1, generator=g)
+    kx = gaussian_gram(x, 1.0)
+    s = float((kx.sum(1) / (kx ** 2).sum(1)).sum())  # the code's per-row weights summed
+    c = math.exp(-float(((y - y_hat) ** 2).sum()) / 2)
+    expected = (-2 * math.log2(c * s) + 2 * math.log2(s))
+    loss, terms = csib_code_loss(x, z, y, y_hat, 0.0)
+    assert float(loss) == pytest.approx(expected, rel=1e-4) and terms["fit"] == pytest.approx(expected, rel=1e-4)
+    # beta adds the normalized CS-QMI, which is 1 for Z = X and below 1 for an independent Z
+    assert float(cs_qmi_normalized(kx, kx)) == pytest.approx(1.0, rel=1e-5)
+    loss_b, terms_b = csib_code_loss(x, z, y, y_hat, 0.5)
+    assert 0 < terms_b["i_cs_normalized"] < 1
+    assert float(loss_b) == pytest.approx(expected + 0.5 * terms_b["i_cs_normalized"], rel=1e-4)
+    # several target columns: per-row kernels, 0 for a perfect prediction
+    y2 = torch.randn(40, 2, generator=g)
+    assert csib_code_loss(x, z, y2, y2.clone(), 0.0)[1]["fit"] == pytest.approx(0.0, abs=1e-5)
+    assert csib_code_loss(x, z, y2, y2 + 1.0, 0.0)[1]["fit"] > 0.1
+
+
+def test_paper_code_mode_runs_and_selects_the_best_test_epoch(tmp_path, one_thread):
+    kw = {**reg.PROFILES["test"], **reg.PROFILES["paper_code"], "hidden": (8,), "epochs": 4,
+          "dataset": "heteroscedastic", "method": "csib", "rmse_unit": "sd"}
+    cfg = reg.Config(**kw)
+    assert (cfg.mode, cfg.select, cfg.lr_step) == ("paper_code", "best_test", (10, 0.6))
+    out = reg.run_seed(cfg, 0, tmp_path).set_index("quantity")["value"]
+    assert out["test_rmse"] <= out["test_rmse_last"] and np.isfinite(out["train_rmse"])
+    for bad, match in [({"mode": "paper"}, "mode"), ({"select": "best"}, "select"),
+                       ({"lr_step": (0, 0.5)}, "lr_step"), ({"lr_step": (10, 1.5)}, "lr_step")]:
+        with pytest.raises(ValueError, match=match):
+            reg.Config(**bad)

@@ -20,6 +20,8 @@ from ._cs import (
     CSIBLoss,
     cs_divergence,
     cs_qmi,
+    cs_qmi_normalized,
+    csib_code_loss,
     gaussian_gram,
     kernel_width,
     matrix_renyi_entropy,
@@ -34,7 +36,7 @@ from ._vib import StochasticEncoder, VIBClassifier, VIBLoss, VIBOutput, gaussian
 __all__ = [
     "AnnealingSchedule", "CSIBLoss", "DualIBLoss", "GibbsResult", "NoisyLabels", "NonFiniteLossError",
     "PIBLoss", "PolynomialDecay", "PosteriorEnsemble", "SGLD", "StochasticEncoder", "VIBClassifier",
-    "VIBLoss", "VIBOutput", "cs_divergence", "cs_qmi", "gaussian_gram", "gaussian_kl", "kernel_width",
+    "VIBLoss", "VIBOutput", "cs_divergence", "cs_qmi", "cs_qmi_normalized", "csib_code_loss", "gaussian_gram", "gaussian_kl", "kernel_width",
     "matrix_renyi_entropy", "matrix_renyi_mi", "per_example_gradients", "polynomial_decay", "train_gibbs",
     "vib_bounds",
 ]
