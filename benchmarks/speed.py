@@ -30,6 +30,11 @@ What is compared:
    available, also ``ksg`` on CUDA tensors (chunked brute force on the GPU).
 3. n = 100,000, d = 10 (x and y of 5 dimensions each): ``ksg`` (tree path), peak RSS.
 4. KDE upper bound (``kde_upper``), n = 10,000, d = 1,000, 10 classes: peak RSS.
+5. ``--brute [N ...]`` (only this section): KSG algorithm 1 at 10+10 dims, n = 5,000 and
+   20,000 by default, one thread each: a textbook scipy cKDTree KSG (cKDTree ball counts),
+   the tree path (``engine='tree'``) and the blocked brute-force engine (``engine='brute'``),
+   identical values checked; where CUDA is available the same engine on the GPU; then tree
+   against brute force at the sizes that set ``BRUTE_MIN_DIM`` / ``BRUTE_MIN_N``.
 """
 
 from __future__ import annotations
@@ -178,14 +183,18 @@ def textbook_ksg(x, y, k=3, workers=1):
     return float(digamma(k) + digamma(n) - np.mean(digamma(nx) + digamma(ny)))
 
 
-def compare_brute(ns=(5_000, 20_000), dim=10, k=3, crossover_n=5_000):
+CROSSOVER = ((6, 20_000), (8, 10_000), (10, 10_000))
+
+
+def compare_brute(ns=(5_000, 20_000), dim=10, k=3, crossover=CROSSOVER):
     """KSG algorithm 1 (Chebyshev), x and y of ``dim`` dimensions: textbook cKDTree KSG,
     the tree path (engine='tree') and the blocked brute-force engine (engine='brute'),
-    one thread each, same samples; then the brute/tree crossover in the joint dimension."""
-    from ibscope.estimators._knn import BRUTE_MIN_DIM, ksg_mi
+    one thread each, same samples; then where brute force starts to win (``BRUTE_MIN_DIM``,
+    ``BRUTE_MIN_N``)."""
+    from ibscope.estimators._knn import BRUTE_MIN_DIM, BRUTE_MIN_N, ksg_mi
 
     print(f"KSG alg. 1, Chebyshev, k={k}, 1 thread each (torch threads set to 1 for 'brute'); "
-          f"'auto' picks brute from joint dim {BRUTE_MIN_DIM}")
+          f"'auto' picks brute from joint dim {BRUTE_MIN_DIM} and n >= {BRUTE_MIN_N}")
     print("| d_x+d_y | n | textbook cKDTree [s] | tree path [s] | brute [s] | brute vs textbook "
           "| brute vs tree | identical values |")
     print("|---|---|---|---|---|---|---|---|")
@@ -211,16 +220,17 @@ def compare_brute(ns=(5_000, 20_000), dim=10, k=3, crossover_n=5_000):
             t_g, v_g = best_time(on_gpu, warmup=True)
             print(f"| {dim}+{dim} | {n:,} | {t_x:.2f} | {t_t:.2f} | CUDA {t_g:.3f} | {t_x / t_g:.1f}x "
                   f"| {t_t / t_g:.1f}x | {v_g == v_t} ({v_g:.12f} nats) |", flush=True)
-    if not crossover_n:
+    if not crossover:
         return
     print()
-    print(f"| d_x+d_y (n={crossover_n:,}) | tree path [s] | brute [s] | tree / brute |")
-    print("|---|---|---|---|")
-    for d in (3, 4, 5, 6, 7, 8):
-        x, y = tasks.get("gaussian_split", dim=d, mi=1.0).sample(crossover_n, seed=2)
-        t_t, v_t = best_time(lambda x=x, y=y: ksg_mi(x, y, k=k, engine="tree", n_jobs=1))
-        t_b, v_b = best_time(lambda x=x, y=y: ksg_mi(x, y, k=k, engine="brute", n_jobs=1))
-        print(f"| {d}+{d} | {t_t:.3f} | {t_b:.3f} | {t_t / t_b:.2f} (same: {v_t == v_b}) |", flush=True)
+    print("| d_x+d_y | n | tree path [s] | brute [s] | tree / brute |")
+    print("|---|---|---|---|---|")
+    for d, n in crossover:
+        x, y = tasks.get("gaussian_split", dim=d, mi=2.0).sample(n, seed=1)
+        t_t, v_t = best_time(lambda x=x, y=y: ksg_mi(x, y, k=k, engine="tree", n_jobs=1), repeats=1)
+        t_b, v_b = best_time(lambda x=x, y=y: ksg_mi(x, y, k=k, engine="brute", n_jobs=1), repeats=1)
+        print(f"| {d}+{d} | {n:,} | {t_t:.2f} | {t_b:.2f} | {t_t / t_b:.2f} (same: {v_t == v_b}) |",
+              flush=True)
 
 
 def ksg_mi_cuda(xc, yc, k):

@@ -320,10 +320,13 @@ def test_ksg_brute_float32_boundary_rechecked_in_float64():
 def test_ksg_engine_choice_and_validation(monkeypatch):
     from ibscope.estimators import _knn
 
-    assert _knn.use_brute("auto", 1, "chebyshev", _knn.BRUTE_MIN_DIM)
-    assert not _knn.use_brute("auto", 1, "chebyshev", _knn.BRUTE_MIN_DIM - 1)
-    assert not _knn.use_brute("auto", 2, "chebyshev", 40)  # algorithm 2 keeps the trees
-    assert _knn.use_brute("brute", 2, "chebyshev", 2) and not _knn.use_brute("tree", 1, "chebyshev", 40)
+    big = _knn.BRUTE_MIN_N
+    assert _knn.use_brute("auto", 1, "chebyshev", _knn.BRUTE_MIN_DIM, big)
+    assert not _knn.use_brute("auto", 1, "chebyshev", _knn.BRUTE_MIN_DIM - 1, big)
+    assert not _knn.use_brute("auto", 1, "chebyshev", _knn.BRUTE_MIN_DIM, big - 1)
+    assert not _knn.use_brute("auto", 2, "chebyshev", 40, big)  # algorithm 2 keeps the trees
+    assert _knn.use_brute("brute", 2, "chebyshev", 2, 10)
+    assert not _knn.use_brute("tree", 1, "chebyshev", 40, big)
     with pytest.raises(ValueError, match="engine"):
         estimators.get("ksg", engine="numba")
     with pytest.raises(ValueError, match="engine='tree'"):
@@ -335,6 +338,7 @@ def test_ksg_engine_choice_and_validation(monkeypatch):
     calls = []
     real = _knn.ksg1_brute
     monkeypatch.setattr(_knn, "ksg1_brute", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(_knn, "BRUTE_MIN_N", 150)  # the rule, at a test's sample size
     t = tasks.get("gaussian_split", dim=_knn.BRUTE_MIN_DIM // 2, mi=1.0)
     x, y = t.sample(200, seed=0)
     estimators.get("ksg").estimate(x, y)

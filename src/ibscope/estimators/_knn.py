@@ -28,7 +28,7 @@ scikit-learn's KDTree (count_only) for the neighbour counts, both on
 ``n_jobs`` threads (default: as many as torch uses); the 1-D marginals of KSG
 use sorting + searchsorted, exact to the same floating-point comparisons as
 the tree; memory O(N k), never N x N. KSG algorithm 1 (Chebyshev) in joint
-dimension >= ``BRUTE_MIN_DIM``, and on any torch ``device`` (CUDA), runs on a
+dimension >= ``BRUTE_MIN_DIM`` with >= ``BRUTE_MIN_N`` samples, and on any torch ``device`` (CUDA), runs on a
 blocked brute-force engine (:func:`ksg1_brute`): float32 distances, one pass
 over the pair blocks for the joint search and both marginal counts, exact
 float64 checks at the boundary, so the values are those of the trees. Other
@@ -76,7 +76,7 @@ from .base import CONTINUOUS, DISCRETE, BaseMIEstimator
 
 __all__ = [
     "KSG", "KL", "WKL", "ksg_mi", "ksg_mi_mixed", "ksg1_brute", "kl_entropy", "wkl_weights",
-    "count_within", "knn_distances", "BRUTE_MIN_DIM",
+    "count_within", "knn_distances", "BRUTE_MIN_DIM", "BRUTE_MIN_N",
 ]
 
 _METRICS = ("chebyshev", "euclidean")
@@ -221,9 +221,12 @@ def _torch_count(a: torch.Tensor, r: torch.Tensor, metric: str, chunk: int) -> t
 # --------------------------------------------------------------------------- #
 # Blocked brute-force engine for KSG algorithm 1 (Chebyshev), torch on any device
 # --------------------------------------------------------------------------- #
-#: Joint dimension (dim x + dim y) from which ``engine='auto'`` picks the brute-force
-#: engine over the trees on CPU (measured: benchmarks/speed.py, ``brute_force_rows``).
-BRUTE_MIN_DIM = 8
+#: Joint dimension (dim x + dim y) and sample size from which ``engine='auto'`` picks
+#: the brute-force engine over the trees on CPU. Measured (benchmarks/speed.py --brute,
+#: one thread, tree time / brute time): 6+6 dims 0.5 at n=20k (trees win); 8+8 1.7 and
+#: 10+10 2.0 at n=10k; 10+10 0.8 at n=5k and 1.4 at n=20k (trees degrade towards N^2.2).
+BRUTE_MIN_DIM = 16
+BRUTE_MIN_N = 8_000
 #: Bytes of distance blocks held at once by the brute-force engine, per device type.
 _BRUTE_BYTES = {"cuda": 1 << 28}
 _BRUTE_BYTES_DEFAULT = 1 << 20  # CPU: blocks of about the L2 cache
@@ -347,8 +350,9 @@ def ksg1_brute(x: Any, y: Any, k: int = 3, *, chunk_size: int | None = None,
     again in float64, so the estimate is identical to the float64 tree path
     (cKDTree + KDTree, :func:`ksg_mi`), ties and duplicates included. With
     ``precision='float64'``, or when the values would lose range in float32,
-    every distance is computed in float64. Costs O(N^2 (d_x + d_y)) and
-    beats the trees from a joint dimension of about ``BRUTE_MIN_DIM`` on CPU.
+    every distance is computed in float64. Costs O(N^2 (d_x + d_y)); beats
+    the trees on CPU from joint dimension ``BRUTE_MIN_DIM`` and ``BRUTE_MIN_N``
+    samples (see there).
 
     Parameters
     ----------
@@ -484,16 +488,18 @@ def _ksg1_1d(x: np.ndarray, y: np.ndarray, k: int, n_jobs: int) -> float:
     return float(digamma(k) + digamma(n) - (digamma(nx).sum() + digamma(ny).sum()) / n)
 
 
-def use_brute(engine: str, algorithm: int, metric: str, joint_dim: int) -> bool:
+def use_brute(engine: str, algorithm: int, metric: str, joint_dim: int, n: int) -> bool:
     """Whether KSG runs on the blocked brute-force engine (:func:`ksg1_brute`) on CPU.
 
     'brute' always; 'tree' never; 'auto' for algorithm 1 with the Chebyshev
-    metric from joint dimension ``BRUTE_MIN_DIM`` (where it beats the trees).
+    metric from joint dimension ``BRUTE_MIN_DIM`` and ``BRUTE_MIN_N`` samples
+    (where it beats the trees on CPU, benchmarks/speed.py ``--brute``).
     """
     if engine not in _ENGINES:
         raise ValueError(f"'engine' must be one of {_ENGINES}; got {engine!r}.")
     if engine == "auto":
-        return algorithm == 1 and metric == "chebyshev" and joint_dim >= BRUTE_MIN_DIM
+        return (algorithm == 1 and metric == "chebyshev" and joint_dim >= BRUTE_MIN_DIM
+                and n >= BRUTE_MIN_N)
     return engine == "brute"
 
 
@@ -513,7 +519,7 @@ def ksg_mi(x: np.ndarray, y: np.ndarray, *, k: int = 3, algorithm: int = 1,
     ``chunk_size``: rows per block of the brute-force engine.
     """
     n = x.shape[0]
-    if use_brute(engine, algorithm, metric, x.shape[1] + y.shape[1]):
+    if use_brute(engine, algorithm, metric, x.shape[1] + y.shape[1], n):
         if algorithm == 1 and metric == "chebyshev":
             return ksg1_brute(x, y, k, chunk_size=chunk_size, n_jobs=n_jobs)
         with _TorchThreads(None if n_jobs is None else resolve_n_jobs(n_jobs), torch.device("cpu")):
@@ -876,7 +882,7 @@ class KSG(_KNNBase):
         (:func:`ksg1_brute` for algorithm 1 with 'chebyshev': float32 distances
         with exact float64 checks at the boundary; otherwise float64 chunks).
         'auto': 'brute' for algorithm 1 with 'chebyshev' from joint dimension
-        ``BRUTE_MIN_DIM``, else 'tree'. The estimates are identical; on a
+        ``BRUTE_MIN_DIM`` (16) and ``BRUTE_MIN_N`` (8000) samples, else 'tree'. The estimates are identical; on a
         torch ``device`` the brute-force engine always runs ('tree' is refused).
     """
         + _KNN_PARAMS_DOC.replace(
@@ -895,8 +901,8 @@ class KSG(_KNNBase):
     scaling only with ``standardize``; approximately invariant to smooth
     monotone maps.
     Cost: O(N log N) per query for low dimension (kd-tree), memory O(N k);
-    1-D marginals by sorting; from joint dimension ``BRUTE_MIN_DIM`` blocked
-    brute force, O(N^2 (d_x + d_y)) time, O(block * N) memory.
+    1-D marginals by sorting; from joint dimension ``BRUTE_MIN_DIM`` (and
+    ``BRUTE_MIN_N`` samples) blocked brute force, O(N^2 (d_x + d_y)) time, O(block * N) memory.
     ``estimate`` matches scikit-learn's ``_compute_mi_cc`` (algorithm 1,
     chebyshev, k=n_neighbors, clip=True, on the same scaled data) and bmi's
     ``KSGEnsembleFirstEstimator(neighborhoods=(k,), metric_x=...)`` to
