@@ -223,8 +223,9 @@ def _torch_count(a: torch.Tensor, r: torch.Tensor, metric: str, chunk: int) -> t
 # --------------------------------------------------------------------------- #
 #: Joint dimension (dim x + dim y) and sample size from which ``engine='auto'`` picks
 #: the brute-force engine over the trees on CPU. Measured (benchmarks/speed.py --brute,
-#: one thread, tree time / brute time): 6+6 dims 0.5 at n=20k (trees win); 8+8 1.7 and
-#: 10+10 2.0 at n=10k; 10+10 0.8 at n=5k and 1.4 at n=20k (trees degrade towards N^2.2).
+#: one thread, tree time / brute time, two runs on a loaded shared machine): 6+6 dims
+#: 0.5-0.6 at n=20k (trees win); 8+8 1.3-1.7 and 10+10 1.5-2.0 at n=10k; 10+10 0.8-2.0
+#: at n=5k and 1.4 at n=20k.
 BRUTE_MIN_DIM = 16
 BRUTE_MIN_N = 8_000
 #: Bytes of distance blocks held at once by the brute-force engine, per device type.
