@@ -30,6 +30,11 @@ What is compared:
    available, also ``ksg`` on CUDA tensors (chunked brute force on the GPU).
 3. n = 100,000, d = 10 (x and y of 5 dimensions each): ``ksg`` (tree path), peak RSS.
 4. KDE upper bound (``kde_upper``), n = 10,000, d = 1,000, 10 classes: peak RSS.
+5. ``--brute [N ...]`` (only this section): KSG algorithm 1 at 10+10 dims, n = 5,000 and
+   20,000 by default, one thread each: a textbook scipy cKDTree KSG (cKDTree ball counts),
+   the tree path (``engine='tree'``) and the blocked brute-force engine (``engine='brute'``),
+   identical values checked; where CUDA is available the same engine on the GPU; then tree
+   against brute force at the sizes that set ``BRUTE_MIN_DIM`` / ``BRUTE_MIN_N``.
 """
 
 from __future__ import annotations
@@ -162,6 +167,79 @@ def run_big_kde(n=10_000, dim=1_000):
             "n_by_n_float64_mib": n * n * 8 / 2**20}
 
 
+# --------------------------------------------------------------------------- #
+# High joint dimension: blocked brute force vs trees (issue 21)
+# --------------------------------------------------------------------------- #
+def textbook_ksg(x, y, k=3, workers=1):
+    """A textbook scipy KSG (algorithm 1): cKDTree k-th joint neighbour, cKDTree ball counts."""
+    from scipy.spatial import cKDTree
+    from scipy.special import digamma
+
+    n = len(x)
+    eps = cKDTree(np.hstack([x, y])).query(np.hstack([x, y]), k=[k + 1], p=np.inf, workers=workers)[0][:, 0]
+    r = np.nextafter(eps, 0)
+    nx = cKDTree(x).query_ball_point(x, r, p=np.inf, return_length=True, workers=workers)
+    ny = cKDTree(y).query_ball_point(y, r, p=np.inf, return_length=True, workers=workers)
+    return float(digamma(k) + digamma(n) - np.mean(digamma(nx) + digamma(ny)))
+
+
+CROSSOVER = ((6, 20_000), (8, 10_000), (10, 10_000))
+
+
+def compare_brute(ns=(5_000, 20_000), dim=10, k=3, crossover=CROSSOVER):
+    """KSG algorithm 1 (Chebyshev), x and y of ``dim`` dimensions: textbook cKDTree KSG,
+    the tree path (engine='tree') and the blocked brute-force engine (engine='brute'),
+    one thread each, same samples; then where brute force starts to win (``BRUTE_MIN_DIM``,
+    ``BRUTE_MIN_N``)."""
+    from ibscope.estimators._knn import BRUTE_MIN_DIM, BRUTE_MIN_N, ksg_mi
+
+    print(f"KSG alg. 1, Chebyshev, k={k}, 1 thread each (torch threads set to 1 for 'brute'); "
+          f"'auto' picks brute from joint dim {BRUTE_MIN_DIM} and n >= {BRUTE_MIN_N}")
+    print("| d_x+d_y | n | textbook cKDTree [s] | tree path [s] | brute [s] | brute vs textbook "
+          "| brute vs tree | identical values |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in ns:
+        x, y = tasks.get("gaussian_split", dim=dim, mi=2.0).sample(n, seed=1)
+        x = (x - x.mean(0)) / x.std(0)
+        y = (y - y.mean(0)) / y.std(0)
+        reps = 3 if n <= 5_000 else 1
+        t_b, v_b = best_time(lambda x=x, y=y: ksg_mi(x, y, k=k, engine="brute", n_jobs=1), repeats=reps)
+        t_t, v_t = best_time(lambda x=x, y=y: ksg_mi(x, y, k=k, engine="tree", n_jobs=1), repeats=reps)
+        t_x, v_x = best_time(lambda x=x, y=y: textbook_ksg(x, y, k), repeats=reps)
+        same = v_b == v_t == v_x
+        print(f"| {dim}+{dim} | {n:,} | {t_x:.2f} | {t_t:.2f} | {t_b:.2f} | {t_x / t_b:.1f}x "
+              f"| {t_t / t_b:.1f}x | {same} ({v_b:.12f} nats) |", flush=True)
+        if torch.cuda.is_available():
+            xc, yc = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
+
+            def on_gpu(xc=xc, yc=yc):
+                v = ksg_mi_cuda(xc, yc, k)
+                torch.cuda.synchronize()
+                return v
+
+            t_g, v_g = best_time(on_gpu, warmup=True)
+            print(f"| {dim}+{dim} | {n:,} | {t_x:.2f} | {t_t:.2f} | CUDA {t_g:.3f} | {t_x / t_g:.1f}x "
+                  f"| {t_t / t_g:.1f}x | {v_g == v_t} ({v_g:.12f} nats) |", flush=True)
+    if not crossover:
+        return
+    print()
+    print("| d_x+d_y | n | tree path [s] | brute [s] | tree / brute |")
+    print("|---|---|---|---|---|")
+    for d, n in crossover:
+        x, y = tasks.get("gaussian_split", dim=d, mi=2.0).sample(n, seed=1)
+        t_t, v_t = best_time(lambda x=x, y=y: ksg_mi(x, y, k=k, engine="tree", n_jobs=1), repeats=1)
+        t_b, v_b = best_time(lambda x=x, y=y: ksg_mi(x, y, k=k, engine="brute", n_jobs=1), repeats=1)
+        print(f"| {d}+{d} | {n:,} | {t_t:.2f} | {t_b:.2f} | {t_t / t_b:.2f} (same: {v_t == v_b}) |",
+              flush=True)
+
+
+def ksg_mi_cuda(xc, yc, k):
+    """KSG algorithm 1 on CUDA tensors: the same blocked engine, on the GPU."""
+    from ibscope.estimators._knn import ksg1_brute
+
+    return ksg1_brute(xc, yc, k)
+
+
 def in_subprocess(which: str) -> dict:
     out = subprocess.run([sys.executable, __file__, "--only", which], capture_output=True, text=True,
                          env={**os.environ}, check=True)
@@ -173,7 +251,12 @@ def main() -> None:
     ap.add_argument("--only", choices=["big-ksg", "big-kde"], help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--skip-memory", action="store_true", help="only the comparisons")
+    ap.add_argument("--brute", type=int, nargs="*", metavar="N",
+                    help="only the high-dimensional KSG rows (brute force vs trees), at these n")
     args = ap.parse_args()
+    if args.brute is not None:
+        compare_brute(tuple(args.brute) or (5_000, 20_000))
+        return
     if args.only:
         baseline = peak_rss_mib()
         r = run_big_ksg() if args.only == "big-ksg" else run_big_kde()

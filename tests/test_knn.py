@@ -257,3 +257,113 @@ def test_wkl_refuses_unstable_weights():
 
     with pytest.raises(ValueError, match="no k below n=400"):
         check_wkl_weights(33, 128, 400)
+
+
+# --------------------------------------------------------------------------- #
+# Blocked brute-force engine (KSG algorithm 1, Chebyshev): identical to the trees
+# --------------------------------------------------------------------------- #
+def _tree_and_brute(x, y, k=3, **kw):
+    from ibscope.estimators._knn import ksg1_brute, ksg_mi
+
+    return ksg_mi(x, y, k=k, engine="tree"), ksg1_brute(x, y, k, **kw)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 37])
+def test_ksg_brute_identical_to_tree_high_dim(chunk_size):
+    t = tasks.get("gaussian_split", dim=10, mi=2.0)
+    x, y = t.sample(700, seed=3)
+    tree, brute = _tree_and_brute(x, y, k=3, chunk_size=chunk_size)
+    assert brute == tree  # the same counts and the same arithmetic: bit-identical
+    _, brute64 = _tree_and_brute(x, y, k=3, chunk_size=chunk_size, precision="float64")
+    assert brute64 == tree
+    # the estimator: engine='brute', 'auto' (joint dimension 20) and the torch device path agree exactly
+    vals = {e: estimators.get("ksg", engine=e, chunk_size=chunk_size, unit="nats").estimate(x, y)
+            for e in ("tree", "brute", "auto")}
+    vals["device"] = estimators.get("ksg", device="cpu", unit="nats").estimate(x, y)
+    assert len(set(vals.values())) == 1, vals
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_ksg_brute_identical_with_ties_and_duplicates(k):
+    rng = np.random.default_rng(k)
+    # coarse grid: many tied distances at the k-th neighbour and at the count radii
+    x = np.round(rng.standard_normal((600, 5)) * 2) / 2
+    y = np.round(x[:, :4] + rng.standard_normal((600, 4)))
+    tree, brute = _tree_and_brute(x, y, k=k, chunk_size=50)
+    assert brute == tree
+    # exact duplicate rows (more than the candidate limit at the boundary: the exact block fallback)
+    xd = np.vstack([x[:400], np.repeat(x[:2], 150, axis=0)])
+    yd = np.vstack([y[:400], np.repeat(y[:2], 150, axis=0)])
+    tree, brute = _tree_and_brute(xd, yd, k=k, chunk_size=64)
+    assert brute == tree
+
+
+def test_ksg_brute_float32_boundary_rechecked_in_float64():
+    # differences of 1e-7 on top of 0.75: float32 (resolution 6e-8 there) rounds them to a
+    # few levels, so float32 distances alone get the counts wrong; the exact check may not
+    from ibscope.estimators._knn import ksg_mi
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((400, 8))
+    x = 0.75 + 1e-7 * z[:, :4]
+    y = 0.75 + 1e-7 * (z[:, 4:] + z[:, :4])
+    tree, brute = _tree_and_brute(x, y, k=3, chunk_size=64)
+    assert brute == tree
+    as32 = [a.astype(np.float32).astype(np.float64) for a in (x, y)]
+    assert abs(ksg_mi(*as32, k=3, engine="tree") - tree) > 0.05  # what float32 alone would give
+    # and where the joint search alone is close (values near a float32 rounding boundary)
+    x2 = np.hstack([x, 1e-7 * rng.standard_normal((400, 4))])
+    tree, brute = _tree_and_brute(x2, y, k=2, chunk_size=100)
+    assert brute == tree
+
+
+def test_ksg_engine_choice_and_validation(monkeypatch):
+    from ibscope.estimators import _knn
+
+    big = _knn.BRUTE_MIN_N
+    assert _knn.use_brute("auto", 1, "chebyshev", _knn.BRUTE_MIN_DIM, big)
+    assert not _knn.use_brute("auto", 1, "chebyshev", _knn.BRUTE_MIN_DIM - 1, big)
+    assert not _knn.use_brute("auto", 1, "chebyshev", _knn.BRUTE_MIN_DIM, big - 1)
+    assert not _knn.use_brute("auto", 2, "chebyshev", 40, big)  # algorithm 2 keeps the trees
+    assert _knn.use_brute("brute", 2, "chebyshev", 2, 10)
+    assert not _knn.use_brute("tree", 1, "chebyshev", 40, big)
+    with pytest.raises(ValueError, match="engine"):
+        estimators.get("ksg", engine="numba")
+    with pytest.raises(ValueError, match="engine='tree'"):
+        estimators.get("ksg", engine="tree", device="cpu").estimate(np.ones((10, 1)), np.ones((10, 1)))
+    with pytest.raises(ValueError, match="precision"):
+        _knn.ksg1_brute(np.ones((10, 1)), np.ones((10, 1)), 3, precision="float16")
+    with pytest.raises(ValueError, match="finite"):
+        _knn.ksg1_brute(np.full((10, 1), np.nan), np.ones((10, 1)), 3)
+    calls = []
+    real = _knn.ksg1_brute
+    monkeypatch.setattr(_knn, "ksg1_brute", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(_knn, "BRUTE_MIN_N", 150)  # the rule, at a test's sample size
+    t = tasks.get("gaussian_split", dim=_knn.BRUTE_MIN_DIM // 2, mi=1.0)
+    x, y = t.sample(200, seed=0)
+    estimators.get("ksg").estimate(x, y)
+    assert calls == [1]  # auto: brute force from the documented joint dimension
+    estimators.get("ksg").estimate(x[:, :1], y[:, :1])
+    estimators.get("ksg", algorithm=2).estimate(x, y)
+    assert calls == [1]  # low dimension and algorithm 2: the trees
+
+
+def test_ksg_brute_algorithm2_engine_matches_tree():
+    t = tasks.get("gaussian_split", dim=5, mi=1.0)
+    x, y = t.sample(400, seed=5)
+    vals = [estimators.get("ksg", algorithm=2, engine=e, unit="nats").estimate(x, y)
+            for e in ("tree", "brute")]
+    assert vals[1] == pytest.approx(vals[0], abs=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_ksg_brute_cuda_identical_to_tree():
+    from ibscope.estimators._knn import ksg1_brute, ksg_mi
+
+    t = tasks.get("gaussian_split", dim=10, mi=2.0)
+    x, y = t.sample(3000, seed=1)
+    ref = ksg_mi(x, y, k=3, engine="tree")
+    assert ksg1_brute(torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda(), 3) == ref
+    est = estimators.get("ksg", unit="nats", standardize=False)
+    assert est.estimate(torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()) == \
+        estimators.get("ksg", unit="nats", standardize=False, engine="tree").estimate(x, y)

@@ -27,9 +27,12 @@ Computation: on CPU, scipy's cKDTree for the k-th neighbour distances and
 scikit-learn's KDTree (count_only) for the neighbour counts, both on
 ``n_jobs`` threads (default: as many as torch uses); the 1-D marginals of KSG
 use sorting + searchsorted, exact to the same floating-point comparisons as
-the tree; memory O(N k), never N x N. Torch tensors on CUDA (or any
-``device``) use chunked brute-force distances in torch on that device,
-memory O(chunk * N).
+the tree; memory O(N k), never N x N. KSG algorithm 1 (Chebyshev) in joint
+dimension >= ``BRUTE_MIN_DIM`` with >= ``BRUTE_MIN_N`` samples, and on any torch ``device`` (CUDA), runs on a
+blocked brute-force engine (:func:`ksg1_brute`): float32 distances, one pass
+over the pair blocks for the joint search and both marginal counts, exact
+float64 checks at the boundary, so the values are those of the trees. Other
+torch paths use chunked float64 brute-force distances, memory O(chunk * N).
 
 References
 ----------
@@ -72,8 +75,8 @@ from .._validation import (
 from .base import CONTINUOUS, DISCRETE, BaseMIEstimator
 
 __all__ = [
-    "KSG", "KL", "WKL", "ksg_mi", "ksg_mi_mixed", "kl_entropy", "wkl_weights",
-    "count_within", "knn_distances",
+    "KSG", "KL", "WKL", "ksg_mi", "ksg_mi_mixed", "ksg1_brute", "kl_entropy", "wkl_weights",
+    "count_within", "knn_distances", "BRUTE_MIN_DIM", "BRUTE_MIN_N",
 ]
 
 _METRICS = ("chebyshev", "euclidean")
@@ -215,6 +218,194 @@ def _torch_count(a: torch.Tensor, r: torch.Tensor, metric: str, chunk: int) -> t
     return torch.cat(out)
 
 
+# --------------------------------------------------------------------------- #
+# Blocked brute-force engine for KSG algorithm 1 (Chebyshev), torch on any device
+# --------------------------------------------------------------------------- #
+#: Joint dimension (dim x + dim y) and sample size from which ``engine='auto'`` picks
+#: the brute-force engine over the trees on CPU. Measured (benchmarks/speed.py --brute,
+#: one thread, tree time / brute time, two runs on a loaded shared machine): 6+6 dims
+#: 0.5-0.6 at n=20k (trees win); 8+8 1.3-1.7 and 10+10 1.5-2.0 at n=10k; 10+10 0.8-2.0
+#: at n=5k and 1.4 at n=20k.
+BRUTE_MIN_DIM = 16
+BRUTE_MIN_N = 8_000
+#: Bytes of distance blocks held at once by the brute-force engine, per device type.
+_BRUTE_BYTES = {"cuda": 1 << 28}
+_BRUTE_BYTES_DEFAULT = 1 << 20  # CPU: blocks of about the L2 cache
+_ENGINES = ("auto", "tree", "brute")
+# float32 Chebyshev distances of float64 data with |values| <= M are within 2^-22 M
+# of the float64 ones (two input roundings and one subtraction rounding, each
+# 2^-24 relative); the engine uses a 4x wider band, 2^-20 M.
+_F32_MARGIN = 2.0 ** -20
+
+
+def _brute_rows(n: int, device: torch.device, chunk_size: int | None) -> int:
+    """Query rows per block: (rows, n) float32 blocks of about the cache (CPU) or byte budget."""
+    if chunk_size is not None:
+        return chunk_size
+    budget = _BRUTE_BYTES.get(device.type, _BRUTE_BYTES_DEFAULT)
+    return max(1, min(n, budget // (4 * max(n, 1))))
+
+
+class _TorchThreads:
+    """Run with ``n`` torch threads (CPU only), restoring the previous setting."""
+
+    def __init__(self, n: int | None, device: torch.device):
+        self.n = n if device.type == "cpu" else None
+        self.old = None
+
+    def __enter__(self) -> None:
+        if self.n is not None and self.n != torch.get_num_threads():
+            self.old = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc) -> None:
+        if self.old is not None:
+            torch.set_num_threads(self.old)
+
+
+def _cheb_into(q: torch.Tensor, at: torch.Tensor, out: torch.Tensor, tmp: torch.Tensor
+               ) -> torch.Tensor:
+    """out[i, j] = max_f |q[i, f] - at[f, j]| (Chebyshev distances; ``at`` is the transposed data).
+
+    One feature at a time over the whole (rows, n) block, vectorized along n
+    (about twice torch.cdist's speed for p=inf in 10-D on CPU); every step is
+    exact in floating point apart from the subtraction's rounding, so float64
+    results equal the trees' distances.
+    """
+    torch.sub(q[:, :1], at[:1], out=out).abs_()
+    for f in range(1, q.shape[1]):
+        torch.maximum(out, torch.sub(q[:, f:f + 1], at[f:f + 1], out=tmp).abs_(), out=out)
+    return out
+
+
+def _cheb(q: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    out = torch.empty((q.shape[0], at.shape[1]), dtype=q.dtype, device=q.device)
+    return _cheb_into(q, at, out, torch.empty_like(out))
+
+
+def _ksg1_brute_block(data, s, e, k, bufs):
+    """Marginal counts of KSG algorithm 1 for the query rows s:e (one pass over their pairs).
+
+    ``data``: (x64, y64, xt64, yt64, xt32, yt32, x_margin, y_margin), the
+    ``t`` arrays transposed, the float32 ones None for an all-float64 pass.
+    Float32 pass: the joint candidates within 2 margins of the float32 k-th
+    distance are checked in float64 (exact k-th distance eps_i); a row's
+    marginal count is taken from the float32 distances unless one of them
+    lies within 2 margins of the radius, else that row is recounted in
+    float64. Counts: #{j : d(a_j, a_i) <= nextafter(eps_i, 0)} (self
+    included), the tree path's comparison.
+    """
+    x64, y64, xt64, yt64, xt32, yt32, mx, my = data
+    dev = x64.device
+    zero = torch.zeros((), dtype=torch.float64, device=dev)
+    if xt32 is None:
+        dx, dy = _cheb(x64[s:e], xt64), _cheb(y64[s:e], yt64)
+        eps = torch.topk(torch.maximum(dx, dy), k + 1, dim=1, largest=False).values[:, k]
+        r = torch.nextafter(eps, zero)[:, None]
+        return (dx <= r).sum(1, dtype=torch.int32), (dy <= r).sum(1, dtype=torch.int32)
+    rows = e - s
+    dx, dy, dz = (b[:rows] for b in bufs[:3])
+    _cheb_into(xt32[:, s:e].T, xt32, dx, dz)
+    _cheb_into(yt32[:, s:e].T, yt32, dy, dz)
+    torch.maximum(dx, dy, out=dz)
+    n = dz.shape[1]
+    n_top = min(n, 2 * k + 10)
+    top = torch.topk(dz, n_top, dim=1, largest=False)  # sorted
+    # every j whose exact joint distance is <= the exact k-th one lies below eps32 + 2 margins
+    thr = (top.values[:, k].double() + 2 * max(mx, my)).float()[:, None]
+    n_cand = (top.values <= thr).sum(1, dtype=torch.int32)
+    cand = top.indices
+    if n_top < n and bool((n_cand == n_top).any()):  # candidates beyond the top rows
+        n_cand = (dz <= thr).sum(1, dtype=torch.int32)
+        c_max = int(n_cand.max())
+        if c_max > 4 * (k + 1) + 64:  # many ties at the boundary (duplicates): exact block
+            return _ksg1_brute_block(data[:4] + (None, None, mx, my), s, e, k, bufs)
+        cand = torch.topk(dz, c_max, dim=1, largest=False).indices
+    xq, yq = x64[s:e, None, :], y64[s:e, None, :]
+    dz64 = torch.maximum((x64[cand] - xq).abs().amax(2), (y64[cand] - yq).abs().amax(2))
+    valid = torch.arange(cand.shape[1], device=dev)[None, :] < n_cand[:, None]
+    eps = torch.topk(torch.where(valid, dz64, torch.inf), k + 1, dim=1, largest=False).values[:, k]
+    r = torch.nextafter(eps, zero)
+    counts = []
+    for d32, a64, at64, m in ((dx, x64, xt64, mx), (dy, y64, yt64, my)):
+        c_lo = (d32 < (r - 2 * m).float()[:, None]).sum(1, dtype=torch.int32)
+        c_hi = (d32 <= (r + 2 * m).float()[:, None]).sum(1, dtype=torch.int32)
+        amb = torch.nonzero(c_lo != c_hi).reshape(-1)
+        if amb.numel():  # a distance within the margin of the radius: count this row exactly
+            c_lo[amb] = (_cheb(a64[amb + s], at64) <= r[amb, None]).sum(1, dtype=torch.int32)
+        counts.append(c_lo)
+    return counts[0], counts[1]
+
+
+def ksg1_brute(x: Any, y: Any, k: int = 3, *, chunk_size: int | None = None,
+               n_jobs: int | None = None, precision: str = "auto") -> float:
+    """KSG algorithm 1 (Chebyshev) in nats by blocked brute force in torch, any device.
+
+    For each block of query rows the x- and y-distances to all rows are
+    computed once (max-norm, float32), their maximum gives the k-th joint
+    neighbour distance eps_i, and the marginal counts n_x, n_y (distances
+    < eps_i) are taken from the same two blocks: one pass over the pairs,
+    memory O(rows * N) within a byte budget (``chunk_size`` overrides the
+    rows per block). Float32 distances may misorder pairs within a margin
+    (2^-20 times the largest absolute value) of the radius; those are checked
+    again in float64, so the estimate is identical to the float64 tree path
+    (cKDTree + KDTree, :func:`ksg_mi`), ties and duplicates included. With
+    ``precision='float64'``, or when the values would lose range in float32,
+    every distance is computed in float64. Costs O(N^2 (d_x + d_y)); beats
+    the trees on CPU from joint dimension ``BRUTE_MIN_DIM`` and ``BRUTE_MIN_N``
+    samples (see there).
+
+    Parameters
+    ----------
+    x, y : numpy arrays or torch tensors (n, d_x), (n, d_y)
+        Continuous samples; tensors are computed on their device.
+    k : int
+        Number of neighbours.
+    chunk_size : int or None
+        Query rows per block (None: from the byte budget).
+    n_jobs : int or None
+        Torch threads on CPU (None: as torch has them; -1: every core).
+    precision : {'auto', 'float64'}
+        'auto': float32 distances with exact float64 checks at the boundary.
+
+    References
+    ----------
+    .. [1] A. Kraskov, H. Stoegbauer and P. Grassberger, "Estimating mutual
+       information", Phys. Rev. E 69, 066138, 2004.
+    """
+    if precision not in ("auto", "float64"):
+        raise ValueError(f"'precision' must be 'auto' or 'float64'; got {precision!r}.")
+    xt = x if is_torch(x) else torch.from_numpy(np.ascontiguousarray(x))
+    yt = y if is_torch(y) else torch.from_numpy(np.ascontiguousarray(y))
+    x64 = xt.detach().to(torch.float64).reshape(xt.shape[0], -1).contiguous()
+    y64 = yt.detach().to(device=x64.device, dtype=torch.float64).reshape(yt.shape[0], -1).contiguous()
+    n = x64.shape[0]
+    if y64.shape[0] != n:
+        raise ValueError(f"'x' and 'y' need the same number of rows; got {n} and {y64.shape[0]}.")
+    if n <= k:
+        raise ValueError(f"KSG with k={k} needs more than k samples; got n={n}.")
+    mx, my = float(x64.abs().max()), float(y64.abs().max())
+    if not (math.isfinite(mx) and math.isfinite(my)):
+        raise ValueError("'x' and 'y' must be finite (no NaN or inf).")
+    use32 = precision == "auto" and all(1e-30 < m < 1e30 for m in (mx, my))
+    xt64, yt64 = x64.T.contiguous(), y64.T.contiguous()
+    xt32 = xt64.float() if use32 else None
+    yt32 = yt64.float() if use32 else None
+    data = (x64, y64, xt64, yt64, xt32, yt32, _F32_MARGIN * mx, _F32_MARGIN * my)
+    rows = _brute_rows(n, x64.device, chunk_size)
+    threads = None if n_jobs is None else resolve_n_jobs(n_jobs)
+    nx = torch.empty(n, dtype=torch.int32, device=x64.device)
+    ny = torch.empty_like(nx)
+    bufs = [torch.empty((min(rows, n), n), dtype=torch.float32, device=x64.device) for _ in range(3)]
+    with _TorchThreads(threads, x64.device), torch.no_grad():
+        for s in range(0, n, rows):
+            e = min(n, s + rows)
+            nx[s:e], ny[s:e] = _ksg1_brute_block(data, s, e, k, bufs)
+    # the tree path's arithmetic (numpy), so the estimates are identical, not only the counts
+    cx, cy = nx.cpu().numpy().astype(np.int64), ny.cpu().numpy().astype(np.int64)
+    return float(digamma(k) + digamma(n) - np.mean(digamma(cx) + digamma(cy)))
+
+
 def safe_scale(a: Any, *, per_column: bool, max_abs: Any = None) -> Any:
     """Rescale a continuous sample without overflow or underflow (numpy or torch).
 
@@ -298,8 +489,24 @@ def _ksg1_1d(x: np.ndarray, y: np.ndarray, k: int, n_jobs: int) -> float:
     return float(digamma(k) + digamma(n) - (digamma(nx).sum() + digamma(ny).sum()) / n)
 
 
+def use_brute(engine: str, algorithm: int, metric: str, joint_dim: int, n: int) -> bool:
+    """Whether KSG runs on the blocked brute-force engine (:func:`ksg1_brute`) on CPU.
+
+    'brute' always; 'tree' never; 'auto' for algorithm 1 with the Chebyshev
+    metric from joint dimension ``BRUTE_MIN_DIM`` and ``BRUTE_MIN_N`` samples
+    (where it beats the trees on CPU, benchmarks/speed.py ``--brute``).
+    """
+    if engine not in _ENGINES:
+        raise ValueError(f"'engine' must be one of {_ENGINES}; got {engine!r}.")
+    if engine == "auto":
+        return (algorithm == 1 and metric == "chebyshev" and joint_dim >= BRUTE_MIN_DIM
+                and n >= BRUTE_MIN_N)
+    return engine == "brute"
+
+
 def ksg_mi(x: np.ndarray, y: np.ndarray, *, k: int = 3, algorithm: int = 1,
-           metric: str = "chebyshev", n_jobs: int | None = None) -> float:
+           metric: str = "chebyshev", n_jobs: int | None = None, engine: str = "auto",
+           chunk_size: int | None = None) -> float:
     """KSG estimate of I(X;Y) in nats (not clipped) for continuous numpy x (n, dx), y (n, dy).
 
     ``metric`` is the norm in each marginal space; the joint distance is the
@@ -307,8 +514,18 @@ def ksg_mi(x: np.ndarray, y: np.ndarray, *, k: int = 3, algorithm: int = 1,
     max-norm of the joint vector, the paper's choice; 'euclidean' is the
     convention of the bmi package and is computed by brute force in torch).
     ``n_jobs``: threads of the neighbour searches (see ``resolve_n_jobs``).
+    ``engine``: 'tree' (cKDTree / KDTree), 'brute' (torch brute force:
+    :func:`ksg1_brute` for algorithm 1 with 'chebyshev', else float64 chunks)
+    or 'auto' (see :func:`use_brute`); the values are identical.
+    ``chunk_size``: rows per block of the brute-force engine.
     """
     n = x.shape[0]
+    if use_brute(engine, algorithm, metric, x.shape[1] + y.shape[1], n):
+        if algorithm == 1 and metric == "chebyshev":
+            return ksg1_brute(x, y, k, chunk_size=chunk_size, n_jobs=n_jobs)
+        with _TorchThreads(None if n_jobs is None else resolve_n_jobs(n_jobs), torch.device("cpu")):
+            return _ksg_torch(torch.from_numpy(x), torch.from_numpy(y), k=k, algorithm=algorithm,
+                              metric=metric, chunk_size=chunk_size)
     n_jobs = resolve_n_jobs(n_jobs)
     if metric == "euclidean" and (x.shape[1] > 1 or y.shape[1] > 1):
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -334,6 +551,8 @@ def ksg_mi(x: np.ndarray, y: np.ndarray, *, k: int = 3, algorithm: int = 1,
 
 def _ksg_torch(x: torch.Tensor, y: torch.Tensor, *, k: int, algorithm: int, metric: str,
                chunk_size: int | None) -> float:
+    if algorithm == 1 and metric == "chebyshev":  # the blocked engine, on the tensors' device
+        return ksg1_brute(x, y, k, chunk_size=chunk_size)
     n = x.shape[0]
     chunk = _chunk_rows(n, x.device, chunk_size, parts=3)
     vals, idx = _torch_knn([x, y], k, metric, chunk)
@@ -657,6 +876,15 @@ class KSG(_KNNBase):
         Number of neighbours (scikit-learn's default is 3, Kraskov et al.
         suggest 2-4 for small bias, larger k for smaller variance).
     algorithm : {1, 2}, default 1
+    engine : {'auto', 'tree', 'brute'}, default 'auto'
+        Neighbour search on CPU. 'tree': cKDTree for the joint k-th neighbour,
+        KDTree counts, O(N log N) per query in low dimension but near O(N^2)
+        in high dimension. 'brute': blocked brute force in torch
+        (:func:`ksg1_brute` for algorithm 1 with 'chebyshev': float32 distances
+        with exact float64 checks at the boundary; otherwise float64 chunks).
+        'auto': 'brute' for algorithm 1 with 'chebyshev' from joint dimension
+        ``BRUTE_MIN_DIM`` (16) and ``BRUTE_MIN_N`` (8000) samples, else 'tree'. The estimates are identical; on a
+        torch ``device`` the brute-force engine always runs ('tree' is refused).
     """
         + _KNN_PARAMS_DOC.replace(
             "        Norm used in each space.",
@@ -674,7 +902,8 @@ class KSG(_KNNBase):
     scaling only with ``standardize``; approximately invariant to smooth
     monotone maps.
     Cost: O(N log N) per query for low dimension (kd-tree), memory O(N k);
-    1-D marginals by sorting.
+    1-D marginals by sorting; from joint dimension ``BRUTE_MIN_DIM`` (and
+    ``BRUTE_MIN_N`` samples) blocked brute force, O(N^2 (d_x + d_y)) time, O(block * N) memory.
     ``estimate`` matches scikit-learn's ``_compute_mi_cc`` (algorithm 1,
     chebyshev, k=n_neighbors, clip=True, on the same scaled data) and bmi's
     ``KSGEnsembleFirstEstimator(neighborhoods=(k,), metric_x=...)`` to
@@ -689,14 +918,16 @@ class KSG(_KNNBase):
     )
 
     name = "ksg"
-    _constraints = {**_KNNBase._common_constraints, "algorithm": [Options((1, 2))]}
+    _constraints = {**_KNNBase._common_constraints, "algorithm": [Options((1, 2))],
+                    "engine": [Options(_ENGINES)]}
 
     def __init__(self, *, k: int = 3, algorithm: int = 1, metric: str = "chebyshev",
                  standardize: bool = True, noise: float = 0.0, seed: Any = 0, clip: bool = True,
                  n_jobs: int | None = None, chunk_size: int | None = None, device: Any = None,
-                 unit: str = "bits"):
+                 engine: str = "auto", unit: str = "bits"):
         self.k = k
         self.algorithm = algorithm
+        self.engine = engine
         self.metric = metric
         self.standardize = standardize
         self.noise = noise
@@ -712,7 +943,12 @@ class KSG(_KNNBase):
         n = x.shape[0]
         self._check_n(n)
         rng = check_random_state(self.seed)
-        device = self._use_torch(x, y)
+        if self.engine == "tree" and self.device is not None:
+            raise ValueError(
+                f"KSG engine='tree' runs on CPU (cKDTree); it cannot run on device={self.device!r}. "
+                f"Use engine='auto' or 'brute' with a device, or device=None with 'tree'."
+            )
+        device = None if self.engine == "tree" else self._use_torch(x, y)
         if discrete_x or discrete_y:
             cont, disc = (y, x) if discrete_x else (x, y)
             c = self._prep(cont, "y" if discrete_x else "x", device, rng)
@@ -725,7 +961,7 @@ class KSG(_KNNBase):
                                 chunk_size=self.chunk_size)
             else:
                 mi = ksg_mi(xa, ya, k=self.k, algorithm=self.algorithm, metric=self.metric,
-                            n_jobs=self.n_jobs)
+                            n_jobs=self.n_jobs, engine=self.engine, chunk_size=self.chunk_size)
         return max(mi, 0.0) if self.clip else mi
 
 
