@@ -251,7 +251,8 @@ def test_import_ibscope_does_not_import_transformers():
     import sys
 
     code = "import sys, ibscope, ibscope.lm; assert 'transformers' not in sys.modules, 'imported'"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"})
 
 
 # --------------------------------------------------------------------------- Hugging Face (tiny GPT-2, no download)
@@ -329,6 +330,10 @@ def test_checkpoint_directories_cli_and_safetensors_only(tmp_path):
     table = pd.read_parquet(tmp_path / "out" / "lm_measures.parquet")
     assert set(table["checkpoint"]) == {"checkpoint-0", "checkpoint-3"} and table["value_lo"].notna().all()
     assert (tmp_path / "out" / "lm_measures.png").is_file()
+    assert main(["lm", str(dirs[1]), "--data", str(tmp_path / "data.npz"), "--out", str(tmp_path / "out2"),
+                 "--layers", "0", "2", "--measure", "effective_rank", "--unit", "nats"]) == 0
+    table = pd.read_parquet(tmp_path / "out2" / "lm_measures.parquet")
+    assert sorted(table["layer_index"]) == [0, 2] and set(table["measure"]) == {"effective_rank"}
     # pickle weights are never read
     pickled = tmp_path / "pickled"
     pickled.mkdir()

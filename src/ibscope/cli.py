@@ -136,7 +136,9 @@ def cmd_lm(args: argparse.Namespace) -> int:
         if "input_ids" not in f.files:
             raise SystemExit(f"ibscope: '{data}' has no 'input_ids' array (it has {f.files}).")
         ids, mask = f["input_ids"], (f["attention_mask"] if "attention_mask" in f.files else None)
-    layers = args.layers if args.layers else None
+    layers = args.layers or None
+    if layers and all(x.isdigit() for x in layers):
+        layers = [int(x) for x in layers]          # hidden-state indices (0 = embeddings)
     df = analyze([str(c) for c in args.checkpoints], ids, mask, layers=layers, measures=args.measure or
                  ("prompt_entropy", "dataset_entropy", "effective_rank"), alpha=args.alpha,
                  normalization=args.normalization, batch_size=args.batch_size, max_bytes=args.max_bytes,
@@ -295,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT_DIR")
     lm.add_argument("--data", required=True, help=".npz file with input_ids (and optionally attention_mask)")
     lm.add_argument("--out", required=True, help="output directory (lm_measures.parquet, .json, .png)")
-    lm.add_argument("--layers", nargs="+", help="module names / glob patterns (default: every hidden state)")
+    lm.add_argument("--layers", nargs="+", help="hidden-state indices (0 = embeddings) or module names / glob "
+                    "patterns, e.g. 'h.*' (default: every hidden state)")
     lm.add_argument("--measure", action="append", help="prompt_entropy, dataset_entropy, effective_rank, "
                     "dataset_effective_rank (repeatable; default the first three)")
     lm.add_argument("--alpha", type=float, default=1.0, help="Renyi order (default 1)")

@@ -446,6 +446,10 @@ def analyze(models_or_checkpoints: Any, input_ids: Any, attention_mask: Any = No
         attention_mask = _as_long(attention_mask, "attention_mask")
     mask = _check_mask(attention_mask, tuple(ids.shape), ids.device).long()
     ckpts = _checkpoints(models_or_checkpoints)
+    if device is not None:
+        from .._validation import resolve_device
+
+        device = resolve_device(device)
 
     done = pd.DataFrame(columns=list(COLUMNS))
     out = Path(out_dir) if out_dir is not None else None
