@@ -369,6 +369,27 @@ def test_trainer_callback_logs_at_chosen_steps(tmp_path, bound):
         IbscopeTrainerCallback(ids, every=0)
 
 
+def test_trainer_callback_schedule_and_evaluate_hooks():
+    pytest.importorskip("transformers")
+    from ibscope.integrations.hf_trainer import IbscopeTrainerCallback
+
+    ids, mask = _toy_prompts()
+    cb = IbscopeTrainerCallback(ids, mask, steps=(), every=3, on_evaluate=True, layers=[0],
+                                measures=["prompt_entropy"])
+    state = types.SimpleNamespace(global_step=0, log_history=[])
+    model = OneHot()
+    for step in range(1, 7):
+        state.global_step = step
+        cb.on_step_end(None, state, None, model=model)
+        if step in (4, 6):            # an evaluation at step 6 does not measure step 6 twice
+            cb.on_evaluate(None, state, None, model=model)
+    assert [r["step"] for r in state.log_history] == [3, 4, 6]
+    n = mask.sum(1).double()
+    assert state.log_history[0]["ibscope/prompt_entropy_bits/hidden_states.0"] == pytest.approx(
+        float(torch.log2(n).mean()), abs=1e-6)
+    assert list(cb.results["step"]) == [3, 4, 6]
+
+
 # --------------------------------------------------------------------------- the tutorial runs verbatim
 
 def test_docs_example_runs(tmp_path, monkeypatch):
