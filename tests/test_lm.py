@@ -101,7 +101,9 @@ def test_padding_never_enters_a_prompt(left):
     lengths = [9, 1, 4, 6, 2]
     pos = torch.arange(s)
     mask = torch.stack([(pos >= s - n) if left else (pos < n) for n in lengths]).long()
-    h_garbage = torch.where(mask.bool()[..., None], h, 1e3 * torch.randn(b, s, d, generator=g, dtype=torch.float64))
+    garbage = 1e3 * torch.randn(b, s, d, generator=g, dtype=torch.float64)
+    garbage[1, 0 if left else -1] = float("nan")   # NaN at a padded position must not leak
+    h_garbage = torch.where(mask.bool()[..., None], h, garbage)
     per = lm.prompt_entropy(h_garbage, mask, 1.0, reduce=False)
     for i, n in enumerate(lengths):
         rows = h[i][mask[i].bool()]
@@ -116,6 +118,8 @@ def test_padding_never_enters_a_prompt(left):
     pooled = lm.mean_pool(h_garbage, mask)
     assert torch.allclose(pooled[2], h[2][mask[2].bool()].mean(0))
     assert lm.dataset_entropy(h_garbage, mask) == pytest.approx(lm.matrix_entropy(pooled), abs=1e-12)
+    with pytest.raises(ValueError, match="unpadded"):
+        lm.prompt_entropy(torch.where(mask.bool()[..., None], float("nan"), h), mask)
 
 
 def test_bad_input_is_refused_by_name():

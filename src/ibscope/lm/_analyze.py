@@ -29,6 +29,7 @@ from ._measures import (
     _check_normalization,
     _entropy_nats,
     _erank,
+    _masked,
     _normalize,
     _per_prompt,
     _spectra,
@@ -286,13 +287,15 @@ def _run_one(model, label, step, ids, mask, layer_spec, measures, alpha, normali
                                          f"positions, hidden) matching 'input_ids'.")
                     h = h.float() if h.dtype != torch.float64 else h
                     acc = per.setdefault((name, idx), {"ent": [], "er": [], "n": [], "ok": [], "pooled": []})
-                    ent, er, cnt, ok = _per_prompt(h, m, alpha, normalization, unit)
+                    try:
+                        ent, er, cnt, ok = _per_prompt(h, m, alpha, normalization, unit)
+                    except ValueError as e:
+                        raise ValueError(f"Layer '{name}' of checkpoint '{label}': {e}") from None
                     acc["ent"].append(ent.cpu())
                     acc["er"].append(er.cpu())
                     acc["n"].append(cnt.cpu())
                     acc["ok"].append(ok.cpu())
-                    mf = m.to(h.dtype)
-                    acc["pooled"].append((h * mf[..., None]).sum(1) / mf.sum(1, keepdim=True))
+                    acc["pooled"].append(_masked(h, m).sum(1) / m.sum(1, keepdim=True).to(h.dtype))
                 start = stop
     finally:
         model.train(was_training)

@@ -89,7 +89,7 @@ def _float(z: torch.Tensor) -> torch.Tensor:
     return z if z.dtype == torch.float64 else z.float()
 
 
-def _check_matrix(z: Any, name: str = "z", ndim: int = 2) -> torch.Tensor:
+def _check_matrix(z: Any, name: str = "z", ndim: int = 2, *, finite: bool = True) -> torch.Tensor:
     if not isinstance(z, torch.Tensor):
         raise TypeError(f"'{name}' must be a torch.Tensor, got {type(z).__name__}.")
     if z.ndim != ndim:
@@ -99,9 +99,17 @@ def _check_matrix(z: Any, name: str = "z", ndim: int = 2) -> torch.Tensor:
         raise TypeError(f"'{name}' must hold floating-point values, got dtype {z.dtype}.")
     if z.numel() == 0:
         raise ValueError(f"'{name}' is empty (shape {tuple(z.shape)}).")
-    if not torch.isfinite(z).all():
+    if finite and not torch.isfinite(z).all():
         raise ValueError(f"'{name}' contains NaN or infinite values.")
     return _float(z)
+
+
+def _masked(h: torch.Tensor, m: torch.Tensor, name: str = "hidden") -> torch.Tensor:
+    """Zero the padded positions (by selection, so NaN/inf there cannot leak); real tokens must be finite."""
+    hz = torch.where(m[..., None], h, torch.zeros((), dtype=h.dtype, device=h.device))
+    if not torch.isfinite(hz).all():
+        raise ValueError(f"'{name}' contains NaN or infinite values at unpadded tokens.")
+    return hz
 
 
 def _spectra(z: torch.Tensor) -> torch.Tensor:
@@ -262,7 +270,8 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) 
     Parameters
     ----------
     hidden : torch.Tensor, shape (B, S, D)
-        Token representations of B prompts padded to S positions.
+        Token representations of B prompts padded to S positions (values at
+        padded positions are ignored, even NaN).
     attention_mask : torch.Tensor of 0/1, shape (B, S), optional
         1 for real tokens, 0 for padding (left or right); all ones by default.
 
@@ -271,14 +280,14 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) 
     torch.Tensor, shape (B, D)
         float32 (float64 for float64 input).
     """
-    h = _check_matrix(hidden, "hidden", ndim=3)
-    m = _check_mask(attention_mask, h.shape[:2], h.device).to(h.dtype)
-    return (h * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+    h = _check_matrix(hidden, "hidden", ndim=3, finite=False)
+    m = _check_mask(attention_mask, h.shape[:2], h.device)
+    return _masked(h, m).sum(1) / m.sum(1, keepdim=True).to(h.dtype)
 
 
 def _per_prompt(h: torch.Tensor, m: torch.Tensor, alpha: float, normalization: str, unit: str):
     """Per-prompt entropy (normalized as asked), effective rank and token counts of (B, S, D) with mask (B, S)."""
-    hz = h * m[..., None].to(h.dtype)          # padding rows -> zero rows -> only zero eigenvalues
+    hz = _masked(h, m)                          # padding rows -> zero rows -> only zero eigenvalues
     lam = _spectra(hz)
     total = lam.sum(-1, keepdim=True)
     ok = total.squeeze(-1) > 0
@@ -333,7 +342,7 @@ def prompt_entropy(hidden: torch.Tensor, attention_mask: torch.Tensor | None = N
     """
     alpha, normalization = _check_alpha(alpha), _check_normalization(normalization)
     check_unit(unit)
-    h = _check_matrix(hidden, "hidden", ndim=3)
+    h = _check_matrix(hidden, "hidden", ndim=3, finite=False)
     m = _check_mask(attention_mask, h.shape[:2], h.device)
     if normalization in ("logD", "max") and h.shape[-1] < 2:
         raise ValueError(f"normalization={normalization!r} divides by log D = 0 (D = 1).")
