@@ -124,6 +124,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lm(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .lm import RESULTS_FILE, analyze
+
+    data = Path(args.data)
+    if not data.is_file():
+        raise SystemExit(f"ibscope: data file '{data}' not found (argument --data).")
+    with np.load(data, allow_pickle=False) as f:
+        if "input_ids" not in f.files:
+            raise SystemExit(f"ibscope: '{data}' has no 'input_ids' array (it has {f.files}).")
+        ids, mask = f["input_ids"], (f["attention_mask"] if "attention_mask" in f.files else None)
+    layers = args.layers or None
+    if layers and all(x.isdigit() for x in layers):
+        layers = [int(x) for x in layers]          # hidden-state indices (0 = embeddings)
+    df = analyze([str(c) for c in args.checkpoints], ids, mask, layers=layers, measures=args.measure or
+                 ("prompt_entropy", "dataset_entropy", "effective_rank"), alpha=args.alpha,
+                 normalization=args.normalization, batch_size=args.batch_size, max_bytes=args.max_bytes,
+                 unit=args.unit, ci=args.ci, device=args.device, out_dir=args.out)
+    print(df.groupby(["checkpoint", "measure", "unit"], sort=False)["value"].agg(["min", "max"]).to_string())
+    print(f"Table: {(Path(args.out) / RESULTS_FILE).resolve()}")
+    return 0
+
+
 def cmd_estimate(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -267,6 +291,24 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--no-batch", action="store_true",
                     help="one task per seed instead of the seeds of a grid point as one batched network (tishby, iiw, lagrangian)")
     rr.set_defaults(func=cmd_reproduce)
+
+    lm = sub.add_parser("lm", help="layer-wise prompt/dataset entropy and effective rank of language-model "
+                        "checkpoints (Hugging Face directories with safetensors weights; resumable)")
+    lm.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT_DIR")
+    lm.add_argument("--data", required=True, help=".npz file with input_ids (and optionally attention_mask)")
+    lm.add_argument("--out", required=True, help="output directory (lm_measures.parquet, .json, .png)")
+    lm.add_argument("--layers", nargs="+", help="hidden-state indices (0 = embeddings) or module names / glob "
+                    "patterns, e.g. 'h.*' (default: every hidden state)")
+    lm.add_argument("--measure", action="append", help="prompt_entropy, dataset_entropy, effective_rank, "
+                    "dataset_effective_rank (repeatable; default the first three)")
+    lm.add_argument("--alpha", type=float, default=1.0, help="Renyi order (default 1)")
+    lm.add_argument("--normalization", default="none", choices=("none", "logN", "logD", "max"))
+    lm.add_argument("--unit", default="bits", choices=("bits", "nats"))
+    lm.add_argument("--ci", type=float, metavar="LEVEL", help="bootstrap interval over prompts (e.g. 0.95)")
+    lm.add_argument("--batch-size", type=int, default=16)
+    lm.add_argument("--max-bytes", type=int, default=2 ** 30)
+    lm.add_argument("--device", help="cpu, cuda or auto")
+    lm.set_defaults(func=cmd_lm)
 
     e = sub.add_parser("estimate", help="estimate I(X;Y) from two .npy/.csv/.txt files")
     e.add_argument("x")

@@ -1,0 +1,56 @@
+"""Language models: layer-wise representation measures over training checkpoints.
+
+Measures (pure torch functions, :mod:`ibscope.lm._measures`), after Skean et
+al., "Layer by Layer" (ICML 2025, arXiv:2502.02013):
+
+* :func:`matrix_entropy` -- matrix-based Renyi alpha-entropy of the unit-trace
+  Gram matrix Z Z^T of N representations (linear kernel), in bits by default,
+  optionally normalised by log N, log D or min(log N, log D);
+* :func:`prompt_entropy` -- that entropy over one prompt's tokens (padding
+  excluded), averaged over prompts; :func:`dataset_entropy` -- over the
+  prompts' mean-pooled representations (:func:`mean_pool`);
+* :func:`effective_rank` -- Roy & Vetterli (EUSIPCO 2007): exp of the Shannon
+  entropy of the normalised singular values.
+
+:func:`analyze` runs them layer by layer over a model or its checkpoints
+(tidy table, intervals, flags, resumable output directory);
+:func:`plot_lm_measures` draws measure by layer, one line per checkpoint.
+transformers is needed only to load checkpoint directories; the measures and
+``analyze`` on an in-memory model need only torch. See docs/language_models.md.
+"""
+
+from ._analyze import (
+    DEFAULT_MEASURES,
+    FLAG_DESCRIPTIONS,
+    MEASURES,
+    RESULTS_FILE,
+    analyze,
+    load_checkpoint,
+)
+from ._measures import (
+    NORMALIZATIONS,
+    dataset_entropy,
+    effective_rank,
+    gram_spectrum,
+    matrix_entropy,
+    mean_pool,
+    prompt_entropy,
+)
+from ._plot import plot_lm_measures
+
+__all__ = [
+    "DEFAULT_MEASURES",
+    "FLAG_DESCRIPTIONS",
+    "MEASURES",
+    "NORMALIZATIONS",
+    "RESULTS_FILE",
+    "analyze",
+    "dataset_entropy",
+    "effective_rank",
+    "gram_spectrum",
+    "load_checkpoint",
+    "matrix_entropy",
+    "mean_pool",
+    "plot_lm_measures",
+    "prompt_entropy",
+]
