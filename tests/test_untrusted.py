@@ -98,8 +98,9 @@ def test_ntk_figure_name_from_table_data_stays_in_the_run_dir(tmp_path):
     run = tmp_path / "a" / "b" / "R"
     rows = [{"dataset": "../../../x", "t": t, "source": "infinite", "quantity": "ixz_upper", "split": "train",
              "value": 1.0 + t, "seed": 0} for t in (0.1, 1.0, 10.0)]
+    (run / "ntk_..").mkdir(parents=True)  # then 'ntk_../../../x.png' would be tmp_path/a/b/x.png
     paths = _ntk.plot(pd.DataFrame(rows), run)
-    assert not (tmp_path / "x.png").exists() and not list(tmp_path.glob("*.png"))
+    assert [p.parent for p in tmp_path.rglob("*.png")] == [run]
     assert len(paths) == 1 and paths[0].parent == run and paths[0].is_file()
 
 
@@ -107,11 +108,12 @@ def test_ib_compare_figure_name_from_table_data_stays_in_the_run_dir(tmp_path):
     from ibscope.experiments import _ib_compare
 
     run = tmp_path / "a" / "R"
-    rows = [{"dataset": "../x", "method": m, "seed": s, "quantity": q, "value": v, "unit": u}
+    rows = [{"dataset": "../../../x", "method": m, "seed": s, "quantity": q, "value": v, "unit": u}
             for m in ("vanilla", "vib") for s in (0, 1)
             for q, v, u in (("test_accuracy", 0.9 + 0.01 * s, "none"), ("iiw", 2.0 + s, "bits"))]
+    (run / "ib_compare_..").mkdir(parents=True)  # then "ib_compare_../../../x.png" is tmp_path/a/x.png
     paths = _ib_compare.plot(pd.DataFrame(rows), run)
-    assert not (tmp_path / "x.png").exists() and not list(tmp_path.glob("*.png"))
+    assert [p.parent for p in tmp_path.rglob("*.png")] == [run]
     assert len(paths) == 1 and paths[0].parent == run and paths[0].is_file()
 
 
