@@ -72,6 +72,23 @@ def test_report_of_a_tracker_dir_never_writes_through_planted_figure_links(tmp_p
     assert not (d / "information_plane.png").is_symlink()
 
 
+def test_report_never_embeds_the_target_of_a_planted_figure_link(tmp_path):
+    import base64
+
+    from ibscope.report import Section, render_report
+
+    secret = tmp_path / "id_rsa"
+    secret.write_bytes(PNG + b"SECRET-KEY-MATERIAL")
+    run = tmp_path / "R"
+    run.mkdir()
+    (run / "fig.png").symlink_to(secret)
+    (run / "notes.png").write_text("not an image")
+    page = render_report(run / "report.html", title="t",
+                         sections=[Section("Figures", figures=[run / "fig.png", run / "notes.png"])]).read_text()
+    assert base64.b64encode(secret.read_bytes()).decode()[:16] not in page
+    assert page.count("not a PNG file that ibscope wrote") == 2
+
+
 # --------------------------------------------------------------------------- names from data
 
 
