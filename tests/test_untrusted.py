@@ -401,3 +401,16 @@ def test_checked_parquet_state_tells_absent_other_and_damaged(tmp_path):
     assert state == "damaged" and "truncated" in why and "r.parquet" in why
     p.unlink()
     assert store.checked_parquet_state(p)[0] == "damaged"
+
+
+def test_sweep_manifest_cannot_name_a_task_directory_outside_tasks(tmp_path, toy):
+    d = tmp_path / "a" / "sw"
+    spec = SweepSpec(toy, grid={"scale": [1.0]}, seeds=1)
+    assert run_sweep(spec, d, workers=0, progress=False, report=False).ok
+    manifest = json.loads((d / "manifest.json").read_text())
+    manifest["tasks"][0]["task_id"] = "../../../x"
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    for call in (lambda: build_sweep_report(d), lambda: run_sweep(spec, d, workers=0, progress=False)):
+        with pytest.raises(ValueError, match=r"manifest '.*manifest\.json' is damaged: the task id '\.\./\.\./\.\./x'"):
+            call()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]

@@ -99,10 +99,17 @@ class SweepStore:
                 "the old manifest listed are then left out of results.parquet, their directories are kept).")
         data = read_json(self.manifest_path, what="the sweep's task manifest", hint=hint)
         try:
-            return [Task(t["task_id"], dict(t["point"]), int(t["seed"]), t["config_hash"]) for t in data["tasks"]]
+            tasks = [Task(t["task_id"], dict(t["point"]), int(t["seed"]), t["config_hash"]) for t in data["tasks"]]
         except (KeyError, TypeError, ValueError) as e:
             raise DamagedFile(f"The sweep's task manifest '{self.manifest_path}' is damaged: an entry lacks or "
                               f"garbles {e}. {hint}") from None
+        for t in tasks:  # a task id names a directory under tasks/: never a path
+            tid = t.task_id
+            if (not isinstance(tid, str) or tid in ("", ".", "..") or tid.startswith(".")
+                    or any(c in tid for c in "/\\\0") or len(tid) > 255):
+                raise DamagedFile(f"The sweep's task manifest '{self.manifest_path}' is damaged: the task id {tid!r} "
+                                  f"is not a directory name under tasks/. {hint}")
+        return tasks
 
     def write_manifest(self, tasks: Iterable[Task]) -> None:
         atomic_write_json(self.manifest_path, {"tasks": [t.as_dict() for t in tasks]})
