@@ -118,7 +118,7 @@ def test_report_refuses_what_it_cannot_read_naming_the_dir(tmp_path, capsys):
     assert "format 'someone.else/3'" in capsys.readouterr().err
     (d / "information_plane.json").write_text("{not json")
     assert main(["report", str(d)]) == 2
-    assert "not readable JSON" in capsys.readouterr().err
+    assert "not valid JSON" in capsys.readouterr().err
 
 
 def test_report_of_an_experiment_run_dir(tmp_path, capsys):

@@ -331,10 +331,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _out_problem(out: str | None) -> str:
+    """Why ``--out`` cannot be a directory ('' if it can): it, or a folder above it, is a file."""
+    if not out:
+        return ""
+    p = Path(out)
+    for q in (p, *p.parents):
+        if q.exists():
+            if q.is_dir():
+                return ""
+            if q == p:
+                return f"'--out' '{out}' is a file, not a directory; give a directory (new or existing)."
+            return f"'--out' '{out}' cannot be a directory: '{q}' above it is a file."
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     from .store import DirectoryLocked
 
     args = build_parser().parse_args(argv)
+    problem = _out_problem(getattr(args, "out", None))
+    if problem:
+        print(f"ibscope: error: {problem}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except KeyboardInterrupt:

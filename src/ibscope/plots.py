@@ -44,12 +44,23 @@ def pyplot():
 
 
 def save_figure(fig, path: str | Path, *, dpi: int, tight_layout: bool = True, **savefig_kwargs) -> Path:
-    """Lay out (unless ``tight_layout=False``), save ``fig`` to ``path`` and close it; returns the path."""
+    """Lay out (unless ``tight_layout=False``), save ``fig`` to ``path`` and close it; returns the path.
+
+    The one way ibscope writes a figure: the image goes to a temporary file
+    in the same directory, which is then renamed over ``path``
+    (:func:`ibscope.store.atomic_path`). A symbolic link planted at ``path``
+    is thus replaced, never followed, and a crash never leaves half an image.
+    The format is the suffix of ``path`` (e.g. ``.png``) unless ``format`` is given.
+    """
+    from .store import atomic_path
+
     path = Path(path)
+    fmt = savefig_kwargs.pop("format", None) or (path.suffix[1:].lower() or "png")
     try:
         if tight_layout:
             fig.tight_layout()
-        fig.savefig(path, dpi=dpi, **savefig_kwargs)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=fmt, **savefig_kwargs)
     finally:
         pyplot().close(fig)
     return path

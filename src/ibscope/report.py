@@ -110,11 +110,20 @@ def html_table(df: pd.DataFrame, caption: str = "") -> str:
 
 
 def html_figure(path: str | Path) -> str:
-    """A PNG file embedded as a figure with its file name as the caption ('' if the file is missing)."""
+    """A PNG file embedded as a figure with its file name as the caption ('' if the file is missing).
+
+    Only a regular PNG file is embedded: a symbolic link (planted in a run
+    directory, its target could be any file of the user) or a file that is
+    not a PNG gives a note instead of its bytes.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():
         return ""
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    raw = b"" if path.is_symlink() or not path.is_file() else path.read_bytes()
+    if not raw.startswith(b"\x89PNG\r\n\x1a\n"):
+        return (f"<p><i>Figure {html.escape(path.name)} not shown: it is not a PNG file that ibscope wrote "
+                f"(a link or another kind of file).</i></p>")
+    data = base64.b64encode(raw).decode("ascii")
     return (f'<figure><img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}"/>'
             f"<figcaption>{html.escape(path.name)}</figcaption></figure>")
 

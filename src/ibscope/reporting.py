@@ -20,7 +20,6 @@ A directory is, in this order of precedence:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +69,9 @@ def build_report(directory: str | Path) -> Path:
 def _read_sidecar(path: Path, fmt: str) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"'{path}' is not readable JSON ({e}).") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"'{path}' must hold a JSON object, got {type(meta).__name__}.")
+    from .store import read_json
+
+    meta = read_json(path, what="the table's sidecar", hint="Rerun the measurement (overwrite=True) to rewrite it.")
     got = meta.get("format")
     if got is not None and not str(got).startswith(fmt + "/"):
         raise ValueError(f"'{path}' has format {got!r}; expected '{fmt}/<version>'.")

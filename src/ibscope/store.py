@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import stat
 import tempfile
@@ -37,7 +38,8 @@ __all__ = [
     "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_parquet",
     "config_hash", "read_parquet_files", "TableWriter",
     "write_checked_parquet", "checked_parquet_ok", "concat_parquet_files",
-    "DirectoryLock", "DirectoryLocked", "read_json", "DamagedFile",
+    "DirectoryLock", "DirectoryLocked", "read_json", "require_keys", "DamagedFile", "safe_name", "load_tensor_file", "UnsafeTensorFile",
+    "checked_parquet_state",
 ]
 
 
@@ -132,8 +134,9 @@ class DamagedFile(ValueError):
     """A file of a run or sweep directory is unreadable (truncated, edited, not what it should be)."""
 
 
-def read_json(path: str | os.PathLike, *, what: str, hint: str = "", expect: type | None = dict) -> Any:
-    """Read a JSON file of a run or sweep directory; a damaged file raises a message that names it.
+def read_json(path: str | os.PathLike, *, what: str, hint: str = "", expect: type | None = dict,
+              required: Mapping[str, type | tuple[type, ...]] | None = None) -> Any:
+    """Read a JSON file of a run or sweep directory as untrusted data; a damaged file raises a message naming it.
 
     Parameters
     ----------
@@ -144,13 +147,18 @@ def read_json(path: str | os.PathLike, *, what: str, hint: str = "", expect: typ
         What the user can do about a damaged file (e.g. "delete it to ...").
     expect : type or None, default dict
         The type the top-level value must have.
+    required : mapping of str to type (or tuple of types), optional
+        Keys the top-level object must hold, each with a value of the given
+        type(s) (``bool`` is never taken for ``int`` or ``float``).
 
     Raises
     ------
     FileNotFoundError
         ``path`` does not exist.
     DamagedFile (a ValueError)
-        The file is empty, not UTF-8, not JSON, or not of type ``expect``.
+        The file is empty, not UTF-8, not JSON, not of type ``expect``, or
+        lacks a ``required`` key (or holds it with another type); the message
+        names the file and the key.
     """
     p = Path(path)
     try:
@@ -165,13 +173,165 @@ def read_json(path: str | os.PathLike, *, what: str, hint: str = "", expect: typ
         raise DamagedFile(_damaged(p, what, f"not valid JSON ({reason})", hint)) from None
     if expect is not None and not isinstance(value, expect):
         raise DamagedFile(_damaged(p, what, f"holds a JSON {type(value).__name__}, not a {expect.__name__}", hint))
+    if required:
+        require_keys(value, required, path=p, what=what, hint=hint)
     return value
+
+
+def require_keys(value: Any, required: Mapping[str, type | tuple[type, ...]], *, path: str | os.PathLike,
+                 what: str, hint: str = "", where: str = "") -> Any:
+    """Check that a value read from ``path`` is an object holding ``required`` keys of the given types.
+
+    For nested records of a JSON file read with :func:`read_json`
+    (``where`` names the nesting, e.g. ``"verdict"``). ``bool`` is never
+    taken for ``int`` or ``float``; ``int`` is taken for ``float``.
+
+    Parameters
+    ----------
+    value : Any
+    required : mapping of str to type or tuple of types
+    path : path-like
+        The file, named in the message.
+    what, hint : str
+        As for :func:`read_json`.
+    where : str
+        The key path of ``value`` inside the file ('' for the top level).
+
+    Returns
+    -------
+    The value (unchanged).
+
+    Raises
+    ------
+    DamagedFile (a ValueError)
+        Naming the file and the missing or mistyped key.
+    """
+    p = Path(path)
+    prefix = f"{where}." if where else ""
+    if not isinstance(value, dict):
+        raise DamagedFile(_damaged(p, what, f"{where or 'the top level'} holds a JSON "
+                                            f"{_JSON_NAMES.get(type(value), type(value).__name__)}, not an object",
+                                   hint))
+    for key, types in required.items():
+        if key not in value:
+            raise DamagedFile(_damaged(p, what, f"it lacks the key {prefix + key!r}", hint))
+        types = types if isinstance(types, tuple) else (types,)
+        if float in types and int not in types:
+            types = (*types, int)
+        v = value[key]
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            names = " or ".join(dict.fromkeys(_JSON_NAMES.get(t, t.__name__) for t in types))
+            raise DamagedFile(_damaged(p, what, f"its key {prefix + key!r} holds a JSON "
+                                                f"{_JSON_NAMES.get(type(v), type(v).__name__)}, not a {names}", hint))
+    return value
+
+
+_JSON_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}
+
+
+class UnsafeTensorFile(DamagedFile):
+    """A ``.pt`` file of a run directory holds pickled objects that ``weights_only=True`` refuses."""
 
 
 def _damaged(p: Path, what: str, reason: str, hint: str) -> str:
     msg = (f"{what[:1].upper() + what[1:]} '{p}' is damaged: {reason}. ibscope writes it atomically, so it "
            f"was truncated or edited outside ibscope (a full disk, a partial copy).")
     return f"{msg} {hint}" if hint else msg
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,79}")
+
+
+def safe_name(value: Any, *, what: str = "value") -> str:
+    """A file-name component made from data (a table cell, a config value): never a path.
+
+    A value made only of letters, digits and ``_ . + -`` (not starting with
+    a dot or a dash, at most 80 characters, never ``..`` in it) is returned unchanged
+    (``"mnist"`` -> ``"mnist"``), so the names of ordinary values stay
+    readable. Anything else (a path separator, ``..``, a leading dot,
+    spaces, control or non-ASCII characters, a long value) becomes a slug
+    of its safe characters plus the first 10 hex digits of the sha256 of
+    ``str(value)`` (``"../../x"`` -> ``"x-<hash>"``): distinct values keep
+    distinct names, and the result never leaves the directory it is joined to.
+
+    Parameters
+    ----------
+    value : Any
+        The data; ``str(value)`` is used.
+    what : str
+        What the value is (kept for symmetry with the other helpers; the
+        result never fails).
+
+    Returns
+    -------
+    str
+        A non-empty name without ``/``, ``\\``, NUL or ``..``, not starting with ``.``.
+    """
+    text = str(value)
+    if _SAFE_NAME.fullmatch(text) and ".." not in text:
+        return text
+    slug = re.sub(r"[^A-Za-z0-9_+-]+", "_", text).strip("_-")[:40] or what.replace(" ", "_")[:20] or "value"
+    return f"{slug}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
+
+
+def load_tensor_file(path: str | os.PathLike, *, what: str = "tensor file", hint: str = "",
+                     map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, with a refusal that names the file.
+
+    Every ``.pt`` file ibscope reads (checkpoints, priors, SGLD samples) goes
+    through here: the file is data from a run directory, so only tensors
+    and plain containers are accepted (``weights_only=True``: no code runs,
+    see ``torch.load``). A file that is not such a tensor file (a planted
+    pickle, a truncated or edited file) raises :class:`DamagedFile` naming
+    it, instead of torch's own error.
+
+    Parameters
+    ----------
+    path : path-like
+    what : str
+        What the file is, for the message (e.g. "the weight-information prior").
+    hint : str
+        What the user can do (e.g. "delete it to recompute it").
+    map_location : optional
+        Passed to ``torch.load``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    UnsafeTensorFile (a DamagedFile)
+        ``path`` holds pickled objects other than tensors and plain
+        containers (refused; nothing in it ran), or is no torch file.
+    DamagedFile (a ValueError)
+        ``path`` is a truncated or edited torch file.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        if p.exists():
+            raise DamagedFile(f"{what[:1].upper() + what[1:]} '{p}' is not a regular file. {hint}".strip())
+        raise FileNotFoundError(f"{what[:1].upper() + what[1:]} '{p}' does not exist.")
+    name = f"{what[:1].upper() + what[1:]} '{p}'"
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message suggests loading the file with weights_only=False: never pass that on
+        msg = (f"{name} is not a tensor file that ibscope wrote: it holds Python objects other than tensors and "
+               "plain containers (which could run code when loaded), or bytes that are no torch file at all. "
+               "ibscope reads run files as data only; it refused the file and ran nothing in it.")
+        raise UnsafeTensorFile(f"{msg} {hint}" if hint else msg) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, KeyError, TypeError,
+            UnicodeDecodeError, OSError) as e:
+        if isinstance(e, (FileNotFoundError, PermissionError)):
+            raise
+        msg = (f"{name} is not a tensor file that ibscope wrote: it is truncated or was edited outside "
+               f"ibscope ({type(e).__name__}).")
+        raise DamagedFile(f"{msg} {hint}" if hint else msg) from None
 
 
 def atomic_write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> Path:
@@ -270,18 +430,50 @@ def checked_parquet_ok(path: str | os.PathLike, *, expect: Mapping[str, Any] | N
     ``expect``: sidecar entries that must also match (e.g. ``{"config_hash": h}``),
     so a result of another configuration counts as not finished.
     """
+    return checked_parquet_state(path, expect=expect)[0] == "ok"
+
+
+def checked_parquet_state(path: str | os.PathLike, *,
+                          expect: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """The state of a result written by :func:`write_checked_parquet`, with the reason.
+
+    Parameters
+    ----------
+    path : path-like
+        The Parquet file (its sidecar is ``<stem>.json``).
+    expect : mapping, optional
+        Sidecar entries that must match (e.g. ``{"config_hash": h}``).
+
+    Returns
+    -------
+    (state, reason) : (str, str)
+        ``"ok"``: the file matches its sidecar. ``"absent"``: no sidecar
+        (never written, or a write that did not finish: the sidecar is
+        written last). ``"other"``: a valid sidecar for other ``expect``
+        values (a result of another configuration). ``"damaged"``: the
+        sidecar is unreadable, or vouches for a file that is missing or has
+        another size or sha256 (truncated, edited, partly copied).
+    """
     path = Path(path)
     side = _sidecar(path)
+    if not side.exists() and not side.is_symlink():
+        return "absent", f"'{side}' does not exist"
     try:
-        record = read_json(side, what="result sidecar")
+        record = read_json(side, what="result sidecar", required={"bytes": int, "sha256": str})
+    except (OSError, ValueError) as e:
+        return "damaged", str(e)
+    if any(record.get(k) != v for k, v in (expect or {}).items()):
+        return "other", f"'{side}' records another configuration"
+    try:
         data = path.read_bytes()
-    except (OSError, ValueError):
-        return False
-    if not isinstance(record, dict) or record.get("bytes") != len(data):
-        return False
-    if record.get("sha256") != hashlib.sha256(data).hexdigest():
-        return False
-    return all(record.get(k) == v for k, v in (expect or {}).items())
+    except OSError as e:
+        return "damaged", f"'{path}' is unreadable although its sidecar '{side.name}' vouches for it ({e})"
+    if record["bytes"] != len(data):
+        return "damaged", (f"'{path}' has {len(data)} bytes, its sidecar '{side.name}' records {record['bytes']} "
+                           "(truncated or edited)")
+    if record["sha256"] != hashlib.sha256(data).hexdigest():
+        return "damaged", f"the sha256 of '{path}' differs from the one its sidecar '{side.name}' records (edited)"
+    return "ok", ""
 
 
 def concat_parquet_files(sources: Iterable[tuple[str | os.PathLike, Mapping[str, Any]]],

@@ -51,7 +51,6 @@ import io
 import logging
 import math
 import os
-import pickle
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,14 +324,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict[s
         The file is truncated or not a torch file (see :func:`fit`, which
         moves such a file aside).
     """
+    from .store import UnsafeTensorFile, load_tensor_file
+
     path = Path(path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
+        payload = load_tensor_file(path, what="checkpoint", map_location=map_location)
+    except UnsafeTensorFile as e:
         raise CheckpointError(
-            f"Refusing to load checkpoint '{path}': it holds Python objects other than tensors and plain "
-            f"containers, which could run code on load ({str(e).splitlines()[0]}). ibscope never writes such "
-            f"files; delete it (the run then starts over) if you do not know where it came from."
+            f"Refusing to load checkpoint '{path}': {e} Delete it (the run then starts over) if you do not "
+            "know where it came from."
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise CheckpointError(f"'{path}' is not an ibscope fit checkpoint (format {_FORMAT!r}); "

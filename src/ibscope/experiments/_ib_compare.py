@@ -55,7 +55,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..store import atomic_write_parquet, config_hash
+from ..store import atomic_write_parquet, config_hash, safe_name
 from . import as_config, check_sizes
 
 NAME = "ib_compare"
@@ -276,7 +276,8 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     cfg = as_config(config, Config, "ib_compare")
     out = Path(out_dir)
     chash = _config_hash(cfg, seed)
-    result_file = out / f"ib_compare_{cfg.dataset}_{cfg.method}_seed{seed}_{chash}.parquet"
+    result_file = out / (f"ib_compare_{safe_name(cfg.dataset, what='dataset')}_{safe_name(cfg.method, what='method')}"
+                         f"_seed{int(seed)}_{chash}.parquet")
     if result_file.exists():
         return pd.read_parquet(result_file)
 
@@ -379,5 +380,5 @@ def plot(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                 lo = float((s["mean"] - s["ci95"].fillna(0)).min())
                 ax.set_ylim(max(0.0, lo - 0.02), 1.0)
         fig.suptitle(f"ib_compare on {dataset} (mean, 95% interval over seeds)")
-        paths.append(save_figure(fig, out / f"ib_compare_{dataset}.png", dpi=120))
+        paths.append(save_figure(fig, out / f"ib_compare_{safe_name(dataset, what='dataset')}.png", dpi=120))
     return paths

@@ -49,6 +49,7 @@ import torch
 
 from .._validation import Interval, Options, resolve_device, validate_params
 from ..ntk import ACTIVATIONS, GradientFlowMSE, ensemble_information, fisher_trace, kernels
+from ..store import safe_name
 from ..training import BatchLoss, Callback, TrainState, fit
 
 NAME = "ntk"
@@ -370,7 +371,7 @@ def run_seed(config: Config, seed: int, out_dir: str | os.PathLike, *, progress:
     device = resolve_device(config.device)
     frames = []
     for spec in config.datasets:
-        path = out / f"ntk_seed{int(seed)}_{spec}.parquet"
+        path = out / f"ntk_seed{int(seed)}_{safe_name(spec, what='dataset')}.parquet"
         if path.exists():
             frames.append(pd.read_parquet(path))
             continue
@@ -430,5 +431,5 @@ def plot(results: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
             ax.legend(fontsize=7)
         axes.flat[-1].axis("off")
         fig.suptitle(f"Infinite ensemble (NTK) vs finite networks: {spec}")
-        paths.append(save_figure(fig, out / f"ntk_{spec}.png", dpi=110))
+        paths.append(save_figure(fig, out / f"ntk_{safe_name(spec, what='dataset')}.png", dpi=110))
     return paths

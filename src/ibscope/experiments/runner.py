@@ -35,9 +35,11 @@ import pandas as pd
 from .._interface import EXPERIMENT_CONTRACT, Experiment
 from ..report import Section, flagged_estimates, render_report
 from ..store import (
+    DamagedFile,
     DirectoryLock,
     atomic_write_json,
     checked_parquet_ok,
+    checked_parquet_state,
     concat_parquet_files,
     config_hash,
     read_json,
@@ -214,6 +216,7 @@ def _check_run_config(out: Path, record: Mapping[str, Any], overwrite_config: bo
         )
 
 
+_CONFIG_KEYS = {"experiment": str, "config": dict, "config_hash": str}
 _CONFIG_HINT = ("Restore it from a copy, or start over with overwrite_config=True (CLI: --overwrite-config), "
                 "which rewrites it (seeds finished under another configuration are then recomputed).")
 
@@ -258,10 +261,18 @@ def collect_results(run_dir: str | Path) -> pd.DataFrame:
     the directory are left out.
     """
     run_dir = Path(run_dir)
-    cfg = read_json(run_dir / "config.json", what="the run's config", hint=_CONFIG_HINT)
-    expect = {"config_hash": cfg.get("config_hash")}
-    done = sorted((p for p in run_dir.glob("seed_*/result.parquet") if seed_result_done(p.parent, expect=expect)),
-                  key=lambda p: (len(p.parent.name), p.parent.name))
+    cfg = read_json(run_dir / "config.json", what="the run's config", hint=_CONFIG_HINT, required=_CONFIG_KEYS)
+    expect = {"config_hash": cfg["config_hash"]}
+    done = []
+    for seed_dir in sorted(run_dir.glob("seed_*"), key=lambda p: (len(p.name), p.name)):
+        state, reason = checked_parquet_state(seed_dir / "result.parquet", expect=expect)
+        if state == "damaged":  # never drop a finished seed's rows without a word
+            raise DamagedFile(
+                f"The result of {seed_dir.name} of the run '{run_dir}' is damaged: {reason}. Recompute that seed: "
+                f"run the experiment into this directory again with the same settings (ibscope run ... --out "
+                f"{run_dir}): a damaged seed is recomputed, the finished ones are kept.")
+        if state == "ok":
+            done.append(seed_dir / "result.parquet")
     cols = {"run_id": run_dir.resolve().name, "config_hash": cfg.get("config_hash")}
     path = run_dir / "results.parquet"
     rows = concat_parquet_files([(p, cols) for p in done], path, identity=cols)
@@ -282,7 +293,7 @@ def build_run_report(run_dir: str | Path) -> Path:
     if not cfg_path.is_file():
         raise FileNotFoundError(f"'{run_dir}' is not an experiment run directory (no config.json); "
                                 f"argument 'run_dir'.")
-    record = read_json(cfg_path, what="the run's config", hint=_CONFIG_HINT)
+    record = read_json(cfg_path, what="the run's config", hint=_CONFIG_HINT, required=_CONFIG_KEYS)
     mod = load_experiment(record["experiment"])
     results = collect_results(run_dir)
     if results.empty:

@@ -51,10 +51,10 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import math
 import numbers
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ import torch
 from torch import nn
 
 from .._validation import BOOLEAN, NONE, InstanceOf, Interval, validate_params
+from ..store import load_tensor_file
 
 __all__ = ["SGLD", "PolynomialDecay", "polynomial_decay", "PosteriorEnsemble"]
 
@@ -121,6 +122,8 @@ class PolynomialDecay(torch.optim.lr_scheduler.LRScheduler):
     def _get_closed_form_lr(self) -> list[float]:
         return self.get_lr()
 
+
+_SAMPLE_NAME = re.compile(r"sample_\d{6,}\.pt")
 
 _SGLD_CONSTRAINTS = {
     "lr": [Interval(float, 0, None, closed="neither")],
@@ -307,7 +310,15 @@ class PosteriorEnsemble:
             self.directory.mkdir(parents=True, exist_ok=True)
             index = self.directory / "index.json"
             if index.exists():
-                meta = json.loads(index.read_text())
+                from ..store import DamagedFile, read_json
+
+                hint = "Delete the directory (or use another) to start the samples afresh."
+                meta = read_json(index, what="the SGLD sample index", hint=hint,
+                                 required={"files": list, "counter": int, "n_steps": int})
+                bad = [f for f in meta["files"] if not (isinstance(f, str) and _SAMPLE_NAME.fullmatch(f))]
+                if bad:  # names from the file are joined to the directory (read, then deleted): never a path
+                    raise DamagedFile(f"The SGLD sample index '{index}' is damaged: it names {bad[0]!r}, not a "
+                                      f"sample file (sample_<n>.pt). {hint}")
                 self._files = [f for f in meta["files"] if (self.directory / f).exists()]
                 self._counter = int(meta["counter"])
                 self.n_steps_ = int(meta["n_steps"])
@@ -365,7 +376,7 @@ class PosteriorEnsemble:
             yield from self._memory
             return
         for f in self._files:
-            yield torch.load(self.directory / f, map_location="cpu", weights_only=True)
+            yield load_tensor_file(self.directory / f, what="SGLD sample")
 
     # -------------------------------------------------------------- predict
     @torch.no_grad()

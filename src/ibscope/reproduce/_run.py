@@ -25,7 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..store import atomic_write_json, atomic_write_text, config_hash
+from ..store import (
+    DamagedFile,
+    atomic_write_json,
+    atomic_write_text,
+    config_hash,
+    read_json,
+    require_keys,
+)
 from ._claims import Claim, catalogue, get_claim
 from ._statistics import compute_statistic
 from ._verdict import (
@@ -233,6 +240,45 @@ def _power_text(power: dict | None, unit: str, long: bool = False) -> str:
             f"(two-sided t, from the seeds' spread): {text}")
 
 
+_VERDICT_HINT = "Delete it and run the claim again (its finished runs are reused)."
+_VERDICT_KEYS = {"verdict": dict, "statistic": dict, "profile": str, "seeds": int, "runs": dict}
+_VERDICT_VALUE_KEYS = {"verdict": str, "estimate": float, "low": float, "high": float, "level": float,
+                       "n": int, "interval": str, "reason": str}
+
+
+def _read_verdict(path: Path, out: Path) -> dict:
+    """A claim's ``verdict.json`` read as untrusted data: every key the catalogue shows, with its type.
+
+    Run paths must stay inside ``out`` (relative, no ``..``): they become links and are listed for figures.
+    """
+    rec = read_json(path, what="the claim's verdict", hint=_VERDICT_HINT, required=_VERDICT_KEYS)
+    require_keys(rec["verdict"], _VERDICT_VALUE_KEYS, path=path, what="the claim's verdict", hint=_VERDICT_HINT,
+                 where="verdict")
+    require_keys(rec["statistic"], {"unit": str}, path=path, what="the claim's verdict", hint=_VERDICT_HINT,
+                 where="statistic")
+    power = rec.get("power")
+    if power is not None:
+        require_keys(power, {}, path=path, what="the claim's verdict", hint=_VERDICT_HINT, where="power")
+        for k in ("mde", "n", "mde_at_paper_seeds", "paper_seeds", "paper_effect", "paper_effect_distance"):
+            if power.get(k) is not None and (isinstance(power[k], bool) or not isinstance(power[k], (int, float))):
+                raise DamagedFile(f"The claim's verdict '{path}' is damaged: its key 'power.{k}' is not a number. "
+                                  f"{_VERDICT_HINT}")
+    for name, where in rec["runs"].items():
+        parts = Path(where).parts if isinstance(where, str) else ()
+        if not parts or Path(where).is_absolute() or ".." in parts or where != where.strip():
+            raise DamagedFile(f"The claim's verdict '{path}' is damaged: run {name!r} points to {where!r}, not to a "
+                              f"directory inside '{out}'. {_VERDICT_HINT}")
+    return rec
+
+
+def _png_bytes(path: Path) -> bytes:
+    """The bytes of a PNG file ibscope wrote; b'' for a missing file, a link, or anything that is not a PNG."""
+    if path.is_symlink() or not path.is_file():
+        return b""
+    data = path.read_bytes()
+    return data if data.startswith(b"\x89PNG\r\n\x1a\n") else b""
+
+
 def build_catalogue_report(out: str | Path) -> Path:
     """``<out>/index.html``: every claim evaluated in ``out`` with its verdict, interval and links."""
     import base64
@@ -245,10 +291,7 @@ def build_catalogue_report(out: str | Path) -> Path:
         d = out / "claims" / cid
         vpath, epath = d / "verdict.json", d / "error.json"
         if vpath.is_file():
-            try:
-                rec = json.loads(vpath.read_text())
-            except ValueError as e:
-                raise ValueError(f"'{vpath}' is damaged ({e}); delete it and run the claim again.") from None
+            rec = _read_verdict(vpath, out)
             v = rec["verdict"]
             unit = rec["statistic"]["unit"]
             ci = (f"[{v['low']:.3g}, {v['high']:.3g}]" if np.isfinite([v["low"], v["high"]]).all() else "n/a")
@@ -264,8 +307,9 @@ def build_catalogue_report(out: str | Path) -> Path:
                 f"<figcaption>{html.escape(n)}: {html.escape(f.stem)}</figcaption></figure>"
                 for n, p in rec["runs"].items() for f in sorted((out / p).glob("*.png"))[:3])
             img = d / "replicates.png"
-            fig = (f"<img alt='replicates' src='data:image/png;base64,"
-                   f"{base64.b64encode(img.read_bytes()).decode('ascii')}'/>" if img.is_file() else "")
+            data = _png_bytes(img)  # never a planted link: its target would be embedded in the page
+            fig = (f"<img alt='replicates' src='data:image/png;base64,{base64.b64encode(data).decode('ascii')}'/>"
+                   if data else "")
             sections.append(
                 f"<h2 id='{html.escape(cid)}'>{html.escape(cid)}: <span style='color:{_COLORS.get(v['verdict'], '#000')}'>"
                 f"{html.escape(str(v['verdict']))}</span></h2><p><b>{html.escape(claim.paper)}</b> {html.escape(claim.reference)}</p>"
@@ -283,7 +327,8 @@ def build_catalogue_report(out: str | Path) -> Path:
                 f"{run_figs}"
                 + (f"<p><i>{html.escape(claim.notes)}</i></p>" if claim.notes else ""))
         elif epath.is_file():
-            err = json.loads(epath.read_text())
+            err = read_json(epath, what="the claim's error record", required={"error": str},
+                            hint="Delete it and run the claim again.")
             rows.append(f"<tr><td>{html.escape(cid)}</td><td>{html.escape(claim.paper)}</td>"
                         f"<td>failed</td><td colspan=4>{html.escape(err.get('error', '')[:300])}</td>"
                         f"<td></td><td>{devs}</td><td></td></tr>")

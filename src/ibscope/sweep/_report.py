@@ -40,10 +40,11 @@ def build_sweep_report(sweep_dir: str | Path, *, max_points: int = 8) -> Path:
     if meta is None:
         raise FileNotFoundError(f"'{sweep_dir}' is not a sweep directory (no sweep.json); argument 'sweep_dir'.")
     tasks = store.read_manifest()
-    if not store.results_path.is_file():
+    if not store.results_current(tasks):  # figures never come from a stale table: rebuild it from the tasks
         store.compact(tasks, meta["sweep_hash"])
     results = store.results()
     status = store.write_status(tasks)
+    damaged = store.damaged(tasks)
     axes = [a for a in meta["grid"] if a in results.columns]
     d = store.directory
     counts = status["counts"]
@@ -52,6 +53,13 @@ def build_sweep_report(sweep_dir: str | Path, *, max_points: int = 8) -> Path:
     if meta["grid"]:
         intro.append("Grid: " + "; ".join(f"{k} = {v}" for k, v in meta["grid"].items()) + ".")
     sections: list[Section] = []
+    if damaged:
+        intro.append(f"{len(damaged)} task result(s) are damaged and left out of every table and figure (counted "
+                     "as pending); run the sweep again to recompute them.")
+        table = pd.DataFrame({"task": list(damaged), "why": list(damaged.values())})
+        sections.append(Section("Damaged task results", "Each file was truncated or edited after ibscope wrote it; "
+                                "running the same sweep again into this directory recomputes these tasks (the "
+                                "finished ones are kept).", tables=[table]))
     if status["errors"]:
         failed = pd.DataFrame({"task": list(status["errors"]), "last error": list(status["errors"].values())})
         sections.append(Section("Failed tasks", "Full tracebacks: tasks/<task>/error.json.", tables=[failed]))

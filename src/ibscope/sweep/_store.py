@@ -34,12 +34,17 @@ from ..store import (
     DamagedFile,
     atomic_write_json,
     checked_parquet_ok,
+    checked_parquet_state,
     concat_parquet_files,
     read_json,
 )
 from ._spec import Task
 
 __all__ = ["SweepStore", "SweepConfigMismatch"]
+
+
+_META_KEYS = {"experiment": str, "profile": (str, type(None)), "config": dict, "grid": dict, "seeds": list,
+              "sweep_hash": str}
 
 
 class SweepConfigMismatch(ValueError):
@@ -80,7 +85,7 @@ class SweepStore:
         """``sweep.json``, or None for a directory that holds no sweep yet."""
         if not self.meta_path.is_file():
             return None
-        return read_json(self.meta_path, what="the sweep record", hint=(
+        return read_json(self.meta_path, what="the sweep record", required=_META_KEYS, hint=(
             "Delete it and run the sweep again: it is rewritten from the sweep file, and finished "
             "tasks are kept (each result is checked against its config hash)."))
 
@@ -94,10 +99,17 @@ class SweepStore:
                 "the old manifest listed are then left out of results.parquet, their directories are kept).")
         data = read_json(self.manifest_path, what="the sweep's task manifest", hint=hint)
         try:
-            return [Task(t["task_id"], dict(t["point"]), int(t["seed"]), t["config_hash"]) for t in data["tasks"]]
+            tasks = [Task(t["task_id"], dict(t["point"]), int(t["seed"]), t["config_hash"]) for t in data["tasks"]]
         except (KeyError, TypeError, ValueError) as e:
             raise DamagedFile(f"The sweep's task manifest '{self.manifest_path}' is damaged: an entry lacks or "
                               f"garbles {e}. {hint}") from None
+        for t in tasks:  # a task id names a directory under tasks/: never a path
+            tid = t.task_id
+            if (not isinstance(tid, str) or tid in ("", ".", "..") or tid.startswith(".")
+                    or any(c in tid for c in "/\\\0") or len(tid) > 255):
+                raise DamagedFile(f"The sweep's task manifest '{self.manifest_path}' is damaged: the task id {tid!r} "
+                                  f"is not a directory name under tasks/. {hint}")
+        return tasks
 
     def write_manifest(self, tasks: Iterable[Task]) -> None:
         atomic_write_json(self.manifest_path, {"tasks": [t.as_dict() for t in tasks]})
@@ -106,6 +118,36 @@ class SweepStore:
     def is_done(self, task: Task) -> bool:
         return checked_parquet_ok(self.task_dir(task) / "result.parquet",
                                   expect={"config_hash": task.config_hash, "task_id": task.task_id})
+
+    def damaged(self, tasks: Iterable[Task]) -> dict[str, str]:
+        """Task id -> reason, for each task whose result sidecar vouches for a file that does not match it.
+
+        Such a task counts as pending (it is rerun by the next run of the
+        sweep); the report lists it, so that its rows are never dropped silently.
+        """
+        out = {}
+        for t in tasks:
+            state, reason = checked_parquet_state(self.task_dir(t) / "result.parquet",
+                                                  expect={"config_hash": t.config_hash, "task_id": t.task_id})
+            if state == "damaged":
+                out[t.task_id] = reason
+        return out
+
+    def results_current(self, tasks: Iterable[Task]) -> bool:
+        """True iff ``results.parquet`` holds exactly the finished tasks, and none changed since it was written."""
+        if not self.results_path.is_file():
+            return False
+        done = [t for t in tasks if self.is_done(t)]
+        try:
+            import pyarrow.parquet as pq
+
+            ids = set(pq.read_table(self.results_path, columns=["task_id"]).column("task_id").to_pylist())
+            written = self.results_path.stat().st_mtime_ns
+        except Exception:  # an unreadable table is rebuilt
+            return False
+        if ids != {t.task_id for t in done}:
+            return False
+        return all((self.task_dir(t) / "result.parquet").stat().st_mtime_ns < written for t in done)
 
     def errors(self, task: Task | str) -> list[dict[str, Any]]:
         path = self.task_dir(task) / "error.json"

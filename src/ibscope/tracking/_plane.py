@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import datetime
 import inspect
-import json
 import math
 import os
 import time
@@ -69,7 +68,7 @@ from .._units import from_nats, to_nats
 from .._validation import drop_degenerate_columns
 from ..estimators._diagnostics import label_entropy_nats
 from ..estimators.base import BaseMIEstimator, MIEstimate
-from ..store import write_checked_parquet
+from ..store import DamagedFile, checked_parquet_state, read_json, write_checked_parquet
 from ..training import Callback, TrainState
 from ._consistency import check_consistency, consistency_chain
 from ._recorder import INPUT, ActivationRecorder
@@ -707,12 +706,10 @@ class InformationPlane(Callback):
             if meta.exists():
                 meta.unlink()
             return
+        hint = "Pass overwrite=True to recompute the plane, or use another out_dir."
         old: dict[str, Any] = {}
         if meta.exists():
-            try:
-                old = json.loads(meta.read_text())
-            except (OSError, ValueError):
-                old = {}
+            old = read_json(meta, what="the information plane's sidecar", hint=hint)
         if old.get("fingerprint") != self.fingerprint:
             mine = self.metadata()
             what = [k for k in ("unit", "layers", "ci") if k in old and old[k] != mine[k]]
@@ -724,10 +721,18 @@ class InformationPlane(Callback):
                                                 " (other model, inputs, labels or settings)"))
             raise ValueError(f"'out_dir' {str(self.out_dir)!r} holds an information plane of another measurement: "
                              f"{why}. Pass overwrite=True to replace its table, or use another out_dir.")
+        state, reason = checked_parquet_state(table)  # the table must be the one its sidecar vouches for
+        if state != "ok":
+            raise DamagedFile(f"The information plane table '{table}' does not match its sidecar '{meta.name}': "
+                              f"{reason}. ibscope writes both atomically, so the table was truncated or edited "
+                              f"outside ibscope. {hint}")
         try:
             df = pd.read_parquet(table)
         except Exception as e:
             raise ValueError(f"'{table}' is unreadable ({e}); pass overwrite=True to recompute the plane.") from None
+        if isinstance(old.get("rows"), int) and old["rows"] != len(df):
+            raise DamagedFile(f"The information plane table '{table}' has {len(df)} rows, its sidecar "
+                              f"'{meta.name}' records {old['rows']}. {hint}")
         self._created = old.get("created", self._created)
         if not self._schedule_given and old.get("schedule"):
             self.schedule = list(old["schedule"])

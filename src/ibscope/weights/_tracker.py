@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from .._fingerprint import fingerprint
-from ..store import TableWriter, atomic_write_bytes, atomic_write_json, read_json
+from ..store import TableWriter, atomic_write_bytes, atomic_write_json, load_tensor_file, read_json
 from ..training import Callback, TrainState
 from ._common import snapshot_parameters
 from ._fisher import fisher
@@ -313,7 +313,8 @@ class WeightInformation(Callback):
                 self.done_epochs_ = set(frame.loc[mine, "epoch"].astype(int).tolist())
             path = self._prior_path()
             if prior_mean == "init" and path.exists():
-                self.prior_ = torch.load(path, map_location="cpu", weights_only=True)
+                self.prior_ = load_tensor_file(path, what="the weight-information prior",
+                                               hint="Pass overwrite=True to start the directory afresh.")
 
     # ------------------------------------------------------------ fingerprint
     def _fingerprint_parts(self, model: nn.Module) -> dict[str, str]:
