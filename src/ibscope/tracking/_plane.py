@@ -568,6 +568,7 @@ class InformationPlane(Callback):
             raise TypeError(f"'model' must be a torch.nn.Module, got {type(model).__name__}.")
         if unit not in ("bits", "nats"):
             raise ValueError(f"'unit' must be 'bits' or 'nats', got {unit!r}.")
+        seed = check_seed(seed, "seed", "InformationPlane")  # before the recorder sees it
         from_batches = labels is None
         if from_batches and (isinstance(inputs, torch.Tensor) or (
                 isinstance(inputs, tuple) and inputs and all(isinstance(t, torch.Tensor) for t in inputs))):
@@ -592,8 +593,7 @@ class InformationPlane(Callback):
                 raise ValueError(f"'{name}' must be an int >= {lo}, got {v!r}.")
         if not (isinstance(subsample, float) and 0 < subsample < 1):
             raise ValueError(f"'subsample' must be a float in (0, 1), got {subsample!r}.")
-        self.n_resamples, self.subsample = n_resamples, subsample
-        self.seed = check_seed(seed, "seed", "InformationPlane")
+        self.n_resamples, self.subsample, self.seed = n_resamples, subsample, seed
         self.n_snapshots, self.max_bytes = n_snapshots, max_bytes
         if discrete_x is not None and not isinstance(discrete_x, bool):
             raise TypeError(f"'discrete_x' must be None (detect from the inputs' dtype), True or False; got "
