@@ -49,7 +49,9 @@ def _load_config_file(path: str | None) -> tuple[str | None, dict[str, Any]]:
     try:
         data = read_config_file(path, RUN_CONFIG_KEYS, argument="--config")
     except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"ibscope: {e}") from None
+        hint = (" (grid, seeds and profile are keys of a sweep file: run it with `ibscope sweep FILE`, or "
+                "give `ibscope run --seeds N --profile NAME`)") if "Unknown top-level" in str(e) else ""
+        raise SystemExit(f"ibscope: {e}{hint}") from None
     config = data.get("config") or {}
     if not isinstance(config, dict):
         raise SystemExit(f"ibscope: 'config' in '{path}' must be a mapping of settings, got "

@@ -14,7 +14,7 @@ from typing import Any
 from .._validation import read_config_file
 from ..store import config_hash
 
-__all__ = ["SweepSpec", "Task", "load_spec", "parse_grid_args", "grid_points", "task_id"]
+__all__ = ["MAX_TASKS", "SweepSpec", "Task", "load_spec", "parse_grid_args", "grid_points", "task_id"]
 
 _TOP_LEVEL = ("experiment", "config", "grid", "seeds", "profile")
 
@@ -120,6 +120,12 @@ def load_spec(path: str | Path) -> SweepSpec:
         config: {epochs: 2000}   # base settings
         grid:                    # optional: every combination is a point
           activation: [tanh, relu]
+
+    The file is plain YAML (:func:`ibscope._validation.load_yaml`: no tags,
+    no anchors or aliases, at most 1 MB); an unknown top-level key is
+    refused (the same check as ``ibscope run --config``), and so is a sweep
+    of more than :data:`MAX_TASKS` tasks (grid points x seeds, counted from
+    the axes' lengths before any point is built).
     """
     data = read_config_file(path, _TOP_LEVEL, argument="config", required=("experiment",))
     return SweepSpec(experiment=data["experiment"], config=data.get("config") or {},
