@@ -8,7 +8,8 @@ with a message of one shape that names the argument and how to fix it
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,8 +126,33 @@ def is_torch(a: Any) -> bool:
 def to_numpy(a: Any) -> np.ndarray:
     """Return a numpy view/copy of a numpy array, torch tensor or sequence."""
     if is_torch(a):
-        return a.detach().cpu().numpy()
+        t = a.detach().cpu()
+        if t.dtype in (torch.bfloat16, torch.float16):  # numpy has no bfloat16; upcasting is exact
+            t = t.to(torch.float32)
+        return t.numpy()
     return np.asarray(a)
+
+
+_EXACT_INT = 2**53  # every integer of magnitude <= 2^53 is exact in float64
+
+
+def _centre_integers(arr: np.ndarray, name: str) -> np.ndarray:
+    """Continuous integer data as float64 without losing its differences.
+
+    Integers of magnitude above 2^53 are not exact in float64 (values near
+    2^62 round to multiples of 1024, merging distinct samples); each column
+    is therefore shifted by its minimum in integer arithmetic first (a shift
+    changes no mutual information). A column whose range itself exceeds 2^53
+    keeps float64's relative precision, like any float data of that range.
+    """
+    if arr.size == 0 or arr.dtype.kind not in "iu":
+        return arr.astype(np.float64, copy=False)
+    lo, hi = arr.min(axis=0), arr.max(axis=0)
+    if max(abs(int(v)) for v in (*lo.tolist(), *hi.tolist())) <= _EXACT_INT:
+        return arr.astype(np.float64)
+    # (x - min) fits in uint64 for any int64/uint64 column: compute it there, without overflow
+    shifted = arr.astype(np.uint64) - lo.astype(np.uint64)
+    return shifted.astype(np.float64)
 
 
 def check_array(
@@ -180,6 +206,8 @@ def check_array(
                         f"quantize it first or declare it continuous."
                     )
             return t.to(torch.int64)
+        if not t.dtype.is_floating_point and t.numel() and max(-int(t.amin()), int(t.amax())) > _EXACT_INT:
+            return torch.as_tensor(_centre_integers(t.cpu().numpy(), name), device=t.device)
         return t.to(torch.float64)
 
     arr = to_numpy(a)
@@ -209,7 +237,7 @@ def check_array(
                 f"quantize it first or declare it continuous."
             )
         return arr.astype(np.int64)
-    return arr.astype(np.float64, copy=False)
+    return _centre_integers(arr, name)
 
 
 _TORCH_INTS = () if torch is None else (
@@ -458,3 +486,275 @@ def check_data_labels(model: Any, data: Any, owner: str) -> None:
         y = batch[1] if isinstance(batch, (list, tuple)) and len(batch) >= 2 else None
         if is_torch(y) and not (y.dtype.is_floating_point or y.dtype.is_complex):
             check_labels(y, out.shape[1], f"y (batch {i} of 'data' of {owner})")
+
+
+# --------------------------------------------------------------------------- #
+# Seeds, schedules, metrics
+# --------------------------------------------------------------------------- #
+def _is_int(value: Any) -> bool:
+    """An integral number that is not a bool (``numbers.Integral`` covers numpy and torch-free ints)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def check_seed(seed: Any, name: str = "seed", owner: str | None = None) -> int:
+    """One seed as an int >= 0; a bool, float (``1.7``), string or negative number is refused.
+
+    Same rule as the seed lists of :func:`ibscope.experiments.check_seeds`
+    (integral, never a bool), for one seed: silently truncating ``1.7`` to 1
+    would make two different requests share one random stream.
+
+    Parameters
+    ----------
+    seed : int
+        The seed.
+    name : str
+        The argument's name, used in the error message.
+    owner : str, optional
+        The class or function taking the argument, used in the error message.
+
+    Returns
+    -------
+    int
+    """
+    if not _is_int(seed) or seed < 0:
+        where = f" of {owner}" if owner else ""
+        exc = TypeError if not isinstance(seed, numbers.Real) or isinstance(seed, (bool, np.bool_)) else ValueError
+        raise exc(f"The '{name}' parameter{where} must be an int >= 0, got {seed!r}.")
+    return int(seed)
+
+
+def check_schedule(schedule: Any, name: str = "schedule", owner: str | None = None, *,
+                   allow_none: bool = True, allow_empty: bool = False) -> list[int] | None:
+    """The epochs of a snapshot schedule as a sorted list of distinct ints >= 0.
+
+    Used by every tracker and callback that takes a ``schedule``
+    (:class:`ibscope.tracking.InformationPlane`,
+    :class:`ibscope.weights.WeightInformation`,
+    :class:`ibscope.tracking.ActivationRecorder`). A string (``"10"`` would
+    otherwise iterate to epochs 1 and 0), a bare number, a bool or a float
+    epoch (``1.7`` would otherwise be truncated to 1) is refused with a
+    ValueError naming the argument; duplicates are merged.
+
+    Parameters
+    ----------
+    schedule : iterable of int or None
+        Epochs (0 = initialization, before any update).
+    name : str
+        The argument's name, used in the error message.
+    owner : str, optional
+        The class taking the argument, used in the error message.
+    allow_none : bool
+        Whether None (the owner's default schedule) is accepted.
+    allow_empty : bool
+        Whether an empty schedule is accepted.
+
+    Returns
+    -------
+    list of int or None
+    """
+    where = f" of {owner}" if owner else ""
+    if schedule is None and allow_none:
+        return None
+    if isinstance(schedule, (str, bytes, Mapping)) or not isinstance(schedule, Iterable) or is_torch(
+            schedule) and schedule.ndim == 0:
+        raise ValueError(f"The '{name}' parameter{where} must be "
+                         f"{'None or ' if allow_none else ''}a list of epochs (ints >= 0, 0 = "
+                         f"initialization), e.g. [0, 1, 2, 5, 10]; got {schedule!r}.")
+    out = set()
+    for e in (schedule.tolist() if is_torch(schedule) or isinstance(schedule, np.ndarray) else schedule):
+        if not _is_int(e) or e < 0:
+            raise ValueError(f"The '{name}' parameter{where} must hold epochs as ints >= 0 "
+                             f"(0 = initialization); got {e!r} in {schedule!r}.")
+        out.add(int(e))
+    if not out and not allow_empty:
+        raise ValueError(f"The '{name}' parameter{where} is empty; give at least one epoch.")
+    return sorted(out)
+
+
+def check_metrics(metrics: Any, reserved: Iterable[str], name: str = "metrics",
+                  owner: str | None = None, prefix: str = "metric_") -> dict[str, float]:
+    """Extra per-row metrics as ``{column: float}``; names of the table's own columns get ``prefix``.
+
+    A metric named like one of the table's own columns (``epoch``,
+    ``i_xt``, ...; Lightning's ``callback_metrics`` may hold such names) is
+    stored as ``prefix + name`` (``metric_epoch``), so it can never overwrite
+    the table's data; a UserWarning names the renamed keys. A metric whose
+    (prefixed) name is still taken, or whose value is not a real number (a
+    0-d tensor or numpy scalar is fine), is refused with a ValueError naming
+    the key.
+
+    Parameters
+    ----------
+    metrics : mapping of str to float, or None
+        The metrics.
+    reserved : iterable of str
+        The table's own column names.
+    name, owner : str
+        Used in error messages.
+    prefix : str
+        Prepended to a reserved name.
+
+    Returns
+    -------
+    dict of str to float
+        Column name to value.
+    """
+    import warnings
+
+    where = f" of {owner}" if owner else ""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"The '{name}' parameter{where} must be a mapping of names to numbers, "
+                        f"got {type(metrics).__name__}.")
+    taken = set(reserved)
+    out: dict[str, float] = {}
+    renamed = []
+    for key, value in metrics.items():
+        col = str(key)
+        if col in taken:
+            renamed.append(col)
+            col = prefix + col
+        if col in taken or col in out:
+            raise ValueError(f"The '{name}' parameter{where}: metric {key!r} would be stored as column "
+                             f"{col!r}, which is already taken; rename the metric.")
+        v = value.detach().cpu() if is_torch(value) else value
+        try:
+            if isinstance(v, (str, bytes, bool, np.bool_)) or np.ndim(v) != 0:
+                raise TypeError
+            out[col] = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"The '{name}' parameter{where}: metric {key!r} must be a number, "
+                             f"got {value!r}.") from None
+    if renamed:
+        warnings.warn(f"{owner or 'record'}: metric(s) {renamed} share a name with the table's own columns; "
+                      f"stored as {[prefix + k for k in renamed]}.", UserWarning, stacklevel=3)
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Plain-data YAML (config, sweep and claim files)
+# --------------------------------------------------------------------------- #
+MAX_YAML_BYTES = 1_000_000
+"""Largest YAML file read (1 MB). Anchors and aliases are refused, so a document
+expands to at most about as many values as it has characters."""
+
+
+def load_yaml(text: str | bytes, where: str) -> Any:
+    """Parse plain-data YAML safely: no tags, no anchors or aliases, at most :data:`MAX_YAML_BYTES`.
+
+    ``yaml.safe_load`` builds no objects, but it does expand aliases: a few
+    lines of nested aliases (a "billion laughs" document) expand to 9^9
+    values and run for minutes. The config files of ibscope are plain data,
+    so anchors (``&a``) and aliases (``*a``) are refused outright, and the
+    text is capped at :data:`MAX_YAML_BYTES`; the parsed size is then linear
+    in the text.
+
+    Parameters
+    ----------
+    text : str or bytes
+        The document.
+    where : str
+        What the text is (e.g. ``"Sweep config file 'a.yaml'"``), used in
+        error messages.
+
+    Returns
+    -------
+    object
+        The parsed data (None for an empty document).
+
+    Raises
+    ------
+    ValueError
+        Too large, not valid YAML, or using anchors/aliases or tags.
+    """
+    import yaml
+
+    if len(text) > MAX_YAML_BYTES:
+        raise ValueError(f"{where} is {len(text)} bytes; at most {MAX_YAML_BYTES} are read (a config "
+                         f"file is a few settings).")
+
+    class _PlainLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.events.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, "aliases (*name) are not allowed in ibscope config files", event.start_mark)
+            event = self.peek_event()
+            if getattr(event, "anchor", None) is not None:
+                raise yaml.composer.ComposerError(
+                    None, None, "anchors (&name) are not allowed in ibscope config files", event.start_mark)
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ValueError(f"{where} is not valid plain YAML (no tags, anchors or aliases): {e}") from None
+
+
+def check_keys(data: Any, allowed: Iterable[str], where: str, *, required: Iterable[str] = ()) -> dict:
+    """``data`` as a dict whose keys are all in ``allowed``; unknown or missing keys are refused.
+
+    The one check of a config file's top-level keys (``ibscope run --config``
+    and ``ibscope sweep``): a misspelt key (``confg:``) would otherwise be
+    ignored and the defaults would run.
+
+    Parameters
+    ----------
+    data : mapping
+        The parsed file.
+    allowed : iterable of str
+        Accepted keys.
+    where : str
+        What the file is, used in error messages.
+    required : iterable of str
+        Keys that must be present.
+
+    Returns
+    -------
+    dict
+    """
+    allowed = tuple(allowed)
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must hold a mapping with the keys {', '.join(allowed)}; "
+                         f"got {type(data).__name__}.")
+    unknown = sorted(str(k) for k in data if k not in allowed)
+    if unknown:
+        raise ValueError(f"Unknown top-level key(s) {unknown} in {where}. Allowed: {', '.join(allowed)}.")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ValueError(f"{where} must give the top-level key(s) {missing}.")
+    return dict(data)
+
+
+def read_config_file(path: str | os.PathLike, allowed: Iterable[str], *, argument: str,
+                     required: Iterable[str] = ()) -> dict[str, Any]:
+    """Read a YAML config file (sweep or ``ibscope run --config``) and check its top-level keys.
+
+    The one reader of both files: plain YAML only (no tags, no anchors or
+    aliases, at most :data:`MAX_YAML_BYTES` bytes; see
+    :func:`load_yaml`), a mapping whose keys are all in
+    ``allowed`` (a misspelt ``confg:`` is refused, never ignored) and that
+    holds every ``required`` key.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    allowed, required : iterable of str
+        Accepted and required top-level keys.
+    argument : str
+        The argument that named the file, used in error messages.
+
+    Returns
+    -------
+    dict
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"Config file '{p}' not found (argument '{argument}').")
+    where = f"config file '{p}' (argument '{argument}')"
+    data = load_yaml(p.read_bytes(), where) or {}
+    return check_keys(data, allowed, where, required=required)

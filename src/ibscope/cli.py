@@ -33,21 +33,30 @@ def _parse_sets(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+RUN_CONFIG_KEYS = ("experiment", "config")  # the top-level keys of `ibscope run --config FILE`
+
+
 def _load_config_file(path: str | None) -> tuple[str | None, dict[str, Any]]:
+    """``experiment`` and ``config`` of a run config file; unknown top-level keys are refused.
+
+    Read like a sweep file (:func:`ibscope._validation.read_config_file`: plain
+    YAML, no anchors or aliases, size-capped, the same unknown-key check).
+    """
     if path is None:
         return None, {}
-    import yaml
+    from ._validation import read_config_file
 
-    p = Path(path)
-    if not p.is_file():
-        raise SystemExit(f"ibscope: config file '{p}' not found (argument --config).")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SystemExit(f"ibscope: config file '{p}' is not valid YAML (argument --config): {e}") from None
-    if not isinstance(data, dict):
-        raise SystemExit(f"ibscope: config file '{p}' must hold a mapping.")
-    return data.get("experiment"), dict(data.get("config", {}))
+        data = read_config_file(path, RUN_CONFIG_KEYS, argument="--config")
+    except (ValueError, FileNotFoundError) as e:
+        hint = (" (grid, seeds and profile are keys of a sweep file: run it with `ibscope sweep FILE`, or "
+                "give `ibscope run --seeds N --profile NAME`)") if "Unknown top-level" in str(e) else ""
+        raise SystemExit(f"ibscope: {e}{hint}") from None
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise SystemExit(f"ibscope: 'config' in '{path}' must be a mapping of settings, got "
+                         f"{type(config).__name__}.")
+    return data.get("experiment"), dict(config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

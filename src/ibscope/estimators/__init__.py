@@ -22,6 +22,7 @@ flag) pair warns once per run (``EstimateDiagnosticWarning``);
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from typing import Any
@@ -59,6 +60,7 @@ _REGISTRY: dict[str, str] = {
 }
 
 
+@functools.cache  # the package's modules do not change while it runs (find_spec is slow)
 def _module_exists(module: str) -> bool:
     return importlib.util.find_spec(f"{__name__}.{module}") is not None
 

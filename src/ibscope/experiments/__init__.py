@@ -46,6 +46,7 @@ path, including a ``.py`` file that sits beside it).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import re
@@ -66,11 +67,14 @@ _REGISTRY: dict[str, str] = {
 }
 
 
+@functools.cache  # the package's modules do not change while it runs; find_spec is slow (sweep planning)
+def _module_exists(module: str) -> bool:
+    return importlib.util.find_spec(f"{__name__}.{module}") is not None
+
+
 def available() -> list[str]:
     """Names of the experiments that are installed."""
-    return sorted(
-        n for n, m in _REGISTRY.items() if importlib.util.find_spec(f"{__name__}.{m}") is not None
-    )
+    return sorted(n for n, m in _REGISTRY.items() if _module_exists(m))
 
 
 def get(name: str) -> ModuleType:

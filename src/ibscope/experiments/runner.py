@@ -147,9 +147,35 @@ def resolve_config(experiment: str | ModuleType | Experiment, *, profile: str | 
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"Unknown setting(s) {unknown} for experiment '{mod.NAME}'. Known: {sorted(names)}.")
+    _check_value_shapes(mod, values)
     config = mod.Config(**values)
     config.validate()
     return config
+
+
+_SCALARS = (str, bool, int, float)
+
+
+def _check_value_shapes(mod: Any, values: Mapping[str, Any]) -> None:
+    """A setting whose default is one value (str, number, bool) may not be given a list or mapping.
+
+    Without this, ``activation: [tanh]`` (or a sweep's ``--grid
+    activation=[tanh]``, whose one value is the list ``[tanh]``) reached the
+    experiment's ``validate()`` as a list and failed there with "unhashable
+    type: 'list'".
+    """
+    for f in dataclasses.fields(mod.Config):
+        if f.name not in values or not isinstance(values[f.name], (list, tuple, dict)):
+            continue
+        default = f.default
+        if default is dataclasses.MISSING or not isinstance(default, _SCALARS):
+            continue
+        v = values[f.name]
+        raise ValueError(
+            f"Setting {f.name!r} of experiment '{mod.NAME}' takes one value (like {default!r}), got the "
+            f"{type(v).__name__} {v!r}. In a sweep, a grid axis lists its values once: "
+            f"grid: {{{f.name}: [a, b]}} (CLI --grid {f.name}=a,b); a list-valued setting is given as a "
+            f"list of lists.")
 
 
 def config_record(mod: Experiment, config: Any) -> dict[str, Any]:

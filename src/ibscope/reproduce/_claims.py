@@ -1,4 +1,4 @@
-"""Claims as data: one YAML file per claim of a paper, read with ``yaml.safe_load``.
+"""Claims as data: one YAML file per claim of a paper, read as plain YAML (no aliases).
 
 A claim file (``src/ibscope/reproduce/claims/<id>.yaml``) holds::
 
@@ -41,6 +41,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .._validation import load_yaml
 from ._statistics import STATISTICS
 from ._verdict import Rule
 
@@ -101,15 +102,10 @@ def _mapping(v: Any, what: str, where: str) -> dict[str, Any]:
 
 def load_claim(path: str | Path) -> Claim:
     """Read and check one claim file (every key, the runs' experiments, the statistic's name)."""
-    import yaml
-
     from ..experiments import available as experiments
 
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"Claim file '{p}' is not valid YAML: {e}") from None
+    data = load_yaml(p.read_bytes(), f"Claim file '{p}'")  # plain YAML: no aliases, size-capped
     if not isinstance(data, Mapping):
         raise ValueError(f"Claim file '{p}' must hold a mapping.")
     unknown = sorted(set(data) - _KEYS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
@@ -130,10 +131,13 @@ def plan_sweep(spec: SweepSpec, out_dir: str | Path, *, force_config: bool = Fal
     ids = [t.task_id for t in tasks]
     if len(set(ids)) != len(ids):  # pragma: no cover - task_id hashes lossy points
         raise ValueError("Two tasks got the same id; rename the grid values.")
-    grid_union = {k: [] for k in order}
+    grid_union: dict[str, list[Any]] = {k: [] for k in order}
+    seen: dict[str, set[str]] = {k: set() for k in order}  # canonical JSON: linear, not a list scan per task
     for t in tasks:
         for k, v in t.point.items():
-            if v not in grid_union[k]:
+            c = json.dumps(v, sort_keys=True, default=str)
+            if c not in seen[k]:
+                seen[k].add(c)
                 grid_union[k].append(v)
     meta = {
         "experiment": key, "profile": spec.profile, "config": spec.config, "identity": identity,

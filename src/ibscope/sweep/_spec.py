@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._validation import read_config_file
 from ..store import config_hash
 
-__all__ = ["SweepSpec", "Task", "load_spec", "parse_grid_args", "grid_points", "task_id"]
+__all__ = ["MAX_TASKS", "SweepSpec", "Task", "load_spec", "parse_grid_args", "grid_points", "task_id"]
 
 _TOP_LEVEL = ("experiment", "config", "grid", "seeds", "profile")
 
@@ -35,7 +36,8 @@ class SweepSpec:
         Axes: each key is a setting, each value the list of values to try.
         Every combination of values is one grid point.
     seeds : list of int
-        Seeds run at every grid point.
+        Seeds run at every grid point. At most :data:`MAX_TASKS` tasks
+        (grid points x seeds) per sweep.
     profile : str or None
         Named profile of the experiment applied before ``config``.
     """
@@ -55,15 +57,25 @@ class SweepSpec:
         if not isinstance(self.grid, Mapping):
             raise ValueError(f"'grid' must map settings to lists of values, got {type(self.grid).__name__}.")
         grid: dict[str, list[Any]] = {}
+        size = 1
         for key, values in self.grid.items():
             if not isinstance(values, (list, tuple)) or len(values) == 0:
                 raise ValueError(f"Grid axis {key!r} must be a non-empty list of values, got {values!r}.")
+            size *= len(values)
+            if size > MAX_TASKS:  # checked from the axes' lengths, before any point is built
+                raise ValueError(f"The grid has more than {MAX_TASKS} points (axes {list(self.grid)} with "
+                                 f"{[len(v) if isinstance(v, (list, tuple)) else v for v in self.grid.values()]}"
+                                 f" values); at most {MAX_TASKS} tasks (points x seeds) are planned.")
             canon = [json.dumps(v, sort_keys=True, default=str) for v in values]
             if len(set(canon)) != len(canon):
                 raise ValueError(f"Grid axis {key!r} lists a value twice: {list(values)!r}.")
             grid[str(key)] = list(values)
         self.grid = grid
         self.seeds = _seed_list(self.seeds)
+        if size * len(self.seeds) > MAX_TASKS:
+            raise ValueError(f"The sweep has {size} grid point(s) x {len(self.seeds)} seed(s) = "
+                             f"{size * len(self.seeds)} tasks; at most {MAX_TASKS} are planned (split it into "
+                             f"several sweeps).")
         if self.profile is not None and not isinstance(self.profile, str):
             raise ValueError(f"'profile' must be a profile name, got {self.profile!r}.")
 
@@ -77,6 +89,8 @@ class SweepSpec:
 
 
 MAX_SEEDS = 100_000  # a larger count is a typo (a sweep of that size is not planned here)
+MAX_TASKS = 100_000
+"""Most tasks (grid points x seeds) one sweep plans; checked from the axes' lengths before expanding."""
 
 
 def _seed_list(seeds: Any) -> list[int]:
@@ -106,23 +120,14 @@ def load_spec(path: str | Path) -> SweepSpec:
         config: {epochs: 2000}   # base settings
         grid:                    # optional: every combination is a point
           activation: [tanh, relu]
-    """
-    import yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"Sweep config file '{p}' not found (argument 'config').")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"Sweep config file '{p}' is not valid YAML (plain YAML only, no tags): {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"Sweep config file '{p}' must hold a mapping with the keys {', '.join(_TOP_LEVEL)}.")
-    unknown = sorted(set(data) - set(_TOP_LEVEL))
-    if unknown:
-        raise ValueError(f"Unknown top-level key(s) {unknown} in '{p}'. Allowed: {', '.join(_TOP_LEVEL)}.")
-    if "experiment" not in data:
-        raise ValueError(f"'{p}' must name its experiment (top-level key 'experiment').")
+    The file is plain YAML (:func:`ibscope._validation.load_yaml`: no tags,
+    no anchors or aliases, at most 1 MB); an unknown top-level key is
+    refused (the same check as ``ibscope run --config``), and so is a sweep
+    of more than :data:`MAX_TASKS` tasks (grid points x seeds, counted from
+    the axes' lengths before any point is built).
+    """
+    data = read_config_file(path, _TOP_LEVEL, argument="config", required=("experiment",))
     return SweepSpec(experiment=data["experiment"], config=data.get("config") or {},
                      grid=data.get("grid") or {}, seeds=data.get("seeds", 1), profile=data.get("profile"))
 

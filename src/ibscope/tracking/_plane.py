@@ -65,7 +65,7 @@ from torch import nn
 
 from .. import estimators as registry
 from .._units import from_nats, to_nats
-from .._validation import drop_degenerate_columns
+from .._validation import check_metrics, check_schedule, check_seed, drop_degenerate_columns
 from ..estimators._diagnostics import label_entropy_nats
 from ..estimators.base import BaseMIEstimator, MIEstimate
 from ..store import DamagedFile, checked_parquet_state, read_json, write_checked_parquet
@@ -82,6 +82,7 @@ FORMAT = "ibscope.information_plane/1"
 COLUMNS = ["epoch", "layer", "layer_index", "estimator", "i_xt", "i_ty", "unit", "i_xt_lo", "i_xt_hi",
            "i_ty_lo", "i_ty_hi", "ci_level", "flags", "n", "dim_x", "dim_t", "dropped_x", "dropped_t",
            "dropped_columns", "discrete_input", "seconds"]
+_RESERVED = (*COLUMNS, "seed")  # metrics of these names are stored as metric_<name> (check_metrics)
 _BYTES = 4  # float32 activations (a layer whose dtype is unknown)
 
 
@@ -200,18 +201,7 @@ def _labels_array(labels: Any) -> np.ndarray:
 
 
 def _check_schedule(schedule: Any) -> list[int] | None:
-    if schedule is None:
-        return None
-    if isinstance(schedule, (str, bytes)) or not isinstance(schedule, Iterable):
-        raise TypeError(f"'schedule' must be None or an iterable of epochs (ints >= 0); got {schedule!r}.")
-    out = []
-    for e in schedule:
-        if isinstance(e, bool) or not isinstance(e, (int, np.integer)) or e < 0:
-            raise ValueError(f"'schedule' must hold epochs as ints >= 0 (0 = initialization); got {e!r}.")
-        out.append(int(e))
-    if not out:
-        raise ValueError("'schedule' is empty.")
-    return sorted(set(out))
+    return check_schedule(schedule, "schedule", "InformationPlane")
 
 
 def _check_ci(ci: Any) -> float | None:
@@ -577,6 +567,7 @@ class InformationPlane(Callback):
             raise TypeError(f"'model' must be a torch.nn.Module, got {type(model).__name__}.")
         if unit not in ("bits", "nats"):
             raise ValueError(f"'unit' must be 'bits' or 'nats', got {unit!r}.")
+        seed = check_seed(seed, "seed", "InformationPlane")  # before the recorder sees it
         from_batches = labels is None
         if from_batches and (isinstance(inputs, torch.Tensor) or (
                 isinstance(inputs, tuple) and inputs and all(isinstance(t, torch.Tensor) for t in inputs))):
@@ -601,7 +592,7 @@ class InformationPlane(Callback):
                 raise ValueError(f"'{name}' must be an int >= {lo}, got {v!r}.")
         if not (isinstance(subsample, float) and 0 < subsample < 1):
             raise ValueError(f"'subsample' must be a float in (0, 1), got {subsample!r}.")
-        self.n_resamples, self.subsample, self.seed = n_resamples, subsample, int(seed)
+        self.n_resamples, self.subsample, self.seed = n_resamples, subsample, seed
         self.n_snapshots, self.max_bytes = n_snapshots, max_bytes
         if discrete_x is not None and not isinstance(discrete_x, bool):
             raise TypeError(f"'discrete_x' must be None (detect from the inputs' dtype), True or False; got "
@@ -782,11 +773,16 @@ class InformationPlane(Callback):
         ``epoch`` labels the snapshot (0 = initialization). An epoch already
         in the table (e.g. on disk from an interrupted run) is skipped: an
         empty frame comes back. ``metrics`` (e.g. ``{'train_loss': ...}``)
-        become columns of the rows (a fit callback passes ``state.metrics``).
+        become columns of the rows (a fit callback passes ``state.metrics``;
+        Lightning's ``callback_metrics`` arrive here too). A metric named like
+        one of the table's own columns (``epoch``, ``i_xt``, ``seed``, ...)
+        never overwrites it: it is stored as ``metric_<name>`` (a UserWarning
+        says so); a non-numeric metric is refused with a ValueError naming it.
         """
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise ValueError(f"'epoch' must be an int >= 0, got {epoch!r}.")
         epoch = int(epoch)
+        extra = check_metrics(metrics, _RESERVED, "metrics", "InformationPlane.record")
         if epoch in self.epochs_done():
             return self._table.iloc[0:0].copy()
         rows = []
@@ -798,7 +794,6 @@ class InformationPlane(Callback):
             for layer in group:
                 rows += self._estimate(epoch, layer, acts[layer], y, acts.get(INPUT))
             del acts
-        extra = {str(k): float(v) for k, v in (metrics or {}).items()}
         for r in rows:
             r.update(extra)
         new = pd.DataFrame(rows).sort_values(["estimator", "layer_index"], kind="stable").reset_index(drop=True)

@@ -87,6 +87,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._validation import check_schedule
 from ..store import atomic_write_bytes
 
 __all__ = ["ActivationRecorder", "INPUT", "PAD_ID", "resolve_layers"]
@@ -540,7 +541,8 @@ class ActivationRecorder:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None and self.out_dir.exists() and not self.out_dir.is_dir():
             raise ValueError(f"'out_dir' must be a directory for the snapshots, but '{self.out_dir}' is a file.")
-        self.schedule = set(int(e) for e in schedule)
+        self.schedule = set(check_schedule(schedule, "schedule", "ActivationRecorder", allow_none=False,
+                                           allow_empty=True))
         self.dtype = np.dtype(dtype)
         self.batch_size = batch_size
         self.max_features = max_features

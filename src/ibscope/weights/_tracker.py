@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from .._fingerprint import fingerprint
+from .._validation import check_schedule, check_seed
 from ..store import TableWriter, atomic_write_bytes, atomic_write_json, load_tensor_file, read_json
 from ..training import Callback, TrainState
 from ._common import snapshot_parameters
@@ -258,16 +259,7 @@ class WeightInformation(Callback):
         bad = [q for q in self.quantities if q not in _QUANTITIES]
         if bad or not self.quantities or len(set(self.quantities)) != len(self.quantities):
             raise ValueError(f"'quantities' must be a non-empty subset of {_QUANTITIES}; got {list(self.quantities)!r}.")
-        if schedule is None:
-            self.schedule = None
-        else:
-            try:
-                epochs = {int(e) for e in schedule}
-            except (TypeError, ValueError):
-                raise TypeError(f"'schedule' must be None or an iterable of epochs (int); got {schedule!r}.") from None
-            if not epochs or min(epochs) < 0:
-                raise ValueError(f"'schedule' must hold epochs >= 0; got {sorted(epochs)}.")
-            self.schedule = sorted(epochs)
+        self.schedule = check_schedule(schedule, "schedule", "WeightInformation")
         if isinstance(prior_mean, str) and prior_mean != "init":
             raise ValueError(f"'prior_mean' as a string must be 'init'; got {prior_mean!r}.")
         if prior_mean is None or not (isinstance(prior_mean, (str, nn.Module, Mapping)) or callable(prior_mean)):
@@ -276,8 +268,7 @@ class WeightInformation(Callback):
         self.lagrangian_kwargs = dict(lagrangian_kwargs or {})
         if "lagrangian" in self.quantities and "beta" not in self.lagrangian_kwargs:
             raise ValueError("lagrangian_kwargs must hold 'beta' to track 'lagrangian'.")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"'seed' must be an int, got {seed!r}.")
+        seed = check_seed(seed, "seed", "WeightInformation")
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"'model' must be a torch.nn.Module or None, got {type(model).__name__}.")
         if not isinstance(overwrite, bool):
