@@ -211,3 +211,45 @@ def test_auto_on_mnist_pixels_with_constant_borders(shared_data):
 @pytest.mark.slow
 def test_auto_on_2000_mnist_images(shared_data):
     _check_mnist(*_mnist(shared_data, 2000))  # ~60 s: Ross KSG in ~600 dims
+
+
+# ------------------------------------------- a wide layer against labels: compressed before the kNN
+# Ground truth: a 2-D three-class mixture (separation 2, I(X;Y) = 0.893 bits) plus 254 independent
+# N(0, 0.5^2) columns, rotated at random into 256 dims: the extra columns are independent of
+# (x, y) and the rotation is invertible, so I(T;Y) = I(X;Y). N = 3000. Measured (PCA to 4, KSG on
+# normal scores): 0.90-0.92 bits in 11-256 dims (the full-width KSG drifts down: 0.80 at 32 dims,
+# and costs O(N^2 d)). Tolerance 0.08 bits, as for the low-dimensional mixed pair above.
+def _wide_mixture(n=3000, width=256, noise=0.5, seed=4):
+    t = tasks.get("mixture_labels", n_classes=3, dim=2, separation=2.0)
+    x, y = t.sample(n, seed=seed)
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((width, width)))
+    return np.hstack([x, noise * rng.standard_normal((n, width - 2))]) @ q, y, t.mutual_information
+
+
+def test_wide_layer_against_labels_is_compressed_first():
+    z, y, truth = _wide_mixture()
+    a = estimators.get("auto")
+    v = a.estimate(z, y, discrete_y=True)
+    c = a.choice_["compressed"]
+    assert (c["variable"], c["from"], c["to"]) == ("x", 256, 4) and 0 < c["explained_variance_ratio"] < 1
+    assert a.choice_["chosen"] == "ksg_mixed_copula" and "PCA to 4" in a.choice_["rule"]
+    assert v == pytest.approx(truth, abs=0.08)
+    # labels first: the same choice for y
+    assert a.estimate(y, z, discrete_x=True) == pytest.approx(v, rel=1e-9)
+    assert a.choice_["compressed"]["variable"] == "y"
+
+
+def test_compression_threshold_is_the_dimension_after_dropping_columns():
+    t = tasks.get("mixture_labels", n_classes=3, dim=2, separation=2.0)
+    x, y = t.sample(2000, seed=7)
+    rng = np.random.default_rng(7)
+    wide = np.hstack([x, rng.standard_normal((2000, 6))]) @ rng.standard_normal((8, 200))  # rank 8
+    a = estimators.get("auto")
+    a.estimate(wide, y, discrete_y=True)  # 200 columns of rank 8 <= max_knn_dim: KSG in 8 dims
+    assert "compressed" not in a.choice_ and a.choice_["columns"]["x"]["rank"] == 8
+    small = estimators.get("auto", max_knn_dim=3)  # caps the PCA dimension too
+    small.estimate(wide, y, discrete_y=True)
+    assert (small.choice_["compressed"]["from"], small.choice_["compressed"]["to"]) == (8, 3)
+    with pytest.raises(ValueError, match="compress_dim"):
+        estimators.get("auto", compress_dim=0)

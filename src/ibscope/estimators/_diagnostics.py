@@ -192,8 +192,93 @@ def _numpy(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_HASH_CHUNK = 1 << 20  # elements hashed at a time (bounded temporaries)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finalizer (Steele, Lea & Flood 2014), in place on a uint64 array."""
+    with np.errstate(over="ignore"):
+        z ^= z >> np.uint64(30)
+        z *= _MIX1
+        z ^= z >> np.uint64(27)
+        z *= _MIX2
+        z ^= z >> np.uint64(31)
+    return z
+
+
+def _row_hashes(b: np.ndarray) -> np.ndarray:
+    """A uint64 hash of each row of a C-contiguous (n, d) array of 1/2/4/8-byte items.
+
+    Equal bit patterns give equal hashes (integer arithmetic modulo 2^64 is exact
+    and order-free); different rows may collide, which the caller checks.
+    """
+    n, d = b.shape
+    words = b.view(f"u{b.dtype.itemsize}")
+    mult = np.random.default_rng(0x1B5C0BE).integers(1, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
+    h = np.empty(n, dtype=np.uint64)
+    step = max(1, _HASH_CHUNK // max(d, 1))
+    with np.errstate(over="ignore"):
+        for i in range(0, n, step):
+            z = _mix64(words[i:i + step].astype(np.uint64))
+            z *= mult
+            h[i:i + step] = z.sum(axis=1, dtype=np.uint64)
+    return h
+
+
+def _n_distinct_rows(a: np.ndarray) -> int:
+    """Number of distinct rows of a 2-D array, the count of ``np.unique(a, axis=0)``.
+
+    Same equality as ``np.unique`` (``==`` on each entry: -0.0 equals 0.0, NaN
+    equals nothing), without its row-wise structured sort: a 1-D sample is
+    sorted and neighbours compared; k-D rows are hashed (SplitMix64 of each
+    entry's bits, -0.0 first mapped to 0.0), sorted by hash, and the rows
+    sharing a hash are compared with the first of their group, so the count is
+    exact (a group with a hash collision falls back to ``np.unique``).
+    """
+    n, d = a.shape
+    if d == 0:
+        return 1
+    if d == 1 and a.dtype.kind in "biufcmM":
+        s = np.sort(a[:, 0])
+        return 1 + int(np.count_nonzero(s[1:] != s[:-1]))
+    if a.dtype.kind not in "biuf" or a.dtype.itemsize not in (1, 2, 4, 8):
+        return int(np.unique(a, axis=0).shape[0])
+    b = np.ascontiguousarray(a + 0.0 if a.dtype.kind == "f" else a)  # -0.0 + 0.0 = +0.0
+    h = _row_hashes(b)
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    start = np.flatnonzero(np.r_[True, hs[1:] != hs[:-1]])  # first position of each hash group
+    size = np.diff(np.r_[start, n])
+    distinct = start.size
+    if distinct == n:
+        return distinct
+    # each row that is not first of its hash group against that group's first row
+    member = np.ones(n, dtype=bool)
+    member[start] = False
+    pos = np.flatnonzero(member)
+    group_of = np.searchsorted(start, pos, side="right") - 1
+    bad = np.zeros(start.size, dtype=bool)
+    step = max(1, _HASH_CHUNK // d)
+    for i in range(0, pos.size, step):
+        p, g = pos[i:i + step], group_of[i:i + step]
+        same = (b[order[p]] == b[order[start[g]]]).all(axis=1)
+        bad[g[~same]] = True
+    for g in np.flatnonzero(bad):  # a hash collision (or NaN rows): exact count on the group
+        rows = order[start[g]:start[g] + size[g]]
+        distinct += int(np.unique(a[rows], axis=0).shape[0]) - 1
+    return distinct
+
+
 def duplicate_fraction(a: Any) -> float:
-    """Fraction of the rows of ``a`` (n, d) that repeat an earlier row exactly."""
+    """Fraction of the rows of ``a`` (n, d) that repeat an earlier row exactly.
+
+    Exact, with the equality of ``np.unique(a, axis=0)`` (entry-wise ``==``),
+    in O(n log n + n d): sort and compare neighbours for one column, a hash of
+    each row then a comparison within equal hashes for several (see
+    :func:`_n_distinct_rows`). A tensor on an accelerator is counted there
+    (``torch.unique``), with no copy back.
+    """
     n = int(a.shape[0])
     if n < 2:
         return 0.0
@@ -202,7 +287,7 @@ def duplicate_fraction(a: Any) -> float:
 
         uniq = torch.unique(a.detach().reshape(n, -1), dim=0).shape[0]
     else:
-        uniq = np.unique(_numpy(a).reshape(n, -1), axis=0).shape[0]
+        uniq = _n_distinct_rows(_numpy(a).reshape(n, -1))
     return (n - uniq) / n
 
 
