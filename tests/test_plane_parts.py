@@ -254,3 +254,15 @@ def test_pca_of_a_far_off_mean_keeps_its_precision():
     codes, _ = pca_compress(a, 4)
     exact, _ = pca_compress(a, 4, solver="full")
     assert np.abs(np.abs(codes) - np.abs(exact)).max() <= 1e-3 * np.abs(exact).max()
+
+
+def test_report_reads_a_plane_before_compaction(tmp_path):
+    from ibscope.reporting import build_report, read_tracker_dir
+
+    p = _plane(tmp_path)
+    p.record(0)
+    p.record(2)  # a hand-written loop, not compacted: only parts on disk
+    assert not (tmp_path / "information_plane.parquet").exists()
+    got = read_tracker_dir(tmp_path)
+    assert sorted(got["plane"]["epoch"].unique()) == [0, 2] and got["plane_settings"]["layers"] == p.layers
+    assert build_report(tmp_path).is_file()

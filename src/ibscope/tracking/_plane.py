@@ -539,10 +539,13 @@ class InformationPlane(Callback):
         Confidence level of per-estimate intervals (None: none; the CI
         columns are NaN).
     out_dir : path-like, optional
-        Run directory: ``information_plane.parquet`` (the table, rewritten
-        atomically after every snapshot) and ``information_plane.json`` (the
-        settings). A directory that already holds a plane of the same
-        layers and estimators is resumed: its epochs are not recomputed.
+        Run directory: ``information_plane.json`` (the settings and the
+        files of the table), one Parquet part per snapshot in
+        ``information_plane.parts/`` (append-only) and, once compacted (end
+        of training, every 64 snapshots, :meth:`compact`),
+        ``information_plane.parquet``; see docs/information_plane.md. A
+        directory that already holds a plane of the same layers and
+        estimators is resumed: its epochs are not recomputed.
     unit : {'bits', 'nats'}
     batch_size : int, default 1024
         Forward tensor inputs in batches of this size.
