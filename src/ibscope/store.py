@@ -491,10 +491,21 @@ class PartedTable:
         self.parts_dir = self.path.with_name(self.path.stem + ".parts")
 
     def record(self) -> dict[str, Any]:
-        """The sidecar as on disk ({} when absent)."""
-        if not self.sidecar.exists():
+        """The sidecar as on disk ({} when absent); the one this object last wrote is not read again."""
+        try:
+            st = self.sidecar.stat()
+        except FileNotFoundError:
             return {}
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = getattr(self, "_cached", None)
+        if cached is not None and cached[0] == key:
+            return json.loads(cached[1])
         return read_json(self.sidecar, what="table sidecar")
+
+    def _write_sidecar(self, rec: Mapping[str, Any]) -> None:
+        atomic_write_json(self.sidecar, rec)
+        st = self.sidecar.stat()
+        self._cached = ((st.st_ino, st.st_mtime_ns, st.st_size), json.dumps(rec, default=_json_default))
 
     def _settled(self) -> dict[str, Any]:
         """The sidecar, first finishing a compaction a crash interrupted (before appending or compacting)."""
@@ -505,12 +516,12 @@ class PartedTable:
         if self.path.exists() and hashlib.sha256(self.path.read_bytes()).hexdigest() == pending.get("sha256"):
             old_parts = rec.get("parts", [])
             rec.update({"file": self.path.name, **pending, "parts": []})
-            atomic_write_json(self.sidecar, rec)
+            self._write_sidecar(rec)
             for entry in old_parts:
                 with contextlib.suppress(OSError):
                     (self.path.parent / entry["file"]).unlink()
         else:  # the table was not replaced: the parts still hold their rows
-            atomic_write_json(self.sidecar, rec)
+            self._write_sidecar(rec)
         return rec
 
     def exists(self) -> bool:
@@ -570,7 +581,7 @@ class PartedTable:
         parts = [p for p in rec.get("parts", []) if p.get("file") != rel]
         parts.append({"file": rel, **_file_record(data, len(df))})
         rec = {**rec, **dict(meta or {}), "parts": parts}
-        atomic_write_json(self.sidecar, rec)
+        self._write_sidecar(rec)
         return rec
 
     def compact(self, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -579,7 +590,7 @@ class PartedTable:
         if not rec.get("parts") and self.path.exists() and "compacting" not in rec:
             if meta:
                 rec = {**rec, **dict(meta)}
-                atomic_write_json(self.sidecar, rec)
+                self._write_sidecar(rec)
             return rec
         frames = [f for f in self.frames(rec) if len(f.columns)]
         if not frames:
@@ -587,12 +598,12 @@ class PartedTable:
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else (frames[0] if frames else pd.DataFrame())
         data = _parquet_bytes(df)
         new = _file_record(data, len(df))
-        atomic_write_json(self.sidecar, {**rec, **dict(meta or {}), "compacting": new})
+        self._write_sidecar({**rec, **dict(meta or {}), "compacting": new})
         atomic_write_bytes(self.path, data)
         old_parts = rec.get("parts", [])
         rec = {k: v for k, v in {**rec, **dict(meta or {})}.items() if k != "compacting"}
         rec.update({"file": self.path.name, **new, "parts": []})
-        atomic_write_json(self.sidecar, rec)
+        self._write_sidecar(rec)
         for entry in old_parts:
             with contextlib.suppress(OSError):
                 (self.path.parent / entry["file"]).unlink()
