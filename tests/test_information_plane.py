@@ -16,7 +16,7 @@ import ibscope
 from ibscope import estimators
 from ibscope.models import MLP, ConvNet
 from ibscope.tracking import InformationPlane, information_plane
-from ibscope.tracking._plane import COLUMNS
+from ibscope.tracking._plane import COLUMNS, read_plane_table
 from ibscope.training import fit, load_checkpoint
 
 
@@ -115,6 +115,8 @@ def test_resume_skips_epochs_on_disk(tmp_path):
     assert len(p1.record(0)) == 2
     p2 = InformationPlane(m, x, y, estimators="binning", out_dir=tmp_path)
     assert p2.epochs_done() == [0] and len(p2.record(0)) == 0 and len(p2.record(3)) == 2
+    assert sorted(read_plane_table(tmp_path)["epoch"].unique()) == [0, 3]  # the parts, before compaction
+    assert p2.compact() == tmp_path / "information_plane.parquet"
     assert sorted(pd.read_parquet(tmp_path / "information_plane.parquet")["epoch"].unique()) == [0, 3]
     with pytest.raises(ValueError, match="other estimators"):
         InformationPlane(m, x, y, estimators="kde_upper", out_dir=tmp_path)

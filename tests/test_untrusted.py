@@ -323,13 +323,25 @@ def test_plane_resume_names_a_damaged_sidecar(tmp_path, text, why):
         _tiny_plane(tmp_path)
 
 
+def test_plane_resume_refuses_an_edited_part(tmp_path):
+    _tiny_plane(tmp_path).record(0)  # not compacted: the rows are in a part
+    (part,) = (tmp_path / "information_plane.parts").glob("*.parquet")
+    df = pd.read_parquet(part)
+    df["i_xt"] = df["i_xt"] + 1.0
+    df.to_parquet(part, index=False)
+    with pytest.raises(ValueError, match=r"does not match its sidecar.*overwrite=True"):
+        _tiny_plane(tmp_path)
+
+
 def test_plane_resume_refuses_an_edited_table(tmp_path):
-    _tiny_plane(tmp_path).record(0)
+    plane = _tiny_plane(tmp_path)
+    plane.record(0)
+    plane.compact()  # the rows now in information_plane.parquet
     table = tmp_path / "information_plane.parquet"
     df = pd.read_parquet(table)
     df["i_xt"] = df["i_xt"] + 1.0  # a valid Parquet file, edited outside ibscope
     df.to_parquet(table, index=False)
-    with pytest.raises(ValueError, match=r"table '.*information_plane\.parquet' does not match its sidecar.*"
+    with pytest.raises(ValueError, match=r"table '.*information_plane\.parquet' .*does not match its sidecar.*"
                                          r"overwrite=True"):
         _tiny_plane(tmp_path)
     assert _tiny_plane(tmp_path, overwrite=True).epochs_done() == []

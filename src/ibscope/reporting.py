@@ -27,6 +27,7 @@ import pandas as pd
 
 from .experiments.runner import build_run_report
 from .report import render_tracker_report
+from .store import PartedTable
 from .sweep import build_sweep_report
 
 __all__ = ["build_report", "build_sweep_report", "build_run_report", "build_tracker_report", "directory_kind",
@@ -51,8 +52,8 @@ def directory_kind(directory: str | Path) -> str:
         return "sweep"
     if (d / "config.json").is_file():
         return "run"
-    if any((d / name).is_file() for name in TRACKER_TABLES):
-        return "tracker"
+    if any((d / name).is_file() for name in TRACKER_TABLES) or (d / "information_plane.parts").is_dir():
+        return "tracker"  # (a plane not yet compacted has only its per-snapshot parts)
     raise FileNotFoundError(f"'{d}' holds nothing to report: looked for " + "; ".join(_LOOKED_FOR) + ".")
 
 
@@ -90,7 +91,10 @@ def read_tracker_dir(directory: str | Path) -> dict[str, Any]:
     for (table, (sidecar, fmt)), key in zip(TRACKER_TABLES.items(), ("plane", "weight"), strict=True):
         path = d / table
         df = None
-        if path.is_file():
+        parted = PartedTable(path)
+        if key == "plane" and parted.parts_dir.is_dir():  # the compacted table plus the parts its json lists
+            df = parted.read()
+        elif path.is_file():
             try:
                 df = pd.read_parquet(path)
             except Exception as e:  # pyarrow raises its own types for a damaged file
@@ -103,6 +107,6 @@ def read_tracker_dir(directory: str | Path) -> dict[str, Any]:
 def build_tracker_report(directory: str | Path) -> Path:
     """Figures and ``report.html`` of a directory written by InformationPlane / WeightInformation."""
     d = Path(directory)
-    if not any((d / name).is_file() for name in TRACKER_TABLES):
+    if not any((d / name).is_file() for name in TRACKER_TABLES) and not (d / "information_plane.parts").is_dir():
         raise FileNotFoundError(f"'{d}' has neither {' nor '.join(TRACKER_TABLES)} (argument 'directory').")
     return render_tracker_report(d, **read_tracker_dir(d))

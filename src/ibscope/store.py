@@ -38,8 +38,8 @@ __all__ = [
     "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_parquet",
     "config_hash", "read_parquet_files", "TableWriter",
     "write_checked_parquet", "checked_parquet_ok", "concat_parquet_files",
-    "DirectoryLock", "DirectoryLocked", "read_json", "require_keys", "DamagedFile", "safe_name", "load_tensor_file", "UnsafeTensorFile",
-    "checked_parquet_state",
+    "DirectoryLock", "DirectoryLocked", "read_json", "require_keys", "DamagedFile", "safe_name", "load_tensor_file",
+    "UnsafeTensorFile", "checked_parquet_state", "PartedTable", "read_parted_parquet",
 ]
 
 
@@ -638,3 +638,192 @@ class DirectoryLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+# --------------------------------------------------------------------------- append-only tables
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _file_record(data: bytes, rows: int) -> dict[str, Any]:
+    return {"rows": int(rows), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+class PartedTable:
+    """A checked Parquet table grown by appending parts: no snapshot rewrites the older rows.
+
+    The table is ``path`` (the compacted rows, possibly absent) plus the
+    parts listed in the JSON sidecar ``<stem>.json``, each a Parquet file
+    in ``<stem>.parts/``. :meth:`append` writes one new part atomically,
+    then the sidecar listing it (file, rows, bytes, sha256), so a part the
+    sidecar does not list (a crash between the two writes) is never read,
+    and appending the same part name again replaces it: a crash loses at
+    most the part being written and duplicates nothing. :meth:`compact`
+    rewrites ``path`` as the whole table (atomically; the sidecar records
+    the new file's sha256 under ``compacting`` first, so a crash between
+    the table and the sidecar is recognised on read) and then removes the
+    parts. The sidecar's ``rows`` / ``bytes`` / ``sha256`` describe
+    ``path`` as in :func:`write_checked_parquet`.
+
+    Parameters
+    ----------
+    path : path-like
+        The compacted Parquet file (e.g. ``information_plane.parquet``).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.sidecar = _sidecar(self.path)
+        self.parts_dir = self.path.with_name(self.path.stem + ".parts")
+
+    def record(self) -> dict[str, Any]:
+        """The sidecar as on disk ({} when absent); the one this object last wrote is not read again."""
+        try:
+            st = self.sidecar.stat()
+        except FileNotFoundError:
+            return {}
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = getattr(self, "_cached", None)
+        if cached is not None and cached[0] == key:
+            return json.loads(cached[1])
+        return read_json(self.sidecar, what="table sidecar")
+
+    def _write_sidecar(self, rec: Mapping[str, Any]) -> None:
+        atomic_write_json(self.sidecar, rec)
+        st = self.sidecar.stat()
+        self._cached = ((st.st_ino, st.st_mtime_ns, st.st_size), json.dumps(rec, default=_json_default))
+
+    def _settled(self) -> dict[str, Any]:
+        """The sidecar, first finishing a compaction a crash interrupted (before appending or compacting)."""
+        rec = self.record()
+        pending = rec.pop("compacting", None)
+        if pending is None:
+            return rec
+        if self.path.exists() and hashlib.sha256(self.path.read_bytes()).hexdigest() == pending.get("sha256"):
+            old_parts = rec.get("parts", [])
+            rec.update({"file": self.path.name, **pending, "parts": []})
+            self._write_sidecar(rec)
+            for entry in old_parts:
+                with contextlib.suppress(OSError):
+                    (self.path.parent / entry["file"]).unlink()
+        else:  # the table was not replaced: the parts still hold their rows
+            self._write_sidecar(rec)
+        return rec
+
+    def exists(self) -> bool:
+        """True when the table has a compacted file or listed parts."""
+        if self.path.exists():
+            return True
+        try:
+            return bool(self.sidecar.exists() and self.record().get("parts"))
+        except ValueError:  # a damaged sidecar: let the reader say so
+            return True
+
+    def _read_checked(self, path: Path, entry: Mapping[str, Any] | None) -> pd.DataFrame:
+        import io
+
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ValueError(f"'{path}', a part of the table '{self.path}', is unreadable ({e}).") from None
+        if entry is not None and entry.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
+            raise ValueError(f"'{path}' does not match its sha256 in '{self.sidecar}' (damaged or replaced).")
+        try:
+            return pd.read_parquet(io.BytesIO(data))
+        except Exception as e:  # pyarrow raises its own types for a damaged file
+            raise ValueError(f"'{path}' is not a readable Parquet table ({type(e).__name__}: {e}).") from None
+
+    def frames(self, record: Mapping[str, Any] | None = None) -> list[pd.DataFrame]:
+        """The compacted rows and each listed part, in order (sha256-checked against the sidecar)."""
+        rec = dict(self.record() if record is None else record)
+        out = []
+        if self.path.exists():
+            data_sha = hashlib.sha256(self.path.read_bytes()).hexdigest()
+            pending = rec.get("compacting")
+            if pending and pending.get("sha256") == data_sha:  # a compaction ended before its sidecar
+                return [self._read_checked(self.path, None)]
+            out.append(self._read_checked(self.path, rec if "sha256" in rec else None))
+        elif "sha256" in rec:
+            raise ValueError(f"'{self.path}' is missing but its sidecar '{self.sidecar}' lists it.")
+        for entry in rec.get("parts", []):
+            out.append(self._read_checked(self.path.parent / entry["file"], entry))
+        return out
+
+    def read(self) -> pd.DataFrame:
+        """The whole table: the compacted file and the listed parts, concatenated."""
+        frames = [f for f in self.frames() if len(f.columns)]
+        if not frames:
+            return pd.DataFrame()
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+    def append(self, df: pd.DataFrame, name: str, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Write ``df`` as the part ``name`` (atomically), then the sidecar listing it; returns the sidecar."""
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"'name' must be a plain file stem, got {name!r}.")
+        rec = self._settled()
+        data = _parquet_bytes(df)
+        rel = f"{self.parts_dir.name}/{name}.parquet"
+        atomic_write_bytes(self.path.parent / rel, data)
+        parts = [p for p in rec.get("parts", []) if p.get("file") != rel]
+        parts.append({"file": rel, **_file_record(data, len(df))})
+        rec = {**rec, **dict(meta or {}), "parts": parts}
+        self._write_sidecar(rec)
+        return rec
+
+    def compact(self, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Rewrite ``path`` as the whole table and drop the parts; returns the sidecar."""
+        rec = self._settled()
+        if not rec.get("parts") and self.path.exists() and "compacting" not in rec:
+            if meta:
+                rec = {**rec, **dict(meta)}
+                self._write_sidecar(rec)
+            return rec
+        frames = [f for f in self.frames(rec) if len(f.columns)]
+        if not frames:
+            return rec
+        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else (frames[0] if frames else pd.DataFrame())
+        data = _parquet_bytes(df)
+        new = _file_record(data, len(df))
+        self._write_sidecar({**rec, **dict(meta or {}), "compacting": new})
+        atomic_write_bytes(self.path, data)
+        old_parts = rec.get("parts", [])
+        rec = {k: v for k, v in {**rec, **dict(meta or {})}.items() if k != "compacting"}
+        rec.update({"file": self.path.name, **new, "parts": []})
+        self._write_sidecar(rec)
+        for entry in old_parts:
+            with contextlib.suppress(OSError):
+                (self.path.parent / entry["file"]).unlink()
+        self._remove_strays()
+        return rec
+
+    def _remove_strays(self) -> None:
+        """Delete part files no sidecar lists (left by a crash) and the parts folder once empty."""
+        if not self.parts_dir.is_dir():
+            return
+        listed = {self.path.parent / p["file"] for p in self.record().get("parts", [])}
+        for f in self.parts_dir.iterdir():
+            if f not in listed:
+                with contextlib.suppress(OSError):
+                    f.unlink()
+        with contextlib.suppress(OSError):
+            self.parts_dir.rmdir()
+
+    def remove(self) -> None:
+        """Delete the table, its parts and its sidecar."""
+        import shutil
+
+        for f in (self.path, self.sidecar):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+
+
+def read_parted_parquet(path: str | os.PathLike) -> pd.DataFrame:
+    """The rows of a :class:`PartedTable` (the file at ``path`` plus the parts its sidecar lists)."""
+    return PartedTable(path).read()

@@ -55,6 +55,51 @@ __all__ = ["Compressed", "PCAKSG", "pca_compress", "autoencoder_compress", "twon
 
 _OVERSAMPLE = 20  # extra random directions of the randomized SVD (10 was not enough for flat spectra)
 _POWER_ITERATIONS = 2
+_GRAM_MAX_DIM = 64  # up to this many columns (and n >= d) the exact d x d eigendecomposition is cheaper
+_BLOCK_ROWS = 4096  # rows per block of the passes that would otherwise copy the whole matrix
+
+
+def _centered_total(t: torch.Tensor, mu: torch.Tensor) -> float:
+    """Sum of squared deviations from ``mu``, accumulated in float64 over row blocks (no n x d copy)."""
+    total = 0.0
+    for i in range(0, t.shape[0], _BLOCK_ROWS):
+        total += float(torch.linalg.vector_norm((t[i:i + _BLOCK_ROWS] - mu).to(torch.float64)) ** 2)
+    return total
+
+
+def _gram_basis(t: torch.Tensor, mu: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Leading ``dim`` eigenvectors (d, dim) and all eigenvalues of the float64 scatter matrix (exact PCA)."""
+    d = t.shape[1]
+    g = torch.zeros((d, d), dtype=torch.float64, device=t.device)
+    for i in range(0, t.shape[0], _BLOCK_ROWS):
+        c = t[i:i + _BLOCK_ROWS].to(torch.float64) - mu
+        g.addmm_(c.T, c)
+    evals, evecs = torch.linalg.eigh(g)  # ascending
+    return evecs[:, -dim:].flip(1), evals.flip(0).clamp_(min=0)
+
+
+def _randomized_basis(t: torch.Tensor, mu: torch.Tensor, dim: int, q: int,
+                      niter: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Halko-Martinsson-Tropp range finder on the implicitly centred ``t`` (n >= d): (d, dim), singular values.
+
+    The same algorithm and random draw as ``torch.svd_lowrank(t - mu, q, niter)``,
+    with (t - 1 mu) Q computed as t Q - 1 (mu Q): no centred copy of ``t``.
+    """
+    r = torch.randn(t.shape[1], q, dtype=t.dtype, device=t.device)
+    mu_row = mu[None, :]
+
+    def right(m: torch.Tensor) -> torch.Tensor:  # (t - 1 mu) m
+        return t @ m - mu_row @ m
+
+    def left(m: torch.Tensor) -> torch.Tensor:  # (t - 1 mu)^T m
+        return t.T @ m - mu[:, None] * m.sum(dim=0, keepdim=True)
+
+    basis = torch.linalg.qr(right(r)).Q
+    for _ in range(niter):
+        basis = torch.linalg.qr(left(basis)).Q
+        basis = torch.linalg.qr(right(basis)).Q
+    _, s, vh = torch.linalg.svd(left(basis).T, full_matrices=False)
+    return vh[:dim].T, s
 
 
 def pca_compress(a: Any, dim: int, *, solver: str = "randomized", seed: int | None = 0,
@@ -62,34 +107,58 @@ def pca_compress(a: Any, dim: int, *, solver: str = "randomized", seed: int | No
     """Project ``a`` (n, d) onto its first ``dim`` principal components, in torch on ``a``'s device.
 
     ``solver='randomized'`` (default): the randomized range finder of Halko,
-    Martinsson & Tropp [2]_ (``torch.svd_lowrank`` with ``dim + 20`` random
-    directions and 2 power iterations, in float32), about 6 passes over the
-    data instead of the O(n d min(n, d)) of a full SVD; its leading subspace
-    matches the exact one when the spectrum decays past ``dim`` and is close
-    to it otherwise (a flat spectrum has no well-defined leading subspace;
-    benchmarks/compressed.py compares the values). ``solver='full'``:
-    ``torch.linalg.svd`` of the centred data in float64 (exact). Runs on the
-    device of a tensor input (CPU for numpy; ``device`` overrides); the
-    randomized solver is deterministic given ``seed``. Returns the float64
-    codes (numpy for numpy input, a tensor otherwise; each component has an
-    arbitrary sign) and ``{'explained_variance_ratio': ...}``.
+    Martinsson & Tropp [2]_ (the algorithm of ``torch.svd_lowrank`` with
+    ``dim + 20`` random directions and 2 power iterations, in float32), about
+    7 passes over the data instead of the O(n d min(n, d)) of a full SVD; its
+    leading subspace matches the exact one when the spectrum decays past
+    ``dim`` and is close to it otherwise (a flat spectrum has no well-defined
+    leading subspace; benchmarks/compressed.py compares the values). The data
+    are centred implicitly ((A - 1 mu) Q = A Q - 1 (mu Q)), so no centred copy
+    of ``a`` is made, unless the mean is so far from the data (more than 100x
+    their root-mean-square spread) that float32 cancellation would matter.
+    Narrow data (at most 64 columns, n >= d) take the exact float64
+    eigendecomposition of the d x d scatter matrix instead, which is then
+    cheaper. ``solver='full'``: ``torch.linalg.svd`` of the centred data in
+    float64 (exact). Runs on the device of a tensor input (CPU for numpy;
+    ``device`` overrides); the randomized solver is deterministic given
+    ``seed``. Returns the float64 codes (numpy for numpy input, a tensor
+    otherwise; each component has an arbitrary sign) and
+    ``{'explained_variance_ratio': ...}``.
     """
     dev = resolve_device(device, like=a)
-    fast = solver != "full" and dim + _OVERSAMPLE < min(a.shape)
-    dtype = torch.float32 if fast else torch.float64
-    t = a.detach().to(device=dev, dtype=dtype) if is_torch(a) else torch.as_tensor(
-        np.asarray(a), device=dev).to(dtype)
-    c = t - t.mean(dim=0)
-    total = float((c.to(torch.float64) ** 2).sum()) if not fast else float((c * c).sum(dtype=torch.float64))
-    if fast:
-        with seeded(seed, dev):
-            _, s, v = torch.svd_lowrank(c, q=dim + _OVERSAMPLE, niter=_POWER_ITERATIONS)
-        v = v[:, :dim]
-    else:
+    n, d = int(a.shape[0]), int(a.shape[1])
+    fast = solver != "full" and dim + _OVERSAMPLE < min(n, d)
+    if not fast:
+        t = a.detach().to(device=dev, dtype=torch.float64) if is_torch(a) else torch.as_tensor(
+            np.asarray(a), device=dev).to(torch.float64)
+        c = t - t.mean(dim=0)
+        total = float((c ** 2).sum())
         _, s, vh = torch.linalg.svd(c, full_matrices=False)
         v = vh[:dim].T
-    kept = float((s[:dim].to(torch.float64) ** 2).sum())
-    codes = (c @ v).to(torch.float64)
+        kept = float((s[:dim] ** 2).sum())
+        codes = c @ v
+    elif d <= _GRAM_MAX_DIM:
+        t = a.detach().to(device=dev) if is_torch(a) else torch.as_tensor(np.asarray(a), device=dev)
+        mu = t.to(torch.float64).mean(dim=0)
+        v, evals = _gram_basis(t, mu, dim)
+        total, kept = float(evals.sum()), float(evals[:dim].sum())
+        codes = t.to(torch.float64) @ v - mu @ v
+    else:
+        t = a.detach().to(device=dev, dtype=torch.float32) if is_torch(a) else torch.as_tensor(
+            np.asarray(a), device=dev).to(torch.float32)
+        mu = t.mean(dim=0)
+        total = _centered_total(t, mu)
+        if float(mu.to(torch.float64).square().sum()) * n > 1e4 * total:  # far-off mean: centre explicitly
+            t, mu = t - mu, torch.zeros_like(mu)
+        q = dim + _OVERSAMPLE
+        with seeded(seed, dev):
+            if n >= d:
+                v, s = _randomized_basis(t, mu, dim, q, _POWER_ITERATIONS)
+            else:  # wide data: torch's own routine (it works on the transpose)
+                _, s, v = torch.svd_lowrank(t - mu, q=q, niter=_POWER_ITERATIONS)
+                v = v[:, :dim]
+        kept = float((s[:dim].to(torch.float64) ** 2).sum())
+        codes = (t @ v - mu[None, :] @ v).to(torch.float64)
     ratio = min(kept / total, 1.0) if total > 0 else 1.0
     return (codes if is_torch(a) else codes.cpu().numpy()), {"explained_variance_ratio": ratio}
 

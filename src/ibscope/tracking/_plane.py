@@ -68,16 +68,23 @@ from .._units import from_nats, to_nats
 from .._validation import check_metrics, check_schedule, check_seed, drop_degenerate_columns
 from ..estimators._diagnostics import label_entropy_nats
 from ..estimators.base import BaseMIEstimator, MIEstimate
-from ..store import DamagedFile, checked_parquet_state, read_json, write_checked_parquet
+from ..store import (
+    DamagedFile,
+    PartedTable,
+    read_json,
+)
 from ..training import Callback, TrainState
 from ._consistency import check_consistency, consistency_chain
 from ._recorder import INPUT, ActivationRecorder
 from ._schedule import log_schedule
 
-__all__ = ["InformationPlane", "information_plane", "measure_layer", "LayerMeasure", "layer_params", "TABLE_NAME", "META_NAME", "FORMAT", "COLUMNS"]
+__all__ = ["InformationPlane", "information_plane", "measure_layer", "LayerMeasure", "layer_params", "TABLE_NAME", "META_NAME", "PARTS_DIR", "FORMAT", "COLUMNS",
+           "read_plane_table"]
 
 TABLE_NAME = "information_plane.parquet"
 META_NAME = "information_plane.json"
+PARTS_DIR = "information_plane.parts"  # one Parquet part per snapshot until compacted (store.PartedTable)
+_COMPACT_PARTS = 64  # compact the parts into TABLE_NAME once this many have accumulated
 FORMAT = "ibscope.information_plane/1"
 COLUMNS = ["epoch", "layer", "layer_index", "estimator", "i_xt", "i_ty", "unit", "i_xt_lo", "i_xt_hi",
            "i_ty_lo", "i_ty_hi", "ci_level", "flags", "n", "dim_x", "dim_t", "dropped_x", "dropped_t",
@@ -447,8 +454,12 @@ def _pca_codes(est: BaseMIEstimator, x: Any, t: Any, cache: dict | None) -> tupl
     target dimension as it is, so passing PCA codes gives the same number
     as passing the raw variables (PCA is deterministic; KSG's max-norm and
     per-column standardization ignore the sign of a component), without
-    compressing the fixed inputs again for every layer and snapshot and
-    each layer twice. Other estimators get the raw variables.
+    compressing the fixed inputs again for every layer and snapshot, and
+    with one PCA of the layer for both of its coordinates (the randomized
+    solver's start differs from the estimator's own call on ``t`` as its
+    'y' variable by one seed, within the solver's accuracy: the two
+    projections agree where the spectrum decays, see :func:`pca_compress`).
+    Other estimators get the raw variables.
     """
     from ..estimators._compressed import Compressed, pca_compress
 
@@ -469,9 +480,14 @@ def _pca_codes(est: BaseMIEstimator, x: Any, t: Any, cache: dict | None) -> tupl
             if key not in cache:
                 cache[key] = codes(x, est.dim_x, "x")
             x = cache[key]
-    # I(X;T) = estimate(x, t): t is the 'y' variable; I(T;Y) = estimate(t, labels): t is the 'x' one
-    t_xt = codes(t, est.dim_y, "y") if est.dim_y is not None and t.shape[1] > est.dim_y else t
-    t_ty = codes(t, est.dim_x, "x") if est.dim_x is not None and t.shape[1] > est.dim_x else t
+    # I(X;T) = estimate(x, t): t is the 'y' variable; I(T;Y) = estimate(t, labels): t is the 'x' one.
+    # One PCA of t serves both: the leading components of the wider code are the narrower code.
+    want = {which: k for which, k in (("y", est.dim_y), ("x", est.dim_x)) if k is not None and t.shape[1] > k}
+    if not want:
+        return x, t, t
+    shared = codes(t, max(want.values()), "x" if "x" in want else "y")
+    t_xt = shared[:, :want["y"]] if "y" in want else t
+    t_ty = shared[:, :want["x"]] if "x" in want else t
     return x, t_xt, t_ty
 
 
@@ -516,10 +532,13 @@ class InformationPlane(Callback):
         Confidence level of per-estimate intervals (None: none; the CI
         columns are NaN).
     out_dir : path-like, optional
-        Run directory: ``information_plane.parquet`` (the table, rewritten
-        atomically after every snapshot) and ``information_plane.json`` (the
-        settings). A directory that already holds a plane of the same
-        layers and estimators is resumed: its epochs are not recomputed.
+        Run directory: ``information_plane.json`` (the settings and the
+        files of the table), one Parquet part per snapshot in
+        ``information_plane.parts/`` (append-only) and, once compacted (end
+        of training, every 64 snapshots, :meth:`compact`),
+        ``information_plane.parquet``; see docs/information_plane.md. A
+        directory that already holds a plane of the same layers and
+        estimators is resumed: its epochs are not recomputed.
     unit : {'bits', 'nats'}
     batch_size : int, default 1024
         Forward tensor inputs in batches of this size.
@@ -605,6 +624,7 @@ class InformationPlane(Callback):
         self._fp: str | None = None
         self.plan = self._plan(estimators)
         self.out_dir = None if out_dir is None else Path(out_dir)
+        self._store = None if self.out_dir is None else PartedTable(self.out_dir / TABLE_NAME)
         self._table = pd.DataFrame(columns=COLUMNS)
         self._created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         if self.out_dir is not None:
@@ -690,12 +710,10 @@ class InformationPlane(Callback):
     def _resume(self) -> None:
         """Resume a directory of the same fingerprint; refuse (or, with ``overwrite``, replace) any other."""
         table, meta = self.out_dir / TABLE_NAME, self.out_dir / META_NAME
-        if not table.exists():
+        if not self._store.exists():  # neither a compacted table nor listed parts
             return
         if self.overwrite:
-            table.unlink()
-            if meta.exists():
-                meta.unlink()
+            self._store.remove()  # the table, its parts and the json
             return
         hint = "Pass overwrite=True to recompute the plane, or use another out_dir."
         old: dict[str, Any] = {}
@@ -712,18 +730,12 @@ class InformationPlane(Callback):
                                                 " (other model, inputs, labels or settings)"))
             raise ValueError(f"'out_dir' {str(self.out_dir)!r} holds an information plane of another measurement: "
                              f"{why}. Pass overwrite=True to replace its table, or use another out_dir.")
-        state, reason = checked_parquet_state(table)  # the table must be the one its sidecar vouches for
-        if state != "ok":
-            raise DamagedFile(f"The information plane table '{table}' does not match its sidecar '{meta.name}': "
-                              f"{reason}. ibscope writes both atomically, so the table was truncated or edited "
-                              f"outside ibscope. {hint}")
-        try:
-            df = pd.read_parquet(table)
-        except Exception as e:
-            raise ValueError(f"'{table}' is unreadable ({e}); pass overwrite=True to recompute the plane.") from None
-        if isinstance(old.get("rows"), int) and old["rows"] != len(df):
-            raise DamagedFile(f"The information plane table '{table}' has {len(df)} rows, its sidecar "
-                              f"'{meta.name}' records {old['rows']}. {hint}")
+        try:  # the compacted table and every listed part, each checked against the sha256 its sidecar records
+            df = read_plane_table(self.out_dir)
+        except (OSError, ValueError) as e:
+            raise DamagedFile(f"The information plane table '{table}' (or one of its parts) does not match its "
+                              f"sidecar '{meta.name}': {e} ibscope writes both atomically, so a file was truncated "
+                              f"or edited outside ibscope. {hint}") from None
         self._created = old.get("created", self._created)
         if not self._schedule_given and old.get("schedule"):
             self.schedule = list(old["schedule"])
@@ -746,6 +758,10 @@ class InformationPlane(Callback):
     def on_epoch_end(self, state: TrainState) -> None:
         self.maybe_record(state.epoch, metrics=state.metrics)
 
+    def on_train_end(self, state: TrainState) -> None:
+        """Compact the snapshots' parts into ``information_plane.parquet`` (:meth:`compact`)."""
+        self.compact()
+
     def state_dict(self) -> dict[str, Any]:
         if self.out_dir is not None:  # the rows are on disk
             return {"epochs": self.epochs_done()}
@@ -757,9 +773,27 @@ class InformationPlane(Callback):
             self._table = pd.DataFrame(dict(rows)) if rows else pd.DataFrame(columns=COLUMNS)
 
     # ----------------------------------------------------------------- record
+    @property
+    def _table(self) -> pd.DataFrame:
+        """Every row so far; the snapshots since the last read are concatenated on first use."""
+        if self._new_frames:
+            frames = ([self._rows] if len(self._rows) else []) + self._new_frames
+            self._rows = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+            self._new_frames = []
+        return self._rows
+
+    @_table.setter
+    def _table(self, df: pd.DataFrame) -> None:
+        self._rows, self._new_frames = df, []
+        self._epochs = {int(e) for e in df["epoch"].unique()} if len(df) else set()
+
+    def _append(self, new: pd.DataFrame) -> None:
+        self._new_frames.append(new)
+        self._epochs.update(int(e) for e in new["epoch"].unique())
+
     def epochs_done(self) -> list[int]:
         """Epochs already in the table (on disk for a resumed run); :meth:`record` skips them."""
-        return sorted(int(e) for e in self._table["epoch"].unique()) if len(self._table) else []
+        return sorted(self._epochs)
 
     def maybe_record(self, epoch: int, metrics: Mapping[str, float] | None = None) -> pd.DataFrame | None:
         """:meth:`record` if ``epoch`` is scheduled (every epoch when no schedule is set), else None."""
@@ -798,8 +832,8 @@ class InformationPlane(Callback):
             r.update(extra)
         new = pd.DataFrame(rows).sort_values(["estimator", "layer_index"], kind="stable").reset_index(drop=True)
         new = check_consistency(new, h_y, chain=self.chain)
-        self._table = new if not len(self._table) else pd.concat([self._table, new], ignore_index=True)
-        self._flush()
+        self._append(new)
+        self._flush(new, epoch)
         return new
 
     def _groups(self) -> list[list[str]]:
@@ -859,11 +893,38 @@ class InformationPlane(Callback):
             })
         return rows
 
-    def _flush(self) -> None:
+    def _flush(self, new: pd.DataFrame, epoch: int) -> None:
+        """Persist one snapshot's rows as a new part (older rows are never rewritten), then the json.
+
+        The part ``information_plane.parts/epoch_<epoch>.parquet`` is written
+        atomically and then listed (rows, bytes, sha256) in
+        ``information_plane.json``; a part the json does not list is never read
+        and is replaced when that epoch is recorded again, so a crash at any
+        point loses only the snapshot being written (recomputed on resume) and
+        duplicates nothing. Every ``_COMPACT_PARTS`` parts, and at the end of
+        training, :meth:`compact` folds them into ``information_plane.parquet``.
+        """
         if self.out_dir is None:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_checked_parquet(self.out_dir / TABLE_NAME, self._table, meta=self.metadata())
+        rec = self._store.append(new, f"epoch_{epoch:08d}", meta=self.metadata())
+        if len(rec["parts"]) >= _COMPACT_PARTS:
+            self._store.compact(meta=self.metadata())
+
+    def compact(self) -> Path | None:
+        """Write the whole table to ``out_dir/information_plane.parquet`` (atomically) and drop the parts.
+
+        Called at the end of training (``on_train_end``, also through the
+        Lightning callback) and every 64 snapshots; call it after a hand-written
+        loop of :meth:`record` to leave one file. Readers that go through
+        :func:`read_plane_table` (resume, :func:`ibscope.reporting.read_tracker_dir`)
+        see the same rows before and after. Returns the table's path (None
+        without ``out_dir`` or before any snapshot).
+        """
+        if self.out_dir is None or not self._store.exists():
+            return None
+        self._store.compact(meta=self.metadata())
+        return self.out_dir / TABLE_NAME
 
     # ---------------------------------------------------------------- results
     def results(self) -> pd.DataFrame:
@@ -897,6 +958,24 @@ def for_plot(results: pd.DataFrame) -> pd.DataFrame:
     is added when the column is absent.
     """
     return results if "seed" in results.columns else results.assign(seed=0)
+
+
+def read_plane_table(out_dir: str | os.PathLike) -> pd.DataFrame:
+    """The rows of an :class:`InformationPlane` run directory, wherever they are on disk.
+
+    ``information_plane.parquet`` (the compacted rows) plus the per-snapshot
+    parts that ``information_plane.json`` lists, in recording order, each
+    checked against the sha256 the json records (a ValueError names a
+    damaged or missing file). An empty frame with the plane's columns when
+    nothing was recorded.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        The ``out_dir`` of the plane.
+    """
+    df = PartedTable(Path(out_dir) / TABLE_NAME).read()
+    return df if len(df.columns) else pd.DataFrame(columns=COLUMNS)
 
 
 def _selector_key(v: Any) -> Any:
@@ -940,4 +1019,7 @@ def information_plane(model: nn.Module, inputs: Any, labels: Any = None, *, epoc
     """
     if "schedule" in kwargs:
         raise TypeError("information_plane takes one snapshot; 'schedule' belongs to InformationPlane.")
-    return InformationPlane(model, inputs, labels, **kwargs).record(epoch, metrics=metrics)
+    plane = InformationPlane(model, inputs, labels, **kwargs)
+    rows = plane.record(epoch, metrics=metrics)
+    plane.compact()
+    return rows
