@@ -12,9 +12,15 @@ quantity is a lower bound on the original MI, tight when the codes keep the
 dependence (f injective on the support, or a sufficient statistic). The
 reported number is that lower bound *as estimated by the inner estimator*,
 so it carries the inner estimator's own bias too (KSG: low at high MI).
-The compression map is fitted on the very data being estimated; it uses
-each variable alone (never the pairing), so it cannot manufacture
+By default the compression map is fitted on the very data being estimated;
+it uses each variable alone (never the pairing), so it cannot manufacture
 dependence, but with very few samples a flexible autoencoder can overfit.
+Butakov et al. fit their compressors on separate data instead:
+:func:`fit_pca` / :func:`fit_autoencoder` (a convolutional autoencoder for
+images, trained until its held-out reconstruction error converges) give
+fitted compressors that :class:`Compressed` takes as ``compressor_x`` /
+``compressor_y``; ``whiten=True`` whitens the codes before the inner
+estimator (the paper's KL / WKL with k = 5 on whitened codes).
 
 References
 ----------
