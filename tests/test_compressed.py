@@ -13,14 +13,18 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from ibscope import tasks
 from ibscope.estimators import get
 from ibscope.estimators._compressed import (
     Compressed,
     autoencoder_compress,
+    fit_autoencoder,
+    fit_pca,
     pca_compress,
     twonn_dimension,
+    whiten_codes,
 )
 from ibscope.estimators._knn import KSG
 
@@ -257,3 +261,107 @@ def test_pca_ksg_equals_the_former_plane_default_and_compressed_keeps_its_meanin
         get("pca_ksg", dim_x="auto")
     with pytest.raises(ValueError, match="'k' parameter"):
         get("pca_ksg", k=0)
+
+
+# ------------------------------------------- whitening, compressors fitted on separate data (issue 20)
+def _anisotropic_pair(n: int, mi_nats: float, seed: int):
+    """A 2+2-dim Gaussian pair of known MI seen through ill-conditioned, correlated mixings."""
+    task = tasks.get("gaussian_split", dim=2, mi=mi_nats / math.log(2), mixing_seed=3)
+    u, v = task.sample(n, seed=seed)
+    a = np.array([[1.0, 0.99], [0.0, 0.02]])  # columns nearly collinear: per-column scaling cannot undo it
+    return u @ a, v @ a.T, task.mutual_information_nats
+
+
+def test_whiten_codes_gives_identity_covariance_and_keeps_the_input_kind():
+    x, _, _ = _anisotropic_pair(3000, 1.0, 0)
+    w = whiten_codes(x)
+    assert isinstance(w, np.ndarray) and w.shape == x.shape
+    np.testing.assert_allclose(w.mean(axis=0), 0.0, atol=1e-10)
+    np.testing.assert_allclose(np.cov(w, rowvar=False), np.eye(2), atol=1e-8)
+    wt = whiten_codes(torch.as_tensor(x))
+    assert torch.is_tensor(wt) and np.allclose(wt.numpy(), w)
+    with pytest.raises(ValueError, match="2-D"):
+        whiten_codes(np.ones(5))
+
+
+def test_whitened_kl5_recovers_the_mi_that_per_column_scaling_misses():
+    # ground truth 2 nats; KL k=5 on the raw (per-column standardized) anisotropic codes is far off,
+    # whitening (an invertible linear map per variable: the MI is unchanged) puts it within 0.15 nat
+    x, y, truth = _anisotropic_pair(3000, 2.0, 1)
+    kw = {"estimator": "kl", "estimator_params": {"k": 5}, "dim_x": None, "dim_y": None, "unit": "nats"}
+    raw = Compressed(**kw).estimate(x, y)
+    white = Compressed(**kw, whiten=True)
+    value = white.estimate(x, y)
+    assert abs(value - truth) < 0.15
+    assert abs(raw - truth) > 2 * abs(value - truth)
+    assert white.compression_["x"]["whitened"] and white.compression_["y"]["whitened"]
+    # labels are never whitened
+    labels = (x[:, 0] > 0).astype(np.int64)
+    est = Compressed(**kw, whiten=True)
+    est.estimate(x, labels, discrete_y=True)
+    assert "y" not in est.compression_
+
+
+def test_fit_pca_encodes_new_data_with_the_fitted_map(blobs2):
+    task, x, y = blobs2
+    train = np.vstack(task.sample(1500, seed=11))
+    fitted = fit_pca(train, 2)
+    assert 0.0 < fitted.explained_variance_ratio < 1.0
+    codes = fitted.encode(x)
+    np.testing.assert_allclose(codes, (x - train.mean(axis=0)) @ fitted.components.numpy(), atol=1e-10)
+    ref, _ = pca_compress(train, 2, solver="full")  # the same subspace as the exact PCA of the fitting data
+    proj = fitted.encode(train)
+    np.testing.assert_allclose(np.abs(proj), np.abs(ref), atol=1e-8)
+    est = Compressed(estimator="ksg", compressor_x=fitted, compressor_y=fitted, unit="bits")
+    value = est.estimate(x, y)
+    assert est.compression_["x"]["fitted_apart"] and est.compression_["x"]["dim"] == 2
+    # a lower bound (data processing) up to KSG's bias; 2-D PCA of the blob images keeps about 2/3 of it
+    assert 0.4 * task.mutual_information < value < task.mutual_information + TOL
+    with pytest.raises(ValueError, match="'dim'"):
+        fit_pca(train, 0)
+    with pytest.raises(ValueError, match="columns"):
+        fitted.encode(x[:, :10])
+
+
+def test_conv_autoencoder_architecture_history_and_stopping_rule(blobs2):
+    task, x, y = blobs2
+    train = np.vstack(task.sample(300, seed=5))
+    ae = fit_autoencoder(train, 2, channels=(4, 8), dense=16, max_epochs=30, patience=2,
+                         min_improvement=0.99, batch_size=64, seed=0)
+    # the stopping rule: a 99% improvement over 2 epochs never happens, so it stops after epoch 3
+    assert ae.converged and ae.epochs == 3 and [h["epoch"] for h in ae.history] == [1, 2, 3]
+    assert ae.reconstruction_mse == pytest.approx(min(h["val_mse"] for h in ae.history))
+    kinds = {type(m) for m in ae.model.modules()}
+    assert {nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU, nn.Tanh} <= kinds
+    codes = ae.encode(x)
+    assert codes.shape == (x.shape[0], 2) and np.all(np.abs(codes) < 1.0)  # tanh bottleneck
+    capped = fit_autoencoder(train, 2, channels=(4,), dense=8, max_epochs=2, patience=5, batch_size=64)
+    assert not capped.converged and capped.epochs == 2  # max_epochs ended it
+    again = fit_autoencoder(train, 2, channels=(4,), dense=8, max_epochs=2, patience=5, batch_size=64)
+    np.testing.assert_allclose(again.encode(x), capped.encode(x), atol=1e-6)  # seeded (CPU)
+    est = Compressed(estimator="kl", estimator_params={"k": 5}, compressor_x=ae, compressor_y=ae)
+    est.estimate(x[:500], y[:500])
+    info = est.compression_["x"]
+    assert info["ae_epochs"] == 3 and info["fitted_apart"] and len(info["ae_history"]) == 3
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"architecture": "resnet"}, "'architecture'"), ({"max_epochs": 0}, "'max_epochs'"),
+    ({"patience": 1.5}, "'patience'"), ({"val_fraction": 1.0}, "'val_fraction'"),
+    ({"min_improvement": -0.1}, "'min_improvement'"), ({"channels": (0,)}, "'hidden'"),
+])
+def test_fit_autoencoder_bad_parameters_are_named(kwargs, match):
+    train = np.random.default_rng(0).random((300, 64))
+    with pytest.raises(ValueError, match=match):
+        fit_autoencoder(train, 2, **kwargs)
+
+
+def test_fit_autoencoder_refuses_non_square_images_and_bad_compressors():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="square"):
+        fit_autoencoder(rng.random((300, 60)), 2)
+    assert fit_autoencoder(rng.random((300, 60)), 2, architecture="mlp", hidden=(8,), max_epochs=1).epochs == 1
+    with pytest.raises((TypeError, ValueError), match="compressor_x"):
+        Compressed(compressor_x="pca")
+    with pytest.raises((TypeError, ValueError), match="whiten"):
+        Compressed(whiten="yes")

@@ -77,7 +77,7 @@ def test_torch_threads_and_check_seeds():
 
 @pytest.mark.parametrize("experiment, key", [
     ("csib_regression", "hidden"), ("ib_compare", "hidden"), ("noisy_convnet", "channels"),
-    ("noisy_convnet", "ae_hidden"), ("compressed_images", "ae_hidden"), ("tishby", "hidden")])
+    ("noisy_convnet", "ae_hidden"), ("compressed_images", "ae_channels"), ("tishby", "hidden")])
 def test_layer_sizes_are_checked_by_one_rule(experiment, key):
     # a float is refused, not truncated; a string or a bool is refused, not compared (no TypeError)
     for bad in ([], [0], ["a"], [2.5], [True], 3):

@@ -1,25 +1,40 @@
-"""The compressed estimator on synthetic images with known MI (Butakov et al. 2024, Sec. 5).
+"""The compressed estimator on synthetic images with known MI, as Butakov et al. (2024, Sec. 5) did it.
 
 Ground truth: a pair of correlated ``latent_dim``-dimensional Gaussian
 latents with the MI split equally over the components and randomly mixed
 (:class:`ibscope.tasks.GaussianSplit`), rendered into two ``size x size``
-Gaussian-blob images by an injective map (:class:`ibscope.tasks.BlobsImage`),
-so I(image_x; image_y) equals the latents' MI exactly. The paper renders
-Gaussian blobs (16x16) and rectangles (32x32); ibscope has the blobs only and
-uses them at both sizes.
+images by an injective smooth map, so I(image_x; image_y) equals the
+latents' MI. Two image families, the paper's two tasks:
+
+* ``task='blobs'``: Gaussian blobs (:func:`ibscope.tasks.render_blobs`),
+  by default a 2-D latent (the blob's centre) at 16x16;
+* ``task='rectangles'``: smooth-edged rectangles (:func:`render_rectangles`),
+  by default a 4-D latent (centre and half-sizes) at 32x32.
+
+The paper's pipeline [1]_: each image is compressed to a code as wide as the
+latent, by PCA or by a convolutional autoencoder (batch norm, LeakyReLU, tanh
+bottleneck), both fitted on ``n_fit`` (6000) *separate* images, never on the
+estimated samples; the autoencoder is trained until its held-out
+reconstruction error converges (:func:`ibscope.estimators._compressed.fit_autoencoder`;
+epochs and final MSE are recorded in every row and the per-epoch history in
+``compressor_seed<s>_<hash>.json``). The codes are whitened and the MI is the
+Kozachenko-Leonenko entropy difference with k = 5 neighbours, the weighted
+KL of Berrett et al. [2]_ when the joint code dimension exceeds 4
+(``estimator='paper'``; ``'ksg'``, ``'kl'``, ``'wkl'`` force one).
 
 One task (``run_seed``) evaluates one estimate-vs-truth curve: every true MI
-of ``mi_nats`` (the paper's grid is in nats, 0 to 10) for one image size and
-one compression (``pca`` or ``autoencoder``, to ``dim`` dimensions, then
-KSG with ``k`` neighbours: :class:`ibscope.estimators.Compressed`), on
-``n_samples`` fresh samples; the seed sets the samples, the latent mixing
-and the compression's seed. Rows: one per true MI, with ``true_mi``,
-``estimate`` and ``error`` (estimate - truth) in ``unit`` (bits by default;
-the paper's grid is converted, ``true_mi_nats`` keeps it). Each finished
-cell is stored in ``out_dir`` at once, so an interrupted task resumes at its
-first unfinished cell. ``summarize`` gives the error table (mean estimate
-over seeds with its Student-t interval, per size, compression and true MI);
-``plot`` the paper's figure (estimate against truth, one panel per size).
+of ``mi_nats`` (the paper's grid: linspace(0, 10, 41) nats) for one task and
+one compression, on ``n_samples`` (5000) fresh samples per value; the seed
+sets the samples, the latent mixing, the fitting images and the
+compressor's seed. The compressor is fitted once per curve (the images'
+marginal law does not depend on the MI, so one compressor serves x, y and
+every MI value). Rows: one per true MI, with ``true_mi``, ``estimate`` and
+``error`` (estimate - truth) in ``unit`` (bits by default; ``true_mi_nats``
+keeps the grid). Finished cells are stored in ``out_dir`` at once, so an
+interrupted task resumes at its first unfinished cell (the compressor is
+refitted, deterministically on CPU). ``summarize`` gives the error table
+(mean over seeds with its Student-t interval, per task, size, compression
+and true MI); ``plot`` the paper's figure (one panel per task).
 
 Registry name ``compressed_images`` (module ``_compressed_images``).
 
@@ -28,6 +43,9 @@ References
 .. [1] I. Butakov, A. Tolmachev, S. Malanchuk, A. Neopryatnaya, A. Frolov and
    K. Andreev, "Information bottleneck analysis of deep neural networks via
    lossy compression", ICLR 2024.
+.. [2] T. B. Berrett, R. J. Samworth and M. Yuan, "Efficient multivariate
+   entropy estimation via k-nearest neighbour distances", Annals of
+   Statistics 47(1), 288-318, 2019.
 """
 
 from __future__ import annotations
@@ -38,33 +56,90 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from scipy.special import ndtr
 
 from .._units import from_nats
-from ..store import atomic_write_parquet, config_hash
+from ..store import atomic_write_json, atomic_write_parquet, config_hash
 from . import as_config, check_sizes
 
 NAME = "compressed_images"
 COMPRESSIONS = ("pca", "autoencoder")
+TASKS = ("blobs", "rectangles")
+ESTIMATORS = ("paper", "ksg", "kl", "wkl")
+# the paper's two tasks: image side and latent dimension
+PAPER_TASKS = {"blobs": {"size": 16, "latent_dim": 2}, "rectangles": {"size": 32, "latent_dim": 4}}
+
+
+def render_rectangles(z: np.ndarray, size: int, *, edge: float = 1.0) -> np.ndarray:
+    """Render latents z (n, 4) as (n, size*size) smooth-edged rectangles (float64).
+
+    Each coordinate goes through the standard normal CDF (a bijection
+    R -> (0, 1)) and sets one parameter: z_1, z_2 the centre (c_x, c_y) in
+    [size/4, 3 size/4], z_3, z_4 the half-sizes (h_x, h_y) in [2, size/5 + 2].
+    The rectangle is blurred by a Gaussian of ``edge`` pixels, so pixel
+    (i, j) = p_y(i) p_x(j) with p(j) = Phi((j - c + h)/edge) - Phi((j - c - h)/edge).
+    The map is smooth and injective (the rank-one image gives p_x and p_y up
+    to a common scale, and the Gaussian tails of each profile fix both of
+    its edges), so it keeps the latents' MI; a hard-edged rectangle on a
+    pixel grid would not be injective.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] != 4:
+        raise ValueError(f"render_rectangles needs latents of shape (n, 4). Got {z.shape} instead.")
+    u = ndtr(z)
+    lo, hi = size / 4.0, 3.0 * size / 4.0
+    c = lo + (hi - lo) * u[:, :2]
+    h = 2.0 + (size / 5.0) * u[:, 2:]
+    grid = np.arange(size, dtype=np.float64)
+
+    def profile(ci: np.ndarray, hi_: np.ndarray) -> np.ndarray:
+        return (ndtr((grid[None, :] - (ci - hi_)[:, None]) / edge)
+                - ndtr((grid[None, :] - (ci + hi_)[:, None]) / edge))
+
+    px, py = profile(c[:, 0], h[:, 0]), profile(c[:, 1], h[:, 1])
+    return (py[:, :, None] * px[:, None, :]).reshape(len(z), size * size)
+
+
+def _render(task: str, z: np.ndarray, size: int) -> np.ndarray:
+    if task == "rectangles":
+        return render_rectangles(z, size)
+    from ..tasks import render_blobs
+
+    return render_blobs(z, size)
 
 
 @dataclass
 class Config:
     mi_nats: tuple[float, ...] = tuple(0.25 * i for i in range(41))  # the paper's grid: linspace(0, 10, 41)
-    size: int = 16                      # image side (paper: 16 and 32)
-    latent_dim: int = 4                 # dimension of each latent (1-4; the blob parameters)
+    task: str = "blobs"                 # 'blobs' (paper: 16x16, 2-D latent) or 'rectangles' (32x32, 4-D)
+    size: int | None = None             # image side; None: the paper's for the task
+    latent_dim: int | None = None       # dimension of each latent; None: the paper's for the task
     compression: str = "pca"            # 'pca' or 'autoencoder'
-    dim: int = 4                        # code dimension of each image
+    dim: int | None = None              # code dimension of each image; None: latent_dim (the paper's)
     n_samples: int = 5000               # samples per estimate (paper: 5000)
-    k: int = 3                          # KSG neighbours
-    ae_epochs: int = 100                # autoencoder training epochs
-    ae_hidden: tuple[int, ...] = (128, 64)
+    n_fit: int = 6000                   # separate images the compressor is fitted on (paper: 6000)
+    estimator: str = "paper"            # 'paper': KL (joint code dim <= 4) / WKL (above); or ksg, kl, wkl
+    k: int = 5                          # neighbours of the inner estimator (paper: 5)
+    whiten: bool = True                 # whiten each variable's codes (paper: yes)
+    ae_max_epochs: int = 200            # autoencoder: at most this many epochs ...
+    ae_patience: int = 10               # ... stopping when the held-out MSE improves < 1% over this many
+    ae_channels: tuple[int, ...] = (16, 32)
+    ae_dense: int = 128
     unit: str = "bits"
 
     def __post_init__(self) -> None:
         self.mi_nats = tuple(float(m) for m in self.mi_nats)
-        check_sizes(self.ae_hidden, "ae_hidden", "compressed_images")  # before the coercion: 2.5 or "a" is refused, not cast
-        self.ae_hidden = tuple(int(h) for h in self.ae_hidden)
+        check_sizes(self.ae_channels, "ae_channels", "compressed_images")  # before the coercion
+        self.ae_channels = tuple(int(h) for h in self.ae_channels)
+        if self.task in PAPER_TASKS:
+            if self.size is None:
+                self.size = PAPER_TASKS[self.task]["size"]
+            if self.latent_dim is None:
+                self.latent_dim = PAPER_TASKS[self.task]["latent_dim"]
+            if self.dim is None and isinstance(self.latent_dim, int):
+                self.dim = self.latent_dim
         self.validate()
 
     def validate(self) -> None:
@@ -72,59 +147,93 @@ class Config:
         if not self.mi_nats or any(not math.isfinite(m) or m < 0 for m in self.mi_nats):
             raise ValueError(f"The 'mi_nats' of compressed_images must be a non-empty list of finite MI values "
                              f">= 0 (nats). Got {self.mi_nats!r} instead.")
-        for name, lo in (("size", 8), ("dim", 1), ("n_samples", 10), ("k", 1), ("ae_epochs", 1)):
+        if self.task not in TASKS:
+            raise ValueError(f"The 'task' of compressed_images must be one of {TASKS}. Got {self.task!r} instead.")
+        for name, lo in (("size", 8), ("dim", 1), ("n_samples", 10), ("n_fit", 20), ("k", 1),
+                         ("ae_max_epochs", 1), ("ae_patience", 1), ("ae_dense", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"The '{name}' of compressed_images must be an int >= {lo}. Got {v!r} instead.")
-        if isinstance(self.latent_dim, bool) or self.latent_dim not in (1, 2, 3, 4):
-            raise ValueError(f"The 'latent_dim' of compressed_images must be 1, 2, 3 or 4. "
-                             f"Got {self.latent_dim!r} instead.")
+        allowed = (4,) if self.task == "rectangles" else (1, 2, 3, 4)
+        if isinstance(self.latent_dim, bool) or self.latent_dim not in allowed:
+            raise ValueError(f"The 'latent_dim' of compressed_images must be one of {allowed} for "
+                             f"task {self.task!r}. Got {self.latent_dim!r} instead.")
         if self.compression not in COMPRESSIONS:
             raise ValueError(f"The 'compression' of compressed_images must be one of {COMPRESSIONS}. "
                              f"Got {self.compression!r} instead.")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"The 'estimator' of compressed_images must be one of {ESTIMATORS}. "
+                             f"Got {self.estimator!r} instead.")
         if self.k >= self.n_samples:
             raise ValueError(f"The 'k' of compressed_images must be below 'n_samples' ({self.n_samples}). "
                              f"Got {self.k!r} instead.")
-        check_sizes(self.ae_hidden, "ae_hidden", "compressed_images")
+        if self.dim >= self.size * self.size:
+            raise ValueError(f"The 'dim' of compressed_images must be below the pixel count {self.size ** 2}. "
+                             f"Got {self.dim!r} instead.")
+        if not isinstance(self.whiten, bool):
+            raise ValueError(f"The 'whiten' of compressed_images must be a bool. Got {self.whiten!r} instead.")
+        check_sizes(self.ae_channels, "ae_channels", "compressed_images")
         if self.unit not in ("bits", "nats"):
             raise ValueError(f"The 'unit' of compressed_images must be 'bits' or 'nats'. Got {self.unit!r} instead.")
 
+    @property
+    def inner(self) -> str:
+        """The inner estimator's registry name ('paper': KL up to joint code dimension 4, WKL above)."""
+        if self.estimator != "paper":
+            return self.estimator
+        return "kl" if 2 * self.dim <= 4 else "wkl"
+
 
 PROFILES: dict[str, dict[str, Any]] = {
-    "test": {"mi_nats": (0.0, 2.0), "n_samples": 200, "ae_epochs": 2, "ae_hidden": (16,)},
+    "test": {"mi_nats": (0.0, 2.0), "n_samples": 200, "n_fit": 300, "ae_max_epochs": 2, "ae_channels": (4,),
+             "ae_dense": 8},
     "default": {},
 }
 
 
-def _estimator(cfg: Config, seed: int):
-    from .. import estimators
+def _fit_compressor(cfg: Config, seed: int):
+    """The compressor of one curve, fitted on ``n_fit`` separate images of the task's marginal law."""
+    from ..estimators._compressed import fit_autoencoder, fit_pca
 
-    params: dict[str, Any] = {"estimator": "ksg", "estimator_params": {"k": cfg.k}, "compression": cfg.compression,
-                              "dim_x": cfg.dim, "dim_y": cfg.dim, "seed": seed, "unit": "nats"}
-    if cfg.compression == "autoencoder":
-        params.update(epochs=cfg.ae_epochs, hidden=cfg.ae_hidden)
-    return estimators.get("compressed", **params)
+    # x = Q u with u ~ N(0, I) and Q orthogonal: each image's latent is N(0, I) at every MI and mixing
+    z = np.random.default_rng([seed, 7_919]).standard_normal((cfg.n_fit, cfg.latent_dim))
+    images = _render(cfg.task, z, cfg.size)
+    if cfg.compression == "pca":
+        return fit_pca(images, cfg.dim)
+    return fit_autoencoder(images, cfg.dim, architecture="conv", channels=cfg.ae_channels, dense=cfg.ae_dense,
+                           max_epochs=cfg.ae_max_epochs, patience=cfg.ae_patience, seed=seed)
 
 
-def _cell(cfg: Config, seed: int, index: int, mi_nats: float) -> dict[str, Any]:
-    from .. import tasks
+def _compressor_record(compressor) -> dict[str, Any]:
+    if hasattr(compressor, "history"):
+        return {"kind": "autoencoder", "epochs": compressor.epochs, "converged": compressor.converged,
+                "reconstruction_mse": compressor.reconstruction_mse, "history": compressor.history,
+                "mse_units": "per pixel, data centred per pixel and divided by its global std"}
+    return {"kind": "pca", "explained_variance_ratio": compressor.explained_variance_ratio}
 
-    task = tasks.get("blobs_image", latent_dim=cfg.latent_dim, mi=mi_nats / math.log(2), size=cfg.size,
-                     mixing_seed=seed)
+
+def _cell(cfg: Config, seed: int, index: int, mi_nats: float, compressor) -> dict[str, Any]:
+    from .. import estimators, tasks
+
+    latent = tasks.get("gaussian_split", dim=cfg.latent_dim, mi=mi_nats / math.log(2), mixing_seed=seed)
     # one sample seed per (seed, cell): the cells of a curve are independent draws
-    x, y = task.sample(cfg.n_samples, seed=seed * 100_003 + index)
-    est = _estimator(cfg, seed)
+    u, v = latent.sample(cfg.n_samples, seed=seed * 100_003 + index)
+    x, y = _render(cfg.task, u, cfg.size), _render(cfg.task, v, cfg.size)
+    est = estimators.get("compressed", estimator=cfg.inner, estimator_params={"k": cfg.k}, whiten=cfg.whiten,
+                         compressor_x=compressor, compressor_y=compressor, seed=seed, unit="nats")
     t0 = time.process_time()
     value = float(est.estimate(x, y))
     seconds = time.process_time() - t0
-    info = est.compression_.get("x", {})
-    truth = from_nats(task.mutual_information_nats, cfg.unit)
+    rec = _compressor_record(compressor)
+    truth = from_nats(latent.mutual_information_nats, cfg.unit)
     estimate = from_nats(value, cfg.unit)
-    return {"experiment": NAME, "size": cfg.size, "compression": cfg.compression, "latent_dim": cfg.latent_dim,
-            "dim": cfg.dim, "n": cfg.n_samples, "estimator": f"{cfg.compression}+ksg", "true_mi_nats": mi_nats,
-            "true_mi": truth, "estimate": estimate, "error": estimate - truth, "unit": cfg.unit,
-            "explained_variance_ratio": float(info.get("explained_variance_ratio", math.nan)),
-            "reconstruction_mse": float(info.get("reconstruction_mse", math.nan)),
+    return {"experiment": NAME, "task": cfg.task, "size": cfg.size, "compression": cfg.compression,
+            "latent_dim": cfg.latent_dim, "dim": cfg.dim, "n": cfg.n_samples, "n_fit": cfg.n_fit,
+            "estimator": f"{cfg.compression}+{'whitened ' if cfg.whiten else ''}{cfg.inner}{cfg.k}",
+            "true_mi_nats": mi_nats, "true_mi": truth, "estimate": estimate, "error": estimate - truth,
+            "unit": cfg.unit, "explained_variance_ratio": float(rec.get("explained_variance_ratio", math.nan)),
+            "reconstruction_mse": float(rec.get("reconstruction_mse", math.nan)),
+            "ae_epochs": int(rec.get("epochs", 0)), "ae_converged": bool(rec.get("converged", False)),
             "flags": ";".join(est.flags_), "cpu_seconds": seconds}
 
 
@@ -137,16 +246,21 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     if result_file.exists():
         return pd.read_parquet(result_file)
     rows = []
+    compressor = None
     for i, m in enumerate(cfg.mi_nats):
         cell_file = out / "cells" / f"cell{i:03d}_{chash}.parquet"
         if cell_file.exists():
             rows.append(pd.read_parquet(cell_file))
             continue
-        row = pd.DataFrame([{**_cell(cfg, seed, i, m), "seed": seed, "config_hash": chash}])
+        if compressor is None:  # fitted once per curve, only when a cell is left to do
+            compressor = _fit_compressor(cfg, seed)
+            atomic_write_json(out / f"compressor_seed{seed}_{chash}.json",
+                              {"seed": seed, "config_hash": chash, **_compressor_record(compressor)})
+        row = pd.DataFrame([{**_cell(cfg, seed, i, m, compressor), "seed": seed, "config_hash": chash}])
         atomic_write_parquet(cell_file, row)
         rows.append(row)
         if progress:
-            print(f"size {cfg.size} {cfg.compression} seed {seed}: true {row['true_mi'].iloc[0]:.3g} "
+            print(f"{cfg.task} {cfg.size} {cfg.compression} seed {seed}: true {row['true_mi'].iloc[0]:.3g} "
                   f"estimate {row['estimate'].iloc[0]:.3g} {cfg.unit}", flush=True)
     df = pd.concat(rows, ignore_index=True)
     atomic_write_parquet(result_file, df)
@@ -154,19 +268,21 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """The error table: per (size, compression, true MI) the mean estimate and error over seeds (95% t-interval)."""
+    """The error table: per (task, size, compression, true MI) the mean estimate and error over seeds (95% t)."""
     from .._intervals import mean_interval
 
     if results.empty:
         return pd.DataFrame()
-    by = ["size", "compression", "true_mi_nats", "true_mi", "unit"]
+    if "task" not in results.columns:  # rows of the earlier blobs-only experiment
+        results = results.assign(task="blobs")
+    by = ["task", "size", "compression", "true_mi_nats", "true_mi", "unit"]
     s = mean_interval(results, by, ["estimate", "error"])
     s["relative_error"] = s["error"] / s["true_mi"].where(s["true_mi"] > 0)
     return s.rename(columns={"n": "seeds"})
 
 
 def plot(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Estimate against the true MI, one panel per image size, one line per compression (95% band)."""
+    """Estimate against the true MI, one panel per task and image size, one line per compression (95% band)."""
     from ..plots import pyplot, save_figure
 
     plt = pyplot()
@@ -176,17 +292,17 @@ def plot(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     if s.empty:
         return []
     unit = str(s["unit"].iloc[0])
-    sizes = sorted(s["size"].unique())
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.8), squeeze=False)
-    for ax, size in zip(axes[0], sizes, strict=True):
-        g = s[s["size"] == size]
+    panels = sorted({(str(t), int(z)) for t, z in zip(s["task"], s["size"], strict=True)})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (task, size) in zip(axes[0], panels, strict=True):
+        g = s[(s["task"] == task) & (s["size"] == size)]
         top = float(g["true_mi"].max())
         ax.plot([0, top], [0, top], color="0.5", linestyle="--", label="truth")
         for comp, c in g.groupby("compression", sort=True):
             c = c.sort_values("true_mi")
-            line, = ax.plot(c["true_mi"], c["estimate"], marker="o", markersize=3, label=f"{comp} + KSG")
+            line, = ax.plot(c["true_mi"], c["estimate"], marker="o", markersize=3, label=str(comp))
             ax.fill_between(c["true_mi"], c["estimate_lo"], c["estimate_hi"], color=line.get_color(), alpha=0.25)
-        ax.set_title(f"{size}x{size} blob images")
+        ax.set_title(f"{size}x{size} {task}")
         ax.set_xlabel(f"true I(X;Y) ({unit})")
         ax.set_ylabel(f"estimate ({unit})")
         ax.legend(fontsize=8)
