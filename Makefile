@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test test-slow lint bench clean install
+.PHONY: demo test test-slow lint bench clean install docs
 
 install: $(STAMP)
 
@@ -30,6 +30,13 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
+
+# The documentation site (mkdocs.yml): docs/*.md and the API reference from the
+# docstrings; --strict makes every warning (a broken link or anchor, a `:::`
+# naming a function that no longer exists) an error.
+docs: $(STAMP)
+	$(PIP_INSTALL) -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
