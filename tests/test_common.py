@@ -175,6 +175,17 @@ CONFIG.update({
 })
 
 
+# Normalizing-flow estimators (tests/test_flow.py has their own checks): one block per flow
+FLOW_FAST = {"n_blocks": 1, "max_epochs": 100}
+CONFIG.update({
+    name: dict(
+        params=FLOW_FAST, n=1000, n_small=300,
+        cases=[(GS1, 0.15, "normal scores + flows; held-out n = 300, sd ~0.05"),
+               (HC2, 0.15, "monotone maps of a Gaussian: as on the Gaussian")],
+        independence=(IND_CC, 0.05, {}),
+        symmetric=False, rejects_constant=True) for name in ("flow", "flow_tridiag")})
+
+
 def _kinds(est) -> tuple[bool, bool]:
     """(discrete_x, discrete_y) of the estimator's first case."""
     (name, params), _, _ = CONFIG[est]["cases"][0]

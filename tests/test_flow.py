@@ -23,6 +23,7 @@ from ibscope.estimators._flow import (
 )
 
 BOTH = ["flow", "flow_tridiag"]
+FAST = {"n_blocks": 1}  # one block per flow: the fast-suite setting
 
 
 def _sample(name, n, seed=1, **params):
@@ -88,53 +89,53 @@ def test_gaussian_mi_from_samples_closed_form():
 # ------------------------------------------------------------- ground truth
 @pytest.mark.parametrize("name", BOTH)
 def test_gaussian_task(name):
-    t, x, y = _sample("gaussian_split", 1500, dim=2, mi=1.0)
-    value = estimators.get(name).estimate(x, y)
-    # measured 0.99-1.00 bits (held-out n = 450: sd ~0.05)
+    t, x, y = _sample("gaussian_split", 1000, dim=2, mi=1.0)
+    value = estimators.get(name, **FAST).estimate(x, y)
+    # held-out n = 300: sd ~0.05 bits
     assert value == pytest.approx(t.mutual_information, abs=0.12)
 
 
 @pytest.mark.parametrize("name", BOTH)
 def test_cubed_gaussian_recovers_the_truth_where_gaussian_mi_fails(name):
     # t -> t^3 per coordinate: MI unchanged (1 bit); the Gaussian estimator reads ~0.67 bits
-    t, x, y = _sample("gaussian_split", 1500, dim=1, mi=1.0)
+    t, x, y = _sample("gaussian_split", 1000, dim=1, mi=1.0)
     x, y = x**3, y**3
     gauss = estimators.get("gaussian").estimate(x, y)
     assert t.mutual_information - gauss > 0.2
-    value = estimators.get(name).estimate(x, y)
-    assert value == pytest.approx(t.mutual_information, abs=0.12)
+    value = estimators.get(name, **FAST).estimate(x, y)
+    assert value == pytest.approx(t.mutual_information, abs=0.12)  # measured 0.96
 
 
 def test_tridiag_finds_the_canonical_pairs_of_a_dense_gaussian():
-    t, x, y = _sample("gaussian_dense", 1500, dim_x=2, dim_y=2, rho=0.3)
-    value = estimators.get("flow_tridiag").estimate(x, y)
+    t, x, y = _sample("gaussian_dense", 1000, dim_x=2, dim_y=2, rho=0.3)
+    value = estimators.get("flow_tridiag", **FAST).estimate(x, y)
     assert value == pytest.approx(t.mutual_information, abs=0.12)
 
 
 @pytest.mark.parametrize("name", BOTH)
 def test_independence_about_zero(name):
-    _, x, y = _sample("gaussian_split", 1000, dim=2, mi=0.0)
-    assert 0.0 <= estimators.get(name).estimate(x, y) <= 0.05
+    _, x, y = _sample("gaussian_split", 600, dim=2, mi=0.0)
+    assert 0.0 <= estimators.get(name, **FAST).estimate(x, y) <= 0.05
 
 
 # ------------------------------------------------------------- contract
 def test_history_flags_units_and_torch_input():
-    _, x, y = _sample("gaussian_split", 600, dim=1, mi=1.0)
-    e = estimators.get("flow")
+    _, x, y = _sample("gaussian_split", 400, dim=1, mi=1.0)
+    e = estimators.get("flow", **FAST)
     bits = e.estimate(x, y)
     assert e.converged_ and e.flags_ == ()
     assert set(e.history_[0]) == {"epoch", "train", "test", "mi"}
     assert e.history_[e.best_epoch_ - 1]["mi"] == pytest.approx(bits, rel=1e-9)
-    nats = estimators.get("flow", unit="nats").estimate(x, y)
+    nats = estimators.get("flow", unit="nats", **FAST).estimate(x, y)
     assert nats == pytest.approx(bits * math.log(2), rel=1e-9)
-    tv = estimators.get("flow", device="cpu").estimate(torch.from_numpy(x), torch.from_numpy(y))
+    tv = estimators.get("flow", device="cpu", **FAST).estimate(torch.from_numpy(x), torch.from_numpy(y))
     assert tv == pytest.approx(bits, abs=1e-4)  # float32 either way; same split and seed
 
 
 @pytest.mark.parametrize("name", BOTH)
 def test_not_converged_flag(name):
-    _, x, y = _sample("half_cube", 600, base="gaussian_split", dim=1, mi=1.0)
-    e = estimators.get(name, max_epochs=2)
+    _, x, y = _sample("gaussian_split", 400, dim=1, mi=1.0)
+    e = estimators.get(name, max_epochs=2, **FAST)
     e.estimate(x, y)
     assert not e.converged_ and "critic_not_converged" in e.flags_
 
@@ -151,7 +152,7 @@ def test_bad_inputs(name):
         e.estimate(xc, y)
     with pytest.raises(ValueError, match="held-out samples"):
         e.estimate(x[:20], y[:20])
-    for param, bad in [("max_epochs", 0), ("lr", -1.0), ("n_blocks", 0), ("test_fraction", 1.0),
+    for param, bad in [("max_epochs", 0), ("marginals", "ranks"), ("lr", -1.0), ("n_blocks", 0), ("test_fraction", 1.0),
                        ("hidden", (0,))]:
         with pytest.raises(ValueError, match=param):
             estimators.get(name, **{param: bad})
@@ -160,8 +161,8 @@ def test_bad_inputs(name):
 # ------------------------------------------------------------- larger validation
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BOTH)
-@pytest.mark.parametrize("dim", [5, 10])
+@pytest.mark.parametrize("dim", [5])
 def test_gaussian_validation_at_5000(name, dim):
-    t, x, y = _sample("gaussian_dense", 5000, dim_x=dim, dim_y=dim, rho=0.2)
+    t, x, y = _sample("gaussian_split", 5000, dim=dim, mi=2.0)
     value = estimators.get(name).estimate(x, y)
     assert value == pytest.approx(t.mutual_information, abs=0.15 + 0.03 * t.mutual_information)

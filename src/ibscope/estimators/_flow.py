@@ -558,8 +558,9 @@ _PARAMS_DOC = """
     The Gaussian closed form on n_test held-out rows adds an upward
     finite-sample bias of about d_X d_Y / (2 n_test) nats.%(bias)s
 
-    Cost: O(max_epochs * n * P) for P flow parameters (a few thousand by
-    default); ~1-5 s on one CPU core at n = 2000 in low dimension.
+    Cost: O(epochs * n * P) for P flow parameters (hundreds to a few
+    thousand by default); in low dimension dominated by the per-operation
+    overhead of small tensors (seconds to tens of seconds per estimate on CPU).
 
     References
     ----------
