@@ -175,6 +175,19 @@ CONFIG.update({
 })
 
 
+# Normalizing-flow estimators (tests/test_flow.py has their own checks): one block per flow
+FLOW_FAST = {"n_blocks": 1, "max_epochs": 100}
+CONFIG.update({
+    name: dict(
+        params=FLOW_FAST, n=1000, n_small=300,
+        cases=[(GS1, 0.15, "normal scores + flows; held-out n = 300, sd ~0.05"),
+               (HC2, 0.15, "monotone maps of a Gaussian: as on the Gaussian")],
+        independence=(IND_CC, 0.05, {}),
+        symmetric=False, rejects_constant=True,
+        slow_ci=True)  # 2 x 9 trainings: minutes on the shared CPU
+    for name in ("flow", "flow_tridiag")})
+
+
 def _kinds(est) -> tuple[bool, bool]:
     """(discrete_x, discrete_y) of the estimator's first case."""
     (name, params), _, _ = CONFIG[est]["cases"][0]
@@ -291,7 +304,8 @@ def test_unknown_estimator_name():
         ibscope.mutual_information(np.ones(5), np.ones(5), method="nope")
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if CONFIG[n].get("slow_ci")
+                                  else n for n in NAMES])
 def test_confidence_interval_for_every_estimator(name):
     t, x, y = _sample(CONFIG[name]["cases"][0][0], n=CONFIG[name].get("n_small", 600), seed=5)
     r = _est(name).estimate(x, y, discrete_x=t.discrete_x, discrete_y=t.discrete_y,

@@ -57,6 +57,8 @@ _REGISTRY: dict[str, str] = {
     "infonce": "_neural:InfoNCE",
     "compressed": "_compressed:Compressed",
     "pca_ksg": "_compressed:PCAKSG",
+    "flow": "_flow:Flow",
+    "flow_tridiag": "_flow:FlowTridiag",
 }
 
 
