@@ -32,6 +32,20 @@ stay on the CPU): a planted file holding pickled objects is refused, never
 executed. A damaged (truncated) checkpoint is reported, moved aside to
 ``checkpoint.pt.damaged`` and the run starts over from epoch 0.
 
+Each callback's state is stored under its :attr:`Callback.state_key` (the
+class's qualified name, plus for the trackers their ``out_dir`` or, in
+memory, their fingerprint or quantities), so on resume every callback gets
+its own state whatever the order of the list (issue 22). With a
+``checkpoint_dir``, two callbacks of one key are refused (ValueError naming
+the key) before anything runs: give one an explicit key
+(``cb.state_key = "name"``). A key in the checkpoint that no callback has
+(its state is dropped), and a callback whose key the checkpoint lacks (it
+starts from its initial state), each give a ``UserWarning`` naming the key;
+the resume goes on. A checkpoint of an older ibscope (state saved by
+position) resumes when it holds as many callbacks as the fit, assuming the
+same callbacks in the same order (a ``UserWarning`` says so), and is refused
+(:class:`CheckpointError`) otherwise; the next checkpoint is keyed.
+
 Non-finite guard
 ----------------
 A NaN or infinite training loss stops the run *before* the offending update
@@ -594,6 +608,8 @@ def fit(
         Built on ``model.parameters()`` (SGLD included: it is an optimizer).
     epochs : int >= 1
     callbacks : iterable of Callback
+        Their checkpointed state is keyed by :attr:`Callback.state_key`;
+        with ``checkpoint_dir``, two of one key are a ValueError.
     checkpoint_dir : path-like, optional
         Where ``checkpoint.pt`` goes; if it holds one, training resumes from
         it (see the module docstring).
