@@ -384,3 +384,19 @@ def test_positional_checkpoint_of_older_ibscope_resumes_same_order(tmp_path):
     with pytest.raises(CheckpointError, match="by position"):
         fit(net, loss, (x, y), torch.optim.SGD(net.parameters(), lr=0.1), epochs=4,
             callbacks=[Recorder(), _Crash(99)], **kw)
+
+
+def test_tracker_state_keys_tell_trackers_apart(tmp_path):
+    from ibscope.weights import WeightInformation
+
+    x, y = _data()
+    loss = nn.CrossEntropyLoss(reduction="none")
+    a = WeightInformation(loss, (x, y), quantities=("iiw",))
+    b = WeightInformation(loss, (x, y), quantities=("fisher",))
+    c = WeightInformation(loss, (x, y), quantities=("iiw",), out_dir=tmp_path / "c")
+    keys = {a.state_key, b.state_key, c.state_key}
+    assert len(keys) == 3 and all(k.startswith("ibscope.weights.") for k in keys)
+    assert str(tmp_path / "c") in c.state_key
+    pl_int = pytest.importorskip("ibscope.integrations.lightning")
+    wrapped = pl_int.IbscopeCallback(a)
+    assert a.state_key in wrapped.state_key and wrapped.state_key != pl_int.IbscopeCallback(b).state_key
