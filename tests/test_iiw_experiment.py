@@ -80,7 +80,7 @@ def test_fit_checkpoint_threads_restored_and_small_batches_train(tmp_path):
     df = exp.run_seed({**CFG, "torch_threads": 1, "prior": "init"}, 1, tmp_path)
     assert torch.get_num_threads() == threads
     ck = load_checkpoint(tmp_path / "iiw_seed1.ckpt" / "checkpoint.pt")  # fit's weights_only format
-    assert ck["epoch"] == 3 and len(ck["callbacks"][0]["rows"]) == len(df[df.method != "final"])
+    assert ck["epoch"] == 3 and len(next(iter(ck["callbacks"].values()))["rows"]) == len(df[df.method != "final"])
     with pytest.raises(ValueError, match="torch_threads"):
         exp.run_seed({**CFG, "torch_threads": -1}, 0, tmp_path / "bad")
     # the batch-size sweep's lr trains its smallest batch (lr 0.05, momentum 0.9 did not)

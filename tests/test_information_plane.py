@@ -270,7 +270,7 @@ def test_checkpoint_resume_keeps_rows_in_memory(tmp_path):
     plane = InformationPlane(m, x, y, estimators="binning", schedule=[0, 1, 2])
     fit(m, nn.CrossEntropyLoss(), (x, y), torch.optim.SGD(m.parameters(), lr=0.1), epochs=2, batch_size=40,
         callbacks=[plane], checkpoint_dir=tmp_path, progress=False)
-    saved = load_checkpoint(tmp_path / "checkpoint.pt")["callbacks"][0]
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")["callbacks"][plane.state_key]
     fresh = InformationPlane(m, x, y, estimators="binning", schedule=[0, 1, 2])
     fresh.load_state_dict(saved)
     assert fresh.epochs_done() == [0, 1, 2] and len(fresh.results()) == len(plane.results())

@@ -281,3 +281,122 @@ def test_lr_scheduler_callback_steps_and_resumes(tmp_path):
     assert opt.param_groups[0]["lr"] == pytest.approx(0.25 * 0.5 ** 4)  # 4 steps of 16 rows
     with pytest.raises(ValueError, match="'interval'"):
         LRSchedulerCallback(per_step.scheduler, interval="batch")
+
+
+# --------------------------------------------------------------------------- #
+# callback state keyed by state_key (issue 22)
+# --------------------------------------------------------------------------- #
+class _Crash(Callback):
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_end(self, state):
+        if state.epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def _planes(net, x, y):
+    from ibscope.tracking import InformationPlane
+
+    return (InformationPlane(net, x, y, layers=["0"], estimators="binning"),
+            InformationPlane(net, x, y, layers=["2"], estimators="binning"))
+
+
+def test_swapped_planes_each_get_their_own_state_on_resume(tmp_path):
+    (x, y), loss = _data(), nn.CrossEntropyLoss()
+    net = _net()
+    a, b = _planes(net, x, y)
+    with pytest.raises(KeyboardInterrupt):
+        fit(net, loss, (x, y), torch.optim.SGD(net.parameters(), lr=0.1), epochs=4, batch_size=16,
+            progress=False, callbacks=[a, b, _Crash(3)], checkpoint_dir=tmp_path, checkpoint_every=1)
+    net2 = _net(seed=5)
+    a2, b2 = _planes(net2, x, y)
+    fit(net2, loss, (x, y), torch.optim.SGD(net2.parameters(), lr=0.1), epochs=4, batch_size=16,
+        progress=False, callbacks=[b2, a2, _Crash(99)], checkpoint_dir=tmp_path)  # the other order
+    for plane, layer in ((a2, "0"), (b2, "2")):
+        df = plane.results()
+        assert set(df["layer"]) == {layer}  # by position, each would hold the other's rows
+        assert sorted(df["epoch"].unique()) == [0, 1, 2, 3, 4]
+    assert a.state_key != b.state_key and "fingerprint=" in a.state_key
+
+
+def test_state_key_default_and_explicit():
+    rec = Recorder()
+    assert rec.state_key == f"{Recorder.__module__}.Recorder"
+    rec.state_key = "mine"
+    assert rec.state_key == "mine"
+    with pytest.raises(TypeError, match="state_key"):
+        rec.state_key = ""
+
+
+def test_duplicate_state_keys_are_refused_and_explicit_keys_resume(tmp_path):
+    (x, y), loss = _data(), nn.CrossEntropyLoss()
+    net = _net()
+    kw = dict(epochs=3, batch_size=16, progress=False, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="same state_key .*Recorder.*explicit key"):
+        fit(net, loss, (x, y), torch.optim.SGD(net.parameters(), lr=0.1), callbacks=[Recorder(), Recorder()], **kw)
+    assert not (tmp_path / "checkpoint.pt").exists()  # refused before anything ran
+    r1, r2 = Recorder(crash_at=2), Recorder()
+    r1.state_key, r2.state_key = "first", "second"
+    r2.seen = 50  # the two states differ: the checkpoint of epoch 1 holds first=2, second=52
+    with pytest.raises(KeyboardInterrupt):
+        fit(net, loss, (x, y), torch.optim.SGD(net.parameters(), lr=0.1), callbacks=[r2, r1], **kw)
+    s1, s2 = Recorder(), Recorder()
+    s1.state_key, s2.state_key = "first", "second"
+    fit(net, loss, (x, y), torch.optim.SGD(net.parameters(), lr=0.1), callbacks=[s1, s2], **kw)  # swapped
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["callbacks"].keys() == {"first", "second"}
+    assert (s1.seen, s2.seen) == (2 + 2, 52 + 2)  # epochs 0, 1 restored, then epochs 2 and 3
+
+
+def test_unknown_and_missing_state_keys_warn(tmp_path):
+    (x, y), loss = _data(), nn.CrossEntropyLoss()
+    net = _net()
+    kw = dict(batch_size=16, progress=False, checkpoint_dir=tmp_path)
+    old = Recorder()
+    old.state_key = "gone"
+    fit(net, loss, (x, y), torch.optim.SGD(net.parameters(), lr=0.1), epochs=2, callbacks=[old], **kw)
+    new = Recorder()
+    new.state_key = "added"
+    with pytest.warns(UserWarning) as rec:
+        fit(net, loss, (x, y), torch.optim.SGD(net.parameters(), lr=0.1), epochs=3, callbacks=[new], **kw)
+    text = " ".join(str(w.message) for w in rec)
+    assert "'gone'" in text and "dropped" in text and "'added'" in text and "initial state" in text
+    assert new.seen == 1  # not given the other callback's state: only epoch 3
+
+
+def test_positional_checkpoint_of_older_ibscope_resumes_same_order(tmp_path):
+    (x, y), loss = _data(), nn.CrossEntropyLoss()
+    net = _net()
+    kw = dict(batch_size=16, progress=False, checkpoint_dir=tmp_path)
+    fit(net, loss, (x, y), torch.optim.SGD(net.parameters(), lr=0.1), epochs=2, callbacks=[Recorder()], **kw)
+    path = tmp_path / "checkpoint.pt"
+    payload = load_checkpoint(path)
+    payload["callbacks"] = list(payload["callbacks"].values())  # the format before state_key
+    torch.save(payload, path)
+    rec = Recorder()
+    with pytest.warns(UserWarning, match="by position"):
+        fit(net, loss, (x, y), torch.optim.SGD(net.parameters(), lr=0.1), epochs=3, callbacks=[rec], **kw)
+    assert rec.seen == 3 + 1
+    payload = load_checkpoint(path)
+    assert isinstance(payload["callbacks"], dict)  # rewritten keyed
+    payload["callbacks"] = list(payload["callbacks"].values())
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="by position"):
+        fit(net, loss, (x, y), torch.optim.SGD(net.parameters(), lr=0.1), epochs=4,
+            callbacks=[Recorder(), _Crash(99)], **kw)
+
+
+def test_tracker_state_keys_tell_trackers_apart(tmp_path):
+    from ibscope.weights import WeightInformation
+
+    x, y = _data()
+    loss = nn.CrossEntropyLoss(reduction="none")
+    a = WeightInformation(loss, (x, y), quantities=("iiw",))
+    b = WeightInformation(loss, (x, y), quantities=("fisher",))
+    c = WeightInformation(loss, (x, y), quantities=("iiw",), out_dir=tmp_path / "c")
+    keys = {a.state_key, b.state_key, c.state_key}
+    assert len(keys) == 3 and all(k.startswith("ibscope.weights.") for k in keys)
+    assert str(tmp_path / "c") in c.state_key
+    pl_int = pytest.importorskip("ibscope.integrations.lightning")
+    wrapped = pl_int.IbscopeCallback(a)
+    assert a.state_key in wrapped.state_key and wrapped.state_key != pl_int.IbscopeCallback(b).state_key

@@ -32,6 +32,20 @@ stay on the CPU): a planted file holding pickled objects is refused, never
 executed. A damaged (truncated) checkpoint is reported, moved aside to
 ``checkpoint.pt.damaged`` and the run starts over from epoch 0.
 
+Each callback's state is stored under its :attr:`Callback.state_key` (the
+class's qualified name, plus for the trackers their ``out_dir`` or, in
+memory, their fingerprint or quantities), so on resume every callback gets
+its own state whatever the order of the list (issue 22). With a
+``checkpoint_dir``, two callbacks of one key are refused (ValueError naming
+the key) before anything runs: give one an explicit key
+(``cb.state_key = "name"``). A key in the checkpoint that no callback has
+(its state is dropped), and a callback whose key the checkpoint lacks (it
+starts from its initial state), each give a ``UserWarning`` naming the key;
+the resume goes on. A checkpoint of an older ibscope (state saved by
+position) resumes when it holds as many callbacks as the fit, assuming the
+same callbacks in the same order (a ``UserWarning`` says so), and is refused
+(:class:`CheckpointError`) otherwise; the next checkpoint is keyed.
+
 Non-finite guard
 ----------------
 A NaN or infinite training loss stops the run *before* the offending update
@@ -51,6 +65,7 @@ import io
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +188,35 @@ class Callback:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+    @property
+    def state_key(self) -> str:
+        """The key of this callback's state in :func:`fit`'s checkpoint.
+
+        The class's qualified name (module and class), followed for the
+        trackers by what they measure in brackets (the ``out_dir``, or the
+        fingerprint of an in-memory tracker), so a resume gives every
+        callback its own state whatever the order of the callbacks. Set an
+        explicit key (``cb.state_key = "plane_hidden"``, any non-empty
+        string) when two callbacks of one fit would otherwise share a key.
+        The same idea as PyTorch Lightning's ``Callback.state_key``.
+        """
+        key = self.__dict__.get("_state_key")
+        if key is not None:
+            return key
+        cls = type(self)
+        detail = self._state_key_detail()
+        return f"{cls.__module__}.{cls.__qualname__}" + ("" if detail is None else f"[{detail}]")
+
+    @state_key.setter
+    def state_key(self, key: str) -> None:
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"'state_key' must be a non-empty string; got {key!r}.")
+        self.__dict__["_state_key"] = key
+
+    def _state_key_detail(self) -> str | None:
+        """What tells two callbacks of this class apart in :attr:`state_key` (None: nothing)."""
+        return None
 
 
 class LRSchedulerCallback(Callback):
@@ -352,7 +396,7 @@ def _save_checkpoint(path: Path, state: TrainState, data: Any, callbacks: Sequen
         "data": data.state_dict() if hasattr(data, "state_dict") else None,
         "torch_rng": torch.get_rng_state(),
         "history": state.history,
-        "callbacks": [cb.state_dict() for cb in callbacks],
+        "callbacks": {key: cb.state_dict() for key, cb in _keyed(callbacks).items()},
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -379,9 +423,32 @@ def _restore(path: Path, state: TrainState, data: Any, callbacks: Sequence[Callb
             f"Checkpoint '{path}' belongs to another run ({payload.get('fingerprint')} vs {fingerprint}); "
             "use another checkpoint_dir or delete it to start over."
         )
-    if len(payload["callbacks"]) != len(callbacks):
-        raise CheckpointError(f"Checkpoint '{path}' was written with {len(payload['callbacks'])} callback(s), "
-                              f"this fit has {len(callbacks)}; use the same callbacks to resume.")
+    saved = payload["callbacks"]
+    if isinstance(saved, (list, tuple)):  # written before the state was keyed: by position
+        if len(saved) != len(callbacks):
+            raise CheckpointError(f"Checkpoint '{path}' was written with {len(saved)} callback(s) (state saved "
+                                  f"by position, an older ibscope), this fit has {len(callbacks)}; resume it "
+                                  "with the same callbacks in the same order, or delete it to start over.")
+        if callbacks:
+            warnings.warn(f"Checkpoint '{path}' holds the callbacks' state by position (written by an older "
+                          "ibscope): it is restored assuming the same callbacks in the same order "
+                          f"({', '.join(type(c).__name__ for c in callbacks)}); the next checkpoint keys it "
+                          "by state_key.", UserWarning, stacklevel=3)
+        pairs = list(zip(callbacks, saved, strict=True))
+    elif isinstance(saved, Mapping):
+        keyed = _keyed(callbacks)
+        lost = [k for k in saved if k not in keyed]
+        fresh = [k for k in keyed if k not in saved]
+        if lost:
+            warnings.warn(f"Checkpoint '{path}' holds the state of callback(s) {lost} that no callback of this "
+                          "fit has as its state_key; that state is dropped.", UserWarning, stacklevel=3)
+        if fresh:
+            warnings.warn(f"Checkpoint '{path}' has no state for callback(s) {fresh}; they start from their "
+                          "initial state (and miss the epochs before the resume).", UserWarning, stacklevel=3)
+        pairs = [(cb, saved[k]) for k, cb in keyed.items() if k in saved]
+    else:
+        raise CheckpointError(f"Checkpoint '{path}' has malformed callback state "
+                              f"({type(saved).__name__}); delete it to start over.")
     state.model.load_state_dict(payload["model"])
     state.optimizer.load_state_dict(payload["optimizer"])
     if payload["data"] is not None and hasattr(data, "load_state_dict"):
@@ -389,9 +456,25 @@ def _restore(path: Path, state: TrainState, data: Any, callbacks: Sequence[Callb
     torch.set_rng_state(payload["torch_rng"].cpu())
     state.epoch, state.step = int(payload["epoch"]), int(payload["step"])
     state.history = list(payload["history"])
-    for cb, s in zip(callbacks, payload["callbacks"], strict=True):
+    for cb, s in pairs:
         cb.load_state_dict(s)
     return True
+
+
+def _keyed(callbacks: Sequence[Callback]) -> dict[str, Callback]:
+    """The callbacks by :attr:`Callback.state_key`; two with one key are refused."""
+    out: dict[str, Callback] = {}
+    for cb in callbacks:
+        key = cb.state_key
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"The state_key of callback {type(cb).__name__} must be a non-empty string; "
+                            f"got {key!r}.")
+        if key in out:
+            raise ValueError(f"'callbacks': {type(out[key]).__name__} and {type(cb).__name__} have the same "
+                             f"state_key {key!r}, so their checkpointed state cannot be told apart; give "
+                             "one an explicit key (cb.state_key = 'a name').")
+        out[key] = cb
+    return out
 
 
 # --------------------------------------------------------------------------- #
@@ -525,6 +608,8 @@ def fit(
         Built on ``model.parameters()`` (SGLD included: it is an optimizer).
     epochs : int >= 1
     callbacks : iterable of Callback
+        Their checkpointed state is keyed by :attr:`Callback.state_key`;
+        with ``checkpoint_dir``, two of one key are a ValueError.
     checkpoint_dir : path-like, optional
         Where ``checkpoint.pt`` goes; if it holds one, training resumes from
         it (see the module docstring).
@@ -594,6 +679,8 @@ def fit(
     ckpt = None if ckpt_dir is None else ckpt_dir / CHECKPOINT_NAME
     fingerprint = _fingerprint(model, optimizer)
 
+    if ckpt is not None:
+        _keyed(callbacks)  # refuse two callbacks of one state_key before anything runs
     state = TrainState(model=model, optimizer=optimizer, epochs=epochs, device=dev, checkpoint_dir=ckpt_dir)
     if ckpt is not None and ckpt.exists():
         state.resumed = _restore(ckpt, state, data, callbacks, fingerprint)

@@ -157,6 +157,15 @@ class IbscopeCallback(pl.Callback):
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self.callback.on_train_end(self._state(trainer, pl_module, trainer.current_epoch))
 
+    @property
+    def state_key(self) -> str:
+        """Lightning's key of this callback's state: the wrapped callback's ``state_key``, so two
+        wrapped trackers keep their own state in a Lightning checkpoint (the class name alone
+        while a plane built at ``setup`` does not exist yet)."""
+        if self.callback is None:
+            return type(self).__qualname__
+        return f"{type(self).__qualname__}[{self.callback.state_key}]"
+
     def state_dict(self) -> dict[str, Any]:
         return {"callback": self.callback.state_dict()}
 

@@ -762,6 +762,10 @@ class InformationPlane(Callback):
         """Compact the snapshots' parts into ``information_plane.parquet`` (:meth:`compact`)."""
         self.compact()
 
+    def _state_key_detail(self) -> str:
+        """:attr:`state_key`: the ``out_dir``, or the :attr:`fingerprint` when in memory."""
+        return f"out_dir={self.out_dir}" if self.out_dir is not None else f"fingerprint={self.fingerprint[:16]}"
+
     def state_dict(self) -> dict[str, Any]:
         if self.out_dir is not None:  # the rows are on disk
             return {"epochs": self.epochs_done()}

@@ -378,6 +378,11 @@ class WeightInformation(Callback):
         if self.schedule is None or state.epoch in self.schedule:
             self.record(state.epoch, state.model)
 
+    def _state_key_detail(self) -> str:
+        """:attr:`state_key`: the ``out_dir``, or the quantities when in memory."""
+        return (f"out_dir={self.out_dir}" if self.out_dir is not None
+                else "quantities=" + ",".join(self.quantities))
+
     def state_dict(self) -> dict[str, Any]:
         return {"prior": self.prior_, "done": sorted(self.done_epochs_),
                 "rows": None if self.out_dir is not None else self._rows_as_lists()}
