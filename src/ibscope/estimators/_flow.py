@@ -66,16 +66,21 @@ from torch.nn import functional as F
 
 from .._units import from_nats
 from .._validation import (
-    NONE,
-    InstanceOf,
     Interval,
     Options,
-    check_random_state,
     is_torch,
     resolve_device,
 )
 from . import _diagnostics as diag
-from ._neural import _as_numpy, batch_generator, check_hidden, seeded
+from ._neural import (
+    _MIN_SPLIT,
+    TRAINING_CONSTRAINTS,
+    _as_numpy,
+    batch_generator,
+    check_hidden,
+    held_out_split,
+    seeded,
+)
 from .base import CONTINUOUS, BaseMIEstimator
 
 __all__ = ["Flow", "FlowTridiag", "MarginalFlow", "gaussian_mi_from_samples"]
@@ -245,17 +250,8 @@ _FLOW_CONSTRAINTS = {
     "marginals": [Options(("normal_scores", "standardize"))],
     "n_blocks": [Interval(int, 1, None)],
     "n_terms": [Interval(int, 1, None)],
-    "hidden": [InstanceOf((tuple, list), "a tuple of positive ints")],
-    "batch_size": [Interval(int, 2, None)],
-    "lr": [Interval(float, 0, None, closed="neither")],
-    "max_epochs": [Interval(int, 1, None)],
-    "patience": [Interval(int, 1, None)],
-    "test_fraction": [Interval(float, 0, 1, closed="neither")],
-    "seed": [NONE, Interval(int, 0, None)],
-    "device": [NONE, InstanceOf((str, torch.device), "a device name or torch.device")],
+    **TRAINING_CONSTRAINTS,
 }
-
-_MIN_SPLIT = 8  # fewest rows accepted in either part of the split
 
 
 def _normal_scores_map(train: np.ndarray, values: np.ndarray, std: float) -> np.ndarray:
@@ -342,19 +338,8 @@ class _FlowMI(BaseMIEstimator):
 
     # -------------------------------------------------------------- fitting
     def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
-        n = x.shape[0]
-        n_test = int(round(self.test_fraction * n))
-        if n_test < _MIN_SPLIT or n - n_test < _MIN_SPLIT:
-            raise ValueError(
-                f"{type(self).__name__} needs at least {_MIN_SPLIT} training and {_MIN_SPLIT} "
-                f"held-out samples; n = {n} with test_fraction = {self.test_fraction} gives "
-                f"{n - n_test} and {n_test}. Pass more samples or change 'test_fraction'."
-            )
+        train_idx, test_idx = held_out_split(x, y, self.test_fraction, self.seed, type(self).__name__)
         device = resolve_device(self.device, like=x if is_torch(x) else y)
-        # canonical row order, then the seeded split: the value depends on the set of rows
-        canon = np.lexsort(np.concatenate([_as_numpy(x), _as_numpy(y)], axis=1).T[::-1])
-        perm = canon[check_random_state(self.seed).permutation(n)]
-        test_idx, train_idx = perm[:n_test], perm[n_test:]
         xt = self._preprocess(x, "x", train_idx, device)
         yt = self._preprocess(y, "y", train_idx, device)
         tr = torch.as_tensor(train_idx, device=device)

@@ -223,11 +223,9 @@ _COMMON_PARAMS = """
         Diagnostic flags of the last call (see ``FLAG_DESCRIPTIONS``).
 """
 
-_NEURAL_CONSTRAINTS = {
-    "critic": [Options(("concat", "separable"))],
+# the settings every trained estimator (neural bounds, flows) shares: network width, optimizer, early stopping
+TRAINING_CONSTRAINTS = {
     "hidden": [InstanceOf((tuple, list), "a tuple of positive ints")],
-    "embed_dim": [Interval(int, 1, None)],
-    "activation": [Options(tuple(_ACTIVATIONS))],
     "batch_size": [Interval(int, 2, None)],
     "lr": [Interval(float, 0, None, closed="neither")],
     "max_epochs": [Interval(int, 1, None)],
@@ -237,7 +235,35 @@ _NEURAL_CONSTRAINTS = {
     "device": [NONE, InstanceOf((str, torch.device), "a device name or torch.device")],
 }
 
+_NEURAL_CONSTRAINTS = {
+    "critic": [Options(("concat", "separable"))],
+    "embed_dim": [Interval(int, 1, None)],
+    "activation": [Options(tuple(_ACTIVATIONS))],
+    **TRAINING_CONSTRAINTS,
+}
+
 _MIN_SPLIT = 8  # fewest rows accepted in either part of the split
+
+
+def held_out_split(x: Any, y: Any, test_fraction: float, seed: int | None, owner: str
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, test_idx) of a trained estimator: canonical row order, then a seeded permutation.
+
+    The rows are first put in lexicographic order of their values, so the
+    estimate depends on the set of rows, not on their order. Each part must
+    hold at least 8 rows (a ValueError naming ``owner`` says how many).
+    """
+    n = x.shape[0]
+    n_test = int(round(test_fraction * n))
+    if n_test < _MIN_SPLIT or n - n_test < _MIN_SPLIT:
+        raise ValueError(
+            f"{owner} needs at least {_MIN_SPLIT} training and {_MIN_SPLIT} held-out "
+            f"samples; n = {n} with test_fraction = {test_fraction} gives {n - n_test} and "
+            f"{n_test}. Pass more samples or change 'test_fraction'."
+        )
+    canon = np.lexsort(np.concatenate([_as_numpy(x), _as_numpy(y)], axis=1).T[::-1])
+    perm = canon[check_random_state(seed).permutation(n)]
+    return perm[n_test:], perm[:n_test]
 
 
 class _NeuralBound(BaseMIEstimator):
@@ -309,22 +335,9 @@ class _NeuralBound(BaseMIEstimator):
 
     # ------------------------------------------------------------- fitting
     def _estimate_nats(self, x, y, discrete_x, discrete_y) -> float:
-        n = x.shape[0]
-        n_test = int(round(self.test_fraction * n))
-        if n_test < _MIN_SPLIT or n - n_test < _MIN_SPLIT:
-            raise ValueError(
-                f"{type(self).__name__} needs at least {_MIN_SPLIT} training and {_MIN_SPLIT} held-out "
-                f"samples; n = {n} with test_fraction = {self.test_fraction} gives {n - n_test} and "
-                f"{n_test}. Pass more samples or change 'test_fraction'."
-            )
+        train_idx, test_idx = held_out_split(x, y, self.test_fraction, self.seed, type(self).__name__)
         like = x if is_torch(x) else y
         device = resolve_device(self.device, like=like)
-        # canonical row order first (lexicographic on the values), then the
-        # seeded permutation: the estimate depends on the set of rows, not on
-        # their order
-        canon = np.lexsort(np.concatenate([_as_numpy(x), _as_numpy(y)], axis=1).T[::-1])
-        perm = canon[check_random_state(self.seed).permutation(n)]
-        test_idx, train_idx = perm[:n_test], perm[n_test:]
         xt, self.x_mean_, self.x_std_ = self._encode(x, discrete_x, train_idx, device)
         yt, self.y_mean_, self.y_std_ = self._encode(y, discrete_y, train_idx, device)
         tr = torch.as_tensor(train_idx, device=device)
