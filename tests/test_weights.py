@@ -257,6 +257,7 @@ def _closed_kl(mean, log_var, lam):
     return 0.5 * np.sum(np.exp(lv) / lam**2 + mean**2 / lam**2 - 1 - lv + 2 * math.log(lam))
 
 
+@pytest.mark.slow  # ~35-70 s on 2 busy cores; runs in make test-slow
 def test_information_lagrangian_kl_and_beta(trained_mlp):
     model, _, data, _, _ = trained_mlp
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -132,6 +132,7 @@ def test_transformer_encoder_per_example_gradients_equal_autograd_loop():
     torch.testing.assert_close(sq, ref_sq, rtol=RTOL, atol=1e-12)
 
 
+@pytest.mark.slow  # ~35-70 s on 2 busy cores; runs in make test-slow
 def test_transformer_encoder_iiw_fisher_lagrangian_without_workaround():
     model, x, y = _encoder()
     ref = _loop_gradients(model, lambda i: F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]), len(x))
@@ -212,6 +213,7 @@ def _lm_loss(logits, y):
     return F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
 
 
+@pytest.mark.slow  # ~35-70 s on 2 busy cores; runs in make test-slow
 def test_gpt2_iiw_fisher_lagrangian_match_autograd_loop():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
