@@ -195,7 +195,12 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
         keep every worker busy (when the sweep has fewer grid points than
         workers, each point's seeds are split over several batches). Each seed's rows land in its own task
         directory as with one-seed tasks, so results, resuming and adding
-        seeds are unchanged; a batch that fails is retried seed by seed.
+        seeds are unchanged; a batch that fails is retried seed by seed. The
+        batches are recorded in ``batches.json`` before they run, and a
+        resumed sweep runs an unfinished recorded batch again as a whole (same
+        seeds, same order, from its own checkpoint), whatever ``workers`` is
+        then: the table after an interruption equals the uninterrupted one
+        (docs/sweeps.md, "What resume guarantees").
         Ignored with ``results='driver'``. False: one task per seed.
 
     Returns
