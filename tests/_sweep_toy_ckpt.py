@@ -7,8 +7,8 @@ continues from it, so a resumed seed gives exactly the rows of an
 uninterrupted one. Every call appends ``"<seeds> from <step>"`` to
 ``<out_dir>/calls.txt``.
 
-``run_seeds`` trains several seeds as one batch and adds ``1e-6 * sum(batch
-seeds)`` to every value: a stand-in for the floating-point reassociation that
+``run_seeds`` trains several seeds as one batch and adds ``1e-6 * len(batch)
++ 1e-8 * sum(batch seeds)`` to every value: a stand-in for the floating-point reassociation that
 makes a real batched network's rows depend (slightly) on which seeds share its
 batch. A resume that re-plans a batch therefore changes the table, as it does
 for tishby/iiw/lagrangian.
@@ -65,7 +65,7 @@ def _train(config: Config, seeds: list[int], out: Path, kind: str) -> dict[int, 
         g = np.random.default_rng()
         g.bit_generator.state = st
         gens.append(g)
-    offset = 1e-6 * sum(seeds) if kind == "batch" else 0.0
+    offset = 1e-6 * len(seeds) + 1e-8 * sum(seeds) if kind == "batch" else 0.0
     hold = os.environ.get("SWEEP_TOY_HOLD")
     hold_here = (hold and kind == os.environ.get("SWEEP_TOY_HOLD_KIND", "batch")
                  and config.scale == float(os.environ.get("SWEEP_TOY_HOLD_SCALE", "2.0")))
