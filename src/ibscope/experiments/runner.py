@@ -7,11 +7,14 @@ Layout of a run directory::
     seed_<s>/            everything one seed writes (checkpoints, snapshots, partial tables)
     seed_<s>/result.parquet   the seed's finished rows
     seed_<s>/result.json      its sidecar (rows, sha256): the seed is done iff both match
+    batches.json         the seed-batching plan: which seeds train together, in which batch_<hash>/
+    batch_<hash>/        one batch's checkpoint and partial rows (experiments with run_seeds)
     results.parquet      all finished seeds, with run_id and config_hash columns first
     *.png, report.html   figures and the report
 
 A finished seed is never recomputed; an unfinished one resumes from its own
-checkpoint. Starting a run in a directory that holds a different config is
+checkpoint, or from its batch's: the batches are planned once and recorded, so
+a resumed run trains the same seeds together as the uninterrupted run would. Starting a run in a directory that holds a different config is
 refused (pass ``overwrite_config=True`` to start over deliberately), and so is
 a second process writing the same directory.
 
@@ -208,7 +211,11 @@ def run(experiment: str | ModuleType, *, seeds: Iterable[int], out_dir: str | Pa
     :func:`load_experiment`). With ``batched`` (default) an experiment that
     offers ``run_seeds(config, seeds, out_dir, *, progress)`` (tishby, iiw, lagrangian) trains
     all unfinished seeds as one batched network (``batch_<hash>/`` holds its
-    checkpoint); each seed's result is written as by ``run_seed``.
+    checkpoint); each seed's result is written as by ``run_seed``. The batch
+    is recorded in ``batches.json`` before it starts, and a resumed run trains
+    the recorded batch again as a whole (same seeds, same order, from its own
+    checkpoint), so the table after an interruption equals the uninterrupted
+    run's (docs/sweeps.md, "What resume guarantees").
     """
     mod = load_experiment(experiment, allow_module=allow_module)
     config = resolve_config(mod, profile=profile, overrides=overrides)
@@ -247,6 +254,75 @@ _CONFIG_HINT = ("Restore it from a copy, or start over with overwrite_config=Tru
                 "which rewrites it (seeds finished under another configuration are then recomputed).")
 
 
+_BATCHES_HINT = ("Delete it and run again: the unfinished seeds are then planned afresh (an interrupted batch may "
+                 "then start over instead of resuming from its checkpoint).")
+
+
+def _read_run_batches(out: Path) -> list[dict[str, Any]]:
+    """The run's persisted seed-batching plan (``batches.json``): ``[{"name", "seeds", "config_hash"}]``.
+
+    ``name`` is the batch's directory (``batch_<hash>``), or None for a seed
+    planned to run alone.
+    """
+    path = out / "batches.json"
+    if not path.is_file():
+        return []
+    data = read_json(path, what="the run's batch plan", hint=_BATCHES_HINT, required={"batches": list})
+    out_list = []
+    for b in data["batches"]:
+        name = b.get("name") if isinstance(b, dict) else None
+        seeds = b.get("seeds") if isinstance(b, dict) else None
+        if not (((isinstance(name, str) and name.startswith("batch_") and "/" not in name and "\\" not in name
+                  and "\0" not in name and isinstance(seeds, list) and len(seeds) > 1)
+                 or (name is None and isinstance(seeds, list) and len(seeds) == 1))
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+                and len(set(seeds)) == len(seeds) and isinstance(b.get("config_hash"), str)):
+            raise DamagedFile(f"The run's batch plan '{path}' is damaged: the entry {b!r} is not a batch record. "
+                              f"{_BATCHES_HINT}")
+        out_list.append({"name": name, "seeds": list(seeds), "config_hash": b["config_hash"]})
+    return out_list
+
+
+def _plan_run_batches(out: Path, todo: list[int], chash: str) -> tuple[list[tuple[str, list[int]]], list[int]]:
+    """(batches to run, seeds to run alone): recorded batches first, the rest as one new batch, recorded.
+
+    A batch recorded in ``batches.json`` (for this config hash) that holds an
+    unfinished seed runs again as a whole -- the same seeds in the same order
+    in the same directory, so from its own checkpoint -- even if some of its
+    seeds finished (a run killed between writing two seeds' results) or the
+    run now asks for fewer or more seeds; a seed recorded to run alone runs
+    alone (from its checkpoint in ``seed_<s>/``). The unfinished seeds no
+    record holds form one new batch (two or more seeds) or run alone (one),
+    recorded before they start.
+    """
+    everything = _read_run_batches(out)
+    covered: set[int] = set()
+    kept, runs, alone = [], [], []
+    for b in everything:
+        if b["config_hash"] != chash or covered.intersection(b["seeds"]):
+            continue
+        covered.update(b["seeds"])
+        kept.append(b)
+        if set(todo).intersection(b["seeds"]):
+            if b["name"] is None:
+                alone += b["seeds"]
+            else:
+                runs.append((b["name"], b["seeds"]))
+    rest = [s for s in todo if s not in covered]
+    if len(rest) > 1:
+        # its directory is named by the seeds it holds (as before the plan was recorded)
+        name = f"batch_{config_hash({'seeds': rest, 'config_hash': chash})}"
+        kept.append({"name": name, "seeds": rest, "config_hash": chash})
+        runs.append((name, rest))
+    elif rest:
+        kept.append({"name": None, "seeds": rest, "config_hash": chash})
+        alone += rest
+    if rest:
+        others = [b for b in everything if b["config_hash"] != chash]  # other configs' plans stay
+        atomic_write_json(out / "batches.json", {"batches": kept + others})
+    return runs, alone
+
+
 def _run_seeds(mod: Experiment, config: Any, seeds: list[int], out: Path, chash: str, progress: bool,
                batched: bool = True) -> None:
     from tqdm.auto import tqdm
@@ -256,14 +332,15 @@ def _run_seeds(mod: Experiment, config: Any, seeds: list[int], out: Path, chash:
     bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), desc=f"{mod.NAME} seeds",
                unit="seed", disable=not progress, dynamic_ncols=True)
     try:
-        if batched and len(todo) > 1 and callable(getattr(mod, "run_seeds", None)):
-            # all unfinished seeds as one batched network; its directory is named by the seeds it holds
-            batch_dir = out / f"batch_{config_hash({'seeds': todo, 'config_hash': chash})}"
-            frames = mod.run_seeds(config, todo, batch_dir, progress=progress)
-            for seed in todo:
-                write_seed_result(out / f"seed_{seed}", frames[seed], {"seed": seed, "config_hash": chash})
-                bar.update(1)
-            todo = []
+        if batched and callable(getattr(mod, "run_seeds", None)):
+            # the batches are planned once (batches.json): a resumed run trains the same batches
+            batches, todo = _plan_run_batches(out, todo, chash)
+            for name, batch in batches:
+                frames = mod.run_seeds(config, batch, out / name, progress=progress)
+                for seed in batch:
+                    if seed in seeds and not seed_result_done(out / f"seed_{seed}", expect=expect):
+                        write_seed_result(out / f"seed_{seed}", frames[seed], {"seed": seed, "config_hash": chash})
+                        bar.update(1)
         for seed in todo:
             seed_dir = out / f"seed_{seed}"
             df = mod.run_seed(config, seed, seed_dir, progress=progress)

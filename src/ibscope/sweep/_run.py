@@ -195,7 +195,12 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
         keep every worker busy (when the sweep has fewer grid points than
         workers, each point's seeds are split over several batches). Each seed's rows land in its own task
         directory as with one-seed tasks, so results, resuming and adding
-        seeds are unchanged; a batch that fails is retried seed by seed.
+        seeds are unchanged; a batch that fails is retried seed by seed. The
+        batches are recorded in ``batches.json`` before they run, and a
+        resumed sweep runs an unfinished recorded batch again as a whole (same
+        seeds, same order, from its own checkpoint), whatever ``workers`` is
+        then: the table after an interruption equals the uninterrupted one
+        (docs/sweeps.md, "What resume guarantees").
         Ignored with ``results='driver'``. False: one task per seed.
 
     Returns
@@ -252,13 +257,68 @@ def _batches(todo: list[Task], parallel: int) -> list[list[Task]]:
     return units
 
 
+def _batch_name(unit: list[Task]) -> str | None:
+    """The directory name (under ``batches/``) of a batch: config hash, first seed, size, hash of the seeds."""
+    if len(unit) < 2:
+        return None
+    seeds = [t.seed for t in unit]
+    return f"{unit[0].config_hash[:12]}-s{seeds[0]}-{len(seeds)}-{config_hash({'seeds': seeds})[:8]}"
+
+
+@dataclass
+class _Unit:
+    tasks: list[Task]
+    name: str | None = None  # the batch directory; None: the tasks run one by one
+    record: dict[str, Any] | None = None  # its entry of batches.json
+
+
+def _plan_units(store: SweepStore, plan: _Plan, todo: list[Task], parallel: int) -> tuple[list[_Unit], list[dict]]:
+    """The units to run, planned once and kept in ``batches.json`` so that a resumed sweep runs the same batches.
+
+    A recorded batch still stands if its tasks are all in the plan with the
+    config hash it was planned for: it runs again, as a whole (same seeds,
+    same order, same directory, so from its own checkpoint), as long as one of
+    its tasks is unfinished; a batch that failed runs its unfinished tasks one
+    by one. Only tasks no standing record covers (a new sweep, new seeds or
+    grid values, a changed config) are planned afresh with :func:`_batches`.
+    Returns the units and every standing record (the new file's content).
+    """
+    by_id = {t.task_id: t for t in plan.tasks}
+    want = {t.task_id for t in todo}
+    covered: set[str] = set()
+    records: list[dict[str, Any]] = []
+    units: list[_Unit] = []
+    for rec in store.read_batches():
+        tasks = [by_id.get(tid) for tid in rec["task_ids"]]
+        if any(t is None or t.config_hash != rec["config_hash"] or t.task_id in covered for t in tasks) \
+                or len(set(rec["task_ids"])) != len(tasks):
+            continue  # planned for tasks that are gone or changed: the tasks are planned afresh
+        covered.update(rec["task_ids"])
+        records.append(rec)
+        if not want.intersection(rec["task_ids"]):
+            continue
+        if rec["failed"] or rec["name"] is None:
+            units += [_Unit([t]) for t in tasks if t.task_id in want]  # type: ignore[list-item]
+        else:
+            units.append(_Unit(list(tasks), rec["name"], rec))  # type: ignore[arg-type]
+    for tasks in _batches([t for t in todo if t.task_id not in covered], parallel):
+        name = _batch_name(tasks)
+        rec = {"name": name, "config_hash": tasks[0].config_hash, "task_ids": [t.task_id for t in tasks],
+               "failed": False}
+        records.append(rec)
+        units.append(_Unit(tasks, name, rec if name else None))
+    return units, records
+
+
 def _drive(ex: Any, store: SweepStore, plan: _Plan, todo: list[Task], retries: int, progress: bool,
            total: int, return_results: bool = False, batch_seeds: bool = False) -> int:
     """Submit tasks (a bounded number in flight), collect outcomes, retry failures.
 
     With ``batch_seeds`` the first attempt of each grid point's unfinished
-    seeds is one batch unit (see :func:`_batches`); a failed batch records its
-    error on each of its tasks and retries them one by one.
+    seeds is one batch unit (see :func:`_batches`), planned once and kept in
+    ``batches.json`` (see :func:`_plan_units`); a failed batch records its
+    error on each of its tasks, is marked failed in the plan and retries its
+    tasks one by one.
     """
     from tqdm.auto import tqdm
 
@@ -271,19 +331,22 @@ def _drive(ex: Any, store: SweepStore, plan: _Plan, todo: list[Task], retries: i
                 "seed": t.seed, "config_hash": t.config_hash, "attempt": attempt,
                 "return_result": return_results, "allow_module": user_module}
 
-
-    def unit_spec(unit: list[Task], attempt: int) -> dict[str, Any]:
-        if len(unit) == 1:
-            return spec_of(unit[0], attempt)
-        seeds = [t.seed for t in unit]
-        name = f"{unit[0].config_hash[:12]}-s{seeds[0]}-{len(seeds)}-{config_hash({'seeds': seeds})[:8]}"
-        return {"task_id": f"{unit[0].task_id} (+{len(unit) - 1} seeds)",
-                "batch": [spec_of(t, attempt) for t in unit], "batch_dir": str(store.directory / "batches" / name)}
+    def unit_spec(unit: _Unit, attempt: int) -> dict[str, Any]:
+        if unit.name is None:
+            return spec_of(unit.tasks[0], attempt)
+        return {"task_id": f"{unit.tasks[0].task_id} (+{len(unit.tasks) - 1} seeds)",
+                "batch": [spec_of(t, attempt) for t in unit.tasks],
+                "batch_dir": str(store.directory / "batches" / unit.name)}
 
     parallel = int(getattr(ex, "workers", 0) or max(1, ex.max_inflight // 2))
-    units = _batches(todo, parallel) if batch_seeds else [[t] for t in todo]
+    if batch_seeds:
+        units, records = _plan_units(store, plan, todo, parallel)
+        store.write_batches(records)  # before anything runs: a resumed sweep finds the same batches
+    else:
+        units, records = [_Unit([t]) for t in todo], []
+    wanted = {t.task_id for t in todo}
     queue = deque((u, 1) for u in units)
-    inflight: dict[Any, tuple[list[Task], int]] = {}
+    inflight: dict[Any, tuple[_Unit, int]] = {}
     failed = 0
     ran = 0
     bar = tqdm(total=total, initial=total - len(todo), desc="sweep", unit="task", disable=not progress,
@@ -296,18 +359,22 @@ def _drive(ex: Any, store: SweepStore, plan: _Plan, todo: list[Task], retries: i
             for handle in ex.wait(list(inflight), timeout=1.0):
                 unit, attempt = inflight.pop(handle)
                 outcome = ex.outcome(handle)
-                ran += len(unit)
+                pending = [t for t in unit.tasks if t.task_id in wanted]  # a batch may hold finished tasks
+                ran += len(pending)
                 if outcome.get("status") == "done":
                     if "result" in outcome:  # rows sent back by the worker: the driver stores them
-                        store_returned_result(spec_of(unit[0], attempt), outcome)
-                    bar.update(len(unit))
+                        store_returned_result(spec_of(unit.tasks[0], attempt), outcome)
+                    bar.update(len(pending))
                     continue
-                for t in unit:
+                if unit.record is not None:  # from now on (and after a resume) its tasks run one by one
+                    unit.record["failed"] = True
+                    store.write_batches(records)
+                for t in pending:
                     store.record_error(t, attempt, outcome)
                     if attempt <= retries:
                         log.warning("Task %s failed (attempt %d of %d): %s", t.task_id, attempt, retries + 1,
                                     last_line(outcome.get("traceback", "")))
-                        queue.append(([t], attempt + 1))
+                        queue.append((_Unit([t]), attempt + 1))
                     else:
                         failed += 1
                         bar.set_postfix(failed=failed)

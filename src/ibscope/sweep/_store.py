@@ -6,6 +6,8 @@
       .lock              held (fcntl.flock) by the driver while it runs
       sweep.json         experiment, profile, base settings, grid, seeds, sweep hash
       manifest.json      every task: task_id, grid point, seed, config hash
+      batches.json       the seed-batching plan: which tasks run together, under which name
+      batches/<name>/    one batch's run_seeds checkpoint and partial rows
       tasks/<task_id>/   the task's own directory (run_seed's checkpoints, side files)
         task.json          which task and config the directory holds
         result.parquet     the finished rows (atomic write)
@@ -74,6 +76,10 @@ class SweepStore:
     def status_path(self) -> Path:
         return self.directory / "status.json"
 
+    @property
+    def batches_path(self) -> Path:
+        return self.directory / "batches.json"
+
     def task_dir(self, task: Task | str) -> Path:
         return self.directory / "tasks" / (task if isinstance(task, str) else task.task_id)
 
@@ -105,14 +111,42 @@ class SweepStore:
                               f"garbles {e}. {hint}") from None
         for t in tasks:  # a task id names a directory under tasks/: never a path
             tid = t.task_id
-            if (not isinstance(tid, str) or tid in ("", ".", "..") or tid.startswith(".")
-                    or any(c in tid for c in "/\\\0") or len(tid) > 255):
+            if not _plain_name(tid):
                 raise DamagedFile(f"The sweep's task manifest '{self.manifest_path}' is damaged: the task id {tid!r} "
                                   f"is not a directory name under tasks/. {hint}")
         return tasks
 
     def write_manifest(self, tasks: Iterable[Task]) -> None:
         atomic_write_json(self.manifest_path, {"tasks": [t.as_dict() for t in tasks]})
+
+    def read_batches(self) -> list[dict[str, Any]]:
+        """The persisted seed-batching plan (``batches.json``): one record per planned unit.
+
+        Each record holds ``name`` (its directory under ``batches/``; None for
+        a task that runs alone), ``config_hash``, ``task_ids`` (in the order
+        their seeds are batched) and ``failed`` (the batch raised: its tasks
+        run one by one from then on). An absent file is an empty plan.
+        """
+        if not self.batches_path.is_file():
+            return []
+        hint = ("Delete it and run the sweep again: the unfinished tasks are then planned afresh (an "
+                "interrupted batch may then start over instead of resuming from its checkpoint).")
+        data = read_json(self.batches_path, what="the sweep's batch plan", hint=hint, required={"batches": list})
+        out = []
+        for b in data["batches"]:
+            ok = (isinstance(b, dict) and isinstance(b.get("task_ids"), list) and b["task_ids"]
+                  and all(isinstance(t, str) for t in b["task_ids"]) and isinstance(b.get("config_hash"), str)
+                  and isinstance(b.get("failed", False), bool)
+                  and (b.get("name") is None or _plain_name(b.get("name"))))
+            if not ok:
+                raise DamagedFile(f"The sweep's batch plan '{self.batches_path}' is damaged: the entry {b!r} is "
+                                  f"not a batch record. {hint}")
+            out.append({"name": b.get("name"), "config_hash": b["config_hash"], "task_ids": list(b["task_ids"]),
+                        "failed": bool(b.get("failed", False))})
+        return out
+
+    def write_batches(self, batches: Iterable[Mapping[str, Any]]) -> None:
+        atomic_write_json(self.batches_path, {"batches": [dict(b) for b in batches]})
 
     # task state -------------------------------------------------------------
     def is_done(self, task: Task) -> bool:
@@ -212,6 +246,12 @@ class SweepStore:
 
     def results(self) -> pd.DataFrame:
         return pd.read_parquet(self.results_path) if self.results_path.is_file() else pd.DataFrame()
+
+
+def _plain_name(name: Any) -> bool:
+    """True iff ``name`` can name one directory (no path, no hidden or special name)."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and not name.startswith(".")
+            and not any(c in name for c in "/\\\0") and len(name) <= 255)
 
 
 def last_line(text: str) -> str:

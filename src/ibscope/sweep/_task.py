@@ -164,16 +164,20 @@ def execute_task(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _execute_batch(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run the seeds of one grid point together through the experiment's ``run_seeds``.
+    """Run the seeds of one planned batch together through the experiment's ``run_seeds``.
 
     ``spec`` holds ``batch`` (the task specs, all of one grid point: same
     experiment, profile, overrides and config hash; different seeds),
     ``batch_dir`` (where ``run_seeds`` keeps its checkpoint and partial rows,
     so an interrupted batch resumes) and ``task_id`` (a label). Every task
-    directory is locked while the batch runs; finished tasks are skipped; each
-    seed's rows are written into its own task directory exactly as a one-seed
-    task writes them. An experiment without ``run_seeds``, or a single
-    unfinished seed, runs seed by seed. Never raises: an error is an outcome
+    directory is locked while the batch runs. While one of its tasks is
+    unfinished the batch runs as planned, with all its seeds in their order
+    (its finished seeds included), so that a batch interrupted anywhere --
+    in training, or between writing two of its seeds' results -- resumes from
+    its own checkpoint and gives the rows of the uninterrupted batch; each
+    unfinished seed's rows are written into its own task directory exactly
+    as a one-seed task writes them. An experiment without ``run_seeds`` runs
+    the unfinished seeds one by one. Never raises: an error is an outcome
     (the driver retries the batch's tasks one by one).
     """
     import contextlib
@@ -193,14 +197,14 @@ def _execute_batch(spec: dict[str, Any]) -> dict[str, Any]:
                 Path(t["task_dir"]), expect={"config_hash": t["config_hash"], "task_id": t["task_id"]})]
             rows = 0
             mod = config = None
-            if len(todo) > 1:
-                first = todo[0]
+            if todo and len(tasks) > 1:
+                first = tasks[0]
                 if any(t["config_hash"] != first["config_hash"] or t["overrides"] != first["overrides"]
-                       for t in todo):
+                       for t in tasks):
                     raise ValueError("A batch must hold the seeds of one grid point (one config hash).")
                 mod, config = _resolve(first)
             if mod is not None and callable(getattr(mod, "run_seeds", None)):
-                seeds = [int(t["seed"]) for t in todo]
+                seeds = [int(t["seed"]) for t in tasks]
                 frames = _checked(mod.run_seeds(config, seeds, Path(spec["batch_dir"]), progress=False), seeds, mod)
                 seconds = (time.perf_counter() - t0) / len(todo)
                 for t in todo:
