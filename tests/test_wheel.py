@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -79,19 +80,23 @@ def _build_wheel(src: Path, dist: Path) -> tuple[Path, str]:
 @pytest.mark.slow
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     """Build the wheel, install it in a clean venv, run the CLI from outside the checkout."""
+    steps, t0 = {}, time.perf_counter()  # printed (pytest -s), never asserted: the machine's load sets them
     src = tmp_path / "src-copy"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
     wheel, log = _build_wheel(src, tmp_path / "dist")
     deprecations = [line for line in log.splitlines() if "deprecat" in line.lower()]
     assert not deprecations, "the wheel build printed deprecation warnings:\n" + "\n".join(deprecations)
+    steps["build"] = time.perf_counter() - t0
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    steps["venv"] = time.perf_counter() - t0 - sum(steps.values())
     bindir = env_dir / ("Scripts" if os.name == "nt" else "bin")
     py = bindir / ("python.exe" if os.name == "nt" else "python")
     # --no-compile: no .pyc for torch's thousands of modules (a minute of the shared CPUs)
     _run([str(py), "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check",
           "-c", str(ROOT / "constraints.txt"), str(wheel)], cwd=tmp_path)
+    steps["install"] = time.perf_counter() - t0 - sum(steps.values())
 
     work = tmp_path / "elsewhere"  # the current folder of the commands: outside the checkout
     work.mkdir()
@@ -124,3 +129,5 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     claims = sorted(p.stem for p in (ROOT / "src" / "ibscope" / "reproduce" / "claims").glob("*.yaml"))
     assert claims and set(claims) <= set(ids), f"claims missing from `reproduce --list`: {listing[:2000]}"
     assert listing.count("follows:") == len(claims)
+    steps["commands"] = time.perf_counter() - t0 - sum(steps.values())
+    print("test_wheel seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in steps.items()))
