@@ -1,23 +1,32 @@
 """Means and confidence intervals over replicates (seeds), and trajectories on a common epoch grid.
 
-The one statistics engine behind every "mean and interval over seeds" in
-ibscope: the sweep aggregation (:mod:`ibscope.sweep`), the figures
-(:mod:`ibscope.plots`) and the experiments' summaries all call these. It
-imports nothing from the package, so any layer may use it.
+The one statistics engine behind every interval in ibscope: the sweep
+aggregation (:mod:`ibscope.sweep`), the figures (:mod:`ibscope.plots`), the
+experiments' summaries, the claims' statistics and verdicts
+(:mod:`ibscope.reproduce`) and the estimators' subsampling intervals all
+call these. It imports nothing from the package, so any layer may use it.
 
-Intervals are two-sided Student-t intervals of the mean over replicates
-(mean +- t_{(1+level)/2, n-1} s / sqrt(n)); with one replicate the interval
-is NaN (unknown), never zero.
+* Student t: :func:`t_interval` (one set of replicates), :func:`mean_interval`
+  (per group): mean +- t_{(1+level)/2, n-1} s / sqrt(n); with one replicate
+  the interval is NaN (unknown), never zero. :func:`t_quantile` /
+  :func:`t_ppf` are the quantiles every t-based interval uses.
+* Welch: :func:`welch_interval`, the difference of two means with unequal
+  variances (Welch-Satterthwaite degrees of freedom).
+* Percentile bootstrap: :func:`bootstrap_interval`.
+* Bonferroni: :func:`bonferroni_level`, the per-interval level that makes
+  ``m`` intervals hold together with probability >= ``level``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["mean_interval", "t_interval", "common_grid", "trajectory_bands", "is_information_plane_table", "PLANE_COLUMNS"]
+__all__ = ["mean_interval", "t_interval", "t_quantile", "t_ppf", "welch_interval", "bootstrap_interval",
+           "bonferroni_level", "common_grid", "trajectory_bands", "is_information_plane_table", "PLANE_COLUMNS"]
 
 PLANE_COLUMNS = ("epoch", "layer", "estimator", "i_xt", "i_ty")
 
@@ -27,14 +36,106 @@ def is_information_plane_table(results: pd.DataFrame) -> bool:
     return set(PLANE_COLUMNS) <= set(results.columns)
 
 
-def _t_half_width(std: np.ndarray, n: np.ndarray, level: float) -> np.ndarray:
-    """t_{(1+level)/2, n-1} * std / sqrt(n); NaN where n < 2."""
+def t_ppf(q: float, dof: float | np.ndarray) -> float | np.ndarray:
+    """The ``q`` quantile of Student's t distribution with ``dof`` degrees of freedom (scipy.stats.t.ppf)."""
     from scipy import stats
 
+    return stats.t.ppf(q, dof)
+
+
+def t_quantile(level: float, dof: float | np.ndarray) -> float | np.ndarray:
+    """t_{(1+level)/2, dof}: the multiplier of the standard error in a two-sided ``level`` t interval.
+
+    ``dof`` may be fractional (Welch) or an array.
+
+    References
+    ----------
+    .. [1] Student, "The probable error of a mean", Biometrika 6(1), 1908.
+    """
+    return t_ppf(0.5 + level / 2, dof)
+
+
+def bonferroni_level(level: float, m: int) -> float:
+    """The level of each of ``m`` intervals that hold together with probability >= ``level``: 1 - (1-level)/m.
+
+    References
+    ----------
+    .. [1] O. J. Dunn, "Multiple comparisons among means", JASA 56(293), 1961.
+    """
+    if isinstance(m, bool) or int(m) != m or m < 1:
+        raise ValueError(f"'m' must be an int >= 1 (the number of intervals), got {m!r}.")
+    return 1.0 - (1.0 - float(level)) / int(m)
+
+
+def _t_half_width(std: np.ndarray, n: np.ndarray, level: float) -> np.ndarray:
+    """t_{(1+level)/2, n-1} * std / sqrt(n); NaN where n < 2."""
     n = np.asarray(n, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.where(n > 1, stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)), np.nan)
+        t = np.where(n > 1, t_quantile(level, np.maximum(n - 1, 1)), np.nan)
         return t * np.asarray(std, dtype=float) / np.sqrt(n)
+
+
+def welch_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, level: float = 0.95
+                   ) -> tuple[float, float, float, float]:
+    """Difference of two means with Welch's t interval: (mean(a) - mean(b), lo, hi, dof).
+
+    mean(a) - mean(b) +- t_{(1+level)/2, dof} sqrt(s_a^2/n_a + s_b^2/n_b),
+    with the Welch-Satterthwaite degrees of freedom ``dof``. Non-finite
+    values are left out; NaN bounds (and dof) when an arm has fewer than two
+    values; a zero standard error gives the point interval [d, d] (dof NaN).
+
+    References
+    ----------
+    .. [1] B. L. Welch, "The generalization of 'Student's' problem when several
+       different population variances are involved", Biometrika 34, 1947.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"'level' must be in (0, 1), got {level!r}.")
+    va, vb = (np.asarray(v, dtype=np.float64).ravel() for v in (a, b))
+    va, vb = va[np.isfinite(va)], vb[np.isfinite(vb)]
+    nan = float("nan")
+    diff = float(va.mean() - vb.mean()) if va.size and vb.size else nan
+    if va.size < 2 or vb.size < 2:
+        return diff, nan, nan, nan
+    sa, sb = va.var(ddof=1) / va.size, vb.var(ddof=1) / vb.size
+    se = float(np.sqrt(sa + sb))
+    if se == 0:
+        return diff, diff, diff, nan
+    dof = (sa + sb) ** 2 / (sa ** 2 / (va.size - 1) + sb ** 2 / (vb.size - 1))
+    half = float(t_quantile(level, dof)) * se
+    return diff, diff - half, diff + half, float(dof)
+
+
+def bootstrap_interval(statistic: Callable[[Any], float], data: Any, *, level: float = 0.95, n_resamples: int = 2000,
+                       seed: int = 0) -> tuple[float, float, float, int]:
+    """Percentile bootstrap over rows of ``data`` (an array or DataFrame): (estimate, lo, hi, n).
+
+    ``statistic(rows) -> float``; the estimate is the statistic of all rows,
+    the bounds the (1-level)/2 and (1+level)/2 quantiles of the statistic
+    over ``n_resamples`` resamples of the rows with replacement (seeded).
+    Resamples whose statistic is NaN (e.g. a constant column for a
+    correlation) are left out; fewer than half valid, or fewer than 3 rows,
+    gives NaN bounds.
+
+    References
+    ----------
+    .. [1] B. Efron and R. J. Tibshirani, *An Introduction to the Bootstrap*,
+       Chapman & Hall, 1993, ch. 13.
+    """
+    rows = np.arange(len(data))
+    n = int(rows.size)
+    take = (lambda idx: data.iloc[idx]) if hasattr(data, "iloc") else (lambda idx: np.asarray(data)[idx])
+    est = float(statistic(take(rows))) if n else float("nan")
+    if n < 3:
+        return est, float("nan"), float("nan"), n
+    rng = np.random.default_rng(seed)
+    reps = np.array([statistic(take(rng.integers(0, n, n))) for _ in range(n_resamples)], dtype=np.float64)
+    reps = reps[np.isfinite(reps)]
+    if reps.size < n_resamples / 2:
+        return est, float("nan"), float("nan"), n
+    a = 1 - level
+    lo, hi = np.quantile(reps, [a / 2, 1 - a / 2])
+    return est, float(lo), float(hi), n
 
 
 def t_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:

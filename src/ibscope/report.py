@@ -1,7 +1,8 @@
 """Self-contained HTML reports (figures embedded as base64): the renderer.
 
 This module only renders: it turns DataFrames, figure files and settings
-into one ``report.html``. It reads no run directory and imports none of the
+into one ``report.html``, with the page helpers of :mod:`ibscope._html`
+(shared with the claims' catalogue page: every value from data escaped). It reads no run directory and imports none of the
 code that orchestrates runs (:mod:`ibscope.experiments.runner`,
 :mod:`ibscope.sweep`); those collect their results, call the experiment's
 figures and summaries, and hand the pieces to :func:`render_report`. Which
@@ -28,8 +29,6 @@ two-sided Student-t interval of the mean over seeds
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,16 +38,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import _html
 from ._intervals import mean_interval
 from .store import atomic_write_text
 
 __all__ = ["Section", "render_report", "render_tracker_report", "plane_summary", "weight_summary",
            "flagged_estimates", "flag_legend", "html_table", "html_figure"]
 
-_STYLE = ("<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-          "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-          "img{max-width:100%}figure{margin:1em 0}pre{background:#f6f6f6;padding:1em;overflow-x:auto}"
-          "caption{caption-side:top;text-align:left;font-style:italic;padding:4px 0}</style>")
 _PLANE_CI = ("i_xt_lo", "i_xt_hi", "i_ty_lo", "i_ty_hi")
 
 
@@ -102,11 +98,8 @@ class Section:
 
 
 def html_table(df: pd.DataFrame, caption: str = "") -> str:
-    """A DataFrame as an HTML table (4 significant digits, NaN as blank)."""
-    out = df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", escape=True)
-    if caption:
-        out = out.replace(">", f"><caption>{html.escape(caption)}</caption>", 1)
-    return out
+    """A DataFrame as an HTML table (4 significant digits, NaN as blank, every cell escaped)."""
+    return _html.dataframe_table(df, caption)
 
 
 def html_figure(path: str | Path) -> str:
@@ -114,26 +107,13 @@ def html_figure(path: str | Path) -> str:
 
     Only a regular PNG file is embedded: a symbolic link (planted in a run
     directory, its target could be any file of the user) or a file that is
-    not a PNG gives a note instead of its bytes.
+    not a PNG gives a note instead of its bytes (:func:`ibscope._html.figure`).
     """
-    path = Path(path)
-    if not path.is_file() and not path.is_symlink():
-        return ""
-    raw = b"" if path.is_symlink() or not path.is_file() else path.read_bytes()
-    if not raw.startswith(b"\x89PNG\r\n\x1a\n"):
-        return (f"<p><i>Figure {html.escape(path.name)} not shown: it is not a PNG file that ibscope wrote "
-                f"(a link or another kind of file).</i></p>")
-    data = base64.b64encode(raw).decode("ascii")
-    return (f'<figure><img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}"/>'
-            f"<figcaption>{html.escape(path.name)}</figcaption></figure>")
-
-
-def _paragraphs(text: str) -> list[str]:
-    return [f"<p>{html.escape(p.strip())}</p>" for p in text.split("\n\n") if p.strip()]
+    return _html.figure(path)
 
 
 def _section(s: Section) -> list[str]:
-    parts = [f"<h2>{html.escape(s.title)}</h2>", *_paragraphs(s.text)]
+    parts = [f"<h2>{_html.escape(s.title)}</h2>", *_html.paragraphs(s.text)]
     if s.html:
         parts.append(s.html)
     parts += [f for f in (html_figure(p) for p in s.figures) if f]
@@ -162,15 +142,14 @@ def render_report(path: str | Path, *, title: str, intro: str = "", sections: It
     heading_html : str, optional
         A trusted HTML top heading replacing the escaped ``title``.
     """
-    parts = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
-             _STYLE, "</head><body>", heading_html or f"<h1>{html.escape(title)}</h1>", *_paragraphs(intro)]
+    parts = [*_html.paragraphs(intro)]
     for s in sections:
         parts += _section(Section.coerce(s))
     if settings is not None:
         parts += ["<h2>Settings</h2>",
-                  f"<pre>{html.escape(json.dumps(dict(settings), indent=2, default=str))}</pre>"]
-    parts.append("</body></html>")
-    return atomic_write_text(Path(path), "\n".join(parts))
+                  f"<pre>{_html.escape(json.dumps(dict(settings), indent=2, default=str))}</pre>"]
+    page = _html.page(title, parts, heading_html=heading_html or None, style=_html.REPORT_STYLE)
+    return atomic_write_text(Path(path), page)
 
 
 # --------------------------------------------------------------------------- tables

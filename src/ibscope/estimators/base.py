@@ -129,10 +129,10 @@ def subsample_interval(value: float, replicates: np.ndarray, n: int, m: int, lev
     ``value +- t_{B-1}(1 - a/2) * sqrt(m / (n - m)) * sd(replicates)`` with
     B replicates, a = 1 - level.
     """
-    from scipy.stats import t as student_t
+    from .._intervals import t_quantile
 
     reps = np.asarray(replicates, dtype=np.float64)
-    half = (float(student_t.ppf(0.5 + level / 2.0, df=reps.size - 1))
+    half = (float(t_quantile(level, reps.size - 1))
             * math.sqrt(m / (n - m)) * float(reps.std(ddof=1)))
     return value - half, value + half
 

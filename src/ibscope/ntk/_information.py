@@ -67,7 +67,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._units import LN2, check_unit
+from .._units import check_unit, unit_scale
 from .._validation import Interval, check_array, check_random_state, validate_params
 from ._kernels import Kernels, _as_tensor
 from ._predict import GaussianPrediction
@@ -237,7 +237,7 @@ def ensemble_information(
         ratio = s / p
         kl = 0.5 * k * (ratio - 1.0 - torch.log(ratio)) + (mu * mu).sum(dim=1) / (2.0 * p)
         out["kl_prior"][i] = max(float(kl.mean()), 0.0)
-    scale = 1.0 / LN2 if unit == "bits" else 1.0
+    scale = unit_scale(unit)
     return EnsembleInformation(
         t=np.asarray(prediction.t, dtype=np.float64),
         **{q: v * scale for q, v in out.items()},

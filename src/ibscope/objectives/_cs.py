@@ -58,7 +58,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._units import LN2, check_unit
+from .._units import LN2, check_unit, nats_to, unit_scale
 from .._validation import Interval, check_finite, validate_params
 from ..estimators import _renyi
 from ._schedule import AnnealingSchedule, check_weight, resolve_weight
@@ -146,7 +146,7 @@ def cs_divergence(x: torch.Tensor, y: torch.Tensor, y_hat: torch.Tensor, *,
         return (w * gaussian_gram(a, sy, b)).sum()
 
     d = torch.log(term(y2, y2)) + torch.log(term(yh2, yh2)) - 2.0 * torch.log(term(y2, yh2))
-    return d / LN2 if unit == "bits" else d
+    return nats_to(d, unit)
 
 
 def cs_qmi(kx: torch.Tensor, kz: torch.Tensor, *, unit: str = "nats") -> torch.Tensor:
@@ -165,7 +165,7 @@ def cs_qmi(kx: torch.Tensor, kz: torch.Tensor, *, unit: str = "nats") -> torch.T
     v_marg = kx.sum() * kz.sum() / n ** 4
     v_cross = (kx.sum(0) * kz.sum(0)).sum() / n ** 3     # 1^T Kx Kz 1
     i = torch.log(v_joint) + torch.log(v_marg) - 2.0 * torch.log(v_cross)
-    return i / LN2 if unit == "bits" else i
+    return nats_to(i, unit)
 
 
 def cs_qmi_normalized(kx: torch.Tensor, kz: torch.Tensor) -> torch.Tensor:
@@ -281,7 +281,7 @@ class CSIBLoss(nn.Module):
         kz = gaussian_gram(z2, kernel_width(z2, self.sigma_z))
         i_cs = cs_qmi(kx, kz)
         loss = div + beta * i_cs
-        scale = 1.0 / LN2 if self.unit == "bits" else 1.0
+        scale = unit_scale(self.unit)
         return loss, {"cs_div": float(div.detach()) * scale, "i_cs": float(i_cs.detach()) * scale, "beta": beta, "unit": self.unit}
 
 
@@ -305,7 +305,7 @@ def matrix_renyi_entropy(k: torch.Tensor, alpha: float = 2.0, *, unit: str = "bi
         return _renyi.renyi_entropy(k, alpha, unit=unit)
     a = _renyi._normalize(k)
     s = -torch.log((a * a).sum())
-    return s / LN2 if unit == "bits" else s
+    return nats_to(s, unit)
 
 
 def matrix_renyi_mi(kx: torch.Tensor, ky: torch.Tensor, alpha: float = 2.0, *, unit: str = "bits") -> torch.Tensor:

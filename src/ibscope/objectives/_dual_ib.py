@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._units import LN2, check_unit
+from .._units import check_unit, unit_scale
 from .._validation import Interval, check_finite, check_labels, validate_params
 from ._schedule import AnnealingSchedule, check_weight, resolve_weight
 from ._vib import VIBOutput, _check_logits_labels, gaussian_kl
@@ -170,7 +170,7 @@ class DualIBLoss(nn.Module):
         dual_kl = (log_q.exp() * (log_q - log_p.unsqueeze(0))).sum(-1).mean()
         ce = F.nll_loss(log_q.reshape(s * n, c), y.repeat(s))
         kl = gaussian_kl(output.mu, output.std).mean()
-        scale = 1.0 / LN2 if self.unit == "bits" else 1.0
+        scale = unit_scale(self.unit)
         loss = (gamma * dual_kl + self.ce_weight * ce + beta * kl) * scale
         terms = {"dual_kl": float(dual_kl.detach()) * scale, "ce": float(ce.detach()) * scale, "kl": float(kl.detach()) * scale,
                  "izx_upper": float(kl.detach()) * scale, "beta": beta, "gamma": gamma, "unit": self.unit}

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._units import LN2, check_unit
+from .._units import check_unit, unit_scale
 from .._validation import NONE, InstanceOf, Interval, validate_params
 from ..training import BatchLoss, Callback, TensorBatches, TrainState, fit
 from ..training import NonFiniteLossError as _FitNonFinite
@@ -231,7 +231,7 @@ class PIBLoss(nn.Module):
         self.last_iiw_ = float(iiw.detach())
         if not math.isfinite(self.last_iiw_):
             raise FloatingPointError(f"The IIW term is {self.last_iiw_} (non-finite) at call {self.calls_}.")
-        scale = 1.0 / LN2 if self.unit == "bits" else 1.0
+        scale = unit_scale(self.unit)
         return penalty, {"iiw": self.last_iiw_ * scale, "beta": beta, "unit": self.unit}
 
 

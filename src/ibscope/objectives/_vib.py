@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._units import LN2, check_unit
+from .._units import check_unit, unit_scale
 from .._validation import NONE, InstanceOf, Interval, check_finite, check_labels, validate_params
 from ..models import init_linear, make_activation
 from ._schedule import AnnealingSchedule, check_weight, resolve_weight
@@ -222,7 +222,7 @@ class VIBLoss(nn.Module):
             check_finite(getattr(output, name), f"output.{name}")
         ce = F.cross_entropy(output.logits.reshape(s * n, c), y.repeat(s))
         kl = gaussian_kl(output.mu, output.std).mean()
-        scale = 1.0 / LN2 if self.unit == "bits" else 1.0
+        scale = unit_scale(self.unit)
         loss = (ce + beta * kl) * scale
         h_y = self.h_y if self.h_y is not None else entropy_of_labels(y, c)
         terms = {"ce": float(ce.detach()) * scale, "kl": float(kl.detach()) * scale, "izx_upper": float(kl.detach()) * scale,
@@ -274,7 +274,7 @@ def vib_bounds(model: VIBClassifier, x: torch.Tensor, y: torch.Tensor, *, n_samp
     model.train(was_training)
     n = x.shape[0]
     h_y = _entropy_of_prior(class_prior) if class_prior is not None else entropy_of_labels(y, n_classes)
-    scale = 1.0 / LN2 if unit == "bits" else 1.0
+    scale = unit_scale(unit)
     ce = ce_sum / n
     return {"izx_upper": kl_sum / n * scale, "izy_lower": max(h_y - ce, 0.0) * scale, "ce": ce * scale,
             "h_y": h_y * scale, "accuracy": correct / n, "unit": unit}

@@ -16,7 +16,6 @@ seeds (``--seeds``) only runs the new ones.
 from __future__ import annotations
 
 import datetime
-import html
 import json
 import logging
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _html
 from ..store import (
     DamagedFile,
     atomic_write_json,
@@ -213,12 +213,12 @@ def _plot_replicates(stat, claim: Claim, verdict: Verdict, path: Path) -> Path:
     return save_figure(fig, path, dpi=100)
 
 
-def _deviations_cell(claim: Claim) -> str:
+def _deviations_cell(claim: Claim) -> _html.Markup:
     """The claim's deviations as escaped HTML: 'none known', or a count that opens to the list."""
     if not claim.deviations:
-        return "none known"
-    items = "".join(f"<li>{html.escape(d)}</li>" for d in claim.deviations)
-    return f"<details><summary>{len(claim.deviations)}</summary><ul>{items}</ul></details>"
+        return _html.Markup("none known")
+    items = "".join(f"<li>{_html.escape(d)}</li>" for d in claim.deviations)
+    return _html.Markup(f"<details><summary>{len(claim.deviations)}</summary><ul>{items}</ul></details>")
 
 
 def _power_text(power: dict | None, unit: str, long: bool = False) -> str:
@@ -271,22 +271,60 @@ def _read_verdict(path: Path, out: Path) -> dict:
     return rec
 
 
-def _png_bytes(path: Path) -> bytes:
-    """The bytes of a PNG file ibscope wrote; b'' for a missing file, a link, or anything that is not a PNG."""
-    if path.is_symlink() or not path.is_file():
-        return b""
-    data = path.read_bytes()
-    return data if data.startswith(b"\x89PNG\r\n\x1a\n") else b""
+_CATALOGUE_INTRO = (
+    "Each claim is decided by a statistic and a rule fixed before the run; the interval is over "
+    "seeds (or runs) as stated. <i>not reproduced</i> and <i>inconclusive</i> are results like "
+    "<i>reproduced</i>. <i>underpowered</i>: inconclusive, and the paper's stated effect lies closer to "
+    "the threshold than the smallest effect the test detects with 80% power at its seed count. "
+    "<b>deviations</b>: every known difference from the paper's setting the claim follows; "
+    "<b>power</b>: that minimum detectable effect (distance from the threshold) at the measured seed "
+    "count, from the seeds' spread.")
+_CATALOGUE_HEADER = ("claim", "paper", "verdict", "statistic", "interval", "n", "profile", "deviations", "power")
+
+
+def _claim_section(cid: str, claim: Claim, rec: dict, out: Path, devs: _html.Markup) -> str:
+    """The section of one evaluated claim: every value of its verdict record escaped, links inside ``out``."""
+    esc = _html.escape
+    v = rec["verdict"]
+    unit = rec["statistic"]["unit"]
+    color = _COLORS.get(v["verdict"], "#000")
+    ci = f"[{v['low']:.3g}, {v['high']:.3g}]" if np.isfinite([v["low"], v["high"]]).all() else "n/a"
+    links = " ".join(_html.link(f"{p}/report.html", n, what=f"report of run {n!r}") for n, p in rec["runs"].items())
+    run_figs = "".join(_html.linked_figure(f"{p}/{f.name}", n, f"{n}: {f.stem}")
+                       for n, p in rec["runs"].items() for f in sorted((out / p).glob("*.png"))[:3])
+    # embedded only from a regular PNG file, never a planted link: its target would be embedded in the page
+    fig = _html.embedded_image(out / "claims" / cid / "replicates.png", "replicates")
+    parts = [
+        f"<h2 id='{esc(cid)}'>{esc(cid)}: <span style='color:{color}'>{esc(v['verdict'])}</span></h2>"
+        f"<p><b>{esc(claim.paper)}</b> {esc(claim.reference)}</p>",
+        f"<p>{esc(claim.statement)}</p>",
+        _html.definition("Paper", claim.paper_result or "n/a"),
+        _html.definition("Follows", claim.follows),
+        _html.definition("Deviations", devs),
+        _html.definition("Power", _power_text(rec.get("power"), unit, long=True)),
+        f"<p><b>Statistic:</b> {esc(claim.statistic)} {esc(json.dumps(claim.statistic_params))}; "
+        f"<b>rule:</b> {esc(claim.rule.describe(unit))}.</p>",
+        f"<p><b>Measured</b> ({esc(rec['profile'])} profile, {esc(rec['seeds'])} seeds): "
+        f"{v['estimate']:.4g} {esc(unit)}, {v['level']:.0%} interval {ci} "
+        f"({esc(v['interval'])}); {esc(v['reason'])}.</p>",
+        f"<p>Run reports: {links}; per-replicate values: <code>claims/{esc(cid)}/replicates.csv</code>.</p>{fig}",
+        run_figs,
+    ]
+    if claim.notes:
+        parts.append(f"<p><i>{esc(claim.notes)}</i></p>")
+    return "".join(parts)
 
 
 def build_catalogue_report(out: str | Path) -> Path:
-    """``<out>/index.html``: every claim evaluated in ``out`` with its verdict, interval and links."""
-    import base64
+    """``<out>/index.html``: every claim evaluated in ``out`` with its verdict, interval and links.
 
+    Rendered with :mod:`ibscope._html`: every value of a ``verdict.json`` or
+    an error record is escaped, run links must stay inside ``out``, and the
+    replicates figure is embedded only from a regular PNG file.
+    """
     out = Path(out)
-    known = catalogue()
     rows, sections = [], []
-    for cid, claim in known.items():
+    for cid, claim in catalogue().items():
         devs = _deviations_cell(claim)
         d = out / "claims" / cid
         vpath, epath = d / "verdict.json", d / "error.json"
@@ -294,60 +332,21 @@ def build_catalogue_report(out: str | Path) -> Path:
             rec = _read_verdict(vpath, out)
             v = rec["verdict"]
             unit = rec["statistic"]["unit"]
-            ci = (f"[{v['low']:.3g}, {v['high']:.3g}]" if np.isfinite([v["low"], v["high"]]).all() else "n/a")
-            rows.append(f"<tr><td><a href='#{html.escape(cid)}'>{html.escape(cid)}</a></td><td>{html.escape(claim.paper)}</td>"
-                        f"<td style='color:{_COLORS.get(v['verdict'], '#000')}'><b>{html.escape(str(v['verdict']))}</b></td>"
-                        f"<td>{v['estimate']:.3g} {html.escape(unit)}</td><td>{ci}</td><td>{html.escape(str(v['n']))}</td>"
-                        f"<td>{html.escape(rec['profile'])}</td><td>{devs}</td>"
-                        f"<td>{html.escape(_power_text(rec.get('power'), unit))}</td></tr>")
-            links = " ".join(f"<a href='{html.escape(p)}/report.html'>{html.escape(n)}</a>"
-                             for n, p in rec["runs"].items())
-            run_figs = "".join(
-                f"<figure><img alt='{html.escape(n)}' src='{html.escape(p)}/{f.name}' loading='lazy'/>"
-                f"<figcaption>{html.escape(n)}: {html.escape(f.stem)}</figcaption></figure>"
-                for n, p in rec["runs"].items() for f in sorted((out / p).glob("*.png"))[:3])
-            img = d / "replicates.png"
-            data = _png_bytes(img)  # never a planted link: its target would be embedded in the page
-            fig = (f"<img alt='replicates' src='data:image/png;base64,{base64.b64encode(data).decode('ascii')}'/>"
-                   if data else "")
-            sections.append(
-                f"<h2 id='{html.escape(cid)}'>{html.escape(cid)}: <span style='color:{_COLORS.get(v['verdict'], '#000')}'>"
-                f"{html.escape(str(v['verdict']))}</span></h2><p><b>{html.escape(claim.paper)}</b> {html.escape(claim.reference)}</p>"
-                f"<p>{html.escape(claim.statement)}</p>"
-                f"<p><b>Paper:</b> {html.escape(claim.paper_result or 'n/a')}</p>"
-                f"<p><b>Follows:</b> {html.escape(claim.follows)}</p>"
-                f"<p><b>Deviations:</b> {devs}</p>"
-                f"<p><b>Power:</b> {html.escape(_power_text(rec.get('power'), unit, long=True))}</p>"
-                f"<p><b>Statistic:</b> {html.escape(claim.statistic)} {html.escape(json.dumps(claim.statistic_params))}; "
-                f"<b>rule:</b> {html.escape(claim.rule.describe(unit))}.</p>"
-                f"<p><b>Measured</b> ({html.escape(rec['profile'])} profile, {html.escape(str(rec['seeds']))} seeds): "
-                f"{v['estimate']:.4g} {html.escape(unit)}, {v['level']:.0%} interval {ci} "
-                f"({html.escape(v['interval'])}); {html.escape(v['reason'])}.</p>"
-                f"<p>Run reports: {links}; per-replicate values: <code>claims/{html.escape(cid)}/replicates.csv</code>.</p>{fig}"
-                f"{run_figs}"
-                + (f"<p><i>{html.escape(claim.notes)}</i></p>" if claim.notes else ""))
+            ci = f"[{v['low']:.3g}, {v['high']:.3g}]" if np.isfinite([v["low"], v["high"]]).all() else "n/a"
+            verdict = _html.Markup(f"<b>{_html.escape(v['verdict'])}</b>")
+            rows.append([_html.Markup(f"<a href='#{_html.escape(cid)}'>{_html.escape(cid)}</a>"), claim.paper,
+                         _html.Cell(verdict, color=_COLORS.get(v["verdict"], "#000")),
+                         f"{v['estimate']:.3g} {unit}", ci, v["n"], rec["profile"], devs,
+                         _power_text(rec.get("power"), unit)])
+            sections.append(_claim_section(cid, claim, rec, out, devs))
         elif epath.is_file():
             err = read_json(epath, what="the claim's error record", required={"error": str},
                             hint="Delete it and run the claim again.")
-            rows.append(f"<tr><td>{html.escape(cid)}</td><td>{html.escape(claim.paper)}</td>"
-                        f"<td>failed</td><td colspan=4>{html.escape(err.get('error', '')[:300])}</td>"
-                        f"<td></td><td>{devs}</td><td></td></tr>")
+            rows.append([cid, claim.paper, "failed", _html.Cell(err.get("error", "")[:300], colspan=4), devs, ""])
         else:
-            rows.append(f"<tr><td>{html.escape(cid)}</td><td>{html.escape(claim.paper)}</td>"
-                        f"<td>not run</td><td></td><td></td><td></td><td></td><td>{devs}</td><td></td></tr>")
-    page = ["<!doctype html><html><head><meta charset='utf-8'><title>ibscope: reproductions</title>",
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-            "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}"
-            "img{max-width:100%}</style></head><body>",
-            "<h1>ibscope: claims of the literature, reproduced</h1>",
-            "<p>Each claim is decided by a statistic and a rule fixed before the run; the interval is over "
-            "seeds (or runs) as stated. <i>not reproduced</i> and <i>inconclusive</i> are results like "
-            "<i>reproduced</i>. <i>underpowered</i>: inconclusive, and the paper's stated effect lies closer to "
-            "the threshold than the smallest effect the test detects with 80% power at its seed count. "
-            "<b>deviations</b>: every known difference from the paper's setting the claim follows; "
-            "<b>power</b>: that minimum detectable effect (distance from the threshold) at the measured seed "
-            "count, from the seeds' spread.</p>",
-            "<table><tr><th>claim</th><th>paper</th><th>verdict</th><th>statistic</th><th>interval</th>"
-            "<th>n</th><th>profile</th><th>deviations</th><th>power</th></tr>", *rows, "</table>", *sections, "</body></html>"]
+            rows.append([cid, claim.paper, "not run", "", "", "", "", devs, ""])
+    body = [_html.Markup(f"<p>{_CATALOGUE_INTRO}</p>"), _html.table(rows, _CATALOGUE_HEADER), *sections]
+    page = _html.page("ibscope: reproductions", body, heading="ibscope: claims of the literature, reproduced",
+                      style=_html.CATALOGUE_STYLE)
     out.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(out / "index.html", "\n".join(page))
+    return atomic_write_text(out / "index.html", page)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._verdict import bootstrap_interval, t_interval
+from .._intervals import bonferroni_level, bootstrap_interval, t_interval, welch_interval
 
 __all__ = ["Statistic", "STATISTICS", "LATE_COMPRESSION_STATISTICS", "COMPRESSION_METHODS", "compute_statistic",
            "late_compression_per_run", "compression_per_run", "signed_compression", "fitting_end_index",
@@ -416,8 +416,6 @@ def _compression_difference(runs, *, a: Mapping[str, Any], b: Mapping[str, Any],
     an arm whose fitting end falls early while its I(X;T) still rises does
     not differ from the other for that reason alone.
     """
-    from scipy import stats
-
     start = from_epoch
     for _ in range(2 if method == "after_fitting" else 1):
         per, arms = [], {}
@@ -442,14 +440,7 @@ def _compression_difference(runs, *, a: Mapping[str, Any], b: Mapping[str, Any],
     details = {"method": method, "arms": arms}
     if va.size < 2 or vb.size < 2:
         return Statistic(diff, float("nan"), float("nan"), n, kind, unit, pd.concat(per, ignore_index=True), details)
-    sa, sb = va.var(ddof=1) / va.size, vb.var(ddof=1) / vb.size
-    se = float(np.sqrt(sa + sb))
-    if se == 0:
-        lo = hi = diff
-    else:
-        dof = (sa + sb) ** 2 / (sa ** 2 / (va.size - 1) + sb ** 2 / (vb.size - 1))
-        half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
-        lo, hi = diff - half, diff + half
+    _, lo, hi, _ = welch_interval(va, vb, level)
     return Statistic(diff, lo, hi, n, kind, unit, pd.concat(per, ignore_index=True),
                      {**details, "mean_a": float(va.mean()), "mean_b": float(vb.mean())})
 
@@ -609,8 +600,6 @@ def _late_compression_range(runs, *, run: str, estimator: str, by: str, layer: s
     """
     from itertools import combinations
 
-    from scipy import stats
-
     per, unit, fit = _compression_by(runs, run=run, estimator=estimator, by=by, layer=layer, where=where,
                                      method=method, window=window, plateau=plateau, from_epoch=from_epoch,
                                      common_start=True)
@@ -620,19 +609,10 @@ def _late_compression_range(runs, *, run: str, estimator: str, by: str, layer: s
                          unit, per, {"by": by, "method": method, "fit": fit})
     groups = {g: v["value"].to_numpy(float) for g, v in per.groupby(by, sort=True)}
     pairs = list(combinations(sorted(groups), 2))
-    adj = 1 - (1 - level) / len(pairs)
+    adj = bonferroni_level(level, len(pairs))
     rows = []
     for a, b in pairs:
-        va, vb = groups[a], groups[b]
-        d = float(va.mean() - vb.mean())
-        if va.size < 2 or vb.size < 2:
-            lo = hi = float("nan")
-        else:
-            sa, sb = va.var(ddof=1) / va.size, vb.var(ddof=1) / vb.size
-            se = float(np.sqrt(sa + sb))
-            dof = (sa + sb) ** 2 / (sa ** 2 / (va.size - 1) + sb ** 2 / (vb.size - 1)) if se > 0 else 1.0
-            half = float(stats.t.ppf(0.5 + adj / 2, dof)) * se
-            lo, hi = d - half, d + half
+        d, lo, hi, _ = welch_interval(groups[a], groups[b], adj)
         abs_lo = 0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi))
         rows.append({"a": a, "b": b, "difference": d, "low": lo, "high": hi, "abs_low": abs_lo,
                      "abs_high": max(abs(lo), abs(hi))})
@@ -748,7 +728,7 @@ def worst_group_interval(per: pd.DataFrame, *, by: str, level: float = 0.95, wor
     if per.empty:
         raise ValueError("The per-replicate table is empty: no group to take the worst of.")
     keys = sorted(per[by].unique(), key=str)
-    g_level = 1.0 - (1.0 - float(level)) / len(keys)
+    g_level = bonferroni_level(level, len(keys))
     rows = []
     for key in keys:
         m, lo, hi, n = t_interval(per.loc[per[by] == key, value].to_numpy(dtype=float), g_level)

@@ -32,9 +32,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
-from .._intervals import t_interval
+from .._intervals import bootstrap_interval, t_interval, t_ppf
 
 __all__ = ["Rule", "Verdict", "decide", "t_interval", "bootstrap_interval",
            "minimum_detectable_effect", "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "UNDERPOWERED",
@@ -152,8 +150,6 @@ def minimum_detectable_effect(low: float, high: float, n: int, level: float, *, 
     .. [1] J. Cohen, *Statistical Power Analysis for the Behavioral Sciences*,
        2nd ed., 1988, ch. 2.
     """
-    from scipy import stats
-
     for name, v in (("level", level), ("power", power)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
             raise ValueError(f"'{name}' must be in (0, 1), got {v!r}.")
@@ -165,8 +161,8 @@ def minimum_detectable_effect(low: float, high: float, n: int, level: float, *, 
         return float("nan")
     if lo > hi:
         raise ValueError(f"minimum_detectable_effect: low {lo} > high {hi}.")
-    se = (hi - lo) / 2 / float(stats.t.ppf((1 + level) / 2, int(n) - 1)) * math.sqrt(int(n) / m)
-    return float((stats.t.ppf((1 + level) / 2, m - 1) + stats.t.ppf(power, m - 1)) * se)
+    se = (hi - lo) / 2 / float(t_ppf((1 + level) / 2, int(n) - 1)) * math.sqrt(int(n) / m)
+    return float((t_ppf((1 + level) / 2, m - 1) + t_ppf(power, m - 1)) * se)
 
 
 def decide(estimate: float, low: float, high: float, rule: Rule, *, n: int, interval: str,
@@ -206,27 +202,3 @@ def decide(estimate: float, low: float, high: float, rule: Rule, *, n: int, inte
                     f"threshold, less than the minimum detectable effect {mde:.4g}{u} at n = {n} (80% power), "
                     "so this test could not detect it")
     return Verdict(v, vals[0], vals[1], vals[2], float(rule.level), int(n), interval, why, dict(details or {}))
-
-
-def bootstrap_interval(statistic: Any, data: Any, *, level: float = 0.95, n_resamples: int = 2000,
-                       seed: int = 0) -> tuple[float, float, float, int]:
-    """Percentile bootstrap over rows of ``data`` (an array or DataFrame): (estimate, lo, hi, n).
-
-    ``statistic(rows) -> float``; resamples whose statistic is NaN (e.g. a
-    constant column for a correlation) are left out; fewer than half valid
-    gives NaN bounds.
-    """
-    rows = np.arange(len(data))
-    n = int(rows.size)
-    take = (lambda idx: data.iloc[idx]) if hasattr(data, "iloc") else (lambda idx: np.asarray(data)[idx])
-    est = float(statistic(take(rows))) if n else float("nan")
-    if n < 3:
-        return est, float("nan"), float("nan"), n
-    rng = np.random.default_rng(seed)
-    reps = np.array([statistic(take(rng.integers(0, n, n))) for _ in range(n_resamples)], dtype=np.float64)
-    reps = reps[np.isfinite(reps)]
-    if reps.size < n_resamples / 2:
-        return est, float("nan"), float("nan"), n
-    a = 1 - level
-    lo, hi = np.quantile(reps, [a / 2, 1 - a / 2])
-    return est, float(lo), float(hi), n
