@@ -37,10 +37,12 @@ from ._measures import (
     prompt_entropy,
 )
 from ._plot import plot_lm_measures
+from ._synthetic import MarkovSource
 
 __all__ = [
     "DEFAULT_MEASURES",
     "FLAG_DESCRIPTIONS",
+    "MarkovSource",
     "MEASURES",
     "NORMALIZATIONS",
     "RESULTS_FILE",
