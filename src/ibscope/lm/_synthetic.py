@@ -34,6 +34,33 @@ def _entropy_nats(p: np.ndarray, axis: int = -1) -> np.ndarray:
     return t.sum(axis=axis)
 
 
+def _de_bruijn_successor(v: int, k: int) -> np.ndarray:
+    """For each context index, the next token on a de Bruijn cycle B(v, k) (every context once)."""
+    a = [0] * (k * v + 1)
+    seq: list[int] = []
+
+    def rec(t: int, p: int) -> None:  # the Fredricksen-Kessler-Maiorana construction (Lyndon words)
+        if t > k:
+            if k % p == 0:
+                seq.extend(a[1:p + 1])
+            return
+        a[t] = a[t - p]
+        rec(t + 1, p)
+        for j in range(a[t - p] + 1, v):
+            a[t] = j
+            rec(t + 1, t)
+
+    rec(1, 1)
+    n = len(seq)
+    succ = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        c = 0
+        for j in range(k):
+            c = c * v + seq[(i + j) % n]
+        succ[c] = seq[(i + k) % n]
+    return succ
+
+
 def _int(v: Any, name: str, lo: int) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
         raise ValueError(f"The '{name}' parameter must be an integer >= {lo}. Got {v!r}.")
@@ -45,10 +72,11 @@ class MarkovSource:
 
     The transition distribution of each of the ``vocab_size ** order``
     contexts is drawn (seeded) from a sparse Dirichlet: ``support`` tokens
-    chosen uniformly at random get Dirichlet(``concentration``) weights, the
-    others probability 0. Draws are repeated (same seed stream) until the
-    chain on contexts is irreducible, so its stationary distribution is
-    unique. :meth:`from_transitions` takes any transition matrix instead
+    get Dirichlet(``concentration``) weights, the others probability 0. One
+    of the ``support`` tokens of every context is its successor on a de
+    Bruijn cycle of order k (which passes through every context), the others
+    are chosen uniformly at random; so the chain on contexts is irreducible
+    and its stationary distribution unique. :meth:`from_transitions` takes any transition matrix instead
     (e.g. a deterministic or an iid source).
 
     Parameters
@@ -94,15 +122,14 @@ class MarkovSource:
             raise ValueError(f"vocab_size ** order = {v ** k} contexts is too many (at most 65536).")
         rng = np.random.default_rng(_int(seed, "seed", 0))
         n_ctx = v ** k
-        for _ in range(100):
-            p = np.zeros((n_ctx, v))
-            for c in range(n_ctx):
-                idx = rng.choice(v, size=s, replace=False)
-                p[c, idx] = rng.dirichlet(np.full(s, float(concentration))) if s > 1 else 1.0
-            if self._irreducible(p, v, k):
-                break
-        else:
-            raise ValueError("No irreducible chain in 100 draws: raise 'support' or lower 'order'.")
+        succ = _de_bruijn_successor(v, k)
+        p = np.zeros((n_ctx, v))
+        for c in range(n_ctx):
+            others = rng.permutation(np.delete(np.arange(v), succ[c]))[:s - 1]
+            idx = rng.permutation(np.concatenate([[succ[c]], others]))
+            p[c, idx] = rng.dirichlet(np.full(s, float(concentration))) if s > 1 else 1.0
+        if not self._irreducible(p, v, k):  # pragma: no cover - the de Bruijn cycle makes it irreducible
+            raise RuntimeError("internal error: the chain on contexts is reducible.")
         self._setup(p, k)
         self.params = {"vocab_size": v, "order": k, "support": s, "concentration": float(concentration),
                        "seed": int(seed)}
