@@ -41,6 +41,7 @@ from ._measures import (
     prompt_entropy,
 )
 from ._plot import plot_lm_measures
+from ._soft import soft_entropy, soft_information_plane
 from ._synthetic import MarkovSource
 from ._tiny import chunk, next_token_cross_entropy, python_docs_corpus, tiny_gpt, train_tiny_gpt
 
@@ -63,6 +64,8 @@ __all__ = [
     "plot_lm_measures",
     "prompt_entropy",
     "python_docs_corpus",
+    "soft_entropy",
+    "soft_information_plane",
     "tiny_gpt",
     "train_tiny_gpt",
 ]
