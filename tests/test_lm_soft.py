@@ -66,3 +66,45 @@ def test_seeded_and_validated():
         lm.soft_information_plane(z, lab.double())
     with pytest.raises(TypeError, match="'z'"):
         lm.soft_entropy(z.numpy())
+
+
+# --------------------------------------------------------------------------- through analyze (no transformers)
+
+class _OneHot(torch.nn.Module):
+    """hidden_states = (one-hot tokens, zeros): layer 0 determines the next token here, layer 1 carries nothing."""
+
+    def __init__(self, vocab=16):
+        super().__init__()
+        self.vocab = vocab
+        self.unused = torch.nn.Parameter(torch.zeros(1))      # analyze reads the device from a parameter
+
+    def forward(self, input_ids, attention_mask=None, output_hidden_states=False):
+        import types
+
+        h = torch.nn.functional.one_hot(input_ids, self.vocab).float()
+        return types.SimpleNamespace(hidden_states=(h, torch.zeros_like(h)))
+
+
+def test_analyze_soft_plane_recovers_the_plug_in_plane():
+    g = torch.Generator().manual_seed(0)
+    start = torch.randint(0, 8, (40, 1), generator=g)
+    ids = (start + torch.arange(6)) % 8                      # next token = current + 1 (mod 8)
+    mask = torch.ones_like(ids)
+    mask[:10, 4:] = 0                                        # padding: no pair across it
+    df = lm.analyze(_OneHot(), ids, mask, measures=["soft_plane"], soft_bins=512, soft_temperature=1e-6,
+                    soft_draws=2)
+    assert set(df["measure"]) == set(lm.SOFT_MEASURES) and (df["unit"] == "bits").all()
+    pair = (mask[:, :-1] * mask[:, 1:]).bool()
+    cur = ids[:, :-1][pair]
+    p = torch.bincount(cur, minlength=8).double() / len(cur)
+    h = float(-(p[p > 0] * p[p > 0].log2()).sum())
+    l0 = df[df["layer"] == "hidden_states.0"].set_index("measure")["value"]
+    assert l0["soft_i_xt"] == pytest.approx(h, abs=0.02)      # I(X;T) = H(token) for a one-hot state
+    assert l0["soft_i_ty"] == pytest.approx(h, abs=0.02)      # the token determines the next: I(T;Y) = H(T)
+    assert int(df["n_tokens"].iloc[0]) == int(pair.sum())
+    l1 = df[df["layer"] == "hidden_states.1"].set_index("measure")["value"]
+    assert l1["soft_i_xt"] == 0.0 and l1["soft_i_ty"] == 0.0  # a constant layer holds nothing
+    with pytest.raises(ValueError, match="temperature"):
+        lm.analyze(_OneHot(), ids, mask, measures=["soft_plane"], soft_temperature=-1.0)
+    with pytest.raises(ValueError, match="measures"):
+        lm.analyze(_OneHot(), ids, mask, measures=["soft_planes"])

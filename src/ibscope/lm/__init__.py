@@ -28,6 +28,8 @@ from ._analyze import (
     FLAG_DESCRIPTIONS,
     MEASURES,
     RESULTS_FILE,
+    SOFT_MEASURES,
+    SOFT_PLANE,
     analyze,
     load_checkpoint,
 )
@@ -52,6 +54,8 @@ __all__ = [
     "MEASURES",
     "NORMALIZATIONS",
     "RESULTS_FILE",
+    "SOFT_MEASURES",
+    "SOFT_PLANE",
     "analyze",
     "chunk",
     "dataset_entropy",
