@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,8 @@ def _tokens(tokens: Any, name: str = "tokens") -> torch.Tensor:
 
 def train_tiny_gpt(model: torch.nn.Module, tokens: Any, *, steps: int = 300, batch_size: int = 32,
                    lr: float = 3e-3, warmup: int = 20, checkpoint_steps: Iterable[int] | None = None,
-                   out_dir: str | os.PathLike | None = None, seed: int = 0) -> dict[str, Any]:
+                   out_dir: str | os.PathLike | None = None, seed: int = 0,
+                   on_checkpoint: Callable[[int, torch.nn.Module], None] | None = None) -> dict[str, Any]:
     """Train a causal LM on token sequences with AdamW (next-token cross-entropy), saving checkpoints.
 
     Batches are ``batch_size`` sequences drawn without replacement per epoch
@@ -104,6 +105,9 @@ def train_tiny_gpt(model: torch.nn.Module, tokens: Any, *, steps: int = 300, bat
         bits) go; without it nothing is written.
     seed : int, default 0
         Seed of the batch order.
+    on_checkpoint : callable(step, model), optional
+        Called at every checkpoint step (after saving, if ``out_dir``), the
+        model in eval mode; training resumes in train mode afterwards.
 
     Returns
     -------
@@ -123,10 +127,16 @@ def train_tiny_gpt(model: torch.nn.Module, tokens: Any, *, steps: int = 300, bat
     saved: list[Path] = []
 
     def save(step: int) -> None:
-        if out is not None and step in ck:
+        if step not in ck:
+            return
+        if out is not None:
             p = out / f"checkpoint-{step}"
             model.save_pretrained(p, safe_serialization=True)
             saved.append(p)
+        if on_checkpoint is not None:
+            model.eval()
+            on_checkpoint(step, model)
+            model.train()
 
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
