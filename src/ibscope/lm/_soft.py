@@ -180,9 +180,10 @@ def soft_information_plane(t: torch.Tensor, y: Any, *, n_bins: int = 32, tempera
 
     X (the input, e.g. a token's context) determines T, so I(X;T) = H(T),
     read through the soft quantiser; I(T;Y) uses the same codebooks for the
-    class-conditional averages (see the module notes). I(T;Y) is clipped at
-    0 from below only in the sense that each draw's value is
-    H(q) - sum_y p(y) H(q_y) >= 0 by concavity of the entropy.
+    class-conditional averages (see the module notes). Each draw's
+    H(q) - sum_y p(y) H(q_y) is >= 0 (q is the p(y)-mixture of the q_y and
+    the entropy is concave), so I(T;Y) is never negative; it is at most
+    I(X;T) and at most H(Y).
 
     Parameters
     ----------
