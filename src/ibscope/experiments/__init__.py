@@ -64,6 +64,7 @@ _REGISTRY: dict[str, str] = {
     "compressed_images": "_compressed_images",
     "noisy_convnet": "_noisy_convnet",
     "lagrangian": "_lagrangian",
+    "lm_tiny": "_lm_tiny",
 }
 
 

@@ -15,7 +15,11 @@ al., "Layer by Layer" (ICML 2025, arXiv:2502.02013):
 :func:`analyze` runs them layer by layer over a model or its checkpoints
 (tidy table, intervals, flags, resumable output directory);
 :func:`plot_lm_measures` draws measure by layer, one line per checkpoint.
-transformers is needed only to load checkpoint directories; the measures and
+A synthetic language with a known entropy rate (:class:`MarkovSource`), a
+tiny GPT-2 trained here on it or on the Python documentation
+(:func:`tiny_gpt`, :func:`train_tiny_gpt`, :func:`python_docs_corpus`) and
+its held-out cross-entropy (:func:`next_token_cross_entropy`) give ground
+truth for the next-token information. transformers is needed only to load checkpoint directories; the measures and
 ``analyze`` on an in-memory model need only torch. See docs/language_models.md.
 """
 
@@ -24,6 +28,8 @@ from ._analyze import (
     FLAG_DESCRIPTIONS,
     MEASURES,
     RESULTS_FILE,
+    SOFT_MEASURES,
+    SOFT_PLANE,
     analyze,
     load_checkpoint,
 )
@@ -37,20 +43,33 @@ from ._measures import (
     prompt_entropy,
 )
 from ._plot import plot_lm_measures
+from ._soft import soft_entropy, soft_information_plane
+from ._synthetic import MarkovSource
+from ._tiny import chunk, next_token_cross_entropy, python_docs_corpus, tiny_gpt, train_tiny_gpt
 
 __all__ = [
     "DEFAULT_MEASURES",
     "FLAG_DESCRIPTIONS",
+    "MarkovSource",
     "MEASURES",
     "NORMALIZATIONS",
     "RESULTS_FILE",
+    "SOFT_MEASURES",
+    "SOFT_PLANE",
     "analyze",
+    "chunk",
     "dataset_entropy",
     "effective_rank",
     "gram_spectrum",
     "load_checkpoint",
     "matrix_entropy",
     "mean_pool",
+    "next_token_cross_entropy",
     "plot_lm_measures",
     "prompt_entropy",
+    "python_docs_corpus",
+    "soft_entropy",
+    "soft_information_plane",
+    "tiny_gpt",
+    "train_tiny_gpt",
 ]

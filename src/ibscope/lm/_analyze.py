@@ -35,9 +35,13 @@ from ._measures import (
     _spectra,
 )
 
-__all__ = ["MEASURES", "DEFAULT_MEASURES", "RESULTS_FILE", "analyze", "load_checkpoint"]
+__all__ = ["MEASURES", "SOFT_PLANE", "SOFT_MEASURES", "DEFAULT_MEASURES", "RESULTS_FILE", "analyze", "load_checkpoint"]
 
 MEASURES = ("prompt_entropy", "dataset_entropy", "effective_rank", "dataset_effective_rank")
+#: the soft-entropy information plane, accepted in ``measures`` besides :data:`MEASURES`
+SOFT_PLANE = "soft_plane"
+#: the rows that ``measures=("soft_plane",)`` adds (Conklin & Hosking 2026: I(X;T) and I(T;Y) by soft entropy)
+SOFT_MEASURES = ("soft_i_xt", "soft_i_ty")
 DEFAULT_MEASURES = ("prompt_entropy", "dataset_entropy", "effective_rank")
 RESULTS_FILE = "lm_measures.parquet"
 SETTINGS_FILE = "lm_measures.json"
@@ -241,9 +245,9 @@ def _check_settings(measures, batch_size, max_bytes, ci, n_boot) -> tuple[str, .
     if isinstance(measures, str):
         measures = (measures,)
     measures = tuple(measures)
-    bad = [m for m in measures if m not in MEASURES]
+    bad = [m for m in measures if m not in (*MEASURES, SOFT_PLANE)]
     if not measures or bad:
-        raise ValueError(f"'measures' must name some of {MEASURES}; unknown: {bad or measures}.")
+        raise ValueError(f"'measures' must name some of {(*MEASURES, SOFT_PLANE)}; unknown: {bad or measures}.")
     for name, v in (("batch_size", batch_size), ("max_bytes", max_bytes), ("n_boot", n_boot)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"The '{name}' parameter must be a positive integer. Got {v!r}.")
@@ -252,8 +256,14 @@ def _check_settings(measures, batch_size, max_bytes, ci, n_boot) -> tuple[str, .
     return measures
 
 
+def _soft_items(h: torch.Tensor, ids: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token states with a real next token, and that next token: (items, D) float32 on CPU, (items,) int64."""
+    pair = m[:, :-1] & m[:, 1:]
+    return h[:, :-1][pair].float().cpu(), ids[:, 1:][pair].cpu()
+
+
 def _run_one(model, label, step, ids, mask, layer_spec, measures, alpha, normalization, unit, batch_size,
-             max_bytes, ci, n_boot, seed, device) -> list[dict]:
+             max_bytes, ci, n_boot, seed, device, soft=None) -> list[dict]:
     was_training = model.training
     model.eval()
     layers = _Layers(model, layer_spec)
@@ -269,6 +279,9 @@ def _run_one(model, label, step, ids, mask, layer_spec, measures, alpha, normali
                     reps = layers.forward(model, b_ids, b_mask)
                     per_prompt = sum(t.numel() * t.element_size() for _, _, t in reps)
                     pooled_bytes = n * sum(t.shape[-1] * 4 for _, _, t in reps)
+                    if soft is not None:  # soft_plane keeps every token state with a next token
+                        n_pairs = int((mask[:, :-1].bool() & mask[:, 1:].bool()).sum())
+                        pooled_bytes += n_pairs * sum(t.shape[-1] * 4 + 8 for _, _, t in reps)
                     if per_prompt + pooled_bytes > max_bytes:
                         raise ValueError(
                             f"max_bytes={max_bytes} is below the representations of one prompt "
@@ -286,7 +299,8 @@ def _run_one(model, label, step, ids, mask, layer_spec, measures, alpha, normali
                         raise ValueError(f"Layer '{name}' returned shape {tuple(h.shape)}, not (batch, "
                                          f"positions, hidden) matching 'input_ids'.")
                     h = h.float() if h.dtype != torch.float64 else h
-                    acc = per.setdefault((name, idx), {"ent": [], "er": [], "n": [], "ok": [], "pooled": []})
+                    acc = per.setdefault((name, idx), {"ent": [], "er": [], "n": [], "ok": [], "pooled": [],
+                                                       "tok": [], "y": []})
                     try:
                         ent, er, cnt, ok = _per_prompt(h, m, alpha, normalization, unit)
                     except ValueError as e:
@@ -296,6 +310,10 @@ def _run_one(model, label, step, ids, mask, layer_spec, measures, alpha, normali
                     acc["n"].append(cnt.cpu())
                     acc["ok"].append(ok.cpu())
                     acc["pooled"].append(_masked(h, m).sum(1) / m.sum(1, keepdim=True).to(h.dtype))
+                    if soft is not None:
+                        tok, y = _soft_items(h, b_ids, m)
+                        acc["tok"].append(tok)
+                        acc["y"].append(y)
                 start = stop
     finally:
         model.train(was_training)
@@ -309,6 +327,9 @@ def _run_one(model, label, step, ids, mask, layer_spec, measures, alpha, normali
         d = pooled.shape[1]
         use = ok & (cnt >= 2)
         for measure in measures:
+            if measure == "soft_plane":
+                rows.extend(_soft_rows(acc, soft, label, step, name, idx, unit, seed))
+                continue
             flags, lo, hi = [], math.nan, math.nan
             n_items, n_tok = int(use.sum()), int(cnt[use].sum())
             if measure in ("prompt_entropy", "effective_rank"):
@@ -358,11 +379,29 @@ def _run_one(model, label, step, ids, mask, layer_spec, measures, alpha, normali
     return rows
 
 
+def _soft_rows(acc, soft, label, step, name, idx, unit, seed) -> list[dict]:
+    from ._soft import soft_information_plane
+
+    tok = torch.cat(acc["tok"]) if acc["tok"] else torch.zeros(0, 1)
+    y = torch.cat(acc["y"]) if acc["y"] else torch.zeros(0, dtype=torch.long)
+    flags = []
+    if len(tok) < 2:
+        vals, flags = (math.nan, math.nan), ["short_prompts"]
+    else:
+        vals = soft_information_plane(tok, y, n_bins=soft["bins"], temperature=soft["temperature"],
+                                      n_draws=soft["draws"], seed=seed, unit=unit)
+    return [{"checkpoint": label, "step": int(step), "layer": name, "layer_index": int(idx), "measure": m,
+             "value": float(v), "value_lo": math.nan, "value_hi": math.nan, "ci_level": math.nan, "unit": unit,
+             "normalization": "none", "alpha": math.nan, "n_prompts": int((torch.cat(acc["n"]) >= 2).sum()),
+             "n_tokens": int(len(tok)), "flags": ";".join(flags)} for m, v in zip(SOFT_MEASURES, vals, strict=True)]
+
+
 def analyze(models_or_checkpoints: Any, input_ids: Any, attention_mask: Any = None, *,
             layers: Any = None, measures: Iterable[str] = DEFAULT_MEASURES, alpha: float = 1.0,
             normalization: str = "none", batch_size: int = 16, max_bytes: int = 2 ** 30, unit: str = "bits",
             ci: float | None = None, n_boot: int = 200, seed: int = 0, device: Any = None,
-            out_dir: str | os.PathLike | None = None, figure: bool = True) -> pd.DataFrame:
+            out_dir: str | os.PathLike | None = None, figure: bool = True, soft_bins: int = 32,
+            soft_temperature: float = 0.1, soft_draws: int = 8) -> pd.DataFrame:
     """Layer-wise prompt entropy, dataset entropy and effective rank of a language model over checkpoints.
 
     The measures of Skean et al. [1]_ (see :mod:`ibscope.lm` for their
@@ -394,7 +433,14 @@ def analyze(models_or_checkpoints: Any, input_ids: Any, attention_mask: Any = No
         (``'transformer.h.*'``) read by forward hooks.
     measures : iterable of str
         Among ``'prompt_entropy'``, ``'dataset_entropy'``, ``'effective_rank'``
-        (per prompt, averaged) and ``'dataset_effective_rank'``.
+        (per prompt, averaged), ``'dataset_effective_rank'`` and
+        ``'soft_plane'``: the soft-entropy information plane of Conklin &
+        Hosking [3]_ (:func:`ibscope.lm.soft_information_plane`) over every
+        token that has a real next token, T its state at the layer, Y the next
+        token; it adds two rows per layer, ``soft_i_xt`` = I(X;T) = H_soft(T)
+        and ``soft_i_ty`` = I(T;Y) = H_soft(T) - H_soft(T|Y), in ``unit``
+        (no interval: ``value_lo``/``value_hi`` NaN). Those token states are
+        kept (float32) until the layer is done and count in ``max_bytes``.
     alpha : float, default 1
         Renyi order of the entropies.
     normalization : {'none', 'logN', 'logD', 'max'}, default 'none'
@@ -423,6 +469,9 @@ def analyze(models_or_checkpoints: Any, input_ids: Any, attention_mask: Any = No
         ``out_dir`` holding other settings or other data raises a ValueError.
     figure : bool, default True
         With ``out_dir``, draw the figure.
+    soft_bins, soft_temperature, soft_draws : int, float, int
+        ``n_bins``, ``temperature`` and ``n_draws`` of the soft quantiser
+        (``'soft_plane'`` only; the draws are seeded by ``seed``).
 
     Returns
     -------
@@ -440,10 +489,18 @@ def analyze(models_or_checkpoints: Any, input_ids: Any, attention_mask: Any = No
        in Language Models", ICML 2025, arXiv:2502.02013.
     .. [2] O. Roy and M. Vetterli, "The effective rank: a measure of effective
        dimensionality", EUSIPCO 2007.
+    .. [3] H. Conklin and T. Hosking, "Learning is Forgetting: LLM Training as
+       Lossy Compression", ICLR 2026, arXiv:2604.07569.
     """
     alpha, normalization = _check_alpha(alpha), _check_normalization(normalization)
     check_unit(unit)
     measures = _check_settings(measures, batch_size, max_bytes, ci, n_boot)
+    soft = None
+    if "soft_plane" in measures:
+        from ._soft import _check_soft
+
+        b, t, d, _ = _check_soft(soft_bins, soft_temperature, soft_draws, seed)
+        soft = {"bins": b, "temperature": t, "draws": d}
     ids = _as_long(input_ids, "input_ids")
     if attention_mask is not None:
         attention_mask = _as_long(attention_mask, "attention_mask")
@@ -463,6 +520,8 @@ def analyze(models_or_checkpoints: Any, input_ids: Any, attention_mask: Any = No
         settings = {"measures": list(measures), "alpha": alpha, "normalization": normalization, "unit": unit,
                     "layers": layers if layers is None or isinstance(layers, str) else list(map(str, layers)),
                     "ci": ci, "n_boot": n_boot, "seed": seed, "data": _fingerprint(ids, mask)}
+        if soft is not None:
+            settings["soft"] = soft
         sp = out / SETTINGS_FILE
         if sp.exists():
             old = read_json(sp, what="lm settings file")
@@ -483,7 +542,7 @@ def analyze(models_or_checkpoints: Any, input_ids: Any, attention_mask: Any = No
         if device is not None:
             model = model.to(device)
         rows = _run_one(model, label, step, ids, mask, layers, measures, alpha, normalization, unit, batch_size,
-                        max_bytes, ci, n_boot, seed, device)
+                        max_bytes, ci, n_boot, seed, device, soft)
         frames.append(pd.DataFrame(rows, columns=list(COLUMNS)))
         if out is not None:
             atomic_write_parquet(out / RESULTS_FILE, pd.concat(frames, ignore_index=True))

@@ -1040,3 +1040,77 @@ def compute_statistic(name: str, runs: Mapping[str, pd.DataFrame], params: Mappi
         raise ValueError(f"Statistic {name!r}: bad parameters {dict(params)} ({e}).") from None
 
 
+
+
+# --- the shape of a curve over depth (Skean et al. 2025 claims: an intermediate layer has the extreme) ---
+def interior_extreme_per_run(df: pd.DataFrame, *, quantity: str, x: str = "layer_index", along: str = "epoch",
+                             at: Any = "last", extreme: str = "min") -> pd.DataFrame:
+    """Per run (replicate): how far the curve of ``quantity`` over ``x`` at its ``at`` point of ``along``
+    goes beyond both of its ends at an interior point chosen *out of sample*.
+
+    For each run the interior point k* is the extreme (``'min'`` or ``'max'``)
+    of the mean curve of the *other* runs over the interior x values (with a
+    single run, its own curve: in-sample, biased). The value is
+    ``min(v[first], v[last]) - v[k*]`` for ``extreme='min'`` (positive iff
+    that interior point lies below both ends) and ``v[k*] - max(v[first],
+    v[last])`` for ``'max'``, in the quantity's unit. Choosing k* from the
+    other runs keeps the statistic unbiased-or-conservative on null curves:
+    for a curve that is flat or monotone plus independent noise the expected
+    value is <= 0 (the in-sample extreme of several interior points would be
+    biased towards the claim).
+
+    ``at='last'`` takes each run's largest ``along`` value; a number takes
+    that value. Runs must share one x grid with at least 3 points.
+    """
+    if extreme not in ("min", "max"):
+        raise ValueError(f"'extreme' must be 'min' or 'max'; got {extreme!r}.")
+    for c in ("quantity", "value", x, along):
+        if c not in df.columns:
+            raise ValueError(f"The results have no column {c!r} (columns: {sorted(df.columns)}).")
+    sub = df[df["quantity"] == quantity]
+    if sub.empty:
+        raise ValueError(f"No rows of quantity {quantity!r} (quantities: {sorted(df['quantity'].dropna().unique())}).")
+    keys = _replicates(sub)
+    curves, meta = {}, {}
+    for key, g in sub.groupby(keys, sort=True):
+        a = float(g[along].max()) if at == "last" else float(at)
+        g = g[np.isclose(g[along].astype(float), a)]
+        if g.empty:
+            raise ValueError(f"Run {key}: no rows of {quantity!r} at {along} = {at!r}.")
+        if g.duplicated(x).any():
+            raise ValueError(f"Run {key}: several values of {quantity!r} per {x} at {along} = {a}; narrow with 'where'.")
+        c = g.set_index(x)["value"].astype(float).sort_index()
+        if len(c) < 3 or not np.isfinite(c.to_numpy()).all():
+            raise ValueError(f"Run {key}: the curve of {quantity!r} over {x} needs >= 3 finite points; got {len(c)}.")
+        curves[key], meta[key] = c, a
+    grids = {tuple(c.index) for c in curves.values()}
+    if len(grids) != 1:
+        raise ValueError(f"The runs hold different {x} grids: {sorted(grids)}.")
+    table = pd.DataFrame(curves).T  # runs x points
+    rows = []
+    for key in table.index:
+        others = table.drop(index=key) if len(table) > 1 else table
+        inner = others.mean(axis=0).to_numpy(float)[1:-1]
+        k = 1 + int(np.argmin(inner) if extreme == "min" else np.argmax(inner))
+        v = table.loc[key].to_numpy(float)
+        value = min(v[0], v[-1]) - v[k] if extreme == "min" else v[k] - max(v[0], v[-1])
+        kd = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        rows.append({**kd, along: meta[key], "at_x": table.columns[k], "first": v[0], "interior": v[k],
+                     "last": v[-1], "value": float(value), "out_of_sample": len(table) > 1})
+    return pd.DataFrame(rows)
+
+
+def _interior_extreme(runs, *, run: str, quantity: str, x: str = "layer_index", along: str = "epoch",
+                      at: Any = "last", extreme: str = "min", where: Mapping[str, Any] | None = None,
+                      level: float = 0.95) -> Statistic:
+    """Mean over runs of :func:`interior_extreme_per_run` (Student t over seeds), in the quantity's unit."""
+    df = _where(_run(runs, run), where, run)
+    per = interior_extreme_per_run(df, quantity=quantity, x=x, along=along, at=at, extreme=extreme)
+    m, lo, hi, n = t_interval(per["value"], level)
+    return Statistic(m, lo, hi, n, "Student t over seeds (interior point chosen from the other seeds)",
+                     _unit(df[df["quantity"] == quantity]), per,
+                     {"extreme": extreme, "median_at_x": float(per["at_x"].median())})
+
+
+STATISTICS["interior_extreme"] = _interior_extreme
+__all__ += ["interior_extreme_per_run"]
