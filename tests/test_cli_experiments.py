@@ -31,7 +31,7 @@ from ibscope import experiments
 # experiments whose `test` profile reads the MNIST test images of the shared data directory
 NEEDS_MNIST = {"noisy_convnet"}
 # the slowest through the CLI (tens of seconds on a 2-core machine): run with `pytest -m slow`
-SLOW = {"ntk", "noisy_convnet"}
+SLOW = {"ntk", "noisy_convnet", "lm_tiny"}  # lm_tiny imports transformers and trains a GPT: ~30-100 s
 TIMEOUT_S = 600
 WORKERS = 2  # CLI processes at once
 
