@@ -98,10 +98,12 @@ def test_run_seed_rows_units_and_resumption(tmp_path):
     assert ("hidden1", "i_t_nuisance") in fin.index
     curve = df[(df.method == "fit") & (df.quantity == "lagrangian_kl")]
     assert len(curve) == FAST["lagrangian_steps"] and curve.step.is_monotonic_increasing
-    again = L.run_seed(cfg, 0, tmp_path)  # resumed from the finished result
+    again = L.run_seed(cfg, 0, tmp_path)  # resumed from the finished training checkpoint
     pd.testing.assert_frame_equal(df, again)
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ValueError, match="another (configuration|run)"):
         L.run_seed({**cfg, "width": 9}, 0, tmp_path)
+    with pytest.raises(ValueError, match="another configuration"):  # same shapes, other settings
+        L.run_seed({**cfg, "lr": 0.01}, 0, tmp_path)
 
 
 def test_summarize_and_plot(tmp_path):

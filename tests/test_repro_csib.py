@@ -131,12 +131,16 @@ def test_rmse_units_and_resume(tmp_path, monkeypatch, one_thread):
     _, ytr, _, _ = reg._data(reg.Config(**kw))
     assert ytr.std(0).min() * sd.loc["test_rmse", "value"] < tgt.loc["test_rmse", "value"] \
         < ytr.std(0).max() * sd.loc["test_rmse", "value"]
-    # a finished seed is read back, not trained again
+    # a finished seed is kept by the runner and read back, not trained again
     import ibscope.training as training
+    from ibscope.experiments import runner
 
+    args = dict(seeds=[0], out_dir=tmp_path / "run", overrides={**kw, "rmse_unit": "sd"}, progress=False,
+                report=False)
+    runner.run("csib_regression", **args)
     monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("trained again"))
-    again = reg.run_seed(reg.Config(**kw, rmse_unit="sd"), 0, tmp_path).set_index("quantity")
-    assert again["value"].equals(sd["value"])
+    again = pd.read_parquet(runner.run("csib_regression", **args) / "results.parquet").set_index("quantity")
+    np.testing.assert_allclose(again.loc[sd.index, "value"], sd["value"], rtol=1e-9)
 
 
 def test_vib_with_a_large_beta_carries_no_information(one_thread):

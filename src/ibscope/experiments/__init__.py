@@ -30,6 +30,14 @@ Every experiment is a module ``ibscope/experiments/_<name>.py`` that defines
   (tishby's, iiw's and lagrangian's train them as one
   :class:`ibscope.models.BatchedMLP`).
 
+The runner owns the orchestration: the config hash (:func:`settings_hash`,
+without the execution-only settings :data:`EXECUTION_KEYS`), the one result
+cache (``seed_<s>/result.parquet`` and its sidecar), the checkpoint folder it
+hands ``run_seed`` as ``out_dir``, the device (:func:`resolve_device`) and the
+threads (:func:`execution`; ``run_seed`` / ``run_seeds`` are decorated with
+:func:`orchestrated`, so a direct call gets the same). An experiment keeps
+no final-result file and no hash column of its own.
+
 The runner (:mod:`ibscope.experiments.runner`) and the sweep executors only
 talk to experiments through this contract; experiment-specific figures and
 statistics stay in the experiment's module.
@@ -137,8 +145,7 @@ def torch_threads(threads: Any) -> Iterator[None]:
     """
     import torch
 
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise ValueError(f"'torch_threads' must be an int >= 0, got {threads!r}.")
+    check_threads(threads)
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -146,6 +153,153 @@ def torch_threads(threads: Any) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- #
+# orchestration owned by the runner: config hash, device, threads
+# --------------------------------------------------------------------------- #
+#: Settings that say how a run executes, not what it computes: they never enter
+#: the config hash, so changing them neither invalidates finished seeds nor is
+#: refused as "another configuration".
+EXECUTION_KEYS = frozenset({"device", "torch_threads", "progress"})
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
+
+
+def settings_of(config: Any) -> dict[str, Any]:
+    """The plain-JSON settings of a Config dataclass (or dict) that determine its results.
+
+    Everything but :data:`EXECUTION_KEYS`; the one input of every config hash.
+    """
+    import dataclasses
+    import json
+
+    values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    plain = json.loads(json.dumps(values, default=str))
+    return {k: v for k, v in plain.items() if k not in EXECUTION_KEYS}
+
+
+def settings_hash(config: Any, **extra: Any) -> str:
+    """The hash of :func:`settings_of` ``config`` (plus ``extra`` entries, e.g. ``experiment``, ``seed``).
+
+    The runner's config hash is ``settings_hash(config, experiment=name)``;
+    an experiment that guards an intermediate checkpoint (training state,
+    finished cells) against another configuration keys it with the same
+    function, never with a hash of its own.
+    """
+    from ..store import config_hash
+
+    return config_hash({**settings_of(config), **extra})
+
+
+def check_device(device: Any) -> str:
+    """Raise a ValueError naming ``device`` unless it is 'cpu', 'cuda', 'cuda:N' or 'auto'.
+
+    The syntax check of a Config's ``device`` (no torch call: a sweep may be
+    planned on a machine without the workers' GPUs); :func:`resolve_device`
+    checks that the device exists.
+    """
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise ValueError(f"'device' must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}.")
+    return device
+
+
+def resolve_device(device: Any) -> str:
+    """``device`` as the name of an available torch device; the one resolution of a Config's ``device``.
+
+    'auto' is 'cuda' when CUDA is available, else 'cpu'. 'cuda' or 'cuda:N'
+    on a machine without CUDA (or without device N) is a ValueError naming
+    ``device``: a run never silently falls back to the CPU when a GPU was asked for.
+    """
+    import torch
+
+    check_device(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"'device' is {device!r}, but CUDA is not available on this machine: use 'cpu', "
+                             f"or 'auto' (CUDA when available, else the CPU).")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"'device' is {device!r}, but this machine has {torch.cuda.device_count()} CUDA "
+                             f"device(s).")
+    return device
+
+
+def check_threads(threads: Any) -> int:
+    """Raise a ValueError naming ``torch_threads`` unless it is an int >= 0 (0: leave torch's count as is)."""
+    import numbers
+
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 0:
+        raise ValueError(f"'torch_threads' must be an int >= 0, got {threads!r}.")
+    return int(threads)
+
+
+def resolve_execution(config: Any) -> Any:
+    """``config`` with its ``device`` resolved (:func:`resolve_device`); a dict or Config alike.
+
+    A config without a ``device`` setting is returned as is; ``torch_threads``
+    is checked. The runner calls it once before any work.
+    """
+    import dataclasses
+
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    if get("torch_threads") is not None:
+        check_threads(get("torch_threads"))
+    device = get("device")
+    if device is None:
+        return config
+    resolved = resolve_device(device)
+    if resolved == device:
+        return config
+    if isinstance(config, dict):
+        return {**config, "device": resolved}
+    if dataclasses.is_dataclass(config):
+        return dataclasses.replace(config, device=resolved)
+    return config
+
+
+@contextlib.contextmanager
+def execution(config: Any) -> Iterator[Any]:
+    """Run the block under ``config``'s execution settings; yields the config with its device resolved.
+
+    The one place where a run's ``device`` is resolved and its
+    ``torch_threads`` set (and restored after).
+    """
+    cfg = resolve_execution(config)
+    get = cfg.get if isinstance(cfg, dict) else lambda k, d=None: getattr(cfg, k, d)
+    threads = get("torch_threads")
+    with torch_threads(0 if threads is None else threads):
+        yield cfg
+
+
+def orchestrated(fn: Any) -> Any:
+    """Decorate an experiment's ``run_seed`` / ``run_seeds``: it runs under :func:`execution`.
+
+    So the experiment neither resolves its ``device`` nor sets threads
+    itself, whoever calls it (the runner, a sweep worker, a test).
+    """
+    @functools.wraps(fn)
+    def wrapper(config: Any, *args: Any, **kwargs: Any) -> Any:
+        with execution(config) as cfg:
+            return fn(cfg, *args, **kwargs)
+
+    return wrapper
+
+
+def validate_config(config: Any, constraints: Any, experiment: str) -> None:
+    """Check the fields of ``config`` named in ``constraints`` (the declarative rules of
+    :func:`ibscope._validation.validate_params`: ``Interval``, ``Options``, ``InstanceOf``).
+
+    The one shape of a Config's per-setting checks: an int setting takes an
+    integral number (no bool, float or str), a float setting a finite real
+    (no bool); the error is a ValueError (TypeError for a type-only rule)
+    naming the setting and ``experiment``.
+    """
+    from .._validation import validate_params
+
+    validate_params(f"the {experiment} Config", {k: getattr(config, k) for k in constraints}, constraints)
 
 
 def check_sizes(value: Any, name: str, experiment: str) -> None:
@@ -178,4 +332,5 @@ def is_allowed(name: str) -> bool:
     return name in _REGISTRY or name in _ALLOWED
 
 
-__all__ = ["allow_module", "available", "get", "is_allowed"]
+__all__ = ["allow_module", "available", "get", "is_allowed", "EXECUTION_KEYS", "settings_of", "settings_hash",
+           "check_device", "resolve_device", "resolve_execution", "execution", "orchestrated", "validate_config"]

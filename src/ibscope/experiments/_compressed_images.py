@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,9 @@ import pandas as pd
 from scipy.special import ndtr
 
 from .._units import from_nats
-from ..store import atomic_write_json, atomic_write_parquet, config_hash
-from . import as_config, check_sizes
+from .._validation import Interval, Options
+from ..store import atomic_write_json, atomic_write_parquet
+from . import as_config, check_sizes, settings_hash, validate_config
 
 NAME = "compressed_images"
 COMPRESSIONS = ("pca", "autoencoder")
@@ -147,23 +148,11 @@ class Config:
         if not self.mi_nats or any(not math.isfinite(m) or m < 0 for m in self.mi_nats):
             raise ValueError(f"The 'mi_nats' of compressed_images must be a non-empty list of finite MI values "
                              f">= 0 (nats). Got {self.mi_nats!r} instead.")
-        if self.task not in TASKS:
-            raise ValueError(f"The 'task' of compressed_images must be one of {TASKS}. Got {self.task!r} instead.")
-        for name, lo in (("size", 8), ("dim", 1), ("n_samples", 10), ("n_fit", 20), ("k", 1),
-                         ("ae_max_epochs", 1), ("ae_patience", 1), ("ae_dense", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"The '{name}' of compressed_images must be an int >= {lo}. Got {v!r} instead.")
+        validate_config(self, _CONSTRAINTS, "compressed_images")
         allowed = (4,) if self.task == "rectangles" else (1, 2, 3, 4)
         if isinstance(self.latent_dim, bool) or self.latent_dim not in allowed:
             raise ValueError(f"The 'latent_dim' of compressed_images must be one of {allowed} for "
                              f"task {self.task!r}. Got {self.latent_dim!r} instead.")
-        if self.compression not in COMPRESSIONS:
-            raise ValueError(f"The 'compression' of compressed_images must be one of {COMPRESSIONS}. "
-                             f"Got {self.compression!r} instead.")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"The 'estimator' of compressed_images must be one of {ESTIMATORS}. "
-                             f"Got {self.estimator!r} instead.")
         if self.k >= self.n_samples:
             raise ValueError(f"The 'k' of compressed_images must be below 'n_samples' ({self.n_samples}). "
                              f"Got {self.k!r} instead.")
@@ -173,8 +162,6 @@ class Config:
         if not isinstance(self.whiten, bool):
             raise ValueError(f"The 'whiten' of compressed_images must be a bool. Got {self.whiten!r} instead.")
         check_sizes(self.ae_channels, "ae_channels", "compressed_images")
-        if self.unit not in ("bits", "nats"):
-            raise ValueError(f"The 'unit' of compressed_images must be 'bits' or 'nats'. Got {self.unit!r} instead.")
 
     @property
     def inner(self) -> str:
@@ -183,6 +170,14 @@ class Config:
             return self.estimator
         return "kl" if 2 * self.dim <= 4 else "wkl"
 
+
+_CONSTRAINTS: dict[str, list] = {  # 'task' first: the other defaults follow from it
+    "task": [Options(TASKS)], "compression": [Options(COMPRESSIONS)], "estimator": [Options(ESTIMATORS)],
+    "unit": [Options(("bits", "nats"))],
+    **{name: [Interval(int, lo, None)] for name, lo in (("size", 8), ("dim", 1), ("n_samples", 10), ("n_fit", 20),
+                                                         ("k", 1), ("ae_max_epochs", 1), ("ae_patience", 1),
+                                                         ("ae_dense", 1))},
+}
 
 PROFILES: dict[str, dict[str, Any]] = {
     "test": {"mi_nats": (0.0, 2.0), "n_samples": 200, "n_fit": 300, "ae_max_epochs": 2, "ae_channels": (4,),
@@ -238,13 +233,17 @@ def _cell(cfg: Config, seed: int, index: int, mi_nats: float, compressor) -> dic
 
 
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
-    """Estimate every true MI of ``config.mi_nats`` once (one seed); one row per true MI."""
+    """Estimate every true MI of ``config.mi_nats`` once (one seed); one row per true MI.
+
+    Each finished estimate is an intermediate checkpoint in ``out_dir`` (the
+    runner's ``seed_<s>/``): ``cells/cell<i>_<key>.parquet``, keyed by
+    :func:`ibscope.experiments.settings_hash` of the config and seed, so an
+    interrupted curve resumes at its first missing cell. The finished rows are
+    kept by the runner.
+    """
     cfg = as_config(config, Config, "compressed_images")
     out = Path(out_dir)
-    chash = config_hash({**asdict(cfg), "seed": seed})
-    result_file = out / f"compressed_images_seed{seed}_{chash}.parquet"
-    if result_file.exists():
-        return pd.read_parquet(result_file)
+    chash = settings_hash(cfg, seed=int(seed))  # the key of this curve's intermediate files
     rows = []
     compressor = None
     for i, m in enumerate(cfg.mi_nats):
@@ -256,15 +255,13 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
             compressor = _fit_compressor(cfg, seed)
             atomic_write_json(out / f"compressor_seed{seed}_{chash}.json",
                               {"seed": seed, "config_hash": chash, **_compressor_record(compressor)})
-        row = pd.DataFrame([{**_cell(cfg, seed, i, m, compressor), "seed": seed, "config_hash": chash}])
+        row = pd.DataFrame([{**_cell(cfg, seed, i, m, compressor), "seed": seed}])
         atomic_write_parquet(cell_file, row)
         rows.append(row)
         if progress:
             print(f"{cfg.task} {cfg.size} {cfg.compression} seed {seed}: true {row['true_mi'].iloc[0]:.3g} "
                   f"estimate {row['estimate'].iloc[0]:.3g} {cfg.unit}", flush=True)
-    df = pd.concat(rows, ignore_index=True)
-    atomic_write_parquet(result_file, df)
-    return df
+    return pd.concat(rows, ignore_index=True).drop(columns=["config_hash"], errors="ignore")
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:

@@ -72,7 +72,7 @@ References
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +81,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..store import atomic_write_parquet, config_hash
-from . import as_config, check_sizes
+from .._validation import Interval, Options
+from . import as_config, check_device, check_sizes, orchestrated, validate_config
 
 NAME = "csib_regression"
 METHODS = ("mse", "csib", "vib")
@@ -124,26 +124,8 @@ class Config:
         from ..models import ACTIVATIONS
         from ..objectives._cs import WIDTH_RULES
 
-        if self.method not in METHODS:
-            raise ValueError(f"The 'method' of csib_regression must be one of {METHODS}. Got {self.method!r} instead.")
-        if self.dataset not in DATASETS:
-            raise ValueError(f"The 'dataset' of csib_regression must be one of {DATASETS}. Got {self.dataset!r} instead.")
+        validate_config(self, {**_CONSTRAINTS, "activation": [Options(tuple(ACTIVATIONS))]}, "csib_regression")
         check_sizes(self.hidden, "hidden", "csib_regression")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"The 'activation' of csib_regression must be one of {sorted(ACTIVATIONS)}. "
-                             f"Got {self.activation!r} instead.")
-        for name in ("epochs", "batch_size", "n_synthetic"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"The '{name}' of csib_regression must be an int >= 1. Got {v!r} instead.")
-        for name in ("beta", "vib_beta"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"The '{name}' of csib_regression must be a float >= 0. Got {v!r} instead.")
-        if self.mode not in MODES:
-            raise ValueError(f"The 'mode' of csib_regression must be one of {MODES}. Got {self.mode!r} instead.")
-        if self.select not in SELECTS:
-            raise ValueError(f"The 'select' of csib_regression must be one of {SELECTS}. Got {self.select!r} instead.")
         if self.lr_step is not None:
             ok = (isinstance(self.lr_step, (list, tuple)) and len(self.lr_step) == 2
                   and isinstance(self.lr_step[0], int) and not isinstance(self.lr_step[0], bool)
@@ -153,14 +135,6 @@ class Config:
                 raise ValueError(f"The 'lr_step' of csib_regression must be None or [step_size >= 1 (int), "
                                  f"gamma in (0, 1]]. Got {self.lr_step!r} instead.")
             self.lr_step = (int(self.lr_step[0]), float(self.lr_step[1]))
-        if self.rmse_unit not in RMSE_UNITS:
-            raise ValueError(f"The 'rmse_unit' of csib_regression must be one of {tuple(RMSE_UNITS)}. "
-                             f"Got {self.rmse_unit!r} instead.")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"The 'lr' of csib_regression must be a finite float > 0. Got {self.lr!r} instead.")
-        if not (isinstance(self.test_fraction, (int, float)) and 0 < self.test_fraction < 1):
-            raise ValueError(f"The 'test_fraction' of csib_regression must be in (0, 1). "
-                             f"Got {self.test_fraction!r} instead.")
         for name in ("sigma", "sigma_y"):
             v = getattr(self, name)
             ok = v in WIDTH_RULES if isinstance(v, str) else (
@@ -168,7 +142,18 @@ class Config:
             if not ok:
                 raise ValueError(f"The '{name}' of csib_regression must be a width rule {WIDTH_RULES} or a "
                                  f"float > 0. Got {v!r} instead.")
+        check_device(self.device)
 
+
+_CONSTRAINTS: dict[str, list] = {
+    "method": [Options(METHODS)], "dataset": [Options(DATASETS)], "mode": [Options(MODES)],
+    "select": [Options(SELECTS)], "rmse_unit": [Options(tuple(RMSE_UNITS))],
+    **{k: [Interval(int, 1, None)] for k in ("epochs", "batch_size", "n_synthetic")},
+    "split_seed": [Interval(int, 0, None)],
+    "beta": [Interval(float, 0, None)], "vib_beta": [Interval(float, 0, None)],
+    "lr": [Interval(float, 0, None, closed="neither")],
+    "test_fraction": [Interval(float, 0, 1, closed="neither")],
+}
 
 PROFILES: dict[str, dict[str, Any]] = {
     "test": {"hidden": (8,), "epochs": 2, "n_synthetic": 120, "batch_size": 40},
@@ -252,18 +237,17 @@ class _VIBNet(nn.Module):
         return mu, std, self.head(z)
 
 
+@orchestrated
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
-    """Train one method with one seed; rows: test_rmse and train_rmse (unit per ``rmse_unit``), vib: izx_upper."""
+    """Train one method with one seed; rows: test_rmse and train_rmse (unit per ``rmse_unit``), vib: izx_upper.
+
+    ``out_dir`` is unused (training is in memory); the runner keeps the finished rows.
+    """
     from .._units import LN2
     from ..objectives import CSIBLoss, csib_code_loss, gaussian_kl
     from ..training import BatchLoss, Callback, TensorBatches, fit
 
     cfg = as_config(config, Config, "csib_regression")
-    out = Path(out_dir)
-    chash = config_hash({**asdict(cfg), "seed": seed})
-    result_file = out / f"csib_{cfg.dataset}_{cfg.method}_seed{seed}_{chash}.parquet"
-    if result_file.exists():
-        return pd.read_parquet(result_file)
     xtr, ytr, xte, yte = _data(cfg)
     mx, sx = xtr.mean(0), xtr.std(0) + 1e-12
     my, sy = ytr.mean(0), ytr.std(0) + 1e-12
@@ -333,7 +317,7 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
         ptr = net(xtr_t)[-1].cpu().double().numpy() * sy + my
         izx = float(gaussian_kl(*net(xtr_t)[:2]).double().mean()) / LN2 if cfg.method == "vib" else None
     base = {"experiment": NAME, "dataset": cfg.dataset, "method": cfg.method, "seed": seed,
-            "epochs": cfg.epochs, "config_hash": chash}
+            "epochs": cfg.epochs}
     last = rmse(pte, yte)
     rows = [
         {**base, "quantity": "test_rmse", "value": min(per_epoch) if per_epoch else last, "unit": unit},
@@ -343,9 +327,7 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
         rows.append({**base, "quantity": "test_rmse_last", "value": last, "unit": unit})
     if izx is not None:
         rows.append({**base, "quantity": "izx_upper", "value": izx, "unit": "bits"})
-    df = pd.DataFrame(rows)
-    atomic_write_parquet(result_file, df)
-    return df
+    return pd.DataFrame(rows)
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:

@@ -29,8 +29,11 @@ method by torch's label-smoothed cross entropy (Szegedy et al. 2016), the
 control arm for the dual IB, whose noisy labels are a smoothing of the same
 kind. For ``dual_ib`` it applies to its ``dual_ce_weight`` cross-entropy term
 (so it needs ``dual_ce_weight > 0``). With the defaults of the new settings
-(``label_smoothing``, ``dual_*``) the results, result files and config hashes
-of the other methods are those of the version without them.
+(``label_smoothing``, ``dual_*``) the results of the other methods are those
+of the version without them.
+
+The result cache, the config hash, the device and the threads belong to the
+runner (:mod:`ibscope.experiments.runner`); ``run_seed`` only computes rows.
 
 Rows (tidy, one per quantity): ``test_accuracy`` and ``train_accuracy``
 (unit 'fraction'), ``iiw`` (bits: :func:`ibscope.weights.iiw`,
@@ -45,8 +48,7 @@ the usual 60k/10k MNIST numbers.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +57,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..store import atomic_write_parquet, config_hash, safe_name
-from . import as_config, check_sizes
+from .._validation import NONE, InstanceOf, Interval, Options
+from ..store import safe_name
+from . import as_config, check_device, check_sizes, orchestrated, validate_config
 
 NAME = "ib_compare"
 METHODS = ("vanilla", "l2", "dropout", "vib", "pib", "dual_ib")
@@ -105,47 +108,32 @@ class Config:
         """Raise a ValueError naming the first bad setting (on construction, and by the runner)."""
         from ..models import ACTIVATIONS
 
-        if self.method not in METHODS:
-            raise ValueError(f"The 'method' of ib_compare must be one of {METHODS}. Got {self.method!r} instead.")
-        if self.dataset not in DATASETS:
-            raise ValueError(f"The 'dataset' of ib_compare must be one of {DATASETS}. Got {self.dataset!r} instead.")
+        constraints = {**_CONSTRAINTS, "activation": [Options(tuple(ACTIVATIONS))]}
+        validate_config(self, constraints, "ib_compare")
         check_sizes(self.hidden, "hidden", "ib_compare")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"The 'activation' of ib_compare must be one of {sorted(ACTIVATIONS)}. "
-                             f"Got {self.activation!r} instead.")
-        for name in ("epochs", "batch_size", "latent_dim", "vib_samples", "pib_interval", "pib_examples", "thin",
-                     "iiw_examples"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"The '{name}' of ib_compare must be an int >= 1. Got {v!r} instead.")
-        if self.n_train is not None and (isinstance(self.n_train, bool) or not isinstance(self.n_train, int)
-                                         or self.n_train < 2):
-            raise ValueError(f"The 'n_train' of ib_compare must be None or an int >= 2. Got {self.n_train!r} instead.")
-        for name in ("lr", "weight_decay", "vib_beta", "pib_beta", "temperature_scale", "dual_gamma",
-                     "dual_ce_weight"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"The '{name}' of ib_compare must be a finite float >= 0. Got {v!r} instead.")
-        if self.temperature is not None and not (isinstance(self.temperature, (int, float))
-                                                 and math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ValueError(f"The 'temperature' of ib_compare must be None or a float >= 0. Got {self.temperature!r}.")
-        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
-            raise ValueError(f"The 'dropout' of ib_compare must be in [0, 1). Got {self.dropout!r} instead.")
-        if not (isinstance(self.test_fraction, (int, float)) and 0 < self.test_fraction < 1):
-            raise ValueError(f"The 'test_fraction' of ib_compare must be in (0, 1). Got {self.test_fraction!r} instead.")
-        if isinstance(self.label_smoothing, bool) or not (isinstance(self.label_smoothing, (int, float))
-                                                          and 0 <= self.label_smoothing < 1):
-            raise ValueError(f"The 'label_smoothing' of ib_compare must be a float in [0, 1). "
-                             f"Got {self.label_smoothing!r} instead.")
-        if isinstance(self.dual_noise, bool) or not (isinstance(self.dual_noise, (int, float))
-                                                     and 0 < self.dual_noise <= 1):
-            raise ValueError(f"The 'dual_noise' of ib_compare must be a float in (0, 1] (the noisy labels need "
-                             f"full support). Got {self.dual_noise!r} instead.")
         if self.method == "dual_ib" and self.label_smoothing > 0 and self.dual_ce_weight == 0:
             raise ValueError("The 'label_smoothing' of ib_compare applies to a cross entropy, and method 'dual_ib' "
                              "with dual_ce_weight = 0 has none: set dual_ce_weight > 0 or label_smoothing = 0 "
                              "(the dual IB's own noisy labels are set by 'dual_noise').")
+        check_device(self.device)
 
+
+_POSITIVE_INT = [Interval(int, 1, None)]
+_RATE = [Interval(float, 0, None)]  # a finite float >= 0
+_CONSTRAINTS: dict[str, list] = {
+    "method": [Options(METHODS)], "dataset": [Options(DATASETS)],
+    **{k: _POSITIVE_INT for k in ("epochs", "batch_size", "latent_dim", "vib_samples", "pib_interval",
+                                  "pib_examples", "thin", "iiw_examples")},
+    "n_train": [Interval(int, 2, None), NONE], "split_seed": [Interval(int, 0, None)],
+    **{k: _RATE for k in ("lr", "weight_decay", "vib_beta", "pib_beta", "temperature_scale", "dual_gamma",
+                          "dual_ce_weight")},
+    "temperature": [Interval(float, 0, None), NONE],
+    "dropout": [Interval(float, 0, 1, closed="left")],
+    "test_fraction": [Interval(float, 0, 1, closed="neither")],
+    "label_smoothing": [Interval(float, 0, 1, closed="left")],
+    "dual_noise": [Interval(float, 0, 1, closed="right")],  # the noisy labels need full support
+    "extra": [InstanceOf((dict,), "a dict")],
+}
 
 PROFILES: dict[str, dict[str, Any]] = {
     "test": {"hidden": (16,), "epochs": 2, "n_train": 200, "batch_size": 50, "latent_dim": 4,
@@ -209,18 +197,6 @@ def _build(cfg: Config, seed: int, in_features: int, n_classes: int) -> nn.Modul
     return nn.Sequential(*layers)
 
 
-_NEW_DEFAULTS = {"label_smoothing": 0.0, "dual_gamma": 1.0, "dual_noise": 0.1, "dual_ce_weight": 0.0}
-
-
-def _config_hash(cfg: Config, seed: int) -> str:
-    """The hash of a run; the newer settings enter it only away from their defaults (old hashes stay valid)."""
-    d = {**asdict(cfg), "seed": seed}
-    for k, v in _NEW_DEFAULTS.items():
-        if d[k] == v:
-            del d[k]
-    return config_hash(d)
-
-
 def _stochastic_objective(cfg: Config, n_classes: int) -> Any:
     """The per-batch loss of ``vib`` / ``dual_ib`` (in bits), with the label-smoothed CE where asked."""
     from .._units import LN2
@@ -267,20 +243,18 @@ def _accuracy(probs: torch.Tensor, y: torch.Tensor) -> float:
 # --------------------------------------------------------------------------- #
 # one seed
 # --------------------------------------------------------------------------- #
+@orchestrated
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
-    """Train one method with one seed; rows of test/train accuracy and IIW. Resumes from ``out_dir``."""
+    """Train one method with one seed; rows of test/train accuracy and IIW.
+
+    ``out_dir`` is unused (the method trains in memory); the runner keeps the
+    finished rows. ``config.device`` is resolved by :func:`ibscope.experiments.orchestrated`.
+    """
     from ..objectives import train_gibbs
     from ..training import fit
     from ..weights import iiw, init_prior
 
     cfg = as_config(config, Config, "ib_compare")
-    out = Path(out_dir)
-    chash = _config_hash(cfg, seed)
-    result_file = out / (f"ib_compare_{safe_name(cfg.dataset, what='dataset')}_{safe_name(cfg.method, what='method')}"
-                         f"_seed{int(seed)}_{chash}.parquet")
-    if result_file.exists():
-        return pd.read_parquet(result_file)
-
     torch.manual_seed(seed)
     dev = torch.device(cfg.device)
     d = _data(cfg)
@@ -332,16 +306,14 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     batches = [(xtr[i:i + 256], ytr[i:i + 256]) for i in range(0, m, 256)]
     info = iiw(iiw_model, nn.CrossEntropyLoss(reduction="none"), batches, prior_mean=prior, n_train=n, unit="bits")
     base = {"experiment": NAME, "dataset": cfg.dataset, "method": cfg.method, "seed": seed,
-            "epochs": cfg.epochs, "n_train": n, "config_hash": chash}
+            "epochs": cfg.epochs, "n_train": n}
     rows = [
         {**base, "quantity": "test_accuracy", "value": acc_test, "unit": "fraction"},
         {**base, "quantity": "train_accuracy", "value": acc_train, "unit": "fraction"},
         {**base, "quantity": "iiw", "value": info.total, "unit": "bits"},
     ]
     rows += [{**base, "quantity": k, "value": float(v), "unit": "count"} for k, v in extra.items()]
-    df = pd.DataFrame(rows)
-    atomic_write_parquet(result_file, df)
-    return df
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- #

@@ -40,7 +40,6 @@ References
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +50,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..store import atomic_write_parquet, config_hash
+from .._validation import NONE, InstanceOf, Interval, Options
+from ..store import config_hash
 from ..training import Callback, TrainState, fit
-from . import as_config, check_seeds, torch_threads
+from . import as_config, check_seeds, check_threads, orchestrated, settings_hash, validate_config
 
 NAME = "iiw"
 
@@ -86,34 +86,22 @@ class Config:
         """Raise a ValueError naming the first bad setting (called by the runner before any work)."""
         from ..models import ACTIVATIONS
 
-        if self.dataset not in ("digits", "mnist"):
-            raise ValueError(f"'dataset' must be 'digits' or 'mnist'; got {self.dataset!r}.")
-        if self.prior not in PRIORS:
-            raise ValueError(f"'prior' must be one of {PRIORS}; got {self.prior!r}.")
-        if self.eval_spacing not in ("linear", "log"):
-            raise ValueError(f"'eval_spacing' must be 'linear' or 'log'; got {self.eval_spacing!r}.")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"'activation' must be one of {sorted(ACTIVATIONS)}; got {self.activation!r}.")
-        if not _number(self.label_noise) or not 0.0 <= self.label_noise <= 1.0:
-            raise ValueError(f"'label_noise' must be in [0, 1]; got {self.label_noise!r}.")
-        for k in ("batch_size", "width", "depth", "iterations", "n_evals", "iiw_examples", "iiw_batch_size"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"'{k}' must be a positive int; got {v!r}.")
-        if not _number(self.lr) or not 0 < self.lr < float("inf"):
-            raise ValueError(f"'lr' must be a finite float > 0; got {self.lr!r}.")
-        if not _number(self.momentum) or not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"'momentum' must be in [0, 1); got {self.momentum!r}.")
-        for k in ("prior_fraction", "train_fraction"):
-            v = getattr(self, k)
-            if not _number(v) or not 0.0 < v < 1.0:
-                raise ValueError(f"'{k}' must be in (0, 1); got {v!r}.")
-        if self.data_dir is not None and not isinstance(self.data_dir, str):
-            raise ValueError(f"'data_dir' must be a path (str) or None; got {self.data_dir!r}.")
+        validate_config(self, {**_CONSTRAINTS, "activation": [Options(tuple(ACTIVATIONS))]}, "iiw")
+        check_threads(self.torch_threads)
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+_CONSTRAINTS: dict[str, list] = {
+    "dataset": [Options(("digits", "mnist"))], "prior": [Options(PRIORS)],
+    "eval_spacing": [Options(("linear", "log"))],
+    "label_noise": [Interval(float, 0, 1)],
+    **{k: [Interval(int, 1, None)] for k in ("batch_size", "width", "depth", "iterations", "n_evals",
+                                             "iiw_examples", "iiw_batch_size")},
+    "lr": [Interval(float, 0, None, closed="neither")],
+    "momentum": [Interval(float, 0, 1, closed="left")],
+    "prior_fraction": [Interval(float, 0, 1, closed="neither")],
+    "train_fraction": [Interval(float, 0, 1, closed="neither")],
+    "data_dir": [InstanceOf((str,), "a path (str)"), NONE],
+}
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -255,17 +243,21 @@ def _eval_points(cfg: Config) -> list[int]:
 
 
 def _hash(cfg: Config) -> str:
-    # torch_threads is how the run executes, not what it computes: not part of the hash
-    return config_hash({k: v for k, v in dataclasses.asdict(cfg).items() if k != "torch_threads"})
+    """The key of the training checkpoint (the runner's settings hash: torch_threads is not part of it)."""
+    return settings_hash(cfg)
 
 
+@orchestrated
 def run_seed(config: Any, seed: int, out_dir: Any, *, progress: bool = False) -> pd.DataFrame:
-    """Train one seed, tracking IIW; resumable from ``out_dir`` (checkpoint at every tracked point)."""
-    cfg = _config(config)
-    with torch_threads(cfg.torch_threads):
-        return _run_seed(cfg, seed, Path(out_dir), progress=progress)
+    """Train one seed, tracking IIW; resumable from ``out_dir`` (checkpoint at every tracked point).
+
+    ``out_dir`` is the runner's ``seed_<s>/``; the runner keeps the finished
+    rows; ``torch_threads`` is set by :func:`ibscope.experiments.orchestrated`.
+    """
+    return _run_seed(_config(config), seed, Path(out_dir), progress=progress)
 
 
+@orchestrated
 def run_seeds(config: Any, seeds: list[int], out_dir: Any, *, progress: bool = False) -> dict[int, pd.DataFrame]:
     """Several seeds trained as one batched network; ``{seed: rows}`` as :func:`run_seed` gives them.
 
@@ -273,19 +265,13 @@ def run_seeds(config: Any, seeds: list[int], out_dir: Any, *, progress: bool = F
     up to floating-point reassociation; ``out_dir`` holds the batch's
     checkpoint, so an interrupted batch resumes).
     """
-    cfg = _config(config)
-    seeds = check_seeds(seeds)
-    with torch_threads(cfg.torch_threads):
-        return _run_batched(cfg, seeds, Path(out_dir), progress=progress)
+    return _run_batched(_config(config), check_seeds(seeds), Path(out_dir), progress=progress)
 
 
 def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFrame:
     from ..weights import snapshot_parameters
 
     out.mkdir(parents=True, exist_ok=True)
-    final_path = out / f"iiw_seed{seed}.parquet"
-    if final_path.exists():
-        return pd.read_parquet(final_path)
     chash = _hash(cfg)
     d = _load(cfg, seed)
     x, y = torch.as_tensor(d["x_train"]), torch.as_tensor(d["y_train"])
@@ -295,7 +281,7 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
     batches = _IterationBatches(x, y, cfg.batch_size, seed, list(np.diff(evals).astype(int).tolist()))
     iiw_data = _iiw_examples(x, y, cfg, seed)
     n_train = int(x.shape[0])
-    row = _row_maker(cfg, seed, n_train, chash)
+    row = _row_maker(cfg, seed, n_train)
 
     def make_prior() -> dict[str, dict[str, torch.Tensor]]:
         """Prior mean per IIW quantity: 'iiw' (the config's prior) and, for prior='both', 'iiw_init'."""
@@ -315,9 +301,7 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
     tracker = _Tracker(evaluate, evals, make_prior, chash)
     _train(model, batches, cfg, callbacks=[tracker], checkpoint_dir=out / f"iiw_seed{seed}.ckpt",
            progress=progress, desc=f"iiw seed {seed}")
-    df = final_frame(tracker.rows, list(tracker.prior), row, seed)
-    atomic_write_parquet(final_path, df)
-    return df
+    return final_frame(tracker.rows, list(tracker.prior), row, seed)
 
 
 def _iiw_examples(x: torch.Tensor, y: torch.Tensor, cfg: Config, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -349,14 +333,14 @@ def tracked_rows(model: nn.Module, priors: dict[str, dict[str, torch.Tensor]], i
     return rows
 
 
-def _row_maker(cfg: Config, seed: int, n_train: int, chash: str) -> Callable[..., dict[str, Any]]:
+def _row_maker(cfg: Config, seed: int, n_train: int) -> Callable[..., dict[str, Any]]:
     """``row(iteration, layer, quantity, value, unit, method)`` -> one result row of ``seed``."""
     settings = {k: getattr(cfg, k) for k in SETTINGS}
 
     def row(it: int, layer: str, quantity: str, value: float, unit: str, method: str) -> dict[str, Any]:
         return {"seed": seed, "iteration": it, "epoch": it * cfg.batch_size / n_train, "layer": layer,
                 "quantity": quantity, "value": float(value), "unit": unit, "method": method,
-                **settings, "config_hash": chash}
+                **settings}
 
     return row
 
@@ -521,7 +505,7 @@ def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> di
     batches = _SeedIterationBatches([_IterationBatches(x, y, cfg.batch_size, s, segments)
                                      for x, y, s in zip(xs, ys, seeds, strict=True)])
     iiw_data = [_iiw_examples(x, y, cfg, s) for x, y, s in zip(xs, ys, seeds, strict=True)]
-    rows_of = {s: _row_maker(cfg, s, n_train, chash) for s in seeds}
+    rows_of = {s: _row_maker(cfg, s, n_train) for s in seeds}
 
     def make_prior() -> dict[str, dict[str, dict[str, torch.Tensor]]]:
         """Per seed (str key), the prior mean per IIW quantity, as the one-seed path's ``make_prior``."""

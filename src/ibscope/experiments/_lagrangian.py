@@ -58,7 +58,6 @@ References
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,9 +67,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..store import atomic_write_parquet, config_hash
-from ..training import fit
-from . import as_config, check_seeds, torch_threads
+from .._validation import NONE, Interval, Options
+from ..store import checked_parquet_state, write_checked_parquet
+from ..training import Callback, fit
+from . import as_config, check_seeds, check_threads, orchestrated, settings_hash, validate_config
 
 NAME = "lagrangian"
 
@@ -110,51 +110,32 @@ class Config:
         """Raise a ValueError naming the first bad setting (called by the runner before any work)."""
         from ..models import ACTIVATIONS
 
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"'activation' must be one of {sorted(ACTIVATIONS)}; got {self.activation!r}.")
-        if self.nuisance not in NUISANCES:
-            raise ValueError(f"'nuisance' must be one of {list(NUISANCES)}; got {self.nuisance!r}.")
-        for k in ("width", "depth", "epochs", "batch_size", "lagrangian_steps", "lagrangian_batch_size",
-                  "shift_pixels", "mi_k"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"'{k}' must be a positive int; got {v!r}.")
-        if self.shift_pixels > 3:
-            raise ValueError(f"'shift_pixels' must be at most 3 (8x8 images); got {self.shift_pixels!r}.")
-        if isinstance(self.n_noise_levels, bool) or not isinstance(self.n_noise_levels, int) \
-                or self.n_noise_levels < 2:
-            raise ValueError(f"'n_noise_levels' must be an int >= 2; got {self.n_noise_levels!r}.")
-        if self.n_train is not None and (isinstance(self.n_train, bool) or not isinstance(self.n_train, int)
-                                         or self.n_train < 20):
-            raise ValueError(f"'n_train' must be None or an int >= 20; got {self.n_train!r}.")
-        if not _number(self.label_noise) or not 0.0 <= self.label_noise < 0.9:
-            raise ValueError(f"'label_noise' must be in [0, 0.9); got {self.label_noise!r}.")
-        if not _number(self.train_fraction) or not 0.1 <= self.train_fraction <= 0.9:
-            raise ValueError(f"'train_fraction' must be in [0.1, 0.9]; got {self.train_fraction!r}.")
+        validate_config(self, {**_CONSTRAINTS, "activation": [Options(tuple(ACTIVATIONS))]}, "lagrangian")
         if self.n_train is not None and self.n_train > round(1797 * self.train_fraction):
             raise ValueError(f"'n_train' = {self.n_train} exceeds the training pool "
                              f"({round(1797 * self.train_fraction)} digits at train_fraction={self.train_fraction}).")
-        for k in ("lr", "lagrangian_beta", "prior_std", "lagrangian_lr", "init_std", "noise_std"):
-            v = getattr(self, k)
-            if not _number(v) or not 0 < v < float("inf"):
-                raise ValueError(f"'{k}' must be a finite float > 0; got {v!r}.")
-        if not _number(self.momentum) or not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"'momentum' must be in [0, 1); got {self.momentum!r}.")
-        if not _number(self.weight_decay) or not 0.0 <= self.weight_decay < float("inf"):
-            raise ValueError(f"'weight_decay' must be a finite float >= 0; got {self.weight_decay!r}.")
-        if not _number(self.converge_window) or not 0.0 < self.converge_window <= 0.5:
-            raise ValueError(f"'converge_window' must be in (0, 0.5]; got {self.converge_window!r}.")
         if int(self.converge_window * self.lagrangian_steps) < 1:
             raise ValueError(f"'converge_window' * 'lagrangian_steps' must be >= 1 step; got "
                              f"{self.converge_window} * {self.lagrangian_steps}.")
-        if not _number(self.converge_tol) or not 0.0 < self.converge_tol < float("inf"):
-            raise ValueError(f"'converge_tol' must be a finite float > 0; got {self.converge_tol!r}.")
-        if isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) or self.torch_threads < 0:
-            raise ValueError(f"'torch_threads' must be an int >= 0; got {self.torch_threads!r}.")
+        check_threads(self.torch_threads)
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+_POSITIVE_FLOAT = [Interval(float, 0, None, closed="neither")]
+_CONSTRAINTS: dict[str, list] = {
+    "nuisance": [Options(NUISANCES)],
+    **{k: [Interval(int, 1, None)] for k in ("width", "depth", "epochs", "batch_size", "lagrangian_steps",
+                                             "lagrangian_batch_size", "mi_k")},
+    "shift_pixels": [Interval(int, 1, 3)],  # 8x8 images
+    "n_noise_levels": [Interval(int, 2, None)],
+    "n_train": [Interval(int, 20, None), NONE],
+    "label_noise": [Interval(float, 0, 0.9, closed="left")],
+    "train_fraction": [Interval(float, 0.1, 0.9)],
+    **{k: _POSITIVE_FLOAT for k in ("lr", "lagrangian_beta", "prior_std", "lagrangian_lr", "init_std", "noise_std",
+                                    "converge_tol")},
+    "momentum": [Interval(float, 0, 1, closed="left")],
+    "weight_decay": [Interval(float, 0, None)],
+    "converge_window": [Interval(float, 0, 0.5, closed="right")],
+}
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -231,17 +212,18 @@ def fit_converged(kl: np.ndarray, window: float, tol: float) -> tuple[bool, floa
     return bool(change <= tol), float(change)
 
 
-def _hash(cfg: Config) -> str:
-    return config_hash({k: v for k, v in dataclasses.asdict(cfg).items() if k != "torch_threads"})
-
-
+@orchestrated
 def run_seed(config: Any, seed: int, out_dir: Any, *, progress: bool = False) -> pd.DataFrame:
-    """Train one seed, fit the Lagrangian's weight noise, measure; resumable from ``out_dir``."""
-    cfg = _config(config)
-    with torch_threads(cfg.torch_threads):
-        return _run_seed(cfg, int(seed), Path(out_dir), progress=progress)
+    """Train one seed, fit the Lagrangian's weight noise, measure; resumable from ``out_dir``.
+
+    ``out_dir`` (the runner's ``seed_<s>/``) holds the training checkpoint; the
+    runner keeps the finished rows; ``torch_threads`` is set by
+    :func:`ibscope.experiments.orchestrated`.
+    """
+    return _run_seed(_config(config), int(seed), Path(out_dir), progress=progress)
 
 
+@orchestrated
 def run_seeds(config: Any, seeds: list[int], out_dir: Any, *, progress: bool = False) -> dict[int, pd.DataFrame]:
     """Several seeds trained as one batched network; ``{seed: rows}`` as :func:`run_seed` gives them.
 
@@ -249,10 +231,7 @@ def run_seeds(config: Any, seeds: list[int], out_dir: Any, *, progress: bool = F
     one-seed path up to floating-point reassociation; ``out_dir`` holds the
     batch's checkpoint and measured seeds, so an interrupted batch resumes).
     """
-    cfg = _config(config)
-    seeds = check_seeds(seeds)
-    with torch_threads(cfg.torch_threads):
-        return _run_batched(cfg, seeds, Path(out_dir), progress=progress)
+    return _run_batched(_config(config), check_seeds(seeds), Path(out_dir), progress=progress)
 
 
 def _loss_and_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -323,13 +302,6 @@ def lagrangian_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Conf
 
 def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
-    final_path = out / f"lagrangian_seed{seed}.parquet"
-    chash = _hash(cfg)
-    if final_path.exists():
-        df = pd.read_parquet(final_path)
-        if len(df) and str(df["config_hash"].iloc[0]) == chash:
-            return df
-        raise ValueError(f"'{final_path}' belongs to another configuration; delete it or use another out_dir.")
     torch.manual_seed(seed)
     d = _load(cfg, seed)
     x, y = torch.as_tensor(d["x_train"]), torch.as_tensor(d["y_train"])
@@ -337,16 +309,28 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     fit(model, nn.CrossEntropyLoss(), (x, y), opt, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
         checkpoint_dir=out / f"lagrangian_seed{seed}.ckpt", checkpoint_every=max(1, cfg.epochs // 4),
-        progress=progress, desc=f"lagrangian seed {seed}")
-    df = measure(cfg, seed, model, d)
-    atomic_write_parquet(final_path, df)
-    return df
+        callbacks=[_SettingsKey(cfg)], progress=progress, desc=f"lagrangian seed {seed}")
+    return measure(cfg, seed, model, d)
+
+
+class _SettingsKey(Callback):
+    """Keys fit's checkpoint by the runner's settings hash: a checkpoint of other settings is refused."""
+
+    def __init__(self, cfg: Config):
+        self.key = settings_hash(cfg)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"settings_hash": self.key}
+
+    def load_state_dict(self, s: Any) -> None:
+        if s.get("settings_hash") != self.key:
+            raise ValueError("The lagrangian checkpoint belongs to another configuration; delete it or use "
+                             "another out_dir.")
 
 
 def measure(cfg: Config, seed: int, model: nn.Module, d: dict[str, np.ndarray]) -> pd.DataFrame:
     """A trained seed's rows: the Lagrangian's noise fit, the information in the weights, the
     accuracies and gaps, and I(T; nuisance) (``d`` is the seed's ``_load``)."""
-    chash = _hash(cfg)
     x, y = torch.as_tensor(d["x_train"]), torch.as_tensor(d["y_train"])
     xt, yt = torch.as_tensor(d["x_test"]), torch.as_tensor(d["y_test"])
     settings = {k: getattr(cfg, k) for k in SETTINGS}
@@ -354,7 +338,7 @@ def measure(cfg: Config, seed: int, model: nn.Module, d: dict[str, np.ndarray]) 
 
     def row(step: int, layer: str, quantity: str, value: float, unit: str, method: str) -> dict[str, Any]:
         return {"seed": seed, "step": int(step), "layer": layer, "quantity": quantity, "value": float(value),
-                "unit": unit, "method": method, **settings, "config_hash": chash}
+                "unit": unit, "method": method, **settings}
 
     res, kl_bits, loss = lagrangian_fit(model, x, y, cfg, seed)
     rows = []
@@ -473,15 +457,20 @@ def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> di
     from ..models import BatchedMLP, SeedBatches, batched_cross_entropy
 
     out.mkdir(parents=True, exist_ok=True)
-    chash = _hash(cfg)
+    key = {"settings_hash": settings_hash(cfg)}  # an intermediate file of another configuration is refused
     done: dict[int, pd.DataFrame] = {}
     for s in seeds:
         path = out / f"seed_{s}.parquet"
-        if path.exists():
-            df = pd.read_parquet(path)
-            if not len(df) or str(df["config_hash"].iloc[0]) != chash:
-                raise ValueError(f"'{path}' belongs to another configuration; delete it or use another out_dir.")
-            done[s] = df
+        state, reason = checked_parquet_state(path, expect=key)
+        if state == "other":
+            raise ValueError(f"'{path}' belongs to another configuration; delete it or use another out_dir.")
+        if state == "damaged":
+            import warnings
+
+            warnings.warn(f"The measured seed '{path}' of an interrupted batch is damaged ({reason}); "
+                          f"measuring that seed again.", stacklevel=2)
+        if state == "ok":
+            done[s] = pd.read_parquet(path)
     if len(done) == len(seeds):
         return done
     data = [_load(cfg, s) for s in seeds]
@@ -497,7 +486,7 @@ def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> di
         if s not in done:
             torch.manual_seed(s)  # as the one-seed path seeds torch's global generator for its seed
             done[s] = measure(cfg, s, model.unbatch(i), d)
-            atomic_write_parquet(out / f"seed_{s}.parquet", done[s])
+            write_checked_parquet(out / f"seed_{s}.parquet", done[s], key)
     return {s: done[s] for s in seeds}
 
 

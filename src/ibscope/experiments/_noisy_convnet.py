@@ -45,7 +45,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +54,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._validation import NONE, InstanceOf, Interval, Options
 from ..estimators._compressed import Compressed
 from ..models import ConvNet, GaussianNoise
-from ..store import atomic_write_parquet, config_hash
-from . import as_config, check_sizes
+from . import as_config, check_device, check_sizes, orchestrated, validate_config
 
 NAME = "noisy_convnet"
 COMPRESSIONS = ("autoencoder", "pca")
@@ -98,45 +98,26 @@ class Config:
         """Raise a ValueError naming the first bad setting."""
         from ..models import ACTIVATIONS
 
-        def positive_int(name: str, lo: int = 1) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"The '{name}' of noisy_convnet must be an int >= {lo}. Got {v!r} instead.")
-
-        if self.data_dir is not None and not isinstance(self.data_dir, str):
-            raise ValueError(f"The 'data_dir' of noisy_convnet must be a path (str) or None. Got {self.data_dir!r}.")
-        for name in ("dense", "epochs", "batch_size", "dim", "k", "ae_epochs"):
-            positive_int(name)
-        positive_int("split_seed", 0)
-        positive_int("n_snapshots", 2)
-        positive_int("n_eval", 20)
+        constraints = {**_CONSTRAINTS, "activation": [Options(tuple(ACTIVATIONS))],
+                       "max_features": [Interval(int, (self.dim if isinstance(self.dim, int) else 1) + 1, None),
+                                        NONE]}
+        validate_config(self, constraints, "noisy_convnet")
         check_sizes(self.channels, "channels", "noisy_convnet")
         check_sizes(self.ae_hidden, "ae_hidden", "noisy_convnet")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"The 'activation' of noisy_convnet must be one of {sorted(ACTIVATIONS)}. "
-                             f"Got {self.activation!r} instead.")
-        if isinstance(self.noise_std, bool) or not isinstance(self.noise_std, (int, float)) \
-                or not math.isfinite(self.noise_std) or self.noise_std <= 0:
-            raise ValueError(f"The 'noise_std' of noisy_convnet must be a finite float > 0 (the noise makes "
-                             f"I(X;T) finite). Got {self.noise_std!r} instead.")
-        if self.noise_mode not in NOISE_MODES:
-            raise ValueError(f"The 'noise_mode' of noisy_convnet must be one of {NOISE_MODES}. "
-                             f"Got {self.noise_mode!r} instead.")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) \
-                or self.lr <= 0:
-            raise ValueError(f"The 'lr' of noisy_convnet must be a finite float > 0. Got {self.lr!r} instead.")
-        if self.compression not in COMPRESSIONS:
-            raise ValueError(f"The 'compression' of noisy_convnet must be one of {COMPRESSIONS}. "
-                             f"Got {self.compression!r} instead.")
         if self.k >= self.n_eval:
             raise ValueError(f"The 'k' of noisy_convnet must be below 'n_eval' ({self.n_eval}). Got {self.k!r}.")
-        if self.max_features is not None:
-            positive_int("max_features", self.dim + 1)
-        if self.unit not in ("bits", "nats"):
-            raise ValueError(f"The 'unit' of noisy_convnet must be 'bits' or 'nats'. Got {self.unit!r} instead.")
-        if not isinstance(self.device, str):
-            raise ValueError(f"The 'device' of noisy_convnet must be a device name. Got {self.device!r} instead.")
+        check_device(self.device)
 
+
+_CONSTRAINTS: dict[str, list] = {
+    "data_dir": [InstanceOf((str,), "a path (str)"), NONE],
+    **{k: [Interval(int, 1, None)] for k in ("dense", "epochs", "batch_size", "dim", "k", "ae_epochs")},
+    "split_seed": [Interval(int, 0, None)], "n_snapshots": [Interval(int, 2, None)],
+    "n_eval": [Interval(int, 20, None)],
+    "noise_std": [Interval(float, 0, None, closed="neither")],  # the noise makes I(X;T) finite
+    "noise_mode": [Options(NOISE_MODES)], "compression": [Options(COMPRESSIONS)],
+    "lr": [Interval(float, 0, None, closed="neither")], "unit": [Options(("bits", "nats"))],
+}
 
 PROFILES: dict[str, dict[str, Any]] = {
     "test": {"channels": (2, 4), "dense": 8, "epochs": 2, "n_snapshots": 2, "n_eval": 100, "ae_epochs": 2,
@@ -203,17 +184,18 @@ def _data(cfg: Config) -> dict[str, np.ndarray]:
                                 f"<data>/mnist: set the config's 'data_dir' or IBSCOPE_DATA. ({e})") from None
 
 
+@orchestrated
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
-    """Train one noisy conv net (one seed) with its information plane; rows: the plane's table."""
+    """Train one noisy conv net (one seed) with its information plane; rows: the plane's table.
+
+    ``out_dir`` (the runner's ``seed_<s>/``) holds the training checkpoint and
+    the plane's snapshots, so an interrupted seed resumes; the runner keeps the finished rows.
+    """
     from ..tracking import InformationPlane, log_schedule
     from ..training import fit
 
     cfg = as_config(config, Config, "noisy_convnet")
     out = Path(out_dir)
-    chash = config_hash({**asdict(cfg), "seed": seed})
-    result_file = out / f"noisy_convnet_seed{seed}_{chash}.parquet"
-    if result_file.exists():
-        return pd.read_parquet(result_file)
     d = _data(cfg)
     dev = torch.device(cfg.device)
     x_tr, y_tr = torch.as_tensor(d["x_train"]), torch.as_tensor(d["y_train"])
@@ -243,8 +225,6 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     df["noise_mode"] = cfg.noise_mode
     df["compression"] = cfg.compression
     df["n_eval"] = len(pick)
-    df["config_hash"] = chash
-    atomic_write_parquet(result_file, df)
     return df
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,10 +47,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import Interval, Options, resolve_device, validate_params
+from .._validation import Interval, Options, validate_params
 from ..ntk import ACTIVATIONS, GradientFlowMSE, ensemble_information, fisher_trace, kernels
-from ..store import safe_name
+from ..store import checked_parquet_state, safe_name, write_checked_parquet
 from ..training import BatchLoss, Callback, TrainState, fit
+from . import check_device, orchestrated, settings_hash
 
 NAME = "ntk"
 
@@ -83,6 +84,7 @@ class Config:
     def validate(self) -> None:
         """Raise a ValueError naming the first bad setting (called by the runner before any work)."""
         validate_params("ntk Config", {k: v for k, v in asdict(self).items() if k in _CONSTRAINTS}, _CONSTRAINTS)
+        check_device(self.device)
         if self.t_min >= self.t_max:
             raise ValueError(f"'t_min' must be below 't_max'; got {self.t_min} and {self.t_max}.")
         if isinstance(self.datasets, str) or not self.datasets:
@@ -263,17 +265,6 @@ def _rows(df: pd.DataFrame, **cols: Any) -> pd.DataFrame:
     return df
 
 
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _rms(a: torch.Tensor) -> float:
     return float(torch.sqrt((a * a).mean()))
 
@@ -353,6 +344,7 @@ def _run_dataset(cfg: Config, spec: str, seed: int, device: Any, progress: bool)
     return out[["seed", "dataset", "split", "t", "quantity", "value", "unit", "source"]]
 
 
+@orchestrated
 def run_seed(config: Config, seed: int, out_dir: str | os.PathLike, *, progress: bool = False) -> pd.DataFrame:
     """Run every dataset of ``config`` for one seed; tidy rows (resumes per dataset).
 
@@ -360,23 +352,33 @@ def run_seed(config: Config, seed: int, out_dir: str | os.PathLike, *, progress:
     source ('infinite'/'finite')``. Information quantities are in bits; MSE,
     accuracy, Fisher trace and deviations are unitless (``unit='none'``).
     The seed picks the data subsets, the Monte Carlo draws and the finite
-    networks' initializations. Each dataset's rows are written atomically to
-    ``out_dir/ntk_seed<seed>_<dataset>.parquet`` and reused on a rerun.
+    networks' initializations. Each dataset's rows are an intermediate
+    checkpoint, ``out_dir/ntk_seed<seed>_<dataset>.parquet`` (written with a
+    sha256 sidecar keyed by :func:`ibscope.experiments.settings_hash`), reused
+    when an interrupted seed resumes; one of another configuration or a
+    damaged one is recomputed (the latter with a warning naming the file). The
+    runner keeps the finished rows; ``device`` is resolved by
+    :func:`ibscope.experiments.orchestrated`.
     """
     _check_config(config)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"'seed' must be a non-negative int; got {seed!r}.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
+    device = torch.device(config.device)
+    key = {"settings_hash": settings_hash(config, seed=int(seed))}
     frames = []
     for spec in config.datasets:
         path = out / f"ntk_seed{int(seed)}_{safe_name(spec, what='dataset')}.parquet"
-        if path.exists():
+        state, reason = checked_parquet_state(path, expect=key)
+        if state == "ok":
             frames.append(pd.read_parquet(path))
             continue
+        if state == "damaged":
+            warnings.warn(f"The ntk dataset result '{path}' is damaged ({reason}); computing it again.",
+                          stacklevel=2)
         df = _run_dataset(config, spec, int(seed), device, progress)
-        _atomic_parquet(df, path)
+        write_checked_parquet(path, df, key)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 

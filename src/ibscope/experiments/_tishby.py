@@ -51,7 +51,7 @@ from ..store import TableWriter
 from ..tracking import ActivationRecorder, log_schedule
 from ..tracking._plane import layer_params
 from ..training import Callback, TrainState, fit
-from . import check_sizes, torch_threads
+from . import check_device, check_sizes, check_threads, orchestrated
 from ._tishby_common import logit_metrics, make_net, plane_rows
 
 NAME = "tishby"
@@ -102,11 +102,15 @@ class Config:
         Keep the snapshot files after estimation (they allow re-estimating
         with other estimators without retraining).
     device : str
-        'cpu', 'cuda' or 'auto'.
+        'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available, else the CPU);
+        resolved once by :func:`ibscope.experiments.orchestrated` (an
+        unavailable CUDA device is a ValueError naming ``device``). Not part of
+        the config hash.
     torch_threads : int
         Intra-op threads torch may use while this seed runs (restored after).
         The 12-bit network's operations are tiny, so one thread is fastest and
         immune to the slowdown of oversubscribed machines; 0 keeps torch's default.
+        Set by :func:`ibscope.experiments.orchestrated`; not part of the config hash.
     """
 
     data: str | None = None
@@ -173,10 +177,8 @@ class Config:
                                  f"({', '.join(known)}), got {self.layers!r}.")
         if self.data is not None:
             load_twelve_bit_mat(self.data)  # fails now on a missing or malformed file
-        if isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) or self.torch_threads < 0:
-            raise ValueError(f"'torch_threads' must be an int >= 0, got {self.torch_threads!r}.")
-        if self.device not in ("cpu", "auto") and not str(self.device).startswith("cuda"):
-            raise ValueError(f"'device' must be 'cpu', 'cuda[:i]' or 'auto', got {self.device!r}.")
+        check_threads(self.torch_threads)
+        check_device(self.device)
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -240,6 +242,7 @@ def _metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return logit_metrics(logits, y)
 
 
+@orchestrated
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
     """Train one network and return its information-plane rows (one per epoch, layer, estimator).
 
@@ -252,8 +255,7 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     and the seed starts over from epoch 0.
     """
     config.validate()
-    with torch_threads(config.torch_threads):
-        return _run_seed(config, seed, Path(out_dir), progress)
+    return _run_seed(config, seed, Path(out_dir), progress)
 
 
 class _PlaneSnapshots(Callback):
@@ -288,8 +290,7 @@ class _PlaneSnapshots(Callback):
 
 def _run_seed(config: Config, seed: int, out_dir: Path, progress: bool) -> pd.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if config.device == "auto" else config.device))
+    device = torch.device(config.device)  # resolved by @orchestrated
     x_np, y_np = load_data(config)
     split = train_test_split(len(y_np), train_fraction=config.train_fraction, seed=seed, stratify=y_np)
     x_all = torch.as_tensor(x_np, dtype=torch.float32, device=device)
@@ -318,6 +319,7 @@ def _run_seed(config: Config, seed: int, out_dir: Path, progress: bool) -> pd.Da
     return table.frame().sort_values(["epoch", "estimator", "layer_index"]).reset_index(drop=True)
 
 
+@orchestrated
 def run_seeds(config: Config, seeds: list[int], out_dir: str | Path, *, progress: bool = False
               ) -> dict[int, pd.DataFrame]:
     """Several seeds trained as one batched network; ``{seed: rows}`` as :func:`run_seed` gives them.

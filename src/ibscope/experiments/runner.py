@@ -10,11 +10,25 @@ Layout of a run directory::
     batches.json         the seed-batching plan: which seeds train together, in which batch_<hash>/
     batch_<hash>/        one batch's checkpoint and partial rows (experiments with run_seeds)
     results.parquet      all finished seeds, with run_id and config_hash columns first
+    replaced_<hash>/     seed_*/ and batch_*/ of earlier settings (overwrite_config=True), kept, never resumed
     *.png, report.html   figures and the report
 
+The runner owns the orchestration: it validates the config once, resolves
+its ``device`` and sets ``torch_threads`` once (:func:`ibscope.experiments.execution`),
+computes the config hash once (:func:`ibscope.experiments.settings_hash`: every
+setting but the execution-only ones, :data:`ibscope.experiments.EXECUTION_KEYS`),
+and keeps the one result cache: ``seed_<s>/result.parquet`` with its sidecar
+(sha256, rows, config hash). An experiment only computes rows; it keeps no
+final-result file and no hash column of its own.
+
 A finished seed is never recomputed; an unfinished one resumes from its own
-checkpoint, or from its batch's: the batches are planned once and recorded, so
-a resumed run trains the same seeds together as the uninterrupted run would. Starting a run in a directory that holds a different config is
+checkpoint (under ``seed_<s>/``, the folder the runner gives it), or from its
+batch's: the batches are planned once and recorded, so a resumed run trains
+the same seeds together as the uninterrupted run would. A seed result that is
+damaged (its sha256 or size does not match the sidecar, or the sidecar is
+unreadable) is recomputed with a :class:`DamagedResultWarning` that names the
+file; one of another configuration (after ``overwrite_config=True``) is
+recomputed silently. Starting a run in a directory that holds a different config is
 refused (pass ``overwrite_config=True`` to start over deliberately), and so is
 a second process writing the same directory.
 
@@ -46,14 +60,16 @@ from ..store import (
     concat_parquet_files,
     config_hash,
     read_json,
+    safe_name,
     write_checked_parquet,
 )
-from . import _MODULE_PATH, available, is_allowed
+from . import _MODULE_PATH, available, execution, is_allowed, resolve_execution, settings_hash
 from . import allow_module as _allow_module
 from . import get as get_experiment
 
 __all__ = ["resolve_config", "run", "collect_results", "build_run_report", "RunConfigMismatch", "load_experiment",
-           "experiment_key", "config_record", "seed_result_done", "write_seed_result"]
+           "experiment_key", "config_record", "seed_result_done", "write_seed_result", "DamagedResultWarning",
+           "seed_result_state"]
 
 
 log = logging.getLogger(__name__)
@@ -61,6 +77,10 @@ log = logging.getLogger(__name__)
 
 class RunConfigMismatch(ValueError):
     """The run directory already holds results of a different configuration."""
+
+
+class DamagedResultWarning(UserWarning):
+    """A finished seed's result file is damaged; the seed is recomputed (the message names the file)."""
 
 
 def load_experiment(experiment: str | ModuleType, *, allow_module: str | None = None) -> Experiment:
@@ -182,15 +202,39 @@ def _check_value_shapes(mod: Any, values: Mapping[str, Any]) -> None:
 
 
 def config_record(mod: Experiment, config: Any) -> dict[str, Any]:
-    """``{"experiment", "config" (plain JSON), "config_hash"}`` of a resolved config."""
+    """``{"experiment", "config" (plain JSON), "config_hash"}`` of a resolved config.
+
+    ``config`` holds every setting; the hash leaves out the execution-only
+    ones (:data:`ibscope.experiments.EXECUTION_KEYS`: ``device``,
+    ``torch_threads``, ``progress``), so running the same settings on another
+    device or thread count reuses the finished seeds.
+    """
     cfg = json.loads(json.dumps(dataclasses.asdict(config), default=str))
     name = experiment_key(mod)
-    return {"experiment": name, "config": cfg, "config_hash": config_hash({"experiment": name, **cfg})}
+    return {"experiment": name, "config": cfg, "config_hash": settings_hash(config, experiment=name)}
 
 
 def seed_result_done(seed_dir: str | Path, *, expect: Mapping[str, Any] | None = None) -> bool:
     """True iff ``seed_dir/result.parquet`` is complete (checked against its sidecar)."""
     return checked_parquet_ok(Path(seed_dir) / "result.parquet", expect=expect)
+
+
+def seed_result_state(seed_dir: str | Path, *, expect: Mapping[str, Any] | None = None) -> str:
+    """'ok' (reuse), 'absent' or 'other' (compute), 'damaged' (recompute, warned) for ``seed_dir``.
+
+    The read side of the runner's result cache: a damaged result (size or
+    sha256 unlike its sidecar, unreadable sidecar) gives a
+    :class:`DamagedResultWarning` naming the file and counts as not done.
+    """
+    path = Path(seed_dir) / "result.parquet"
+    state, reason = checked_parquet_state(path, expect=expect)
+    if state == "damaged":
+        import warnings
+
+        msg = f"The seed result '{path}' is damaged ({reason}); recomputing that seed."
+        log.warning(msg)
+        warnings.warn(msg, DamagedResultWarning, stacklevel=2)
+    return state
 
 
 def write_seed_result(seed_dir: str | Path, df: pd.DataFrame, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -219,6 +263,7 @@ def run(experiment: str | ModuleType, *, seeds: Iterable[int], out_dir: str | Pa
     """
     mod = load_experiment(experiment, allow_module=allow_module)
     config = resolve_config(mod, profile=profile, overrides=overrides)
+    resolve_execution(config)  # an unavailable device fails here, before any work
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("'seeds' is empty: give at least one seed.")
@@ -229,7 +274,8 @@ def run(experiment: str | ModuleType, *, seeds: Iterable[int], out_dir: str | Pa
     with DirectoryLock(out, what="run"):
         _check_run_config(out, record, overwrite_config)
         atomic_write_json(out / "config.json", record)
-        _run_seeds(mod, config, seeds, out, record["config_hash"], progress, batched)
+        with execution(config) as resolved:  # the device resolved and the threads set, once
+            _run_seeds(mod, resolved, seeds, out, record["config_hash"], progress, batched)
         collect_results(out)
         if report:
             build_run_report(out)
@@ -238,7 +284,10 @@ def run(experiment: str | ModuleType, *, seeds: Iterable[int], out_dir: str | Pa
 
 def _check_run_config(out: Path, record: Mapping[str, Any], overwrite_config: bool) -> None:
     cfg_path = out / "config.json"
-    if not cfg_path.exists() or overwrite_config:
+    if not cfg_path.exists():
+        return
+    if overwrite_config:
+        _set_aside(out, record)
         return
     old = read_json(cfg_path, what="the run's config", hint=_CONFIG_HINT)
     if old.get("config_hash") != record["config_hash"]:
@@ -247,6 +296,32 @@ def _check_run_config(out: Path, record: Mapping[str, Any], overwrite_config: bo
             f"{record['config_hash']}). Use a new --out directory, or overwrite_config=True "
             f"(CLI: --overwrite-config) to start over deliberately."
         )
+
+
+def _set_aside(out: Path, record: Mapping[str, Any]) -> None:
+    """Starting over with other settings: the old seeds' folders move to ``replaced_<old hash>/``.
+
+    Their results and intermediate checkpoints are kept, but no checkpoint of
+    the old settings can be resumed under the new ones. Nothing moves when the
+    hash is unchanged or unknown (a damaged ``config.json``: then the result
+    sidecars' hashes decide).
+    """
+    try:
+        old = read_json(out / "config.json", what="the run's config").get("config_hash")
+    except (OSError, ValueError):
+        return
+    if not isinstance(old, str) or old == record["config_hash"]:
+        return
+    dirs = [p for p in sorted(out.glob("seed_*")) + sorted(out.glob("batch_*")) if p.is_dir() and not p.is_symlink()]
+    if not dirs:
+        return
+    dest, n = out / f"replaced_{safe_name(old, what='config hash')}", 1
+    while dest.exists():
+        dest, n = out / f"replaced_{safe_name(old, what='config hash')}_{n}", n + 1
+    dest.mkdir()
+    for p in dirs:
+        p.rename(dest / p.name)
+    log.info("Settings changed (overwrite_config): the folders of the old settings moved to %s", dest)
 
 
 _CONFIG_KEYS = {"experiment": str, "config": dict, "config_hash": str}
@@ -328,7 +403,7 @@ def _run_seeds(mod: Experiment, config: Any, seeds: list[int], out: Path, chash:
     from tqdm.auto import tqdm
 
     expect = {"config_hash": chash}
-    todo = [s for s in seeds if not seed_result_done(out / f"seed_{s}", expect=expect)]
+    todo = [s for s in seeds if seed_result_state(out / f"seed_{s}", expect=expect) != "ok"]
     bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), desc=f"{mod.NAME} seeds",
                unit="seed", disable=not progress, dynamic_ncols=True)
     try:
