@@ -24,6 +24,7 @@ additive_uniform   epsilon (X ~ U(0,1), Y = X + U(-eps, eps))
 normal_cdf, wiggly, bimodal  base, **base_params (monotone maps)
 swiss_roll         base='additive_uniform', **base_params (1-D x in [0,1] -> 2-D)
 normalized_spiral  base='gaussian_sparse', speed=1.0, **base_params
+embedded_gaussian  latent_dim=2, mi=1.0 (bits), ambient_dim=50, mixing_seed=0
 =================  ==========================================================
 
 ``beyond_normal_suite()`` returns the 40 tasks of the "Beyond Normal"
@@ -54,6 +55,7 @@ from ._beyond_normal import (
     beyond_normal_suite,
     equicorrelation_logdet,
 )
+from ._embedded import EmbeddedGaussian
 from ._gaussian import (
     GaussianDense,
     GaussianSparse,
@@ -86,6 +88,7 @@ _REGISTRY: dict[str, type[BaseTask]] = {
     "bimodal": Bimodal,
     "swiss_roll": SwissRoll,
     "normalized_spiral": NormalizedSpiral,
+    "embedded_gaussian": EmbeddedGaussian,
 }
 
 
@@ -116,5 +119,5 @@ __all__ = [
     "available", "get", "gaussian_mi_nats", "random_orthogonal", "student_t_mi_correction",
     "mixture_label_mi_nats", "render_blobs",
     "MultinormalDense", "AdditiveUniform", "NormalCDF", "Wiggly", "Bimodal", "SwissRoll",
-    "NormalizedSpiral", "SuiteTask", "beyond_normal_suite", "equicorrelation_logdet",
+    "NormalizedSpiral", "SuiteTask", "EmbeddedGaussian", "beyond_normal_suite", "equicorrelation_logdet",
 ]
