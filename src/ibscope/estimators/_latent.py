@@ -30,7 +30,8 @@ held-out part (``test_fraction``); Adam on training minibatches; after every
 epoch the InfoNCE bound is computed on the held-out part; training stops after
 ``patience`` epochs without improvement (or at ``max_epochs``) and the
 encoders of the best held-out epoch are kept. The estimate is KSG (algorithm
-1, ``k`` neighbours, max-norm) on the standardized held-out embeddings. KSG
+1, ``k`` neighbours, max-norm) on the standardized held-out embeddings,
+clipped at 0. KSG
 never sees a row the encoders were trained on, so the encoders' overfitting
 cannot pass for dependence.
 
@@ -266,8 +267,10 @@ class LatentKSG(BaseMIEstimator):
                                      "lower 'lr'.")
         zx, zy = _standardize_batch(zx), _standardize_batch(zy)
         if zx.device.type == "cpu":
-            return ksg_mi(zx.numpy(), zy.numpy(), k=self.k)
-        return ksg1_brute(zx, zy, self.k)
+            value = ksg_mi(zx.numpy(), zy.numpy(), k=self.k)
+        else:
+            value = ksg1_brute(zx, zy, self.k)
+        return max(value, 0.0)  # MI is non-negative (KSG alone can dip below 0)
 
     def _held_out(self, x_te: torch.Tensor, y_te: torch.Tensor) -> tuple[float, float]:
         """(loss, InfoNCE nats) on the held-out rows, averaged over chunks of <= batch_size."""
