@@ -15,11 +15,20 @@ go to a CSV (``--out``) that is appended after every cell, and a rerun skips
 the cells already there (resumable). Estimators are given as registry names,
 optionally with parameters: ``auto:k=1`` or ``ksg:k=5,metric=euclidean``.
 
+Second table (``--suite hard``): Gaussian mixtures in the style of Czyz et
+al. 2023b ("The mixtures and the neural critics", arXiv:2310.10240; truth by
+Monte Carlo of the pointwise MI, ``ibscope.tasks.GaussianMixture`` /
+``XMixture``), the 1-D X-shaped mixture, 50-dimensional embeddings of a 2-D
+Gaussian pair (``embedded_gaussian``) and multivariate Student-t pairs
+(closed-form MI), grouped as 'mixture', 'embedded' and 'student_t'; default
+estimators auto, ksg, flow, latent_ksg; CSV ``benchmarks/hard_results.csv``.
+
 Usage::
 
     PYTHONPATH=src python benchmarks/beyond_normal.py                    # defaults below
     PYTHONPATH=src python benchmarks/beyond_normal.py --seeds 0,1,2 --estimators auto,ksg
     PYTHONPATH=src python benchmarks/beyond_normal.py --table-only       # table from the CSV
+    PYTHONPATH=src python benchmarks/beyond_normal.py --suite hard --n 2000 --seeds 0 --timeout 300
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +48,43 @@ import numpy as np
 from ibscope import estimators, tasks
 
 DEFAULT_ESTIMATORS = ("auto,auto:k=1,gaussian_copula,gaussian,ksg,kl,wkl,binning,adaptive_binning")
+HARD_ESTIMATORS = "auto,ksg,flow,latent_ksg"
 FIELDS = ("estimator", "task_id", "group", "seed", "n", "truth_bits", "estimate_bits", "abs_error",
           "seconds", "status", "choice")
 GROUPS = ("1-2", "3", "5", "25-50")
+HARD_GROUPS = ("mixture", "embedded", "student_t")
+
+
+@dataclass(frozen=True)
+class HardTask:
+    """One task of the second table: an id, its group and the ibscope task."""
+
+    task_id: str
+    dim_group: str
+    task: tasks.BaseTask
+
+    @property
+    def mutual_information(self) -> float:
+        return self.task.mutual_information
+
+
+def hard_suite() -> list[HardTask]:
+    """The second table's tasks: Gaussian mixtures (Monte Carlo truth), embeddings, Student-t."""
+    g = tasks.get
+    return [
+        HardTask("mix-x-rho0.9", "mixture", g("mixture_x", rho=0.9)),
+        HardTask("mix-1x1-k3", "mixture", g("gaussian_mixture")),
+        HardTask("mix-2x2-k3", "mixture", g("gaussian_mixture", dim_x=2, dim_y=2)),
+        HardTask("mix-5x5-k3", "mixture", g("gaussian_mixture", dim_x=5, dim_y=5, rho=0.6)),
+        HardTask("embedded-2in50", "embedded", g("embedded_gaussian", latent_dim=2, mi=1.0)),
+        HardTask("student-1x1-dof1", "student_t", g("student_t", dim=1, dof=1.0, rho=0.0)),
+        HardTask("student-2x2-dof2-rho0.5", "student_t", g("student_t", dim=2, dof=2.0, rho=0.5)),
+        HardTask("student-5x5-dof3-rho0.5", "student_t", g("student_t", dim=5, dof=3.0, rho=0.5)),
+    ]
+
+
+SUITES = {"beyond_normal": (tasks.beyond_normal_suite, GROUPS),
+          "hard": (hard_suite, HARD_GROUPS)}
 
 
 def _parse_spec(spec: str) -> tuple[str, dict]:
@@ -70,13 +114,13 @@ def _standardize(a: np.ndarray) -> np.ndarray:
     return (a - a.mean(axis=0)) / a.std(axis=0)
 
 
-def _cell(spec: str, index: int, seed: int, n: int, queue) -> None:
+def _cell(spec: str, index: int, seed: int, n: int, queue, suite: str = "beyond_normal") -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         import torch
 
         torch.set_num_threads(int(os.environ.get("BN_THREADS", "2")))
-        entry = tasks.beyond_normal_suite()[index]
+        entry = SUITES[suite][0]()[index]
         x, y = entry.task.sample(n, seed=seed)
         x, y = _standardize(x), _standardize(y)
         name, params = _parse_spec(spec)
@@ -90,10 +134,11 @@ def _cell(spec: str, index: int, seed: int, n: int, queue) -> None:
         queue.put(("error", float("nan"), 0.0, f"{type(e).__name__}: {str(e)[:120]}"))
 
 
-def run_cell(spec: str, index: int, seed: int, n: int, timeout: float) -> tuple:
+def run_cell(spec: str, index: int, seed: int, n: int, timeout: float,
+             suite: str = "beyond_normal") -> tuple:
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_cell, args=(spec, index, seed, n, queue))
+    proc = ctx.Process(target=_cell, args=(spec, index, seed, n, queue, suite))
     t0 = time.perf_counter()
     proc.start()
     proc.join(timeout)
@@ -114,12 +159,13 @@ def _done(path: Path) -> set[tuple[str, str, int, int]]:
         return {(r["estimator"], r["task_id"], int(r["seed"]), int(r["n"])) for r in csv.DictReader(f)}
 
 
-def run(specs: list[str], seeds: list[int], n: int, timeout: float, out: Path) -> None:
+def run(specs: list[str], seeds: list[int], n: int, timeout: float, out: Path,
+        suite_name: str = "beyond_normal") -> None:
     import torch  # noqa: F401  (imported once here, so that forked cells do not pay for it)
 
     for spec in specs:
         estimators.get_class(_parse_spec(spec)[0])  # loads the estimator modules before forking
-    suite = tasks.beyond_normal_suite()
+    suite = SUITES[suite_name][0]()
     done = _done(out)
     new = not out.exists()
     with out.open("a", newline="") as f:
@@ -132,7 +178,7 @@ def run(specs: list[str], seeds: list[int], n: int, timeout: float, out: Path) -
                 for i, entry in enumerate(suite):
                     if (spec, entry.task_id, seed, n) in done:
                         continue
-                    status, value, dt, choice = run_cell(spec, i, seed, n, timeout)
+                    status, value, dt, choice = run_cell(spec, i, seed, n, timeout, suite_name)
                     truth = entry.mutual_information
                     w.writerow(dict(estimator=spec, task_id=entry.task_id, group=entry.dim_group,
                                     seed=seed, n=n, truth_bits=f"{truth:.6f}",
@@ -143,20 +189,20 @@ def run(specs: list[str], seeds: list[int], n: int, timeout: float, out: Path) -
             print(f"[{spec}] {time.perf_counter() - t_spec:.0f} s", file=sys.stderr, flush=True)
 
 
-def table(out: Path, n: int) -> str:
+def table(out: Path, n: int, groups: tuple[str, ...] = GROUPS) -> str:
     with out.open() as f:
         rows = [r for r in csv.DictReader(f) if int(r["n"]) == n]
     specs = list(dict.fromkeys(r["estimator"] for r in rows))
-    lines = ["| estimator | MAE all | " + " | ".join(f"MAE {g}" for g in GROUPS)
+    lines = ["| estimator | MAE all | " + " | ".join(f"MAE {g}" for g in groups)
              + " | mean s | max s | cells | failed |",
-             "|---|---:|" + "---:|" * len(GROUPS) + "---:|---:|---:|---:|"]
+             "|---|---:|" + "---:|" * len(groups) + "---:|---:|---:|---:|"]
     failed_notes = []
     for spec in specs:
         rs = [r for r in rows if r["estimator"] == spec]
         ok = [r for r in rs if r["status"] == "ok"]
         err = np.array([float(r["abs_error"]) for r in ok])
         by = []
-        for g in GROUPS:
+        for g in groups:
             e = [float(r["abs_error"]) for r in ok if r["group"] == g]
             by.append(f"{np.mean(e):.3f}" if e else "-")
         secs = np.array([float(r["seconds"]) for r in ok]) if ok else np.array([np.nan])
@@ -188,18 +234,27 @@ def per_task(out: Path, n: int, spec: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--estimators", default=DEFAULT_ESTIMATORS)
+    ap.add_argument("--suite", choices=tuple(SUITES), default="beyond_normal",
+                    help="'hard': the second table (mixtures, embedded, Student-t)")
+    ap.add_argument("--estimators", default=None,
+                    help=f"default: {DEFAULT_ESTIMATORS} ('hard': {HARD_ESTIMATORS})")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per cell")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/beyond_normal_results.csv"))
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: benchmarks/beyond_normal_results.csv ('hard': hard_results.csv)")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--per-task", default="auto", help="estimator whose per-task errors are printed")
     args = ap.parse_args()
+    hard = args.suite == "hard"
+    if args.estimators is None:
+        args.estimators = HARD_ESTIMATORS if hard else DEFAULT_ESTIMATORS
+    if args.out is None:
+        args.out = Path("benchmarks/hard_results.csv" if hard else "benchmarks/beyond_normal_results.csv")
     if not args.table_only:
         run(_split_specs(args.estimators), [int(s) for s in args.seeds.split(",")], args.n,
-            args.timeout, args.out)
-    print(table(args.out, args.n))
+            args.timeout, args.out, args.suite)
+    print(table(args.out, args.n, SUITES[args.suite][1]))
     if args.per_task:
         print()
         print(per_task(args.out, args.n, args.per_task))

@@ -187,6 +187,14 @@ CONFIG.update({
         slow_ci=True)  # 2 x 9 trainings: minutes on the shared CPU
     for name in ("flow", "flow_tridiag")})
 
+# Latent MI (tests/test_latent.py has the high-dimensional checks): small encoders
+CONFIG["latent_ksg"] = dict(
+    params={"hidden": (32,), "max_epochs": 100}, n=1000, n_small=300,
+    cases=[(GS1, 0.2, "1-D encoders + KSG on 400 held-out rows; reads low"),
+           (HC2, 0.25, "monotone maps of a Gaussian: as on the Gaussian")],
+    independence=(IND_CC, 0.1, {}),
+    symmetric=False, rejects_constant=False, slow_ci=True)
+
 
 def _kinds(est) -> tuple[bool, bool]:
     """(discrete_x, discrete_y) of the estimator's first case."""

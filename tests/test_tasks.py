@@ -29,6 +29,9 @@ ALL = [
     ("bimodal", dict(base="gaussian_dense", dim_x=1, dim_y=1, rho=0.75)),
     ("swiss_roll", dict(base="additive_uniform", epsilon=0.5)),
     ("normalized_spiral", dict(base="gaussian_sparse", dim_x=3, dim_y=4, rho=0.8, n_interacting=2)),
+    ("embedded_gaussian", dict(latent_dim=2, mi=1.0, ambient_dim=8, noise_dim=2)),
+    ("mixture_x", dict(rho=0.8)),
+    ("gaussian_mixture", dict(dim_x=2, dim_y=1, n_components=2)),
 ]
 
 

@@ -59,6 +59,7 @@ _REGISTRY: dict[str, str] = {
     "pca_ksg": "_compressed:PCAKSG",
     "flow": "_flow:Flow",
     "flow_tridiag": "_flow:FlowTridiag",
+    "latent_ksg": "_latent:LatentKSG",
 }
 
 

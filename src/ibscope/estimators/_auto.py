@@ -42,6 +42,13 @@ is recorded in ``choice_['columns']`` and flagged (``dropped_columns``,
 ``rank_deficient``, ``constant_variable``). The dimensions in the rules are
 those after dropping.
 
+Self-check (``self_check=True``, off by default: it costs 8 estimates per
+candidate): in the both-continuous low-dimensional case each candidate also
+runs :func:`ibscope.estimators._selfcheck.self_consistency` (invariance,
+data processing, additivity, convergence) on the pair; when exactly one
+candidate passes every check it is chosen, otherwise the rule above decides.
+The outcome is recorded in ``choice_['self_check']``.
+
 Columns with ties (fewer distinct values than rows) get jitter of
 1e-10 x their spread before the kNN search, as Kraskov et al. advise.
 The choice is recorded in ``choice_`` after every ``estimate`` or
@@ -63,7 +70,7 @@ from typing import Any
 import numpy as np
 
 from .._units import LN2
-from .._validation import Interval, Options, discrete_symbols
+from .._validation import BOOLEAN, Interval, Options, discrete_symbols
 from ._compressed import pca_compress
 from ._copula import copula_mi_columns, copula_normal_scores
 from ._discrete import CORRECTIONS, discrete_mi
@@ -106,7 +113,11 @@ class Auto(BaseMIEstimator):
     correction : {'miller_madow', 'chao_shen', 'jackknife', 'none'}, default 'miller_madow'
         Entropy bias correction for two discrete variables.
     seed : int, default 0
-        Seed of the tie-breaking jitter.
+        Seed of the tie-breaking jitter (and of the self-checks).
+    self_check : bool, default False
+        Both continuous, low dimension: run the self-consistency checks on
+        both candidates and prefer the one that passes them all (see the
+        module docstring); about 8 times the cost.
     unit : {'bits', 'nats'}, default 'bits'
 
     Attributes
@@ -142,15 +153,18 @@ class Auto(BaseMIEstimator):
         "compress_dim": [Interval(int, 1, None)],
         "correction": [Options(CORRECTIONS)],
         "seed": [Interval(int, 0, None)],
+        "self_check": [BOOLEAN],
     }
 
     def __init__(self, *, k: int = 3, max_knn_dim: int = 10, compress_dim: int = 4,
-                 correction: str = "miller_madow", seed: int = 0, unit: str = "bits"):
+                 correction: str = "miller_madow", seed: int = 0, self_check: bool = False,
+                 unit: str = "bits"):
         self.k = k
         self.max_knn_dim = max_knn_dim
         self.compress_dim = compress_dim
         self.correction = correction
         self.seed = seed
+        self.self_check = self_check
         self.unit = unit
         self._check_params()
         self.choice_: dict[str, Any] | None = None
@@ -171,7 +185,7 @@ class Auto(BaseMIEstimator):
 
     def _record(self, chosen: str, rule: str, columns: dict | None = None,
                 copula_columns: dict | None = None, compressed: dict | None = None,
-                **candidates: float) -> float:
+                self_check: dict | None = None, **candidates: float) -> float:
         if not hasattr(self, "_calls"):
             self._calls = []
         columns = columns or {}
@@ -182,6 +196,8 @@ class Auto(BaseMIEstimator):
             call["copula_columns"] = copula_columns  # the scores of some kept columns coincided
         if compressed is not None:
             call["compressed"] = compressed
+        if self_check is not None:
+            call["self_check"] = self_check
         self._calls.append(call)
         return candidates[chosen]
 
@@ -239,5 +255,39 @@ class Auto(BaseMIEstimator):
         zy = _jitter_ties(copula_normal_scores(y), rng)
         kv = max(ksg_mi(zx, zy, k=self.k), 0.0)
         chosen = "ksg_copula" if kv > gc else "gaussian_copula"
-        return self._record(chosen, "both continuous, low dimension: max(Gaussian copula, KSG on "
-                            "normal scores)", columns, copula_columns, gaussian_copula=gc, ksg_copula=kv)
+        rule = "both continuous, low dimension: max(Gaussian copula, KSG on normal scores)"
+        checked = None
+        if self.self_check and n >= 32:
+            checked = self._self_check(x, y)
+            chosen, rule = prefer_passing(chosen, rule, checked)
+        return self._record(chosen, rule, columns, copula_columns, self_check=checked,
+                            gaussian_copula=gc, ksg_copula=kv)
+
+    def _self_check(self, x: np.ndarray, y: np.ndarray) -> dict[str, dict]:
+        """Self-consistency of both candidates on (x, y): {name: {'passed', 'failed'}}."""
+        from ._selfcheck import self_consistency
+
+        k, seed = self.k, self.seed
+
+        def copula(a, b):
+            return max(copula_mi_columns(a, b)[0], 0.0) / LN2
+
+        def ksg(a, b):
+            r = np.random.default_rng(seed)
+            za = _jitter_ties(copula_normal_scores(a), r)
+            zb = _jitter_ties(copula_normal_scores(b), r)
+            return max(ksg_mi(za, zb, k=k), 0.0) / LN2
+
+        out = {}
+        for name, fn in (("gaussian_copula", copula), ("ksg_copula", ksg)):
+            res = self_consistency(fn, x, y, seed=seed)
+            out[name] = {"passed": res.passed, "failed": list(res.failed)}
+        return out
+
+
+def prefer_passing(chosen: str, rule: str, checked: dict[str, dict]) -> tuple[str, str]:
+    """The candidate to report given the self-checks: the only one that passed, else ``chosen``."""
+    passing = [name for name, r in checked.items() if r["passed"]]
+    if len(passing) == 1:
+        return passing[0], f"self-check: only {passing[0]} passes every self-consistency check"
+    return chosen, rule + ("; self-check: " + ("both pass" if passing else "neither passes"))

@@ -24,6 +24,9 @@ additive_uniform   epsilon (X ~ U(0,1), Y = X + U(-eps, eps))
 normal_cdf, wiggly, bimodal  base, **base_params (monotone maps)
 swiss_roll         base='additive_uniform', **base_params (1-D x in [0,1] -> 2-D)
 normalized_spiral  base='gaussian_sparse', speed=1.0, **base_params
+embedded_gaussian  latent_dim=2, mi=1.0 (bits), ambient_dim=50, noise_dim=24, mixing_seed=0
+mixture_x          rho=0.9 (Gaussian mixture; MI by Monte Carlo)
+gaussian_mixture   dim_x, dim_y, n_components=3, separation=3.0, rho=0.8, mixing_seed=0
 =================  ==========================================================
 
 ``beyond_normal_suite()`` returns the 40 tasks of the "Beyond Normal"
@@ -54,6 +57,7 @@ from ._beyond_normal import (
     beyond_normal_suite,
     equicorrelation_logdet,
 )
+from ._embedded import EmbeddedGaussian
 from ._gaussian import (
     GaussianDense,
     GaussianSparse,
@@ -66,6 +70,7 @@ from ._gaussian import (
 )
 from ._images import BlobsImage, render_blobs
 from ._labels import MixtureLabels, SymmetricChannel, mixture_label_mi_nats
+from ._mixtures import GaussianMixture, MixtureTask, XMixture, mixture_pmi
 from ._transforms import Asinh, HalfCube, Spiral, TransformedTask
 
 _REGISTRY: dict[str, type[BaseTask]] = {
@@ -86,6 +91,9 @@ _REGISTRY: dict[str, type[BaseTask]] = {
     "bimodal": Bimodal,
     "swiss_roll": SwissRoll,
     "normalized_spiral": NormalizedSpiral,
+    "embedded_gaussian": EmbeddedGaussian,
+    "mixture_x": XMixture,
+    "gaussian_mixture": GaussianMixture,
 }
 
 
@@ -116,5 +124,6 @@ __all__ = [
     "available", "get", "gaussian_mi_nats", "random_orthogonal", "student_t_mi_correction",
     "mixture_label_mi_nats", "render_blobs",
     "MultinormalDense", "AdditiveUniform", "NormalCDF", "Wiggly", "Bimodal", "SwissRoll",
-    "NormalizedSpiral", "SuiteTask", "beyond_normal_suite", "equicorrelation_logdet",
+    "NormalizedSpiral", "SuiteTask", "EmbeddedGaussian",
+    "MixtureTask", "XMixture", "GaussianMixture", "mixture_pmi", "beyond_normal_suite", "equicorrelation_logdet",
 ]
