@@ -468,9 +468,11 @@ class Renyi(BaseMIEstimator):
 
     Cost: O(N^2 d) for the Gram matrices plus three O(N^3) symmetric
     eigendecompositions (about 1 s at N = 2000 on 2 CPU cores; float32 where
-    ``precision`` allows). Memory: at most three float64 N x N matrices (the
-    Gram matrices are built in place and the joint overwrites one of them;
-    measured peak about 3.5 N x N float64 above the baseline). Label
+    ``precision`` allows). Memory, two continuous variables: at most two
+    float64 N x N matrices and the eigensolver's copy (Ky's spectrum is
+    taken and Ky freed before Kx is built; Ky is rebuilt from its width for
+    the joint, formed in place in Kx; measured peak 2.1-2.3 N x N float64
+    above the baseline at N = 1500, benchmarks/renyi_memory.py). Label
     kernels are never formed: their spectrum is the class frequencies and
     the joint with a continuous variable is block diagonal over the classes
     (one eigendecomposition per class block); a discrete pair costs O(N).
