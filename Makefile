@@ -38,5 +38,11 @@ docs: $(STAMP)
 	$(PIP_INSTALL) -e '.[docs]'
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 
+# The benchmark scripts at small settings (benchmarks/run_all.py, about 10-15 min on 2 cores):
+# every figure printed next to its reference from the same run, and the generated block of
+# benchmarks/RESULTS.md replaced by this run's output.
+bench: $(STAMP)
+	PYTHONPATH=src $(PY) benchmarks/run_all.py
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -10,6 +10,14 @@ batched path trains all ``--seeds`` seeds as one network; the one-seed path
 runs ``--reference-seeds`` seeds one after another and its time is also
 scaled to ``--seeds`` seeds (stated as such in the table). The per-seed rows
 of the seeds both paths ran are compared (max |difference| in bits).
+
+``--training-only EPOCHS`` (issue 21) times only the batched training through ``fit`` (no
+snapshots), side by side in one process, alternating three times (best of three):
+the layout before issue 21 (activations ``(S, B, features)``, Adam's per-parameter loop) as
+the reference row, and the current one (``(S, features, B)``, ``foreach`` Adam); the
+trained weights of the two are compared.
+
+    PYTHONPATH=src python benchmarks/batched_seeds.py --seeds 50 --training-only 20
 """
 
 from __future__ import annotations
@@ -42,6 +50,55 @@ def both_paths(mod, cfg, seeds: list[int], reference_seeds: int, batched_threads
     return single, t_single, batched, t_batched
 
 
+def training_rows(n_seeds: int, epochs: int, repeats: int = 3) -> list[tuple[str, float, float]]:
+    """Seconds per optimizer step of the batched 12-bit training, reference layout vs current.
+
+    Returns ``[(name, best seconds per step, max |weight difference| to the reference), ...]``.
+    """
+    import torch
+
+    from ibscope.data import train_test_split, twelve_bit
+    from ibscope.models import MLP, BatchedMLP, SeedBatches, batched_cross_entropy
+    from ibscope.training import fit
+
+    class RowsFirst(BatchedMLP):  # the forward pass before issue 21: (S, B, features)
+        def forward(self, x):
+            h = self._input(x)
+            for w, b, act in zip(self.weights[:-1], self.biases[:-1], self.acts, strict=True):
+                h = act(torch.baddbmm(b, h, w))
+            return torch.baddbmm(self.biases[-1], h, self.weights[-1])
+
+    def rows_first_ce(logits, target):  # the loss before issue 21 (reshape to (S * B, C))
+        s, b, c = logits.shape
+        ce = torch.nn.functional.cross_entropy(logits.reshape(s * b, c), target.reshape(s * b),
+                                               reduction="none")
+        return ce.reshape(s, b).mean(1).sum()
+
+    x, y = twelve_bit()
+    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64)
+    seeds = list(range(n_seeds))
+    train = [train_test_split(len(y), train_fraction=0.8, seed=s, stratify=y.numpy()).train for s in seeds]
+    xs, ys = torch.stack([x[t] for t in train]), torch.stack([y[t] for t in train])
+    nets = [MLP(12, (10, 7, 5, 4, 3), 2, activation="tanh", init="truncated_normal", seed=s) for s in seeds]
+    variants = {
+        "reference: (S, B, features), Adam loop": (RowsFirst, rows_first_ce, {"foreach": False}),
+        "current: (S, features, B), Adam foreach": (BatchedMLP, batched_cross_entropy, {"foreach": True}),
+    }
+    best = dict.fromkeys(variants, float("inf"))
+    weights = {}
+    for _ in range(repeats):
+        for name, (cls, loss, kw) in variants.items():
+            model = cls(nets)
+            opt = torch.optim.Adam(model.parameters(), lr=4e-4, **kw)
+            data = SeedBatches(xs, ys, 512, [s + 1_000_003 for s in seeds])
+            t0 = time.perf_counter()
+            fit(model, loss, data, opt, epochs=epochs, progress=False)
+            best[name] = min(best[name], (time.perf_counter() - t0) / (epochs * len(data)))
+            weights[name] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    ref = weights[next(iter(variants))]
+    return [(name, best[name], float((weights[name] - ref).abs().max())) for name in variants]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=50)
@@ -50,9 +107,22 @@ def main() -> None:
     p.add_argument("--reference-seeds", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads of the batched path (the one-seed "
                    "path always runs on one thread, its fastest for this tiny network)")
+    p.add_argument("--training-only", type=int, metavar="EPOCHS",
+                   help="only the training step rows (reference layout vs current), EPOCHS epochs each")
     a = p.parse_args()
 
     import torch
+
+    if a.training_only:
+        torch.set_num_threads(a.threads)
+        rows = training_rows(a.seeds, a.training_only)
+        print(f"batched 12-bit training, {a.seeds} seeds, {a.training_only} epochs x 7 steps, "
+              f"{a.threads} torch thread(s), best of 3 alternating runs")
+        print(f"{'variant':42s} {'ms/step':>8s} {'max |dw| vs reference':>22s}")
+        for name, sec, dw in rows:
+            print(f"{name:42s} {sec * 1e3:8.2f} {dw:22.2e}")
+        print(f"speed-up (reference / current): {rows[0][1] / rows[1][1]:.2f}x")
+        return
 
     from ibscope.experiments import _tishby
     from ibscope.experiments.runner import resolve_config

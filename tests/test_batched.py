@@ -164,3 +164,21 @@ def test_layers_limits_the_estimated_layers_in_both_paths(tmp_path):
     batched = _tishby.run_seeds(cfg, [0, 1], tmp_path / "batch")
     for df in (alone, batched[0], batched[1]):
         assert set(df["layer"]) == {"hidden2"} and set(df["layer_index"]) == {2}
+
+
+def test_features_first_layout_and_loss_shapes():
+    """The forward pass runs features first (issue 21): logits are a view of an (S, C, B) buffer,
+    the loss reads it without a copy, and every seed's logits are still its own MLP's."""
+    x, y, splits, nets = _setup()
+    batched = BatchedMLP(nets)
+    logits = batched(x[:64])
+    assert logits.shape == (3, 64, 2) and logits.transpose(1, 2).is_contiguous()
+    for i, net in enumerate(nets):
+        torch.testing.assert_close(logits[i], net(x[:64]), rtol=1e-5, atol=1e-6)
+    target = torch.stack([y[:64]] * 3)
+    want = sum(nn.functional.cross_entropy(net(x[:64]), y[:64]) for net in nets)
+    torch.testing.assert_close(batched_cross_entropy(logits, target), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="batched_cross_entropy"):
+        batched_cross_entropy(logits, target[:, :10])
+    with pytest.raises(ValueError, match="batched_cross_entropy"):
+        batched_cross_entropy(logits[0], target[0])

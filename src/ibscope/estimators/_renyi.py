@@ -468,9 +468,11 @@ class Renyi(BaseMIEstimator):
 
     Cost: O(N^2 d) for the Gram matrices plus three O(N^3) symmetric
     eigendecompositions (about 1 s at N = 2000 on 2 CPU cores; float32 where
-    ``precision`` allows). Memory: at most three float64 N x N matrices (the
-    Gram matrices are built in place and the joint overwrites one of them;
-    measured peak about 3.5 N x N float64 above the baseline). Label
+    ``precision`` allows). Memory, two continuous variables: at most two
+    float64 N x N matrices and the eigensolver's copy (Ky's spectrum is
+    taken and Ky freed before Kx is built; Ky is rebuilt from its width for
+    the joint, formed in place in Kx; measured peak 2.1-2.3 N x N float64
+    above the baseline at N = 1500, benchmarks/renyi_memory.py). Label
     kernels are never formed: their spectrum is the class frequencies and
     the joint with a continuous variable is block diagonal over the classes
     (one eigendecomposition per class block); a discrete pair costs O(N).
@@ -552,6 +554,46 @@ class Renyi(BaseMIEstimator):
             out.append(lam)
         return out, spent
 
+    def _continuous_spectra(self, x: Any, y: Any, width_y: Any, n: int, alpha: float,
+                            device: torch.device, dtype: torch.dtype) -> list[torch.Tensor] | None:
+        """Spectra of Ky, Kx and Kx o Ky in ``dtype``, at most two N x N matrices alive at once.
+
+        Order: Ky (its spectrum, then freed), Kx, Ky again from its width (the
+        same matrix: the width is the same float, and the Gram matrix depends
+        on nothing else), Kx o Ky in place in Kx, Ky freed, its spectrum. The
+        eigensolver copies its input, so the peak is two float64 N x N
+        matrices plus, for the data-driven 'median' width, N(N - 1)/2 values
+        while Kx is built (about 2.5 N^2 floats, against 3 N^2 and more when
+        both Gram matrices and a solver copy were held together). Rebuilding
+        Ky costs O(N^2 d), little against the O(N^3) spectra. In float32
+        (``dtype``) the summed error bounds must stay below
+        ``FLOAT32_TOL_NATS`` (else None: the caller recomputes in float64),
+        except with ``precision='float32'``.
+        """
+        spent, lam = 0.0, []
+
+        def spectrum(k: torch.Tensor) -> bool:
+            nonlocal spent
+            values, bound = _spectrum([k], dtype, n, alpha)
+            spent += bound
+            lam.append(values)
+            return dtype == torch.float64 or self.precision == "float32" or spent < FLOAT32_TOL_NATS
+
+        ky, sy = self._continuous_gram(y, width_y, device, "y")
+        ok = spectrum(ky)
+        del ky
+        if not ok:
+            return None
+        kx, sx = self._continuous_gram(x, self.width, device, "x")
+        self.widths_ = (sx, sy)
+        if not spectrum(kx):
+            return None
+        kx.mul_(self._continuous_gram(y, sy, device, "y")[0])  # the rebuilt Ky is freed here
+        if not spectrum(kx):
+            return None
+        del kx
+        return [lam[1], lam[0], lam[2]]  # x, y, joint
+
     def _use_float32(self, n: int, alpha: float) -> bool:
         return self.precision == "float32" or (
             self.precision == "auto" and n >= FLOAT32_MIN_SIZE and alpha >= FLOAT32_MIN_ALPHA)
@@ -610,32 +652,14 @@ class Renyi(BaseMIEstimator):
             else:
                 # the spectra of A = K / N and A o B / tr(A o B) are those of K and Kx o Ky
                 # up to a scale (unit diagonals), which the entropy of a spectrum removes
-                kx, sx = self._continuous_gram(x, self.width, device, "x")
-                ky, sy = self._continuous_gram(y, width_y, device, "y")
-                self.widths_ = (sx, sy)
-                # spectra of A = K/N and A o B / tr(A o B) are those of K and kx o ky (unit
-                # diagonals; the entropy of a spectrum removes the scale); the product is
-                # formed in place in kx
                 lam = None
                 if self._use_float32(n, alpha):
-                    lam, spent = self._spectra([[kx], [ky]], n, alpha)
-                    if lam is not None:
-                        kx.mul_(ky)
-                        joint, spent = self._spectra([[kx]], n, alpha, spent)
-                        if joint is None:  # over budget at the joint: rebuild kx for float64
-                            lam = None
-                            kx = self._continuous_gram(x, self.width, device, "x")[0]
-                        else:
-                            lam += joint
+                    lam = self._continuous_spectra(x, y, width_y, n, alpha, device, torch.float32)
                 if lam is None:
-                    lam = [_spectrum([kx], torch.float64)[0], _spectrum([ky], torch.float64)[0]]
-                    kx.mul_(ky)
-                    del ky
-                    lam.append(_spectrum([kx], torch.float64)[0])
+                    lam = self._continuous_spectra(x, y, width_y, n, alpha, device, torch.float64)
                     self.precisions_ = ("float64",) * 3
                 else:
                     self.precisions_ = ("float32",) * 3
-                del kx
                 nats = (_entropy_of_spectrum(lam[0], alpha) + _entropy_of_spectrum(lam[1], alpha)
                         - _entropy_of_spectrum(lam[2], alpha))
         return max(float(nats), 0.0)
