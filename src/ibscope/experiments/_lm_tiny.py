@@ -36,7 +36,6 @@ References
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import as_config, torch_threads
+from .._validation import Interval, Options
+from . import as_config, torch_threads, validate_config
 
 NAME = "lm_tiny"
 
@@ -76,17 +76,7 @@ class Config:
     threads: int = 1
 
     def validate(self) -> None:
-        ints = {"vocab_size": 2, "order": 1, "support": 1, "source_seed": 0, "n_train": 1, "length": 2,
-                "n_layer": 1, "n_embd": 1, "n_head": 1, "steps": 1, "batch_size": 1, "warmup": 0,
-                "n_snapshots": 2, "n_eval": 1, "soft_bins": 2, "soft_draws": 1, "threads": 0}
-        for name, lo in ints.items():
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"lm_tiny: '{name}' must be an integer >= {lo}; got {v!r}.")
-        for name in ("concentration", "lr", "soft_temperature"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"lm_tiny: '{name}' must be a finite number > 0; got {v!r}.")
+        validate_config(self, _CONSTRAINTS, "lm_tiny")
         if self.support > self.vocab_size:
             raise ValueError(f"lm_tiny: 'support' ({self.support}) must be <= 'vocab_size' ({self.vocab_size}).")
         if self.length <= self.order:
@@ -95,9 +85,17 @@ class Config:
             raise ValueError(f"lm_tiny: 'n_embd' ({self.n_embd}) must be a multiple of 'n_head' ({self.n_head}).")
         if self.n_snapshots > self.steps + 1:
             raise ValueError(f"lm_tiny: 'n_snapshots' ({self.n_snapshots}) must be <= steps + 1.")
-        if self.unit not in ("bits", "nats"):
-            raise ValueError(f"lm_tiny: 'unit' must be 'bits' or 'nats'; got {self.unit!r}.")
 
+
+# the shared declarative rules (ibscope._validation): ints integral (no bool, float or str), floats finite
+_CONSTRAINTS: dict[str, list] = {
+    **{k: [Interval(int, lo, None)] for k, lo in {
+        "vocab_size": 2, "order": 1, "support": 1, "source_seed": 0, "n_train": 1, "length": 2, "n_layer": 1,
+        "n_embd": 1, "n_head": 1, "steps": 1, "batch_size": 1, "warmup": 0, "n_snapshots": 2, "n_eval": 1,
+        "soft_bins": 2, "soft_draws": 1, "threads": 0}.items()},
+    **{k: [Interval(float, 0, None, closed="neither")] for k in ("concentration", "lr", "soft_temperature")},
+    "unit": [Options(("bits", "nats"))],
+}
 
 PROFILES = {
     "test": {"n_train": 64, "length": 12, "n_layer": 2, "n_embd": 16, "steps": 6, "n_snapshots": 3,
