@@ -108,3 +108,16 @@ def test_analyze_soft_plane_recovers_the_plug_in_plane():
         lm.analyze(_OneHot(), ids, mask, measures=["soft_plane"], soft_temperature=-1.0)
     with pytest.raises(ValueError, match="measures"):
         lm.analyze(_OneHot(), ids, mask, measures=["soft_planes"])
+
+
+def test_calibrated_temperature_is_the_leading_order_calibration_of_the_reference_code():
+    # eps = 1 / sqrt(2 D ln M) on raw cosines == tau = 1 / sqrt(2 ln M) on sqrt(D)-scaled cosines
+    z = torch.randn(300, 16, generator=torch.Generator().manual_seed(0))
+    for m in (10, 100):
+        tau = 1.0 / math.sqrt(2.0 * math.log(m))
+        a = lm.soft_entropy(z, n_bins=m, temperature="calibrated", n_draws=1, center=False, unit="nats")
+        b = lm.soft_entropy(z, n_bins=m, temperature=tau, n_draws=1, center=False, unit="nats")
+        assert a == b
+        assert 0.0 < a / math.log(m) <= 1.0  # the reference code's efficiency H / ln M
+    with pytest.raises(ValueError, match="temperature"):
+        lm.soft_entropy(z, temperature="hot")

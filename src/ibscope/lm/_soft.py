@@ -2,8 +2,7 @@
 
 After Conklin & Hosking [1]_ (and the soft entropy of Conklin & Smith [2]_),
 a representation's entropy is read through a *randomized soft
-quantisation*. The definition implemented here (the paper's exact estimator
-could not be consulted; this is the documented definition we defend):
+quantisation*. The definition implemented here:
 
 1. the N representations t_i in R^D are centred (the mean over the N items
    subtracted, ``center=True``) and scaled to unit length (direction only);
@@ -27,6 +26,20 @@ representation 0. At tau > 0 every item spreads over several bins, which
 adds entropy (the average assignment is flatter): H_soft is an entropy of the
 soft-quantised representation, comparable across layers and checkpoints at
 one (M, tau), not a differential entropy.
+
+The authors' code (hcoxec/soft_h, MIT, read for facts only) makes these
+choices, all available here: no centering (``center=False``), M = 100
+reference points, one codebook (``n_draws=1``), the softmax temperature on
+the raw cosines eps = 1 / sqrt(2 D ln M) -- the leading-order calibration
+that makes the divergence of the soft assignment from uniform match log M;
+here ``temperature="calibrated"``, i.e. tau = 1 / sqrt(2 ln M) on the
+sqrt(D)-scaled cosines (their default solves that condition exactly for
+the von Mises-Fisher kernel, which this module does not do) -- and it
+reports the entropy divided by log M (an "efficiency" in [0, 1]; here
+divide the value in nats by ln M). ibscope's defaults (centred, M = 32,
+tau = 0.1, 8 codebooks) are a sharper quantiser averaged over codebooks;
+the claims and the tiny-GPT experiment use them, so their values are not
+the paper's numbers.
 
 The information plane (the network maps the token context X to T
 deterministically, so the quantised T carries at most what T does):
@@ -63,9 +76,13 @@ def _check_soft(n_bins: Any, temperature: Any, n_draws: Any, seed: Any) -> tuple
     for name, v, lo in (("n_bins", n_bins, 2), ("n_draws", n_draws, 1), ("seed", seed, 0)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
             raise ValueError(f"The '{name}' parameter must be an integer >= {lo}. Got {v!r}.")
+    if isinstance(temperature, str) and temperature == "calibrated":
+        # the leading-order calibration of Conklin & Hosking's code: eps = 1 / sqrt(2 D ln M) on raw cosines
+        temperature = 1.0 / math.sqrt(2.0 * math.log(int(n_bins)))
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or \
             not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"The 'temperature' parameter must be a finite number > 0. Got {temperature!r}.")
+        raise ValueError(f"The 'temperature' parameter must be a finite number > 0 or 'calibrated'. "
+                         f"Got {temperature!r}.")
     return int(n_bins), float(temperature), int(n_draws), int(seed)
 
 
@@ -136,7 +153,7 @@ def _check_z(z: Any, name: str = "z") -> torch.Tensor:
     return z
 
 
-def soft_entropy(z: torch.Tensor, *, n_bins: int = 32, temperature: float = 0.1, n_draws: int = 8,
+def soft_entropy(z: torch.Tensor, *, n_bins: int = 32, temperature: float | str = 0.1, n_draws: int = 8,
                  center: bool = True, seed: int = 0, unit: str = "bits") -> float:
     """Soft entropy H_soft(T) of N representations by randomized soft quantisation (see the module notes).
 
@@ -146,9 +163,11 @@ def soft_entropy(z: torch.Tensor, *, n_bins: int = 32, temperature: float = 0.1,
         Floating representations (e.g. one layer's token states).
     n_bins : int >= 2, default 32
         Bin centres M, random unit directions; the entropy is at most log M.
-    temperature : float > 0, default 0.1
+    temperature : float > 0 or 'calibrated', default 0.1
         Softmax temperature on the sqrt(D)-scaled cosines; -> 0 gives the
-        nearest-centre (hard) quantiser.
+        nearest-centre (hard) quantiser. ``'calibrated'``: 1 / sqrt(2 ln M),
+        the leading-order calibration of Conklin & Hosking's code (see the
+        module notes).
     n_draws : int >= 1, default 8
         Independent codebooks averaged over.
     center : bool, default True
@@ -173,7 +192,7 @@ def soft_entropy(z: torch.Tensor, *, n_bins: int = 32, temperature: float = 0.1,
     return h / LN2 if unit == "bits" else h
 
 
-def soft_information_plane(t: torch.Tensor, y: Any, *, n_bins: int = 32, temperature: float = 0.1,
+def soft_information_plane(t: torch.Tensor, y: Any, *, n_bins: int = 32, temperature: float | str = 0.1,
                            n_draws: int = 8, center: bool = True, seed: int = 0,
                            unit: str = "bits") -> tuple[float, float]:
     """The soft-entropy information plane of Conklin & Hosking: (I(X;T), I(T;Y)) = (H_soft(T), H_soft(T) - H_soft(T|Y)).
