@@ -69,7 +69,7 @@ from typing import Any
 
 import numpy as np
 
-from .._units import LN2
+from .._units import nats_to
 from .._validation import BOOLEAN, Interval, Options, discrete_symbols
 from ._compressed import pca_compress
 from ._copula import copula_mi_columns, copula_normal_scores
@@ -190,7 +190,7 @@ class Auto(BaseMIEstimator):
             self._calls = []
         columns = columns or {}
         self._flags = tuple(dict.fromkeys(reduction_flags(columns) + reduction_flags(copula_columns or {})))
-        call = {"chosen": chosen, "rule": rule, "candidates": {k: v / LN2 for k, v in candidates.items()},
+        call = {"chosen": chosen, "rule": rule, "candidates": {k: nats_to(v, "bits") for k, v in candidates.items()},
                 "columns": columns}
         if copula_columns is not None and copula_columns != columns:
             call["copula_columns"] = copula_columns  # the scores of some kept columns coincided
@@ -270,13 +270,13 @@ class Auto(BaseMIEstimator):
         k, seed = self.k, self.seed
 
         def copula(a, b):
-            return max(copula_mi_columns(a, b)[0], 0.0) / LN2
+            return nats_to(max(copula_mi_columns(a, b)[0], 0.0), "bits")
 
         def ksg(a, b):
             r = np.random.default_rng(seed)
             za = _jitter_ties(copula_normal_scores(a), r)
             zb = _jitter_ties(copula_normal_scores(b), r)
-            return max(ksg_mi(za, zb, k=k), 0.0) / LN2
+            return nats_to(max(ksg_mi(za, zb, k=k), 0.0), "bits")
 
         out = {}
         for name, fn in (("gaussian_copula", copula), ("ksg_copula", ksg)):

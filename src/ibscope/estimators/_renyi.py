@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._units import LN2, check_unit
+from .._units import unit_scale
 from .._validation import (
     NONE,
     InstanceOf,
@@ -91,8 +91,7 @@ def _check_alpha(alpha: Any) -> float:
 
 
 def _unit_factor(unit: str) -> float:
-    check_unit(unit)
-    return 1.0 / LN2 if unit == "bits" else 1.0
+    return unit_scale(unit)
 
 
 def gram_matrix(x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:

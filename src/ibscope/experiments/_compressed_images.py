@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
-from .._units import from_nats
+from .._units import from_nats, nats_to
 from .._validation import Interval, Options
 from ..store import atomic_write_json, atomic_write_parquet
 from . import as_config, check_sizes, settings_hash, validate_config
@@ -210,7 +210,7 @@ def _compressor_record(compressor) -> dict[str, Any]:
 def _cell(cfg: Config, seed: int, index: int, mi_nats: float, compressor) -> dict[str, Any]:
     from .. import estimators, tasks
 
-    latent = tasks.get("gaussian_split", dim=cfg.latent_dim, mi=mi_nats / math.log(2), mixing_seed=seed)
+    latent = tasks.get("gaussian_split", dim=cfg.latent_dim, mi=nats_to(mi_nats, "bits"), mixing_seed=seed)
     # one sample seed per (seed, cell): the cells of a curve are independent draws
     u, v = latent.sample(cfg.n_samples, seed=seed * 100_003 + index)
     x, y = _render(cfg.task, u, cfg.size), _render(cfg.task, v, cfg.size)

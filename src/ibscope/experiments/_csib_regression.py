@@ -243,7 +243,7 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
 
     ``out_dir`` is unused (training is in memory); the runner keeps the finished rows.
     """
-    from .._units import LN2
+    from .._units import nats_to
     from ..objectives import CSIBLoss, csib_code_loss, gaussian_kl
     from ..training import BatchLoss, Callback, TensorBatches, fit
 
@@ -315,7 +315,7 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     with torch.no_grad():
         pte = net(xte_t)[-1].cpu().double().numpy() * sy + my
         ptr = net(xtr_t)[-1].cpu().double().numpy() * sy + my
-        izx = float(gaussian_kl(*net(xtr_t)[:2]).double().mean()) / LN2 if cfg.method == "vib" else None
+        izx = nats_to(float(gaussian_kl(*net(xtr_t)[:2]).double().mean()), "bits") if cfg.method == "vib" else None
     base = {"experiment": NAME, "dataset": cfg.dataset, "method": cfg.method, "seed": seed,
             "epochs": cfg.epochs}
     last = rmse(pte, yte)

@@ -199,7 +199,7 @@ def _build(cfg: Config, seed: int, in_features: int, n_classes: int) -> nn.Modul
 
 def _stochastic_objective(cfg: Config, n_classes: int) -> Any:
     """The per-batch loss of ``vib`` / ``dual_ib`` (in bits), with the label-smoothed CE where asked."""
-    from .._units import LN2
+    from .._units import nats_to
     from ..objectives import DualIBLoss, NoisyLabels, VIBLoss, gaussian_kl
     from ..training import BatchLoss
 
@@ -216,8 +216,8 @@ def _stochastic_objective(cfg: Config, n_classes: int) -> Any:
             loss, terms = vib_loss(out, batch[1])
             if cfg.label_smoothing > 0:  # VIBLoss with the smoothed CE: (CE_ls + beta KL) / ln 2
                 ce = ce_smoothed(out, batch[1])
-                loss = (ce + cfg.vib_beta * gaussian_kl(out.mu, out.std).mean()) / LN2
-                terms["ce"] = float(ce.detach()) / LN2
+                loss = nats_to(ce + cfg.vib_beta * gaussian_kl(out.mu, out.std).mean(), "bits")
+                terms["ce"] = nats_to(float(ce.detach()), "bits")
             return loss, {k: v for k, v in terms.items() if isinstance(v, (int, float))}
     else:
         # the CE term is added here (not by DualIBLoss's ce_weight) so label smoothing can apply to it
@@ -229,8 +229,8 @@ def _stochastic_objective(cfg: Config, n_classes: int) -> Any:
             loss, terms = dual(out, batch[1], batch[0])
             if cfg.dual_ce_weight > 0:
                 ce = ce_smoothed(out, batch[1])
-                loss = loss + cfg.dual_ce_weight * ce / LN2
-                terms["ce"] = float(ce.detach()) / LN2
+                loss = loss + cfg.dual_ce_weight * nats_to(ce, "bits")
+                terms["ce"] = nats_to(float(ce.detach()), "bits")
             return loss, {k: v for k, v in terms.items() if isinstance(v, (int, float))}
 
     return BatchLoss(objective)

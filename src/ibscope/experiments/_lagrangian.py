@@ -67,6 +67,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._units import nats_to
 from .._validation import NONE, Interval, Options
 from ..store import checked_parquet_state, write_checked_parquet
 from ..training import Callback, fit
@@ -297,7 +298,7 @@ def lagrangian_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Conf
     loss = np.asarray(losses, dtype=float)
     if loss.size != obj.size:  # information_lagrangian calls the loss once per step (n_mc = 1)
         raise RuntimeError(f"The noise fit called the loss {loss.size} times in {obj.size} steps.")
-    return res, (obj - loss) / cfg.lagrangian_beta / np.log(2.0), loss
+    return res, nats_to((obj - loss) / cfg.lagrangian_beta, "bits"), loss
 
 
 def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFrame:

@@ -58,7 +58,7 @@ from typing import Any
 
 import torch
 
-from .._units import LN2, check_unit
+from .._units import check_unit, nats_to
 
 __all__ = [
     "NORMALIZATIONS",
@@ -161,7 +161,7 @@ def _entropy_nats(p: torch.Tensor, alpha: float) -> torch.Tensor:
 
 def _normalize(h_nats: torch.Tensor, n: torch.Tensor | int, d: int, normalization: str, unit: str) -> torch.Tensor:
     if normalization == "none":
-        return h_nats / LN2 if unit == "bits" else h_nats
+        return nats_to(h_nats, unit)
     n = torch.as_tensor(n, dtype=h_nats.dtype, device=h_nats.device)
     logn, logd = torch.log(n), torch.log(torch.tensor(float(d), dtype=h_nats.dtype, device=h_nats.device))
     denom = {"logN": logn, "logD": logd.expand_as(logn), "max": torch.minimum(logn, logd)}[normalization]

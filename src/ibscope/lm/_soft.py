@@ -67,7 +67,7 @@ from typing import Any
 
 import torch
 
-from .._units import LN2, check_unit
+from .._units import check_unit, nats_to, unit_scale
 
 __all__ = ["soft_entropy", "soft_information_plane"]
 
@@ -189,7 +189,7 @@ def soft_entropy(z: torch.Tensor, *, n_bins: int = 32, temperature: float | str 
     n_bins, temperature, n_draws, seed = _check_soft(n_bins, temperature, n_draws, seed)
     hs, _ = _soft_parts(_check_z(z), None, n_bins, temperature, n_draws, seed, bool(center))
     h = float(hs.mean())
-    return h / LN2 if unit == "bits" else h
+    return nats_to(h, unit)
 
 
 def soft_information_plane(t: torch.Tensor, y: Any, *, n_bins: int = 32, temperature: float | str = 0.1,
@@ -235,5 +235,5 @@ def soft_information_plane(t: torch.Tensor, y: Any, *, n_bins: int = 32, tempera
     if y.is_floating_point() or y.is_complex():
         raise TypeError(f"'y' must hold discrete (integer) labels, got dtype {y.dtype}.")
     hs, hc = _soft_parts(t, y, n_bins, temperature, n_draws, seed, bool(center))
-    k = 1 / LN2 if unit == "bits" else 1.0
+    k = unit_scale(unit)
     return float(hs.mean()) * k, float((hs - hc).mean()) * k
