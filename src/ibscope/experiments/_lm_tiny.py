@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from .._validation import Interval, Options
-from . import as_config, torch_threads, validate_config
+from . import as_config, orchestrated, validate_config
 
 NAME = "lm_tiny"
 
@@ -73,7 +73,7 @@ class Config:
     soft_temperature: float = 0.1
     soft_draws: int = 4
     unit: str = "bits"
-    threads: int = 1
+    torch_threads: int = 1  # execution only (not in the config hash); set by the runner
 
     def validate(self) -> None:
         validate_config(self, _CONSTRAINTS, "lm_tiny")
@@ -92,7 +92,7 @@ _CONSTRAINTS: dict[str, list] = {
     **{k: [Interval(int, lo, None)] for k, lo in {
         "vocab_size": 2, "order": 1, "support": 1, "source_seed": 0, "n_train": 1, "length": 2, "n_layer": 1,
         "n_embd": 1, "n_head": 1, "steps": 1, "batch_size": 1, "warmup": 0, "n_snapshots": 2, "n_eval": 1,
-        "soft_bins": 2, "soft_draws": 1, "threads": 0}.items()},
+        "soft_bins": 2, "soft_draws": 1, "torch_threads": 0}.items()},
     **{k: [Interval(float, 0, None, closed="neither")] for k in ("concentration", "lr", "soft_temperature")},
     "unit": [Options(("bits", "nats"))],
 }
@@ -119,6 +119,7 @@ def snapshot_steps(steps: int, n: int) -> list[int]:
     return sorted(out)
 
 
+@orchestrated
 def run_seed(config: Config | dict[str, Any], seed: int, out_dir: str | Path, *,
              progress: bool = False) -> pd.DataFrame:
     """Train one seed's tiny GPT and measure it at every checkpoint (rows: see the module notes)."""
@@ -148,12 +149,11 @@ def run_seed(config: Config | dict[str, Any], seed: int, out_dir: str | Path, *,
         rows.append({**base, "layer": "model", "layer_index": -1, "quantity": "cross_entropy", "value": ce})
         rows.append({**base, "layer": "model", "layer_index": -1, "quantity": "entropy_rate", "value": rate})
 
-    with torch_threads(cfg.threads):
-        model = lm.tiny_gpt(cfg.vocab_size, n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head,
-                            n_positions=cfg.length, seed=int(seed))
-        lm.train_tiny_gpt(model, train, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
-                          checkpoint_steps=snapshot_steps(cfg.steps, cfg.n_snapshots), seed=int(seed),
-                          on_checkpoint=measure)
+    model = lm.tiny_gpt(cfg.vocab_size, n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head,
+                        n_positions=cfg.length, seed=int(seed))
+    lm.train_tiny_gpt(model, train, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
+                      checkpoint_steps=snapshot_steps(cfg.steps, cfg.n_snapshots), seed=int(seed),
+                      on_checkpoint=measure)
     return pd.DataFrame(rows)
 
 
