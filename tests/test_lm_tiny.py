@@ -54,6 +54,7 @@ def test_cross_entropy_reaches_the_entropy_rate(trained):
     assert info > 0.5                                        # not trivially within tolerance of 0
 
 
+@pytest.mark.slow  # trains a character GPT on the corpus: ~15-30 s
 def test_python_docs_corpus_is_real_text_and_learnable(tmp_path):
     tokens, alphabet = lm.python_docs_corpus()
     assert len(tokens) > 100_000 and 40 < len(alphabet) < 200
