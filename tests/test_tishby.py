@@ -159,7 +159,7 @@ def test_unbounded_layers_get_fixed_width_bins():
 
 
 def test_bad_config_fails_before_training(tmp_path):
-    with pytest.raises(ValueError, match="Unknown activation 'tahn'"):
+    with pytest.raises(ValueError, match="'activation' parameter of the tishby Config"):
         runner.resolve_config("tishby", overrides={"activation": "tahn"})
     with pytest.raises(ValueError, match="cannot give an information plane"):
         runner.resolve_config("tishby", overrides={"estimators": {"discrete": {}}})

@@ -11,6 +11,18 @@ Every experiment is a module ``ibscope/experiments/_<name>.py`` that defines
   runs one seed, writes any side files (checkpoints, activations) under
   ``out_dir``, and returns tidy result rows (each with a ``unit`` column);
   it resumes from what it finds in ``out_dir`` after a crash;
+* for an experiment whose seed is one training (:func:`ibscope.training.fit`),
+  preferably ``build(config, seed, out_dir) -> Setup`` and
+  ``rows(config, seed, setup, state) -> pandas.DataFrame``: ``build`` declares
+  what is trained (a :class:`Setup`: model, loss, data, optimizer, epochs,
+  callbacks and the fit options the experiment chooses), ``rows`` gives the
+  seed's rows from the trained setup and fit's final state. The runner then
+  trains the seed itself (:func:`train_seed`: the checkpoint folder, device,
+  threads, progress bar and minibatch seed are its own), and ``run_seed`` is
+  the one-line wrapper ``train_seed(module, config, seed, out_dir,
+  progress=progress)`` (noisy_convnet, tishby, csib_regression and
+  lagrangian are written so; iiw and ntk, whose seed is several trainings,
+  keep a ``run_seed`` of their own);
 * ``plot(results, out_dir) -> list[pathlib.Path]``: figures from the rows of
   all seeds (used by the run report);
 * optionally ``summarize(results) -> pandas.DataFrame``: a summary table
@@ -332,5 +344,8 @@ def is_allowed(name: str) -> bool:
     return name in _REGISTRY or name in _ALLOWED
 
 
+from ._build import Setup, has_build, train_seed  # noqa: E402  (uses execution above)
+
 __all__ = ["allow_module", "available", "get", "is_allowed", "EXECUTION_KEYS", "settings_of", "settings_hash",
-           "check_device", "resolve_device", "resolve_execution", "execution", "orchestrated", "validate_config"]
+           "check_device", "resolve_device", "resolve_execution", "execution", "orchestrated", "validate_config",
+           "Setup", "has_build", "train_seed"]

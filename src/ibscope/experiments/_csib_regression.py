@@ -72,6 +72,7 @@ References
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,8 @@ import torch
 from torch import nn
 
 from .._validation import Interval, Options
-from . import as_config, check_device, check_sizes, orchestrated, validate_config
+from . import as_config, check_device, check_sizes, validate_config
+from ._build import Setup
 
 NAME = "csib_regression"
 METHODS = ("mse", "csib", "vib")
@@ -237,17 +239,33 @@ class _VIBNet(nn.Module):
         return mu, std, self.head(z)
 
 
-@orchestrated
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
     """Train one method with one seed; rows: test_rmse and train_rmse (unit per ``rmse_unit``), vib: izx_upper.
 
-    ``out_dir`` is unused (training is in memory); the runner keeps the finished rows.
+    The runner's per-seed path (:func:`ibscope.experiments.train_seed`):
+    :func:`build`, fit, :func:`rows`. ``out_dir`` is unused (training takes
+    seconds and is held in memory: an interrupted seed is recomputed); the
+    runner keeps the finished rows.
     """
-    from .._units import nats_to
-    from ..objectives import CSIBLoss, csib_code_loss, gaussian_kl
-    from ..training import BatchLoss, Callback, TensorBatches, fit
+    from ._build import train_seed
 
-    cfg = as_config(config, Config, "csib_regression")
+    return train_seed(sys.modules[__name__], as_config(config, Config, "csib_regression"), seed, out_dir,
+                      progress=progress)
+
+
+def build(config: Config, seed: int, out_dir: Path) -> Setup:
+    """The seed's training: the standardized split, the network (init from ``seed``), Adam, the objective.
+
+    ``torch.manual_seed(seed)`` precedes the network (the VIB's noise draws
+    follow torch's global RNG); the minibatches come from a
+    :class:`~ibscope.training.TensorBatches` seeded with ``seed`` that skips
+    batches of fewer than two examples (the CS kernels need pairs), the same
+    order for every method. No checkpoint (``Setup.checkpoint=False``).
+    """
+    from ..objectives import CSIBLoss, csib_code_loss, gaussian_kl
+    from ..training import BatchLoss, Callback, TensorBatches
+
+    cfg = config
     xtr, ytr, xte, yte = _data(cfg)
     mx, sx = xtr.mean(0), xtr.std(0) + 1e-12
     my, sy = ytr.mean(0), ytr.std(0) + 1e-12
@@ -283,7 +301,6 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     # minibatches of fewer than 2 examples are skipped (the CS kernels need pairs); the same order for both methods
     batches = TensorBatches((xtr_t, ytr_t), cfg.batch_size, seed=seed, min_batch_size=2)
     scale = 1.0 if cfg.rmse_unit == "target" else sy   # 'sd': errors in training-target sd units
-    unit = RMSE_UNITS[cfg.rmse_unit]
 
     def rmse(pred: np.ndarray, target: np.ndarray) -> float:
         return float(np.sqrt((((pred - target) / scale) ** 2).mean()))
@@ -309,25 +326,39 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
             if cfg.select == "best_test":  # the reference code keeps the best test RMSE over epochs
                 per_epoch.append(rmse(test_pred(net), yte))
 
-    fit(net, BatchLoss(objective), batches, opt, epochs=cfg.epochs, device=dev, progress=progress,
-        desc=f"{cfg.method} seed {seed}", callbacks=[_EpochEnd()])
+    return Setup(model=net, loss_fn=BatchLoss(objective), train_data=batches, optimizer=opt, epochs=cfg.epochs,
+                 callbacks=[_EpochEnd()], checkpoint=False, desc=f"{cfg.method} seed {seed}",
+                 context={"x_train": xtr_t, "y_train": ytr, "x_test": xte_t, "y_test": yte, "y_mean": my,
+                          "y_sd": sy, "rmse": rmse, "per_epoch": per_epoch})
+
+
+def rows(config: Config, seed: int, setup: Setup, state: Any) -> pd.DataFrame:
+    """The trained seed's RMSEs (test, train; with ``select='best_test'`` also the last epoch's) and, for
+    the VIB, the upper bound on I(Z;X) in bits."""
+    from .._units import nats_to
+    from ..objectives import gaussian_kl
+
+    cfg, c, net = config, setup.context, setup.model
+    sy, my, rmse, per_epoch = c["y_sd"], c["y_mean"], c["rmse"], c["per_epoch"]
+    unit = RMSE_UNITS[cfg.rmse_unit]
     net.eval()
     with torch.no_grad():
-        pte = net(xte_t)[-1].cpu().double().numpy() * sy + my
-        ptr = net(xtr_t)[-1].cpu().double().numpy() * sy + my
-        izx = nats_to(float(gaussian_kl(*net(xtr_t)[:2]).double().mean()), "bits") if cfg.method == "vib" else None
+        pte = net(c["x_test"])[-1].cpu().double().numpy() * sy + my
+        ptr = net(c["x_train"])[-1].cpu().double().numpy() * sy + my
+        izx = (nats_to(float(gaussian_kl(*net(c["x_train"])[:2]).double().mean()), "bits")
+               if cfg.method == "vib" else None)
     base = {"experiment": NAME, "dataset": cfg.dataset, "method": cfg.method, "seed": seed,
             "epochs": cfg.epochs}
-    last = rmse(pte, yte)
-    rows = [
+    last = rmse(pte, c["y_test"])
+    out = [
         {**base, "quantity": "test_rmse", "value": min(per_epoch) if per_epoch else last, "unit": unit},
-        {**base, "quantity": "train_rmse", "value": rmse(ptr, ytr), "unit": unit},
+        {**base, "quantity": "train_rmse", "value": rmse(ptr, c["y_train"]), "unit": unit},
     ]
     if per_epoch:  # selected on the test set (as the reference code does): the last epoch's value beside it
-        rows.append({**base, "quantity": "test_rmse_last", "value": last, "unit": unit})
+        out.append({**base, "quantity": "test_rmse_last", "value": last, "unit": unit})
     if izx is not None:
-        rows.append({**base, "quantity": "izx_upper", "value": izx, "unit": "bits"})
-    return pd.DataFrame(rows)
+        out.append({**base, "quantity": "izx_upper", "value": izx, "unit": "bits"})
+    return pd.DataFrame(out)
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:

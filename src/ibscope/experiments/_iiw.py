@@ -33,6 +33,12 @@ With ``prior="both"`` the same again for ``iiw_init`` (tracked, final,
 ``method`` is the estimator (``fisher_quadratic``); IIW at iteration 0 with
 the initialization prior is 0 by construction.
 
+The seed keeps a ``run_seed`` of its own rather than a declared
+``build`` / ``rows`` (:class:`ibscope.experiments.Setup`, issue 22): with
+``prior="heldout"`` (the default) a seed is two trainings -- the prior on the
+held-out split, then the tracked training on S started from the same
+initialization (which needs the prior first) -- so it is not one fit.
+
 References
 ----------
 .. [1] Z. Wang et al., "PAC-Bayes Information Bottleneck", ICLR 2022.

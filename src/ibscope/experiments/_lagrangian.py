@@ -58,6 +58,7 @@ References
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ from .._validation import NONE, Interval, Options
 from ..store import checked_parquet_state, write_checked_parquet
 from ..training import Callback, fit
 from . import as_config, check_seeds, check_threads, orchestrated, settings_hash, validate_config
+from ._build import Setup
 
 NAME = "lagrangian"
 
@@ -213,15 +215,40 @@ def fit_converged(kl: np.ndarray, window: float, tol: float) -> tuple[bool, floa
     return bool(change <= tol), float(change)
 
 
-@orchestrated
 def run_seed(config: Any, seed: int, out_dir: Any, *, progress: bool = False) -> pd.DataFrame:
     """Train one seed, fit the Lagrangian's weight noise, measure; resumable from ``out_dir``.
 
-    ``out_dir`` (the runner's ``seed_<s>/``) holds the training checkpoint; the
-    runner keeps the finished rows; ``torch_threads`` is set by
-    :func:`ibscope.experiments.orchestrated`.
+    The runner's per-seed path (:func:`ibscope.experiments.train_seed`):
+    :func:`build`, fit (threads and device are the runner's), :func:`rows`.
+    ``out_dir`` (the runner's ``seed_<s>/``) holds the training checkpoint in
+    ``lagrangian_seed<s>.ckpt/`` (named by the seed, so seeds may share a
+    folder); the runner keeps the finished rows.
     """
-    return _run_seed(_config(config), int(seed), Path(out_dir), progress=progress)
+    from ._build import train_seed
+
+    return train_seed(sys.modules[__name__], _config(config), seed, out_dir, progress=progress)
+
+
+def build(config: Config, seed: int, out_dir: Path) -> Setup:
+    """The seed's training: ``torch.manual_seed(seed)``, its data (label noise, nuisance), the network, SGD.
+
+    The checkpoint (every quarter of the epochs) is keyed by the runner's
+    settings hash (a checkpoint of other settings is refused).
+    """
+    cfg = config
+    torch.manual_seed(seed)
+    d = _load(cfg, seed)
+    x, y = torch.as_tensor(d["x_train"]), torch.as_tensor(d["y_train"])
+    model = _model(cfg, seed)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return Setup(model=model, loss_fn=nn.CrossEntropyLoss(), train_data=(x, y), optimizer=opt, epochs=cfg.epochs,
+                 callbacks=[_SettingsKey(cfg)], batch_size=cfg.batch_size, checkpoint=f"lagrangian_seed{seed}.ckpt",
+                 checkpoint_every=max(1, cfg.epochs // 4), desc=f"lagrangian seed {seed}", context={"data": d})
+
+
+def rows(config: Config, seed: int, setup: Setup, state: Any) -> pd.DataFrame:
+    """The trained seed's rows (:func:`measure`)."""
+    return measure(config, seed, setup.model, setup.context["data"])
 
 
 @orchestrated
@@ -299,19 +326,6 @@ def lagrangian_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Conf
     if loss.size != obj.size:  # information_lagrangian calls the loss once per step (n_mc = 1)
         raise RuntimeError(f"The noise fit called the loss {loss.size} times in {obj.size} steps.")
     return res, nats_to((obj - loss) / cfg.lagrangian_beta, "bits"), loss
-
-
-def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFrame:
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    d = _load(cfg, seed)
-    x, y = torch.as_tensor(d["x_train"]), torch.as_tensor(d["y_train"])
-    model = _model(cfg, seed)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    fit(model, nn.CrossEntropyLoss(), (x, y), opt, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
-        checkpoint_dir=out / f"lagrangian_seed{seed}.ckpt", checkpoint_every=max(1, cfg.epochs // 4),
-        callbacks=[_SettingsKey(cfg)], progress=progress, desc=f"lagrangian seed {seed}")
-    return measure(cfg, seed, model, d)
 
 
 class _SettingsKey(Callback):
@@ -476,7 +490,9 @@ def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> di
         return done
     data = [_load(cfg, s) for s in seeds]
     if any(d["x_train"].shape != data[0]["x_train"].shape for d in data):  # not for digits: equal splits
-        return {s: _run_seed(cfg, s, out / f"seed_{s}", progress=progress) for s in seeds}
+        from ._build import train_seed
+
+        return {s: train_seed(sys.modules[__name__], cfg, s, out / f"seed_{s}", progress=progress) for s in seeds}
     xs = torch.stack([torch.as_tensor(d["x_train"]) for d in data])
     ys = torch.stack([torch.as_tensor(d["y_train"]) for d in data])
     model = BatchedMLP([_model(cfg, s) for s in seeds])

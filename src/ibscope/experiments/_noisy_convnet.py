@@ -28,7 +28,9 @@ Rows: the information-plane table (epoch, layer, layer_index, estimator,
 i_xt, i_ty, unit, ...; bits by default) with the training metrics of each
 snapshot (train_loss, eval_loss, eval_acc on the 2,000 held-out images), plus
 seed and the noise settings. Resumable: fit's checkpoints and the plane's
-table live in ``out_dir``.
+table live in ``out_dir``. The seed is declared (:func:`build` gives the
+:class:`~ibscope.experiments.Setup`, :func:`rows` the table) and trained by
+the runner (:func:`ibscope.experiments.train_seed`).
 
 Registry name ``noisy_convnet`` (module ``_noisy_convnet``).
 
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +60,8 @@ from torch import nn
 from .._validation import NONE, InstanceOf, Interval, Options
 from ..estimators._compressed import Compressed
 from ..models import ConvNet, GaussianNoise
-from . import as_config, check_device, check_sizes, orchestrated, validate_config
+from . import as_config, check_device, check_sizes, validate_config
+from ._build import Setup
 
 NAME = "noisy_convnet"
 COMPRESSIONS = ("autoencoder", "pca")
@@ -184,20 +188,33 @@ def _data(cfg: Config) -> dict[str, np.ndarray]:
                                 f"<data>/mnist: set the config's 'data_dir' or IBSCOPE_DATA. ({e})") from None
 
 
-@orchestrated
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
     """Train one noisy conv net (one seed) with its information plane; rows: the plane's table.
 
-    ``out_dir`` (the runner's ``seed_<s>/``) holds the training checkpoint and
-    the plane's snapshots, so an interrupted seed resumes; the runner keeps the finished rows.
+    The runner's per-seed path (:func:`ibscope.experiments.train_seed`):
+    :func:`build`, fit with the checkpoint in ``out_dir`` (the runner's
+    ``seed_<s>/``, which also holds the plane's snapshots, so an interrupted
+    seed resumes), then :func:`rows`; the runner keeps the finished rows.
+    """
+    from ._build import train_seed
+
+    return train_seed(sys.modules[__name__], as_config(config, Config, "noisy_convnet"), seed, out_dir,
+                      progress=progress)
+
+
+def build(config: Config, seed: int, out_dir: Path) -> Setup:
+    """The seed's training: the noisy conv net, Adam, the 8k training images, the plane callback.
+
+    The model is initialized from ``seed`` after ``torch.manual_seed(seed)``
+    (the noise draws follow torch's global RNG, checkpointed by fit); the
+    plane is estimated on ``n_eval`` training images (a fixed subset drawn
+    from ``split_seed``) at log-spaced epochs, its snapshots under
+    ``out_dir/plane``; the 2,000 held-out images are fit's evaluation data.
     """
     from ..tracking import InformationPlane, log_schedule
-    from ..training import fit
 
-    cfg = as_config(config, Config, "noisy_convnet")
-    out = Path(out_dir)
+    cfg = config
     d = _data(cfg)
-    dev = torch.device(cfg.device)
     x_tr, y_tr = torch.as_tensor(d["x_train"]), torch.as_tensor(d["y_train"])
     x_te, y_te = torch.as_tensor(d["x_test"]), torch.as_tensor(d["y_test"])
     pick = np.sort(np.random.default_rng(cfg.split_seed).choice(len(y_tr), size=min(cfg.n_eval, len(y_tr)),
@@ -205,7 +222,7 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     x_ev, y_ev = x_tr[pick], y_tr[pick]
     torch.manual_seed(seed)  # the noise draws follow torch's global RNG (checkpointed by fit)
     model = NoisyConvNet(noise_std=float(cfg.noise_std), noise_mode=cfg.noise_mode, channels=cfg.channels,
-                         dense=cfg.dense, activation=cfg.activation, seed=seed).to(dev)
+                         dense=cfg.dense, activation=cfg.activation, seed=seed).to(torch.device(cfg.device))
     params: dict[str, Any] = {"estimator": "ksg", "estimator_params": {"k": cfg.k}, "compression": cfg.compression,
                               "dim_x": cfg.dim, "dim_y": cfg.dim, "seed": seed, "unit": cfg.unit}
     if cfg.compression == "autoencoder":
@@ -213,18 +230,24 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     est = CodesOnce(**params)
     schedule = log_schedule(cfg.epochs, cfg.n_snapshots)
     plane = InformationPlane(model, x_ev, y_ev.numpy(), estimators={estimator_label(cfg): est}, schedule=schedule,
-                             out_dir=out / "plane", unit=cfg.unit, max_features=cfg.max_features, seed=seed)
+                             out_dir=Path(out_dir) / "plane", unit=cfg.unit, max_features=cfg.max_features,
+                             seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    fit(model, nn.CrossEntropyLoss(), (x_tr, y_tr), opt, epochs=cfg.epochs, callbacks=[plane], checkpoint_dir=out,
-        checkpoint_every=[e for e in schedule if e > 0], eval_data=(x_te, y_te), device=dev, progress=progress,
-        batch_size=cfg.batch_size, seed=seed, desc=f"noisy convnet seed {seed}")
-    df = plane.results()
+    return Setup(model=model, loss_fn=nn.CrossEntropyLoss(), train_data=(x_tr, y_tr), optimizer=opt,
+                 epochs=cfg.epochs, callbacks=[plane], batch_size=cfg.batch_size, eval_data=(x_te, y_te),
+                 checkpoint_every=[e for e in schedule if e > 0], desc=f"noisy convnet seed {seed}",
+                 context={"plane": plane, "n_eval": len(pick)})
+
+
+def rows(config: Config, seed: int, setup: Setup, state: Any) -> pd.DataFrame:
+    """The plane's table (one row per snapshot epoch and layer) with the seed and the noise settings."""
+    df = setup.context["plane"].results()
     df.insert(0, "experiment", NAME)
     df["seed"] = seed
-    df["noise_std"] = float(cfg.noise_std)
-    df["noise_mode"] = cfg.noise_mode
-    df["compression"] = cfg.compression
-    df["n_eval"] = len(pick)
+    df["noise_std"] = float(config.noise_std)
+    df["noise_mode"] = config.noise_mode
+    df["compression"] = config.compression
+    df["n_eval"] = setup.context["n_eval"]
     return df
 
 

@@ -25,6 +25,12 @@ under ``$IBSCOPE_DATA/mnist``). Inputs are pixels divided by their maximum
 (16 or 255), flattened; targets are one-hot labels minus 1/10 (zero mean per
 example).
 
+The seed keeps a ``run_seed`` of its own rather than a declared
+``build`` / ``rows`` (:class:`ibscope.experiments.Setup`, issue 22): per
+dataset it computes the closed-form kernels and the infinite ensemble's
+curves (no training) and trains one finite ensemble, with a finished table
+per dataset; that is several computations per seed, not one fit.
+
 References
 ----------
 .. [1] R. Shwartz-Ziv and A. A. Alemi, "Information in infinite ensembles of
@@ -39,7 +45,7 @@ import math
 import os
 import re
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +53,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import Interval, Options, validate_params
+from .._validation import Interval, Options
 from ..ntk import ACTIVATIONS, GradientFlowMSE, ensemble_information, fisher_trace, kernels
 from ..store import checked_parquet_state, safe_name, write_checked_parquet
 from ..training import BatchLoss, Callback, TrainState, fit
-from . import check_device, orchestrated, settings_hash
+from . import check_device, orchestrated, settings_hash, validate_config
 
 NAME = "ntk"
 
@@ -83,7 +89,7 @@ class Config:
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad setting (called by the runner before any work)."""
-        validate_params("ntk Config", {k: v for k, v in asdict(self).items() if k in _CONSTRAINTS}, _CONSTRAINTS)
+        validate_config(self, _CONSTRAINTS, "ntk")
         check_device(self.device)
         if self.t_min >= self.t_max:
             raise ValueError(f"'t_min' must be below 't_max'; got {self.t_min} and {self.t_max}.")

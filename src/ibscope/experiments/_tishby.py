@@ -34,7 +34,7 @@ References
 from __future__ import annotations
 
 import dataclasses
-import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,13 +45,15 @@ import torch
 from torch import nn
 
 from .. import estimators as est_registry
+from .._validation import BOOLEAN, NONE, InstanceOf, Interval, Options
 from ..data import load_twelve_bit_mat, train_test_split, twelve_bit
 from ..models import ACTIVATIONS, INITS
 from ..store import TableWriter
 from ..tracking import ActivationRecorder, log_schedule
 from ..tracking._plane import layer_params
-from ..training import Callback, TrainState, fit
-from . import check_device, check_sizes, check_threads, orchestrated
+from ..training import Callback, TrainState
+from . import check_device, check_sizes, orchestrated, validate_config
+from ._build import Setup
 from ._tishby_common import logit_metrics, make_net, plane_rows
 
 NAME = "tishby"
@@ -135,26 +137,8 @@ class Config:
 
     def validate(self) -> None:
         """Check every field; raise before any work starts."""
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"Unknown activation {self.activation!r} (config 'activation'). Choose one of: {', '.join(ACTIVATIONS)}.")
-        if self.init not in INITS:
-            raise ValueError(f"Unknown init {self.init!r} (config 'init'). Choose one of: {', '.join(INITS)}.")
+        validate_config(self, _CONSTRAINTS, "tishby")
         check_sizes(self.hidden, "hidden", "tishby")
-        for name, lo in (("epochs", 1), ("batch_size", 1), ("n_snapshots", 2)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"'{name}' must be an int >= {lo}, got {v!r}.")
-        if isinstance(self.init_scale, bool) or not isinstance(self.init_scale, (int, float)) \
-                or not (self.init_scale > 0 and math.isfinite(self.init_scale)):
-            raise ValueError(f"'init_scale' must be a positive finite float, got {self.init_scale!r}.")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"'lr' must be a positive float, got {self.lr!r}.")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ValueError(f"'weight_decay' must be a float >= 0, got {self.weight_decay!r}.")
-        if not (0 < self.train_fraction < 1):
-            raise ValueError(f"'train_fraction' must be in (0, 1), got {self.train_fraction!r}.")
-        if self.unit not in ("bits", "nats"):
-            raise ValueError(f"'unit' must be 'bits' or 'nats', got {self.unit!r}.")
         if not isinstance(self.estimators, dict) or not self.estimators:
             raise ValueError("'estimators' must map at least one estimator name to its parameters.")
         for label, params in self.estimators.items():
@@ -177,8 +161,20 @@ class Config:
                                  f"({', '.join(known)}), got {self.layers!r}.")
         if self.data is not None:
             load_twelve_bit_mat(self.data)  # fails now on a missing or malformed file
-        check_threads(self.torch_threads)
         check_device(self.device)
+
+
+_CONSTRAINTS: dict[str, list] = {
+    "data": [InstanceOf((str,), "a path (str)"), NONE],
+    "activation": [Options(tuple(ACTIVATIONS))], "init": [Options(tuple(INITS))],
+    "epochs": [Interval(int, 1, None)], "batch_size": [Interval(int, 1, None)],
+    "n_snapshots": [Interval(int, 2, None)],
+    "init_scale": [Interval(float, 0, None, closed="neither")],
+    "lr": [Interval(float, 0, None, closed="neither")], "weight_decay": [Interval(float, 0, None)],
+    "train_fraction": [Interval(float, 0, 1, closed="neither")],
+    "unit": [Options(("bits", "nats"))], "keep_activations": [BOOLEAN],
+    "torch_threads": [Interval(int, 0, None)],
+}
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -242,20 +238,24 @@ def _metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return logit_metrics(logits, y)
 
 
-@orchestrated
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
     """Train one network and return its information-plane rows (one per epoch, layer, estimator).
 
-    Training goes through :func:`ibscope.training.fit` with ``out_dir`` as its
+    The runner's per-seed path (:func:`ibscope.experiments.train_seed`):
+    :func:`build`, then :func:`ibscope.training.fit` with ``out_dir`` as its
     checkpoint directory (one ``checkpoint.pt``, written at every snapshot
-    epoch and read with ``weights_only=True``). A rerun resumes from it and
-    skips the snapshots already in ``out_dir/infoplane.parquet``; a planted
-    checkpoint holding pickled objects is refused
-    (:class:`ibscope.training.CheckpointError`); a truncated one is moved aside
-    and the seed starts over from epoch 0.
+    epoch and read with ``weights_only=True``), then :func:`rows`. A rerun
+    resumes from it and skips the snapshots already in
+    ``out_dir/infoplane.parquet``; a planted checkpoint holding pickled
+    objects is refused (:class:`ibscope.training.CheckpointError`); a
+    truncated one is moved aside and the seed starts over from epoch 0.
     """
+    from ._build import train_seed
+
+    if not isinstance(config, Config):
+        raise TypeError(f"'config' must be a tishby Config; got {type(config).__name__}.")
     config.validate()
-    return _run_seed(config, seed, Path(out_dir), progress)
+    return train_seed(sys.modules[__name__], config, seed, out_dir, progress=progress)
 
 
 class _PlaneSnapshots(Callback):
@@ -288,9 +288,17 @@ class _PlaneSnapshots(Callback):
         self.done.add(epoch)
 
 
-def _run_seed(config: Config, seed: int, out_dir: Path, progress: bool) -> pd.DataFrame:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(config.device)  # resolved by @orchestrated
+def build(config: Config, seed: int, out_dir: Path) -> Setup:
+    """The seed's training: its stratified split, the network, Adam, and the snapshot callback.
+
+    The split and the initialization come from ``seed``; the minibatch order
+    from ``seed + 1_000_003`` (``shuffle_stream``, the order the batched path
+    reproduces). Snapshots of every layer on the whole data set (the 4096
+    patterns) go to ``out_dir/activations`` when ``keep_activations``, the
+    plane's rows to ``out_dir/infoplane.parquet`` as they are estimated.
+    """
+    out_dir = Path(out_dir)
+    device = torch.device(config.device)  # resolved by the runner (ibscope.experiments.execution)
     x_np, y_np = load_data(config)
     split = train_test_split(len(y_np), train_fraction=config.train_fraction, seed=seed, stratify=y_np)
     x_all = torch.as_tensor(x_np, dtype=torch.float32, device=device)
@@ -310,13 +318,18 @@ def _run_seed(config: Config, seed: int, out_dir: Path, progress: bool) -> pd.Da
     table = TableWriter(out_dir / "infoplane.parquet")
     snapshots = _PlaneSnapshots(seed=seed, recorder=recorder, estimators=ests, layer_names=list(model.layer_names),
                                 labels=y_np, train=(x_tr, y_tr), test=(x_te, y_te), unit=config.unit, table=table)
-    try:
-        fit(model, nn.CrossEntropyLoss(), (x_tr, y_tr), opt, epochs=config.epochs, callbacks=[snapshots],
-            checkpoint_dir=out_dir, checkpoint_every=schedule, device=device, progress=progress,
-            batch_size=config.batch_size, seed=seed + 1_000_003, desc=f"seed {seed}")
-    finally:
-        table.flush()
-    return table.frame().sort_values(["epoch", "estimator", "layer_index"]).reset_index(drop=True)
+    return Setup(model=model, loss_fn=nn.CrossEntropyLoss(), train_data=(x_tr, y_tr), optimizer=opt,
+                 epochs=config.epochs, callbacks=[snapshots], batch_size=config.batch_size,
+                 checkpoint_every=schedule, shuffle_stream=_SHUFFLE_STREAM, desc=f"seed {seed}",
+                 context={"table": table}, close=table.flush)
+
+
+_SHUFFLE_STREAM = 1_000_003  # the minibatch order's generator: seed + 1_000_003 (as _tishby_batched)
+
+
+def rows(config: Config, seed: int, setup: Setup, state: Any) -> pd.DataFrame:
+    """The plane's rows of the seed, sorted by epoch, estimator and layer."""
+    return setup.context["table"].frame().sort_values(["epoch", "estimator", "layer_index"]).reset_index(drop=True)
 
 
 @orchestrated
@@ -351,5 +364,5 @@ def config_from_dict(values: dict[str, Any]) -> Config:
 # generalization section) live in ._tishby_stats, apart from the training code above.
 from ._tishby_stats import compression_statistics, plot, summarize, sweep_sections  # noqa: E402
 
-__all__ = ["NAME", "Config", "PROFILES", "DEMO_SEEDS", "PLANE_ESTIMATORS", "run_seed", "run_seeds", "plot", "summarize",
+__all__ = ["NAME", "Config", "PROFILES", "DEMO_SEEDS", "PLANE_ESTIMATORS", "run_seed", "run_seeds", "build", "rows", "plot", "summarize",
            "sweep_sections", "compression_statistics", "load_data", "label_entropy", "config_from_dict"]

@@ -19,7 +19,10 @@ computes the config hash once (:func:`ibscope.experiments.settings_hash`: every
 setting but the execution-only ones, :data:`ibscope.experiments.EXECUTION_KEYS`),
 and keeps the one result cache: ``seed_<s>/result.parquet`` with its sidecar
 (sha256, rows, config hash). An experiment only computes rows; it keeps no
-final-result file and no hash column of its own.
+final-result file and no hash column of its own. An experiment that declares
+its seed's training (``build`` / ``rows``, :class:`ibscope.experiments.Setup`)
+is trained by the runner itself (:func:`run_one_seed`): fit gets the runner's
+checkpoint folder (``seed_<s>/``), device, progress bar and minibatch seed.
 
 A finished seed is never recomputed; an unfinished one resumes from its own
 checkpoint (under ``seed_<s>/``, the folder the runner gives it), or from its
@@ -63,13 +66,22 @@ from ..store import (
     safe_name,
     write_checked_parquet,
 )
-from . import _MODULE_PATH, available, execution, is_allowed, resolve_execution, settings_hash
+from . import (
+    _MODULE_PATH,
+    available,
+    execution,
+    has_build,
+    is_allowed,
+    resolve_execution,
+    settings_hash,
+    train_seed,
+)
 from . import allow_module as _allow_module
 from . import get as get_experiment
 
 __all__ = ["resolve_config", "run", "collect_results", "build_run_report", "RunConfigMismatch", "load_experiment",
            "experiment_key", "config_record", "seed_result_done", "write_seed_result", "DamagedResultWarning",
-           "seed_result_state"]
+           "seed_result_state", "run_one_seed"]
 
 
 log = logging.getLogger(__name__)
@@ -418,7 +430,7 @@ def _run_seeds(mod: Experiment, config: Any, seeds: list[int], out: Path, chash:
                         bar.update(1)
         for seed in todo:
             seed_dir = out / f"seed_{seed}"
-            df = mod.run_seed(config, seed, seed_dir, progress=progress)
+            df = run_one_seed(mod, config, seed, seed_dir, progress=progress)
             write_seed_result(seed_dir, df, {"seed": seed, "config_hash": chash})
             bar.update(1)
     except KeyboardInterrupt:
@@ -427,6 +439,22 @@ def _run_seeds(mod: Experiment, config: Any, seeds: list[int], out: Path, chash:
                     "run the same command again to resume.", out)
         raise
     bar.close()
+
+
+def run_one_seed(mod: Experiment, config: Any, seed: int, seed_dir: str | Path, *, progress: bool = False
+                 ) -> pd.DataFrame:
+    """The rows of one seed, computed in ``seed_dir`` (the runner's per-seed path; no result cache).
+
+    An experiment that declares its training (``build`` / ``rows``, see
+    :class:`ibscope.experiments.Setup`) is trained here by
+    :func:`ibscope.experiments.train_seed`: its ``build``, then
+    :func:`ibscope.training.fit` with the runner's checkpoint folder
+    (``seed_dir``), device, threads, progress bar and minibatch seed, then its
+    ``rows``. Any other experiment computes the seed in its own ``run_seed``.
+    """
+    if has_build(mod):
+        return train_seed(mod, config, seed, seed_dir, progress=progress)
+    return mod.run_seed(config, seed, seed_dir, progress=progress)
 
 
 def collect_results(run_dir: str | Path) -> pd.DataFrame:
