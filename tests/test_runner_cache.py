@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ibscope.experiments import get, runner
+from ibscope.experiments import get, has_build, runner
 
 # a tiny ib_compare: a few tenths of a second per seed
 TINY = {"hidden": (8,), "epochs": 1, "n_train": 60, "batch_size": 30, "iiw_examples": 16}
@@ -112,11 +112,12 @@ def test_device_auto_resolves_once_in_the_runner(name, tmp_path, monkeypatch):
     mod = get(name)
     seen = []
 
-    def run_seed(config, seed, out_dir, **kw):  # records the device the experiment is handed
+    def run_seed(config, seed, out_dir, *args, **kw):  # records the device the experiment is handed
         seen.append(config.device)
         raise KeyboardInterrupt  # stop before any work
 
-    monkeypatch.setattr(mod, "run_seed", run_seed)
+    # an experiment that declares its training (build/rows) is handed the config in build
+    monkeypatch.setattr(mod, "build" if has_build(mod) else "run_seed", run_seed)
     overrides = {"device": "auto", **({"datasets": ["digits-30"]} if name == "ntk" else {})}
     with pytest.raises(KeyboardInterrupt):
         runner.run(name, seeds=[0], out_dir=tmp_path / "run", overrides=overrides, progress=False,
@@ -129,6 +130,8 @@ def test_device_auto_resolves_once_in_the_runner(name, tmp_path, monkeypatch):
 def test_device_cuda_without_cuda_is_refused_before_any_work(name, tmp_path, monkeypatch):
     mod = get(name)
     monkeypatch.setattr(mod, "run_seed", lambda *a, **k: pytest.fail("run_seed was called"))
+    if has_build(mod):
+        monkeypatch.setattr(mod, "build", lambda *a, **k: pytest.fail("build was called"))
     for device in ("cuda", "cuda:1"):
         with pytest.raises(ValueError, match="'device' is 'cuda.*CUDA is not available"):
             runner.run(name, seeds=[0], out_dir=tmp_path / device, overrides={"device": device}, progress=False,
