@@ -34,6 +34,7 @@ References
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +166,7 @@ class Config:
 
 
 _CONSTRAINTS: dict[str, list] = {
-    "data": [InstanceOf((str,), "a path (str)"), NONE],
+    "data": [InstanceOf((str, os.PathLike), "a path (str or os.PathLike)"), NONE],
     "activation": [Options(tuple(ACTIVATIONS))], "init": [Options(tuple(INITS))],
     "epochs": [Interval(int, 1, None)], "batch_size": [Interval(int, 1, None)],
     "n_snapshots": [Interval(int, 2, None)],
