@@ -46,9 +46,12 @@ The runner owns the orchestration: the config hash (:func:`settings_hash`,
 without the execution-only settings :data:`EXECUTION_KEYS`), the one result
 cache (``seed_<s>/result.parquet`` and its sidecar), the checkpoint folder it
 hands ``run_seed`` as ``out_dir``, the device (:func:`resolve_device`) and the
-threads (:func:`execution`; ``run_seed`` / ``run_seeds`` are decorated with
-:func:`orchestrated`, so a direct call gets the same). An experiment keeps
-no final-result file and no hash column of its own.
+threads (:func:`execution`; an experiment's own ``run_seed`` / ``run_seeds``
+are decorated with :func:`orchestrated`, and :func:`train_seed` applies the
+same, so a direct call gets the same), and for a declared seed (``build`` /
+``rows``) the training itself: fit's checkpoint folder, device, progress bar
+and minibatch seed. An experiment keeps no final-result file and no hash
+column of its own.
 
 The runner (:mod:`ibscope.experiments.runner`) and the sweep executors only
 talk to experiments through this contract; experiment-specific figures and
