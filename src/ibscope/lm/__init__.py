@@ -34,10 +34,14 @@ from ._analyze import (
     load_checkpoint,
 )
 from ._measures import (
+    LANCZOS_MIN_SIZE,
+    METHODS,
     NORMALIZATIONS,
+    LanczosEntropy,
     dataset_entropy,
     effective_rank,
     gram_spectrum,
+    lanczos_entropy,
     matrix_entropy,
     mean_pool,
     prompt_entropy,
@@ -50,6 +54,9 @@ from ._tiny import chunk, next_token_cross_entropy, python_docs_corpus, tiny_gpt
 __all__ = [
     "DEFAULT_MEASURES",
     "FLAG_DESCRIPTIONS",
+    "LANCZOS_MIN_SIZE",
+    "LanczosEntropy",
+    "METHODS",
     "MarkovSource",
     "MEASURES",
     "NORMALIZATIONS",
@@ -61,6 +68,7 @@ __all__ = [
     "dataset_entropy",
     "effective_rank",
     "gram_spectrum",
+    "lanczos_entropy",
     "load_checkpoint",
     "matrix_entropy",
     "mean_pool",
