@@ -45,10 +45,13 @@ O(min(N, D)^3) for its eigenvalues. :func:`lanczos_entropy` estimates S_alpha
 eigenspace, ``steps`` Lanczos steps each, fully reorthogonalized), with a
 standard error over the probes; ``method='auto'`` (the default of
 :func:`matrix_entropy`, :func:`prompt_entropy`, :func:`dataset_entropy` and
-``analyze``) switches to it when min(N, D) > :data:`LANCZOS_MIN_SIZE` = 4096,
-where it became faster than the exact float32 path on this project's CPU
-(benchmarks/RESULTS.md, "Matrix entropy: exact float32 vs Lanczos"). Its
-cost is about 4 (probes + probes) steps N D flops.
+``analyze``) switches to it when min(N, D) > :data:`LANCZOS_MIN_SIZE` = 3072,
+between the sizes where it was as fast as the exact float32 path (2048) and
+several times faster (4096) on this project's CPU, at an error of a few
+hundredths of a nat (benchmarks/RESULTS.md, "Matrix entropy: exact float32
+vs Lanczos"). Its cost is about 8 * probes * steps * N * D flops (the
+products with Z for the probes and the sketch), against N * D * min(N, D)
+plus O(min(N, D)^3).
 
 References
 ----------
@@ -159,7 +162,7 @@ def _spectra(z: torch.Tensor) -> torch.Tensor:
 METHODS = ("auto", "exact", "lanczos")
 #: ``method='auto'`` uses stochastic Lanczos quadrature when min(N, D) exceeds this (and alpha >= 1);
 #: chosen from the measurement in benchmarks/RESULTS.md ("Matrix entropy: exact float32 vs Lanczos")
-LANCZOS_MIN_SIZE = 4096
+LANCZOS_MIN_SIZE = 3072
 #: default number of Rademacher probes and Lanczos steps
 LANCZOS_PROBES = 32
 LANCZOS_STEPS = 20
