@@ -45,11 +45,12 @@ O(min(N, D)^3) for its eigenvalues. :func:`lanczos_entropy` estimates S_alpha
 eigenspace, ``steps`` Lanczos steps each, fully reorthogonalized), with a
 standard error over the probes; ``method='auto'`` (the default of
 :func:`matrix_entropy`, :func:`prompt_entropy`, :func:`dataset_entropy` and
-``analyze``) switches to it when min(N, D) > :data:`LANCZOS_MIN_SIZE` = 3072,
-between the sizes where it was as fast as the exact float32 path (2048) and
-several times faster (4096) on this project's CPU, at an error of a few
-hundredths of a nat (benchmarks/RESULTS.md, "Matrix entropy: exact float32
-vs Lanczos"). Its cost is about 8 * probes * steps * N * D flops (the
+``analyze``) switches to it when min(N, D) > :data:`LANCZOS_MIN_SIZE` = 3072:
+on this project's CPU it took 1.26x the exact float32 path's time at 2048,
+0.78x at 3072 and 0.68x at 4096, at errors of about 0.01 nats on average (at
+most 0.05) for entropies of 5.2-6.1 nats (benchmarks/RESULTS.md, "Matrix entropy:
+exact float32 vs Lanczos"); the gap widens with size (O(m^3) against O(m^2)
+per step). Its cost is about 8 * probes * steps * N * D flops (the
 products with Z for the probes and the sketch), against N * D * min(N, D)
 plus O(min(N, D)^3).
 
