@@ -108,8 +108,9 @@ def throughput(a: argparse.Namespace) -> None:
         _sync(device)
         return time.perf_counter() - t0, time.process_time() - c0, df
 
-    with torch.no_grad():                                   # warm-up (allocations, kernels)
-        model(input_ids=ids[:2].to(device), attention_mask=mask[:2].to(device), output_hidden_states=True)
+    with torch.no_grad():                                   # warm-up (allocations, kernels): one full batch
+        model(input_ids=ids[:a.batch_size].to(device), attention_mask=mask[:a.batch_size].to(device),
+              output_hidden_states=True)
     rows = []
     t_fwd = min((forward_only() for _ in range(a.repeats)), key=lambda tc: tc[1])
     rows.append(("forward pass alone (reference)", *t_fwd, None))
