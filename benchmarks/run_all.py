@@ -49,6 +49,9 @@ STEPS: list[tuple[str, str, list[str], int]] = [
      ["entropy_corrections.py"], 300),
     ("ntk", "closed-form NNGP/NTK vs a naive numpy reference, n = 1,000",
      ["ntk.py", "--n", "1000", "--naive-n", "1000", "--threads", "1"], 300),
+    ("lm-throughput", "tokens/s of `ibscope lm`'s default measures on all 13 hidden states of a GPT-2-small-sized "
+     "model (random init), 64 prompts x 128 tokens, next to its forward pass alone",
+     ["lm_throughput.py", "--prompts", "64", "--tokens", "128"], 600),
 ]
 
 

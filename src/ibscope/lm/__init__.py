@@ -11,6 +11,10 @@ al., "Layer by Layer" (ICML 2025, arXiv:2502.02013):
   prompts' mean-pooled representations (:func:`mean_pool`);
 * :func:`effective_rank` -- Roy & Vetterli (EUSIPCO 2007): exp of the Shannon
   entropy of the normalised singular values.
+* :func:`lanczos_entropy` -- the matrix entropy (alpha >= 1) by stochastic
+  Lanczos quadrature (Ubaru, Chen & Saad, SIAM J. Matrix Anal. Appl. 2017) with
+  a standard error, from products with Z only; ``method='auto'`` in the
+  entropies and :func:`analyze` uses it above min(N, D) = :data:`LANCZOS_MIN_SIZE`.
 
 :func:`analyze` runs them layer by layer over a model or its checkpoints
 (tidy table, intervals, flags, resumable output directory);
@@ -34,10 +38,14 @@ from ._analyze import (
     load_checkpoint,
 )
 from ._measures import (
+    LANCZOS_MIN_SIZE,
+    METHODS,
     NORMALIZATIONS,
+    LanczosEntropy,
     dataset_entropy,
     effective_rank,
     gram_spectrum,
+    lanczos_entropy,
     matrix_entropy,
     mean_pool,
     prompt_entropy,
@@ -50,6 +58,9 @@ from ._tiny import chunk, next_token_cross_entropy, python_docs_corpus, tiny_gpt
 __all__ = [
     "DEFAULT_MEASURES",
     "FLAG_DESCRIPTIONS",
+    "LANCZOS_MIN_SIZE",
+    "LanczosEntropy",
+    "METHODS",
     "MarkovSource",
     "MEASURES",
     "NORMALIZATIONS",
@@ -61,6 +72,7 @@ __all__ = [
     "dataset_entropy",
     "effective_rank",
     "gram_spectrum",
+    "lanczos_entropy",
     "load_checkpoint",
     "matrix_entropy",
     "mean_pool",

@@ -24,14 +24,19 @@ import torch
 
 from .._units import check_unit
 from ._measures import (
+    LANCZOS_PROBES,
+    LANCZOS_STEPS,
     _check_alpha,
     _check_mask,
+    _check_method,
     _check_normalization,
     _entropy_nats,
     _erank,
     _masked,
     _normalize,
     _per_prompt,
+    _resolve,
+    _slq_nats,
     _spectra,
 )
 
@@ -54,6 +59,9 @@ FLAG_DESCRIPTIONS = {
     "rank_capped": "more items than dimensions (N > D): the entropy is capped at log D and the rank at D",
     "zero_representation": "some prompt's representations were all zero; it was left out",
     "few_prompts": "fewer than 2 prompts: no interval",
+    "lanczos": "the entropy is a stochastic Lanczos quadrature estimate (Ubaru, Chen & Saad 2017; "
+               f"{LANCZOS_PROBES} probes, {LANCZOS_STEPS} steps), not exact eigenvalues: method='lanczos', "
+               "or 'auto' above LANCZOS_MIN_SIZE",
 }
 
 
@@ -223,12 +231,16 @@ def _boot_mean(v: torch.Tensor, level: float, n_boot: int, gen: torch.Generator)
 
 
 def _boot_dataset(pooled: torch.Tensor, level: float, n_boot: int, gen: torch.Generator, alpha: float,
-                  normalization: str, unit: str, which: str) -> tuple[float, float]:
+                  normalization: str, unit: str, which: str, lanczos_seed: int | None = None) -> tuple[float, float]:
     # a resample that takes row i c_i times has Z_b^T Z_b = Z^T diag(c) Z = (diag(sqrt c) Z)^T (diag(sqrt c) Z):
     # the nonzero spectrum of Z_b Z_b^T is that of diag(sqrt c) Z, an (n, D) matrix, whatever the duplicates
     n, d = pooled.shape
     counts = torch.stack([torch.bincount(torch.randint(0, n, (n,), generator=gen), minlength=n)
                           for _ in range(n_boot)]).to(pooled.device, pooled.dtype)
+    if lanczos_seed is not None:               # one resample at a time: (n, D) matrices, never n x n
+        stats = torch.stack([_slq_nats(pooled * c.sqrt()[:, None], alpha, LANCZOS_PROBES, LANCZOS_STEPS,
+                                       lanczos_seed)[0] for c in counts])
+        return _percentile(_normalize(stats, n, d, normalization, unit), level)
     zb = pooled[None] * counts.sqrt()[..., None]
     lam = _spectra(zb)
     if which == "dataset_entropy":
@@ -263,7 +275,7 @@ def _soft_items(h: torch.Tensor, ids: torch.Tensor, m: torch.Tensor) -> tuple[to
 
 
 def _run_one(model, label, step, ids, mask, layer_spec, measures, alpha, normalization, unit, batch_size,
-             max_bytes, ci, n_boot, seed, device, soft=None) -> list[dict]:
+             max_bytes, ci, n_boot, seed, device, soft=None, method="exact") -> list[dict]:
     was_training = model.training
     model.eval()
     layers = _Layers(model, layer_spec)
@@ -300,9 +312,14 @@ def _run_one(model, label, step, ids, mask, layer_spec, measures, alpha, normali
                                          f"positions, hidden) matching 'input_ids'.")
                     h = h.float() if h.dtype != torch.float64 else h
                     acc = per.setdefault((name, idx), {"ent": [], "er": [], "n": [], "ok": [], "pooled": [],
-                                                       "tok": [], "y": []})
+                                                       "tok": [], "y": [], "lanczos": False})
+                    if "prompt_entropy" in measures:
+                        acc["lanczos"] |= _resolve(method, alpha, h.shape[1], h.shape[2]) == "lanczos"
                     try:
-                        ent, er, cnt, ok = _per_prompt(h, m, alpha, normalization, unit)
+                        ent, er, cnt, ok = _per_prompt(
+                            h, m, alpha, normalization, unit,
+                            method if "prompt_entropy" in measures else "exact", seed=seed,
+                            need_rank="effective_rank" in measures)
                     except ValueError as e:
                         raise ValueError(f"Layer '{name}' of checkpoint '{label}': {e}") from None
                     acc["ent"].append(ent.cpu())
@@ -339,6 +356,8 @@ def _run_one(model, label, step, ids, mask, layer_spec, measures, alpha, normali
                     flags.append("zero_representation")
                 if bool((cnt[use] > d).any()):
                     flags.append("rank_capped")
+                if measure == "prompt_entropy" and acc["lanczos"]:
+                    flags.append("lanczos")
                 v = (ent if measure == "prompt_entropy" else er)[use].double()
                 value = float(v.mean()) if len(v) else math.nan
                 if ci is not None and len(v) >= 2:
@@ -351,10 +370,22 @@ def _run_one(model, label, step, ids, mask, layer_spec, measures, alpha, normali
                     flags.append("zero_representation")
                 if n_items > d:
                     flags.append("rank_capped")
-                lam = _spectra(z) if n_items else torch.zeros(1)
+                lanczos = measure == "dataset_entropy" and n_items and \
+                    _resolve(method, alpha, n_items, d) == "lanczos"
+                if lanczos:
+                    flags.append("lanczos")
+                    lam = z.pow(2).sum().reshape(1)    # only its sign is used below: the trace
+                else:
+                    lam = _spectra(z) if n_items else torch.zeros(1)
                 undefined = measure == "dataset_entropy" and normalization in ("logN", "max") and n_items < 2
                 if n_items and lam.sum() > 0 and not undefined:
-                    if measure == "dataset_entropy":
+                    if lanczos:
+                        value = float(_normalize(_slq_nats(z, alpha, LANCZOS_PROBES, LANCZOS_STEPS, seed)[0],
+                                                 n_items, d, normalization, unit))
+                        if ci is not None and n_items >= 2:
+                            lo, hi = _boot_dataset(z, ci, n_boot, gen, alpha, normalization, unit, measure,
+                                                   lanczos_seed=seed)
+                    elif measure == "dataset_entropy":
                         value = float(_normalize(_entropy_nats(lam / lam.sum(), alpha), n_items, d,
                                                  normalization, unit))
                     else:
@@ -401,7 +432,7 @@ def analyze(models_or_checkpoints: Any, input_ids: Any, attention_mask: Any = No
             normalization: str = "none", batch_size: int = 16, max_bytes: int = 2 ** 30, unit: str = "bits",
             ci: float | None = None, n_boot: int = 200, seed: int = 0, device: Any = None,
             out_dir: str | os.PathLike | None = None, figure: bool = True, soft_bins: int = 32,
-            soft_temperature: float = 0.1, soft_draws: int = 8) -> pd.DataFrame:
+            soft_temperature: float = 0.1, soft_draws: int = 8, method: str = "auto") -> pd.DataFrame:
     """Layer-wise prompt entropy, dataset entropy and effective rank of a language model over checkpoints.
 
     The measures of Skean et al. [1]_ (see :mod:`ibscope.lm` for their
@@ -472,6 +503,14 @@ def analyze(models_or_checkpoints: Any, input_ids: Any, attention_mask: Any = No
     soft_bins, soft_temperature, soft_draws : int, float, int
         ``n_bins``, ``temperature`` and ``n_draws`` of the soft quantiser
         (``'soft_plane'`` only; the draws are seeded by ``seed``).
+    method : {'auto', 'exact', 'lanczos'}, default 'auto'
+        How the prompt and dataset entropies are computed, as in
+        :func:`ibscope.lm.matrix_entropy`: 'auto' uses stochastic Lanczos
+        quadrature (Ubaru, Chen & Saad [4]_; probes seeded by ``seed``) for a
+        matrix with min(N, D) > :data:`ibscope.lm.LANCZOS_MIN_SIZE` (N the
+        padded prompt length, or the number of prompts) when alpha >= 1,
+        exact float32 eigenvalues otherwise. A row computed by Lanczos carries
+        the flag ``lanczos``. Effective ranks are always exact.
 
     Returns
     -------
@@ -491,9 +530,12 @@ def analyze(models_or_checkpoints: Any, input_ids: Any, attention_mask: Any = No
        dimensionality", EUSIPCO 2007.
     .. [3] H. Conklin and T. Hosking, "Learning is Forgetting: LLM Training as
        Lossy Compression", ICLR 2026, arXiv:2604.07569.
+    .. [4] S. Ubaru, J. Chen and Y. Saad, "Fast estimation of tr(f(A)) via
+       stochastic Lanczos quadrature", SIAM J. Matrix Anal. Appl. 38(4), 2017.
     """
     alpha, normalization = _check_alpha(alpha), _check_normalization(normalization)
     check_unit(unit)
+    method = _check_method(method, alpha)
     measures = _check_settings(measures, batch_size, max_bytes, ci, n_boot)
     soft = None
     if "soft_plane" in measures:
@@ -522,6 +564,8 @@ def analyze(models_or_checkpoints: Any, input_ids: Any, attention_mask: Any = No
                     "ci": ci, "n_boot": n_boot, "seed": seed, "data": _fingerprint(ids, mask)}
         if soft is not None:
             settings["soft"] = soft
+        if method != "auto":                   # absent for 'auto': directories written before stay resumable
+            settings["method"] = method
         sp = out / SETTINGS_FILE
         if sp.exists():
             old = read_json(sp, what="lm settings file")
@@ -542,7 +586,7 @@ def analyze(models_or_checkpoints: Any, input_ids: Any, attention_mask: Any = No
         if device is not None:
             model = model.to(device)
         rows = _run_one(model, label, step, ids, mask, layers, measures, alpha, normalization, unit, batch_size,
-                        max_bytes, ci, n_boot, seed, device, soft)
+                        max_bytes, ci, n_boot, seed, device, soft, method)
         frames.append(pd.DataFrame(rows, columns=list(COLUMNS)))
         if out is not None:
             atomic_write_parquet(out / RESULTS_FILE, pd.concat(frames, ignore_index=True))
