@@ -94,3 +94,60 @@ def test_lm_tiny_rows_feed_both_statistics(tmp_path):
     assert len(_lm_tiny.plot(df, tmp_path)) == 2 and len(_lm_tiny.summarize(df))
     with pytest.raises(ValueError, match="support"):
         resolve_config("lm_tiny", overrides={"support": 20})
+
+
+def _two_checkpoints(first: np.ndarray, last: np.ndarray) -> pd.DataFrame:
+    """(seeds, layers) values at epoch 0 and at epoch 10 -> tidy rows of quantity 'q'."""
+    rows = []
+    for epoch, values in ((0, first), (10, last)):
+        for s, v in enumerate(values):
+            rows += [{"seed": s, "epoch": epoch, "layer_index": i, "quantity": "q", "value": float(x),
+                      "unit": "bits"} for i, x in enumerate(v)]
+    return pd.DataFrame(rows)
+
+
+def test_interior_change_on_null_curves_finds_no_effect():
+    """Every layer falls by the same amount plus noise: 'reproduced' at most at the nominal one-sided rate."""
+    from ibscope.reproduce._statistics import interior_change_per_run
+
+    rng = np.random.default_rng(0)
+    seeds, n_sim, hits, means = 5, 300, 0, []
+    for _ in range(n_sim):
+        first = 3.0 + rng.normal(0, 0.3, (seeds, 5))
+        last = first - 1.0 + rng.normal(0, 0.3, (seeds, 5))
+        per = interior_change_per_run(_two_checkpoints(first, last), quantity="q")
+        _, lo, _, _ = t_interval(per["value"].to_numpy(), 0.95)
+        hits += lo > 0
+        means.append(per["value"].mean())
+    assert hits / n_sim < 0.05
+    assert abs(np.mean(means)) < 0.03
+
+
+def test_interior_change_detects_larger_interior_fall_and_refuses_bad_input():
+    from ibscope.reproduce._statistics import interior_change_per_run
+
+    rng = np.random.default_rng(1)
+    first = 3.8 + rng.normal(0, 0.05, (6, 5))
+    last = np.array([3.2, 2.6, 2.7, 2.8, 2.9]) + rng.normal(0, 0.05, (6, 5))
+    stat = STATISTICS["interior_change"]({"r": _two_checkpoints(first, last)}, run="r", quantity="q", level=0.95)
+    fall = first - last
+    assert stat.estimate == pytest.approx(np.mean(fall[:, 1:-1].mean(1) - fall[:, 0]), abs=1e-12)
+    assert stat.low > 0.3 and stat.n == 6 and stat.unit == "bits"
+    # the same curves read against the last layer, and reversed in time, give the opposite signs
+    rev = STATISTICS["interior_change"]({"r": _two_checkpoints(last, first)}, run="r", quantity="q", level=0.95)
+    assert rev.estimate == pytest.approx(-stat.estimate, abs=1e-12)
+    with pytest.raises(ValueError, match="reference"):
+        interior_change_per_run(_two_checkpoints(first, last), quantity="q", reference="middle")
+    with pytest.raises(ValueError, match=">= 3"):
+        interior_change_per_run(_two_checkpoints(first[:, :2], last[:, :2]), quantity="q")
+    with pytest.raises(ValueError, match="one epoch"):
+        interior_change_per_run(_two_checkpoints(first, last).query("epoch == 0"), quantity="q")
+    with pytest.raises(ValueError, match="quantity"):
+        interior_change_per_run(_two_checkpoints(first, last), quantity="nope")
+
+
+def test_skean_training_claim_shares_the_skean_run():
+    claims = catalogue()
+    t, s = claims["skean-training-intermediate-layers"], claims["skean-intermediate-layers"]
+    assert t.statistic == "interior_change" and t.runs["gpt"].experiment == "lm_tiny"
+    assert t.runs["gpt"].config == s.runs["gpt"].config  # one run decides both claims

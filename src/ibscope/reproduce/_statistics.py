@@ -1114,3 +1114,72 @@ def _interior_extreme(runs, *, run: str, quantity: str, x: str = "layer_index", 
 
 STATISTICS["interior_extreme"] = _interior_extreme
 __all__ += ["interior_extreme_per_run"]
+
+
+# --- the change of a depth curve over training (Skean et al. 2025: the intermediate layers change most) ---
+def interior_change_per_run(df: pd.DataFrame, *, quantity: str, x: str = "layer_index", along: str = "epoch",
+                            reference: str = "first") -> pd.DataFrame:
+    """Per run: how much more ``quantity`` falls over training at the interior ``x`` points than at an end.
+
+    For each run, with ``a0`` and ``a1`` its smallest and largest ``along``
+    values (the first and the last checkpoint), the fall of a point is
+    ``v(a0) - v(a1)``; the value is the fall of the interior points' mean
+    (every ``x`` but the first and the last) minus the fall at the
+    ``reference`` end (``'first'``: the embeddings; ``'last'``: the last
+    layer), in the quantity's unit. Positive iff the intermediate layers lose
+    more of the quantity over training than the reference layer. The interior
+    points are fixed in advance (all of them), so no point is picked from the
+    data: for curves whose layers all change by the same amount plus
+    independent noise the expected value is 0. Runs must share one x grid
+    with at least 3 points, tracked at both checkpoints.
+    """
+    if reference not in ("first", "last"):
+        raise ValueError(f"'reference' must be 'first' or 'last'; got {reference!r}.")
+    for c in ("quantity", "value", x, along):
+        if c not in df.columns:
+            raise ValueError(f"The results have no column {c!r} (columns: {sorted(df.columns)}).")
+    sub = df[df["quantity"] == quantity]
+    if sub.empty:
+        raise ValueError(f"No rows of quantity {quantity!r} (quantities: {sorted(df['quantity'].dropna().unique())}).")
+    keys = _replicates(sub)
+    rows, grids = [], set()
+    for key, g in sub.groupby(keys, sort=True):
+        a = g[along].astype(float)
+        ends = []
+        for at in (a.min(), a.max()):
+            h = g[np.isclose(a, at)]
+            if h.duplicated(x).any():
+                raise ValueError(f"Run {key}: several values of {quantity!r} per {x} at {along} = {at}; "
+                                 "narrow with 'where'.")
+            ends.append(h.set_index(x)["value"].astype(float).sort_index())
+        c0, c1 = ends
+        if len(c0) < 3 or list(c0.index) != list(c1.index) or not (np.isfinite(c0).all() and np.isfinite(c1).all()):
+            raise ValueError(f"Run {key}: the curve of {quantity!r} over {x} needs the same >= 3 finite points at "
+                             f"the first and the last {along}; got {len(c0)} and {len(c1)}.")
+        if float(a.min()) == float(a.max()):
+            raise ValueError(f"Run {key}: {quantity!r} is tracked at one {along} only; a change needs two.")
+        grids.add(tuple(c0.index))
+        fall = (c0 - c1).to_numpy(float)
+        ref = fall[0] if reference == "first" else fall[-1]
+        kd = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        rows.append({**kd, "from": float(a.min()), "to": float(a.max()), "interior_fall": float(fall[1:-1].mean()),
+                     "reference_fall": float(ref), "value": float(fall[1:-1].mean() - ref)})
+    if len(grids) != 1:
+        raise ValueError(f"The runs hold different {x} grids: {sorted(grids)}.")
+    return pd.DataFrame(rows)
+
+
+def _interior_change(runs, *, run: str, quantity: str, x: str = "layer_index", along: str = "epoch",
+                     reference: str = "first", where: Mapping[str, Any] | None = None,
+                     level: float = 0.95) -> Statistic:
+    """Mean over runs of :func:`interior_change_per_run` (Student t over seeds), in the quantity's unit."""
+    df = _where(_run(runs, run), where, run)
+    per = interior_change_per_run(df, quantity=quantity, x=x, along=along, reference=reference)
+    m, lo, hi, n = t_interval(per["value"], level)
+    return Statistic(m, lo, hi, n, "Student t over seeds", _unit(df[df["quantity"] == quantity]), per,
+                     {"reference": reference, "interior_fall": float(per["interior_fall"].mean()),
+                      "reference_fall": float(per["reference_fall"].mean())})
+
+
+STATISTICS["interior_change"] = _interior_change
+__all__ += ["interior_change_per_run"]
