@@ -199,3 +199,22 @@ def test_mnist_pib_claims_tiny_profile(tmp_path):
     res = reproduce("wang-pib-vs-vanilla-mnist", profile="tiny", out=tmp_path, workers=0, progress=False)
     assert res.verdict.n == 3 and np.isfinite(res.verdict.estimate)
     assert res.verdict.verdict in ("reproduced", "not reproduced", "inconclusive", "underpowered")
+
+
+def test_mnist_pib_claims_share_one_run_grid():
+    from ibscope.reproduce import catalogue
+    from ibscope.reproduce._run import _run_key, run_spec
+
+    claims = catalogue()
+    ids = [f"wang-pib-vs-{arm}-mnist" for arm in ("vanilla", "l2", "dropout")]
+    for profile, seeds in (("tiny", 3), ("quick", 5), ("paper", 10)):
+        keys = {cid: {_run_key(run_spec(claims[cid], r, profile, seeds)) for r in claims[cid].runs} for cid in ids}
+        assert keys[ids[0]] == keys[ids[1]] == keys[ids[2]]
+    for cid, arm in zip(ids, ("vanilla", "l2", "dropout"), strict=True):
+        c = claims[cid]
+        assert c.runs["mnist"].grid["method"] == ["vanilla", "l2", "dropout", "pib"]
+        assert c.runs["mnist"].config["pib_recipe"] == "reference" and c.runs["mnist"].config["model"] == "cnn"
+        assert c.statistic == "quantity_difference" and c.statistic_params["b"] == {"method": arm}
+        assert c.statistic_params["a"] == {"method": "pib"} and c.paper_effect == pytest.approx(0.005)
+        assert c.deviations and c.follows
+        assert {"tiny", "quick", "paper"} <= set(c.profiles)
