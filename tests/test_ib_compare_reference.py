@@ -179,6 +179,7 @@ def test_default_recipe_is_the_previous_code_path(tmp_path):
     ({"prior_lr": 0.0}, "prior_lr"),
     ({"pretrain_lr": -1.0}, "pretrain_lr"),
     ({"prior_epochs": 1.5}, "prior_epochs"),
+    ({"pib_fisher": "empirical"}, "pib_fisher"),
 ])
 def test_reference_recipe_bad_config(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -190,6 +191,7 @@ def test_cnn_refuses_non_square_inputs():
         ibc._build(ibc.Config(model="cnn"), 0, 50, 10)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_MNIST, reason="MNIST test images not found (IBSCOPE_DATA / ../shared/data)")
 def test_mnist_pib_claims_tiny_profile(tmp_path):
     import numpy as np
@@ -213,8 +215,50 @@ def test_mnist_pib_claims_share_one_run_grid():
     for cid, arm in zip(ids, ("vanilla", "l2", "dropout"), strict=True):
         c = claims[cid]
         assert c.runs["mnist"].grid["method"] == ["vanilla", "l2", "dropout", "pib"]
-        assert c.runs["mnist"].config["pib_recipe"] == "reference" and c.runs["mnist"].config["model"] == "cnn"
+        cfg = c.runs["mnist"].config
+        assert cfg["pib_recipe"] == "reference" and cfg["model"] == "cnn" and cfg["pib_fisher"] == "mean_gradient"
         assert c.statistic == "quantity_difference" and c.statistic_params["b"] == {"method": arm}
         assert c.statistic_params["a"] == {"method": "pib"} and c.paper_effect == pytest.approx(0.005)
         assert c.deviations and c.follows
         assert {"tiny", "quick", "paper"} <= set(c.profiles)
+
+
+def test_mean_gradient_term_is_the_reference_codes_form():
+    """sum over weight tensors of (dw_k . g_k)^2, g the summed 1000-example batch-mean gradients of 10 draws
+    divided by ceil(n / 1000); 0 in the first epoch, g refreshed at each later epoch's first step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
+    prior = {k: v.detach() + 0.1 * torch.randn_like(v) for k, v in model.named_parameters()}
+    x, y = torch.randn(2500, 5), torch.randint(0, 3, (2500,))
+    term = ibc._MeanGradientTerm(model, prior, x, y, steps_per_epoch=2, seed=7)
+    assert term.names == ["0.weight", "2.weight"]
+    assert float(term(model)) == 0.0 and float(term(model)) == 0.0  # epoch 0: no term
+    value = term(model)  # epoch 1, first step: refresh
+    gen = torch.Generator().manual_seed(8)
+    params = dict(model.named_parameters())
+    g = {k: torch.zeros_like(params[k]) for k in term.names}
+    for _ in range(10):
+        idx = torch.randint(2500, (1000,), generator=gen)
+        grads = torch.autograd.grad(nn.functional.cross_entropy(model(x[idx]), y[idx]),
+                                    [params[k] for k in term.names])
+        for k, gk in zip(term.names, grads, strict=True):
+            g[k] += gk / 3  # ceil(2500 / 1000) = 3
+    want = sum(float(((params[k] - prior[k]) * g[k]).sum()) ** 2 for k in term.names)
+    assert float(value) == pytest.approx(want, rel=1e-5)
+    value.backward()
+    assert model[0].bias.grad is None or float(model[0].bias.grad.abs().max()) == 0.0  # biases left out
+    frozen = {k: v.clone() for k, v in term.g.items()}
+    with torch.no_grad():
+        model[0].weight.add_(0.5)
+    term(model)  # second step of epoch 1: g frozen
+    assert all(torch.equal(frozen[k], term.g[k]) for k in frozen)
+    term(model)  # epoch 2: refreshed at the new weights
+    assert not torch.equal(frozen["0.weight"], term.g["0.weight"])
+
+
+def test_reference_recipe_mean_gradient_form_tiny(tmp_path):
+    per_example = ibc.run_seed(ibc.Config(method="pib", **TINY), 0, tmp_path)
+    mean_grad = ibc.run_seed(ibc.Config(method="pib", pib_fisher="mean_gradient", **TINY), 0, tmp_path)
+    assert list(mean_grad["quantity"]) == list(per_example["quantity"])
+    assert 0.1 < _value(mean_grad, "test_accuracy") <= 1
+    assert _value(mean_grad, "iiw") != pytest.approx(_value(per_example, "iiw"), rel=1e-6)

@@ -75,24 +75,29 @@ four *the same two-phase budget*:
    initialization (seed + 30000, the reference re-initializes after training it)
    trained on the *validation* set only (:func:`ibscope.weights.heldout_prior`, Adam, ``prior_lr``
    5e-5, ``prior_epochs`` 10, batch ``batch_size``);
-5. the term dw^T F dw is :class:`ibscope.objectives.PIBLoss` with
-   ``beta = 2 ref_beta / n`` (PIBLoss holds (n/2) dw^T F dw), F the empirical Fisher of
+5. the term dw^T F dw: with ``pib_fisher='per_example'`` (default)
+   :class:`ibscope.objectives.PIBLoss` with ``beta = 2 ref_beta / n``
+   (PIBLoss holds (n/2) dw^T F dw), F the empirical Fisher of
    ``pib_examples`` random training examples' per-example gradients,
-   refreshed once per epoch (the reference recomputes its term once per epoch);
+   refreshed once per epoch (the reference recomputes its term once per
+   epoch); with ``pib_fisher='mean_gradient'`` the reference code's form,
+   sum over weight tensors of (dw_k . g_k)^2 with its mean gradient g
+   (:class:`_MeanGradientTerm`: 10 x 1000 examples, its scaling, from the second epoch on);
 6. the test accuracy is the restored best-validation model's (one network
    for every method, no posterior averaging), as the reference reports it.
 
 What remains different from the reference, on purpose or for lack of an
 equivalent: (a) ibscope's SGLD has no momentum, so the reference's SGD
 momentum 0.9 at lr 1e-4 is replaced by its steady-state step, lr
-1e-4 / (1 - 0.9) = 1e-3 (set ``lr``); (b) F is the per-example empirical
+1e-4 / (1 - 0.9) = 1e-3 (set ``lr``); (b) with ``pib_fisher='per_example'``, F is the per-example empirical
 Fisher over all trainable parameters (the paper's definition, and
 :func:`ibscope.weights.iiw`'s), where the reference code sums over the
 weight tensors (biases left out) the square of dw_k . g_k, g_k the sum of
 10 minibatch-mean gradients of 1000 random training examples divided by
 the number of 1000-example batches of the training set (another quadratic form);
-(c) the reference applies the IIW gradient from the second SGLD epoch on, ibscope's from the
-first step; (d) the reference trains the comparison methods with Adam for 20
+(c) with 'per_example' the term applies from the first step (the reference: from the second
+SGLD epoch); with 'mean_gradient' g is frozen per epoch but dw follows the current weights (the
+reference freezes the whole gradient of its term per epoch); (d) the reference trains the comparison methods with Adam for 20
 epochs only, so its budgets differ between arms; here every arm gets phases 2 and 3.
 Extra rows of this recipe: ``pretrain_epochs_run`` and ``epochs_run``
 (unit 'count': epochs trained before early stopping).
@@ -123,6 +128,7 @@ METHODS = ("vanilla", "l2", "dropout", "vib", "pib", "dual_ib")
 DATASETS = ("digits", "mnist")
 MODELS = ("mlp", "cnn")
 RECIPES = ("ibscope", "reference")
+FISHERS = ("per_example", "mean_gradient")  # the reference recipe's IIW term (module docstring)
 REFERENCE_METHODS = ("vanilla", "l2", "dropout", "pib")  # the methods of the reference recipe and the CNN
 
 
@@ -168,6 +174,7 @@ class Config:
     lr_milestones: tuple[int, ...] = (50, 80)  # reference: second-phase epochs where lr is cut x0.1
     sgld_noise: float = 1e-10           # reference, pib: variance of the SGLD noise per step
     ref_beta: float = 0.1               # reference, pib: weight of dw^T F dw next to the mean CE (nats)
+    pib_fisher: str = "per_example"     # reference, pib: F of the IIW term, 'per_example' or 'mean_gradient'
     prior_epochs: int = 10              # reference, pib: epochs of the prior's training on the validation set
     prior_lr: float = 5e-5              # reference, pib: Adam's lr for the prior
     device: str = "cpu"
@@ -224,7 +231,7 @@ _CONSTRAINTS: dict[str, list] = {
     **{k: _POSITIVE_INT for k in ("epochs", "batch_size", "latent_dim", "vib_samples", "pib_interval",
                                   "pib_examples", "thin", "iiw_examples", "cnn_dense", "pretrain_epochs",
                                   "pretrain_patience", "patience", "prior_epochs")},
-    "model": [Options(MODELS)], "pib_recipe": [Options(RECIPES)],
+    "model": [Options(MODELS)], "pib_recipe": [Options(RECIPES)], "pib_fisher": [Options(FISHERS)],
     "val_fraction": [Interval(float, 0, 1, closed="neither")],
     **{k: [Interval(float, 0, None, closed="neither")] for k in ("pretrain_lr", "prior_lr")},
     "sgld_noise": [Interval(float, 0, None)], "ref_beta": [Interval(float, 0, None)],
@@ -249,7 +256,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # second phase capped at 40 epochs (reference 100; lr cut at the same fractions, 0.5 and 0.8)
     "mnist_reference": {"dataset": "mnist", "model": "cnn", "cnn_channels": (8, 16), "cnn_dense": 32,
                         "pib_recipe": "reference", "batch_size": 32, "lr": 1e-3, "epochs": 40,
-                        "lr_milestones": (20, 32), "weight_decay": 1e-4, "dropout": 0.1, "pib_examples": 32},
+                        "lr_milestones": (20, 32), "weight_decay": 1e-4, "dropout": 0.1,
+                        "pib_fisher": "mean_gradient"},
 }
 
 
@@ -412,6 +420,60 @@ class _EarlyStopping(Callback):
             self.model.load_state_dict(self.best_state)
 
 
+class _MeanGradientTerm:
+    """The IIW term of the reference code (``pib_fisher='mean_gradient'``): sum_k (dw_k . g_k)^2.
+
+    Over the weight tensors k (biases left out), dw_k = w_k - w0_k and g_k
+    the sum of ``n_batches`` minibatch-mean cross-entropy gradients of
+    ``batch`` training examples drawn with replacement, divided by
+    ceil(n / ``batch``) -- the reference's scaling. g is recomputed at the
+    start of every epoch from the second on and frozen within the epoch;
+    in the first epoch the term is 0 (the reference adds it from its second
+    SGLD epoch). ``term(model)`` is differentiable in dw (nats, unweighted).
+
+    References
+    ----------
+    .. [1] Z. Wang et al., "PAC-Bayes information bottleneck", ICLR 2022
+       (the authors' code, ``src/pib_utils.py`` and ``src/models.py``).
+    """
+
+    def __init__(self, model: nn.Module, prior: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                 steps_per_epoch: int, seed: int, *, n_batches: int = 10, batch: int = 1000):
+        self.names = [k for k, p in model.named_parameters() if p.requires_grad and k.endswith("weight")]
+        self.prior = {k: prior[k].detach() for k in self.names}
+        self.x, self.y, self.steps_per_epoch = x, y, steps_per_epoch
+        self.n_batches, self.batch = n_batches, batch
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        self.calls = 0
+        self.g: dict[str, torch.Tensor] | None = None
+
+    def refresh(self, model: nn.Module) -> None:
+        """g at the current weights (see the class docstring)."""
+        params = dict(model.named_parameters())
+        total = {k: torch.zeros_like(params[k]) for k in self.names}
+        n = len(self.y)
+        for _ in range(self.n_batches):
+            idx = torch.randint(n, (self.batch,), generator=self.generator).to(self.x.device)
+            loss = nn.functional.cross_entropy(model(self.x[idx]), self.y[idx])
+            grads = torch.autograd.grad(loss, [params[k] for k in self.names])
+            for k, g in zip(self.names, grads, strict=True):
+                total[k] += g
+        scale = 1.0 / -(-n // self.batch)
+        self.g = {k: v.detach() * scale for k, v in total.items()}
+
+    def __call__(self, model: nn.Module) -> torch.Tensor:
+        epoch, position = divmod(self.calls, self.steps_per_epoch)
+        self.calls += 1
+        ref = next(model.parameters())
+        if epoch == 0:
+            return torch.zeros((), dtype=ref.dtype, device=ref.device)
+        if position == 0 or self.g is None:
+            self.refresh(model)
+        params = dict(model.named_parameters())
+        return sum((((params[k] - self.prior[k]) * self.g[k]).sum() ** 2 for k in self.names),
+                   torch.zeros((), dtype=ref.dtype, device=ref.device))
+
+
 def _run_reference(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.device,
                    progress: bool) -> tuple[nn.Module, dict[str, int], Any]:
     """The two-phase recipe of Wang et al.'s reference code (module docstring); the trained model,
@@ -457,13 +519,22 @@ def _run_reference(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.
             return [(xtr[i], ytr[i]) for i in torch.split(idx, 256)]
 
         steps_per_epoch = -(-n // cfg.batch_size)
-        pib = PIBLoss(model, 2.0 * cfg.ref_beta / n, n_train=n, prior_mean=prior, loss_fn=ce, batches=draw,
-                      interval=steps_per_epoch, unit="nats")
+        if cfg.pib_fisher == "per_example":
+            pib = PIBLoss(model, 2.0 * cfg.ref_beta / n, n_train=n, prior_mean=prior, loss_fn=ce, batches=draw,
+                          interval=steps_per_epoch, unit="nats")
+
+            def penalty_of(m: nn.Module) -> torch.Tensor:
+                return pib(m)[0]
+        else:
+            term = _MeanGradientTerm(model, prior, xtr, ytr, steps_per_epoch, seed)
+
+            def penalty_of(m: nn.Module) -> torch.Tensor:
+                return cfg.ref_beta * term(m)
 
         def objective(m: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, float]]:
             nll = ce(m(batch[0]), batch[1])
-            penalty, terms = pib(m)
-            return nll + penalty, {"nll": float(nll.detach()), "iiw_nats": terms["iiw"]}
+            penalty = penalty_of(m)
+            return nll + penalty, {"nll": float(nll.detach()), "penalty": float(penalty.detach())}
 
         loss_fn = BatchLoss(objective)
         temperature = cfg.sgld_noise / (2.0 * cfg.lr)
