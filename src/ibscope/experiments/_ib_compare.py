@@ -1,8 +1,8 @@
 """IB training compared: vanilla, L2, dropout, VIB, dual IB and PIB (SGLD) on digits or MNIST-8k/2k.
 
 Equal budgets, by construction: every method trains the same network
-trunk (an :class:`~ibscope.models.MLP` built with the run's seed, so the
-*same initialization*), for the same number of epochs, with the same batch
+trunk (an :class:`~ibscope.models.MLP`, or the small CNN below, built with the run's seed, so
+the *same initialization*), for the same number of epochs, with the same batch
 size, the same step size and the same minibatch order. The differences are
 only the method's own:
 
