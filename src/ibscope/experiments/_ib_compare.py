@@ -1,8 +1,8 @@
 """IB training compared: vanilla, L2, dropout, VIB, dual IB and PIB (SGLD) on digits or MNIST-8k/2k.
 
 Equal budgets, by construction: every method trains the same network
-trunk (an :class:`~ibscope.models.MLP` built with the run's seed, so the
-*same initialization*), for the same number of epochs, with the same batch
+trunk (an :class:`~ibscope.models.MLP`, or the small CNN below, built with the run's seed, so
+the *same initialization*), for the same number of epochs, with the same batch
 size, the same step size and the same minibatch order. The differences are
 only the method's own:
 
@@ -41,6 +41,67 @@ Rows (tidy, one per quantity): ``test_accuracy`` and ``train_accuracy``
 for all methods of a seed -- on the training set; for VIB on the
 deterministic path x -> mu -> decoder; for PIB on the last sample).
 
+Models (``model``): ``'mlp'`` (default; ``hidden``) or ``'cnn'``, a small
+convolutional net for square one-channel images (MNIST's 28 x 28): the
+convolutions of :class:`~ibscope.models.ConvNet` (3 x 3, stride 2,
+``cnn_channels``, default 16 and 32), one dense layer of ``cnn_dense`` units
+and the logits, built with the run's seed (the same initialization for every
+method; ``dropout`` goes after the dense layer, as in the reference VGG's
+classifier). ``cnn`` trains vanilla, L2, dropout and PIB (not VIB / dual IB).
+
+Recipes (``pib_recipe``). ``'ibscope'`` (default) is the single-phase
+protocol above. ``'reference'`` follows the training protocol of the PIB
+authors' reference code (Wang et al. 2022, ``run_vgg_PIB.py`` and
+``src/pib_utils.py``) for methods vanilla, L2, dropout and PIB, and gives all
+four *the same two-phase budget*:
+
+1. a validation split: ``val_fraction`` (0.1, as the reference's 10%) of the
+   training set (stratified, ``split_seed``) is held out; the models train on
+   the rest (n examples) and the validation accuracy drives early stopping;
+2. pre-training (every method): Adam, lr ``pretrain_lr`` (1e-4, the PIB run's lr),
+   batch ``batch_size`` (32), at most ``pretrain_epochs`` (20) epochs, early
+   stopping after ``pretrain_patience`` (3) epochs without a strictly better
+   validation accuracy, the best epoch's weights restored. L2 adds Adam's
+   ``weight_decay`` (reference 1e-4), dropout its ``dropout`` (reference 0.1);
+3. the second phase (every method): at most ``epochs`` (reference 100) epochs of
+   :class:`ibscope.objectives.SGLD` driven by :func:`ibscope.training.fit`,
+   step ``lr`` decayed x0.1 at the epochs ``lr_milestones`` (reference 50, 80),
+   early stopping after ``patience`` (10) epochs, best epoch restored. For
+   vanilla / L2 / dropout the SGLD temperature is 0, i.e. exactly plain SGD
+   on their own loss (L2: SGLD's ``weight_decay``); for PIB the loss is
+   CE + ``ref_beta`` (0.1) x dw^T F dw with dw = w - w0 and the SGLD noise
+   has variance ``sgld_noise`` (1e-10) per step (temperature sgld_noise / (2 lr));
+4. the PIB prior mean w0: a network of the same architecture from another
+   initialization (seed + 30000, the reference re-initializes after training it)
+   trained on the *validation* set only (:func:`ibscope.weights.heldout_prior`, Adam, ``prior_lr``
+   5e-5, ``prior_epochs`` 10, batch ``batch_size``);
+5. the term dw^T F dw: with ``pib_fisher='per_example'`` (default)
+   :class:`ibscope.objectives.PIBLoss` with ``beta = 2 ref_beta / n``
+   (PIBLoss holds (n/2) dw^T F dw), F the empirical Fisher of
+   ``pib_examples`` random training examples' per-example gradients,
+   refreshed once per epoch (the reference recomputes its term once per
+   epoch); with ``pib_fisher='mean_gradient'`` the reference code's form,
+   sum over weight tensors of (dw_k . g_k)^2 with its mean gradient g
+   (:class:`_MeanGradientTerm`: 10 x 1000 examples, its scaling, from the second epoch on);
+6. the test accuracy is the restored best-validation model's (one network
+   for every method, no posterior averaging), as the reference reports it.
+
+What remains different from the reference, on purpose or for lack of an
+equivalent: (a) ibscope's SGLD has no momentum, so the reference's SGD
+momentum 0.9 at lr 1e-4 is replaced by its steady-state step, lr
+1e-4 / (1 - 0.9) = 1e-3 (set ``lr``); (b) with ``pib_fisher='per_example'``, F is the per-example empirical
+Fisher over all trainable parameters (the paper's definition, and
+:func:`ibscope.weights.iiw`'s), where the reference code sums over the
+weight tensors (biases left out) the square of dw_k . g_k, g_k the sum of
+10 minibatch-mean gradients of 1000 random training examples divided by
+the number of 1000-example batches of the training set (another quadratic form);
+(c) with 'per_example' the term applies from the first step (the reference: from the second
+SGLD epoch); with 'mean_gradient' g is frozen per epoch but dw follows the current weights (the
+reference freezes the whole gradient of its term per epoch); (d) the reference trains the comparison methods with Adam for 20
+epochs only, so its budgets differ between arms; here every arm gets phases 2 and 3.
+Extra rows of this recipe: ``pretrain_epochs_run`` and ``epochs_run``
+(unit 'count': epochs trained before early stopping).
+
 MNIST-8k/2k means the 10,000 MNIST *test* images split 8,000 / 2,000
 (:func:`ibscope.data.mnist_8k_2k`); results on it are not comparable with
 the usual 60k/10k MNIST numbers.
@@ -59,11 +120,16 @@ from torch import nn
 
 from .._validation import NONE, InstanceOf, Interval, Options
 from ..store import safe_name
+from ..training import Callback
 from . import as_config, check_device, check_sizes, orchestrated, validate_config
 
 NAME = "ib_compare"
 METHODS = ("vanilla", "l2", "dropout", "vib", "pib", "dual_ib")
 DATASETS = ("digits", "mnist")
+MODELS = ("mlp", "cnn")
+RECIPES = ("ibscope", "reference")
+FISHERS = ("per_example", "mean_gradient")  # the reference recipe's IIW term (module docstring)
+REFERENCE_METHODS = ("vanilla", "l2", "dropout", "pib")  # the methods of the reference recipe and the CNN
 
 
 @dataclass
@@ -96,12 +162,31 @@ class Config:
     dual_gamma: float = 1.0             # dual_ib: weight of the reverse KL to the noisy labels
     dual_noise: float = 0.1             # dual_ib: label smoothing of p_tilde, in (0, 1]
     dual_ce_weight: float = 0.0         # dual_ib: weight of the cross entropy (0: pure dual IB)
+    model: str = "mlp"                  # 'mlp' (hidden) or 'cnn' (cnn_channels, cnn_dense)
+    cnn_channels: tuple[int, ...] = (16, 32)  # cnn: 3x3 stride-2 convolutions
+    cnn_dense: int = 64                 # cnn: units of the dense layer
+    pib_recipe: str = "ibscope"         # 'ibscope' (one phase) or 'reference' (Wang et al.'s protocol)
+    val_fraction: float = 0.1           # reference: held-out validation share of the training set
+    pretrain_epochs: int = 20           # reference: at most this many epochs of Adam pre-training
+    pretrain_lr: float = 1e-4           # reference: Adam's lr in pre-training
+    pretrain_patience: int = 3          # reference: early stopping of the pre-training (epochs)
+    patience: int = 10                  # reference: early stopping of the second phase (epochs)
+    lr_milestones: tuple[int, ...] = (50, 80)  # reference: second-phase epochs where lr is cut x0.1
+    sgld_noise: float = 1e-10           # reference, pib: variance of the SGLD noise per step
+    ref_beta: float = 0.1               # reference, pib: weight of dw^T F dw next to the mean CE (nats)
+    pib_fisher: str = "per_example"     # reference, pib: F of the IIW term, 'per_example' or 'mean_gradient'
+    prior_epochs: int = 10              # reference, pib: epochs of the prior's training on the validation set
+    prior_lr: float = 5e-5              # reference, pib: Adam's lr for the prior
     device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_sizes(self.hidden, "hidden", "ib_compare")  # before the coercion: 2.5 or "a" is refused, not cast
+        check_sizes(self.cnn_channels, "cnn_channels", "ib_compare")
+        _check_milestones(self.lr_milestones)
         self.hidden = tuple(int(h) for h in self.hidden)
+        self.cnn_channels = tuple(int(c) for c in self.cnn_channels)
+        self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
         self.validate()
 
     def validate(self) -> None:
@@ -111,6 +196,16 @@ class Config:
         constraints = {**_CONSTRAINTS, "activation": [Options(tuple(ACTIVATIONS))]}
         validate_config(self, constraints, "ib_compare")
         check_sizes(self.hidden, "hidden", "ib_compare")
+        check_sizes(self.cnn_channels, "cnn_channels", "ib_compare")
+        _check_milestones(self.lr_milestones)
+        for setting, value in (("model", self.model), ("pib_recipe", self.pib_recipe)):
+            if value != "mlp" and value != "ibscope" and self.method not in REFERENCE_METHODS:
+                raise ValueError(f"The '{setting}' {value!r} of ib_compare trains the methods "
+                                 f"{list(REFERENCE_METHODS)}; method {self.method!r} needs model 'mlp' and "
+                                 "pib_recipe 'ibscope'.")
+        if self.pib_recipe == "reference" and self.label_smoothing > 0:
+            raise ValueError("The 'label_smoothing' of ib_compare is not part of pib_recipe 'reference' "
+                             "(its cross entropy is plain): set label_smoothing = 0.")
         if self.method == "dual_ib" and self.label_smoothing > 0 and self.dual_ce_weight == 0:
             raise ValueError("The 'label_smoothing' of ib_compare applies to a cross entropy, and method 'dual_ib' "
                              "with dual_ce_weight = 0 has none: set dual_ce_weight > 0 or label_smoothing = 0 "
@@ -118,12 +213,28 @@ class Config:
         check_device(self.device)
 
 
+def _check_milestones(value: Any) -> None:
+    """The ``lr_milestones`` of ib_compare: a list (maybe empty) of increasing ints >= 1."""
+    import numbers
+
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value)
+    if not ok or list(value) != sorted(set(value)):
+        raise ValueError("The 'lr_milestones' of ib_compare must be a list of strictly increasing ints >= 1 "
+                         f"(epochs of the second phase). Got {value!r} instead.")
+
+
 _POSITIVE_INT = [Interval(int, 1, None)]
 _RATE = [Interval(float, 0, None)]  # a finite float >= 0
 _CONSTRAINTS: dict[str, list] = {
     "method": [Options(METHODS)], "dataset": [Options(DATASETS)],
     **{k: _POSITIVE_INT for k in ("epochs", "batch_size", "latent_dim", "vib_samples", "pib_interval",
-                                  "pib_examples", "thin", "iiw_examples")},
+                                  "pib_examples", "thin", "iiw_examples", "cnn_dense", "pretrain_epochs",
+                                  "pretrain_patience", "patience", "prior_epochs")},
+    "model": [Options(MODELS)], "pib_recipe": [Options(RECIPES)], "pib_fisher": [Options(FISHERS)],
+    "val_fraction": [Interval(float, 0, 1, closed="neither")],
+    **{k: [Interval(float, 0, None, closed="neither")] for k in ("pretrain_lr", "prior_lr")},
+    "sgld_noise": [Interval(float, 0, None)], "ref_beta": [Interval(float, 0, None)],
     "n_train": [Interval(int, 2, None), NONE], "split_seed": [Interval(int, 0, None)],
     **{k: _RATE for k in ("lr", "weight_decay", "vib_beta", "pib_beta", "temperature_scale", "dual_gamma",
                           "dual_ce_weight")},
@@ -141,6 +252,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     "digits": {},
     # reduced budget for a 2-core CPU: 20 epochs of 784-256-256-10
     "mnist": {"dataset": "mnist", "hidden": (256, 256), "epochs": 20, "batch_size": 128, "lr": 0.05},
+    # Wang et al.'s reference recipe on MNIST-8k/2k with a small CNN (the claims wang-pib-vs-*-mnist):
+    # second phase capped at 40 epochs (reference 100; lr cut at the same fractions, 0.5 and 0.8)
+    "mnist_reference": {"dataset": "mnist", "model": "cnn", "cnn_channels": (8, 16), "cnn_dense": 32,
+                        "pib_recipe": "reference", "batch_size": 32, "lr": 1e-3, "epochs": 40,
+                        "lr_milestones": (20, 32), "weight_decay": 1e-4, "dropout": 0.1,
+                        "pib_fisher": "mean_gradient"},
 }
 
 
@@ -175,10 +292,36 @@ class _Deterministic(nn.Module):
         return self.vib.decoder(mu)
 
 
+def _build_cnn(cfg: Config, seed: int, in_features: int, n_classes: int) -> nn.Module:
+    """The small CNN of ``model='cnn'``: ConvNet's layers with ``seed``, dropout after the dense layer."""
+    import math
+
+    from ..models import ConvNet
+
+    side = math.isqrt(in_features)
+    if side * side != in_features:
+        raise ValueError(f"The 'model' 'cnn' of ib_compare needs square one-channel images; the data has "
+                         f"{in_features} features per example.")
+    net = ConvNet(1, side, channels=cfg.cnn_channels, dense=cfg.cnn_dense, n_classes=n_classes,
+                  activation=cfg.activation, init="he", seed=seed)
+    layers: list[nn.Module] = [nn.Unflatten(1, (1, side, side))]
+    k = len(cfg.cnn_channels) + 1
+    for i in range(1, k):
+        layers += [getattr(net, f"conv{i}"), getattr(net, f"hidden{i}")]
+    layers += [net.flatten, getattr(net, f"fc{k}"), getattr(net, f"hidden{k}")]
+    if cfg.method == "dropout" and cfg.dropout > 0:
+        layers.append(nn.Dropout(cfg.dropout))
+    layers.append(net.logits)
+    return nn.Sequential(*layers)
+
+
 def _build(cfg: Config, seed: int, in_features: int, n_classes: int) -> nn.Module:
-    """The same trunk initialization (MLP with ``seed``) for every method."""
+    """The same trunk initialization (MLP or CNN with ``seed``) for every method."""
     from ..models import MLP
     from ..objectives import StochasticEncoder, VIBClassifier
+
+    if cfg.model == "cnn":
+        return _build_cnn(cfg, seed, in_features, n_classes)
 
     mlp = MLP(in_features, cfg.hidden, n_classes, activation=cfg.activation, init="he", seed=seed)
     n_hidden = len(cfg.hidden)
@@ -240,6 +383,172 @@ def _accuracy(probs: torch.Tensor, y: torch.Tensor) -> float:
     return float((probs.argmax(-1) == y).double().mean())
 
 
+class _EarlyStopping(Callback):
+    """Early stopping of the reference recipe (a :class:`ibscope.training.Callback`).
+
+    The validation accuracy after every epoch (not at epoch 0: the reference's
+    candidates are the states after each epoch); training stops after
+    ``patience`` epochs without a strictly better one; :meth:`restore` loads
+    the best epoch's weights (kept in memory).
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, patience: int):
+        self.model, self.x, self.y, self.patience = model, x, y, patience
+        self.best, self.best_epoch, self.wait, self.epochs_run = -1.0, 0, 0, 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def on_epoch_end(self, state: Any) -> None:
+        if state.epoch == 0:
+            return
+        self.epochs_run = state.epoch
+        was = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            acc = _accuracy(torch.cat([self.model(self.x[i:i + 1000]) for i in range(0, len(self.y), 1000)]), self.y)
+        self.model.train(was)
+        if acc > self.best:
+            self.best, self.best_epoch, self.wait = acc, state.epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                state.stop_training = True
+
+    def restore(self) -> None:
+        """Load the weights of the best validation epoch (none yet: keep the current ones)."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+
+class _MeanGradientTerm:
+    """The IIW term of the reference code (``pib_fisher='mean_gradient'``): sum_k (dw_k . g_k)^2.
+
+    Over the weight tensors k (biases left out), dw_k = w_k - w0_k and g_k
+    the sum of ``n_batches`` minibatch-mean cross-entropy gradients of
+    ``batch`` training examples drawn with replacement, divided by
+    ceil(n / ``batch``) -- the reference's scaling. g is recomputed at the
+    start of every epoch from the second on and frozen within the epoch;
+    in the first epoch the term is 0 (the reference adds it from its second
+    SGLD epoch). ``term(model)`` is differentiable in dw (nats, unweighted).
+
+    References
+    ----------
+    .. [1] Z. Wang et al., "PAC-Bayes information bottleneck", ICLR 2022
+       (the authors' code, ``src/pib_utils.py`` and ``src/models.py``).
+    """
+
+    def __init__(self, model: nn.Module, prior: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                 steps_per_epoch: int, seed: int, *, n_batches: int = 10, batch: int = 1000):
+        self.names = [k for k, p in model.named_parameters() if p.requires_grad and k.endswith("weight")]
+        self.prior = {k: prior[k].detach() for k in self.names}
+        self.x, self.y, self.steps_per_epoch = x, y, steps_per_epoch
+        self.n_batches, self.batch = n_batches, batch
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        self.calls = 0
+        self.g: dict[str, torch.Tensor] | None = None
+
+    def refresh(self, model: nn.Module) -> None:
+        """g at the current weights (see the class docstring)."""
+        params = dict(model.named_parameters())
+        total = {k: torch.zeros_like(params[k]) for k in self.names}
+        n = len(self.y)
+        for _ in range(self.n_batches):
+            idx = torch.randint(n, (self.batch,), generator=self.generator).to(self.x.device)
+            loss = nn.functional.cross_entropy(model(self.x[idx]), self.y[idx])
+            grads = torch.autograd.grad(loss, [params[k] for k in self.names])
+            for k, g in zip(self.names, grads, strict=True):
+                total[k] += g
+        scale = 1.0 / -(-n // self.batch)
+        self.g = {k: v.detach() * scale for k, v in total.items()}
+
+    def __call__(self, model: nn.Module) -> torch.Tensor:
+        epoch, position = divmod(self.calls, self.steps_per_epoch)
+        self.calls += 1
+        ref = next(model.parameters())
+        if epoch == 0:
+            return torch.zeros((), dtype=ref.dtype, device=ref.device)
+        if position == 0 or self.g is None:
+            self.refresh(model)
+        params = dict(model.named_parameters())
+        return sum((((params[k] - self.prior[k]) * self.g[k]).sum() ** 2 for k in self.names),
+                   torch.zeros((), dtype=ref.dtype, device=ref.device))
+
+
+def _run_reference(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.device,
+                   progress: bool) -> tuple[nn.Module, dict[str, int], Any]:
+    """The two-phase recipe of Wang et al.'s reference code (module docstring); the trained model,
+    the epochs run, and the initialization (prior of the reported IIW)."""
+    from ..data import train_test_split
+    from ..objectives import SGLD, PIBLoss
+    from ..training import BatchLoss, LRSchedulerCallback, fit
+    from ..weights import heldout_prior, init_prior
+
+    split = train_test_split(len(d["y_train"]), train_fraction=1 - cfg.val_fraction, seed=cfg.split_seed,
+                             stratify=d["y_train"])
+    xtr = torch.as_tensor(d["x_train"][split.train], device=dev)
+    ytr = torch.as_tensor(d["y_train"][split.train], device=dev)
+    xva = torch.as_tensor(d["x_train"][split.test], device=dev)
+    yva = torch.as_tensor(d["y_train"][split.test], device=dev)
+    n, n_classes = xtr.shape[0], int(max(d["y_train"].max(), d["y_test"].max())) + 1
+    model = _build(cfg, seed, xtr.shape[1], n_classes).to(dev)
+    init = init_prior(model)
+    l2 = cfg.weight_decay if cfg.method == "l2" else 0.0
+    ce = nn.functional.cross_entropy
+
+    # phase 1: Adam pre-training with early stopping (every method, its own regularizer)
+    stop1 = _EarlyStopping(model, xva, yva, cfg.pretrain_patience)
+    fit(model, nn.CrossEntropyLoss(), (xtr, ytr), torch.optim.Adam(model.parameters(), lr=cfg.pretrain_lr,
+                                                                    weight_decay=l2),
+        epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, seed=seed, device=dev, callbacks=[stop1],
+        progress=progress, desc=f"{cfg.method} seed {seed} pre-training")
+    stop1.restore()
+
+    # phase 2: SGLD (temperature 0 = plain SGD except for PIB), lr decay, early stopping
+    loss_fn: Any = nn.CrossEntropyLoss()
+    temperature = 0.0
+    if cfg.method == "pib":
+        prior_net = _build(cfg, seed + 30_000, xtr.shape[1], n_classes).to(dev)
+        val_batches = [(xva[i:i + cfg.batch_size], yva[i:i + cfg.batch_size])
+                       for i in range(0, len(yva), cfg.batch_size)]
+        prior = heldout_prior(prior_net, ce, val_batches, epochs=cfg.prior_epochs, lr=cfg.prior_lr,
+                              optimizer="adam", seed=seed)
+        gen = torch.Generator().manual_seed(seed + 1)
+
+        def draw() -> list[tuple[torch.Tensor, torch.Tensor]]:
+            idx = torch.randperm(n, generator=gen)[:cfg.pib_examples].to(dev)
+            return [(xtr[i], ytr[i]) for i in torch.split(idx, 256)]
+
+        steps_per_epoch = -(-n // cfg.batch_size)
+        if cfg.pib_fisher == "per_example":
+            pib = PIBLoss(model, 2.0 * cfg.ref_beta / n, n_train=n, prior_mean=prior, loss_fn=ce, batches=draw,
+                          interval=steps_per_epoch, unit="nats")
+
+            def penalty_of(m: nn.Module) -> torch.Tensor:
+                return pib(m)[0]
+        else:
+            term = _MeanGradientTerm(model, prior, xtr, ytr, steps_per_epoch, seed)
+
+            def penalty_of(m: nn.Module) -> torch.Tensor:
+                return cfg.ref_beta * term(m)
+
+        def objective(m: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, float]]:
+            nll = ce(m(batch[0]), batch[1])
+            penalty = penalty_of(m)
+            return nll + penalty, {"nll": float(nll.detach()), "penalty": float(penalty.detach())}
+
+        loss_fn = BatchLoss(objective)
+        temperature = cfg.sgld_noise / (2.0 * cfg.lr)
+    opt = SGLD(model.parameters(), lr=cfg.lr, temperature=temperature, weight_decay=l2, seed=seed)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.lr_milestones), gamma=0.1)
+    stop2 = _EarlyStopping(model, xva, yva, cfg.patience)
+    fit(model, loss_fn, (xtr, ytr), opt, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed + 50_000,
+        device=dev, callbacks=[LRSchedulerCallback(sched, "epoch"), stop2], progress=progress,
+        desc=f"{cfg.method} seed {seed}")
+    stop2.restore()
+    model.eval()
+    return model, {"pretrain_epochs_run": stop1.epochs_run, "epochs_run": stop2.epochs_run}, (xtr, ytr, init)
+
+
 # --------------------------------------------------------------------------- #
 # one seed
 # --------------------------------------------------------------------------- #
@@ -258,6 +567,8 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     torch.manual_seed(seed)
     dev = torch.device(cfg.device)
     d = _data(cfg)
+    if cfg.pib_recipe == "reference":
+        return _reference_rows(cfg, seed, d, dev, progress)
     xtr, ytr = torch.as_tensor(d["x_train"], device=dev), torch.as_tensor(d["y_train"], device=dev)
     xte, yte = torch.as_tensor(d["x_test"], device=dev), torch.as_tensor(d["y_test"], device=dev)
     n, n_classes = xtr.shape[0], int(max(d["y_train"].max(), d["y_test"].max())) + 1
@@ -305,15 +616,40 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     m = min(cfg.iiw_examples, n)
     batches = [(xtr[i:i + 256], ytr[i:i + 256]) for i in range(0, m, 256)]
     info = iiw(iiw_model, nn.CrossEntropyLoss(reduction="none"), batches, prior_mean=prior, n_train=n, unit="bits")
+    return _rows(cfg, seed, n, acc_test, acc_train, info.total, extra)
+
+
+def _rows(cfg: Config, seed: int, n: int, acc_test: float, acc_train: float, iiw_bits: float,
+          extra: dict[str, Any]) -> pd.DataFrame:
     base = {"experiment": NAME, "dataset": cfg.dataset, "method": cfg.method, "seed": seed,
             "epochs": cfg.epochs, "n_train": n}
     rows = [
         {**base, "quantity": "test_accuracy", "value": acc_test, "unit": "fraction"},
         {**base, "quantity": "train_accuracy", "value": acc_train, "unit": "fraction"},
-        {**base, "quantity": "iiw", "value": info.total, "unit": "bits"},
+        {**base, "quantity": "iiw", "value": iiw_bits, "unit": "bits"},
     ]
     rows += [{**base, "quantity": k, "value": float(v), "unit": "count"} for k, v in extra.items()]
     return pd.DataFrame(rows)
+
+
+def _reference_rows(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.device,
+                    progress: bool) -> pd.DataFrame:
+    """Rows of one seed of ``pib_recipe='reference'`` (IIW against the initialization, as the other recipe)."""
+    from ..weights import iiw
+
+    model, extra, (xtr, ytr, init) = _run_reference(cfg, seed, d, dev, progress)
+    xte, yte = torch.as_tensor(d["x_test"], device=dev), torch.as_tensor(d["y_test"], device=dev)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([torch.softmax(model(x[i:i + 1000]).double(), -1) for i in range(0, len(x), 1000)])
+
+    acc_test, acc_train = _accuracy(predict(xte), yte), _accuracy(predict(xtr), ytr)
+    n = xtr.shape[0]
+    m = min(cfg.iiw_examples, n)
+    batches = [(xtr[i:i + 256], ytr[i:i + 256]) for i in range(0, m, 256)]
+    info = iiw(model, nn.CrossEntropyLoss(reduction="none"), batches, prior_mean=init, n_train=n, unit="bits")
+    return _rows(cfg, seed, n, acc_test, acc_train, info.total, extra)
 
 
 # --------------------------------------------------------------------------- #
