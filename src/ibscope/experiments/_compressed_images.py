@@ -61,7 +61,7 @@ import pandas as pd
 from scipy.special import ndtr
 
 from .._units import from_nats, nats_to
-from .._validation import Interval, Options
+from .._validation import NONE, Interval, Options
 from ..store import atomic_write_json, atomic_write_parquet
 from . import as_config, check_sizes, settings_hash, validate_config
 
@@ -125,9 +125,18 @@ class Config:
     k: int = 5                          # neighbours of the inner estimator (paper: 5)
     whiten: bool = True                 # whiten each variable's codes (paper: yes)
     ae_max_epochs: int = 200            # autoencoder: at most this many epochs ...
-    ae_patience: int = 10               # ... stopping when the held-out MSE improves < 1% over this many
+    ae_patience: int | None = 10        # ... stopping when the held-out MSE improves < 1% over this many
+                                        # (None: always ae_max_epochs, the paper's fixed epochs)
+    ae_lr_decays: int = 0               # the stopping rule first divides the lr by 10 this many times
     ae_channels: tuple[int, ...] = (16, 32)
     ae_dense: int = 128
+    ae_lr: float = 1e-3                 # Adam learning rate (paper: 1e-3)
+    ae_batch_size: int = 128            # minibatch size (paper: 5000)
+    ae_loss: str = "mse"                # training loss, 'mse' or 'mae' (paper: 'mae')
+    ae_zoom: float = 0.0                # random zoom-in of the training images by up to this fraction
+                                        # per axis, fresh every epoch (paper, blobs: 0.2)
+    ae_input_noise: float = 0.0         # training-time Gaussian noise on the encoder input (paper: 0.1)
+    ae_code_noise: float = 0.0          # training-time Gaussian noise on the code (paper: 0.02)
     unit: str = "bits"
 
     def __post_init__(self) -> None:
@@ -175,8 +184,11 @@ _CONSTRAINTS: dict[str, list] = {  # 'task' first: the other defaults follow fro
     "task": [Options(TASKS)], "compression": [Options(COMPRESSIONS)], "estimator": [Options(ESTIMATORS)],
     "unit": [Options(("bits", "nats"))],
     **{name: [Interval(int, lo, None)] for name, lo in (("size", 8), ("dim", 1), ("n_samples", 10), ("n_fit", 20),
-                                                         ("k", 1), ("ae_max_epochs", 1), ("ae_patience", 1),
-                                                         ("ae_dense", 1))},
+                                                         ("k", 1), ("ae_max_epochs", 1), ("ae_dense", 1),
+                                                         ("ae_batch_size", 2), ("ae_lr_decays", 0))},
+    "ae_patience": [Interval(int, 1, None), NONE], "ae_loss": [Options(("mse", "mae"))],
+    "ae_lr": [Interval(float, 0, None, closed="neither")], "ae_zoom": [Interval(float, 0, 1, closed="left")],
+    "ae_input_noise": [Interval(float, 0, None)], "ae_code_noise": [Interval(float, 0, None)],
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -196,7 +208,9 @@ def _fit_compressor(cfg: Config, seed: int):
     if cfg.compression == "pca":
         return fit_pca(images, cfg.dim)
     return fit_autoencoder(images, cfg.dim, architecture="conv", channels=cfg.ae_channels, dense=cfg.ae_dense,
-                           max_epochs=cfg.ae_max_epochs, patience=cfg.ae_patience, seed=seed)
+                           max_epochs=cfg.ae_max_epochs, patience=cfg.ae_patience, lr_decays=cfg.ae_lr_decays,
+                           batch_size=cfg.ae_batch_size, lr=cfg.ae_lr, loss=cfg.ae_loss, zoom=cfg.ae_zoom,
+                           input_noise=cfg.ae_input_noise, code_noise=cfg.ae_code_noise, seed=seed)
 
 
 def _compressor_record(compressor) -> dict[str, Any]:
