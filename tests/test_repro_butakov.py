@@ -106,6 +106,11 @@ def test_compressed_images_arms_are_decided_separately_on_one_run():
     cfg = ci.Config(**spec.config)  # the paper profile is the paper's setting
     assert (cfg.n_samples, cfg.n_fit, cfg.k, cfg.whiten, cfg.estimator) == (5000, 6000, 5, True, "paper")
     assert cfg.mi_nats == pytest.approx(tuple(np.linspace(0, 10, 41)))
+    # the blob autoencoder trains with the paper's loss, augmentation and noise; the rectangles' as before
+    blob = ci.Config(**{**spec.config, "task": "blobs"}).ae_settings()
+    assert (blob.ae_loss, blob.ae_zoom, blob.ae_input_noise, blob.ae_code_noise) == ("mae", 0.2, 0.1, 0.02)
+    rect = ci.Config(**{**spec.config, "task": "rectangles"}).ae_settings()
+    assert (rect.ae_loss, rect.ae_zoom, rect.ae_input_noise, rect.ae_code_noise) == ("mse", 0.0, 0.0, 0.0)
     # each arm's statistic reads only its own rows
     rows = [{"seed": s, "compression": c, "true_mi": 1.0, "estimate": 1.0 + (0.5 if c == "pca" else 0.1) * (s + 1),
              "unit": "nats"} for s in range(3) for c in ("pca", "autoencoder")]
@@ -122,7 +127,9 @@ def test_compressed_images_arms_are_decided_separately_on_one_run():
                                         ("dim", 256), ("ae_zoom", 1.0), ("ae_zoom", -0.1), ("ae_loss", "l1"),
                                         ("ae_lr", 0.0), ("ae_batch_size", 1), ("ae_input_noise", -0.1),
                                         ("ae_code_noise", float("inf")), ("ae_lr_decays", -1),
-                                        ("ae_patience", 2.5)])
+                                        ("ae_patience", 2.5), ("ae_by_task", {"circles": {}}),
+                                        ("ae_by_task", {"blobs": {"zoom": 0.2}}),
+                                        ("ae_by_task", {"blobs": {"ae_zoom": 1.5}})])
 def test_compressed_images_config_errors_name_the_setting(key, value):
     with pytest.raises(ValueError, match=f"'{key}'"):
         ci.Config(**{**ci.PROFILES["test"], key: value})
@@ -204,6 +211,10 @@ def test_autoencoder_training_options_reach_the_fit(tmp_path, monkeypatch):
     rec = json.loads(next(tmp_path.glob("compressor_seed0_*.json")).read_text())
     assert rec["epochs"] == cfg.ae_max_epochs and not rec["converged"]  # patience None: fixed epochs
     assert "train_mae" in rec["history"][0]
+    # per-task settings: they replace the common ones for their task only
+    by = ci.Config(**{**ci.PROFILES["test"], "ae_by_task": {"blobs": {"ae_zoom": 0.2, "ae_channels": [2]}}})
+    assert (by.ae_settings().ae_zoom, by.ae_settings().ae_channels) == (0.2, (2,))
+    assert (by.ae_settings("rectangles").ae_zoom, by.ae_settings("rectangles").ae_channels) == (0.0, (4,))
     # the defaults train as before (MSE, no augmentation, the stopping rule)
     d = ci.Config()
     assert (d.ae_loss, d.ae_zoom, d.ae_input_noise, d.ae_code_noise, d.ae_patience, d.ae_lr_decays,
