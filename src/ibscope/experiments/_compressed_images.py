@@ -28,7 +28,9 @@ RandomZoom (-0.2, 0): ``ae_zoom=0.2``), with Gaussian noise of std 0.1 on
 the encoder's input and 0.02 on the code while training
 (``ae_input_noise``, ``ae_code_noise``). ``ae_lr_decays`` lets the
 stopping rule divide the learning rate by 10 before it stops (not the
-paper's). The codes are whitened and the MI is the
+paper's). ``ae_by_task`` sets any of them for one task only (e.g.
+``{'blobs': {'ae_loss': 'mae', 'ae_zoom': 0.2}}``); the settings a curve's
+autoencoder was trained with are written to its ``compressor_seed*.json``. The codes are whitened and the MI is the
 Kozachenko-Leonenko entropy difference with k = 5 neighbours, the weighted
 KL of Berrett et al. [2]_ when the joint code dimension exceeds 4
 (``estimator='paper'``; ``'ksg'``, ``'kl'``, ``'wkl'`` force one).
