@@ -365,3 +365,67 @@ def test_fit_autoencoder_refuses_non_square_images_and_bad_compressors():
         Compressed(compressor_x="pca")
     with pytest.raises((TypeError, ValueError), match="whiten"):
         Compressed(whiten="yes")
+
+
+class _Identity(nn.Module):
+    """encode / decoder are the identity: the augmented forward pass shows its input and target."""
+
+    def encode(self, x):
+        return x
+
+    def decoder(self, z):
+        return z
+
+
+def test_zoom_augmentation_and_training_noise_are_drawn_afresh():
+    from ibscope.estimators._compressed import _augmented_forward
+
+    side = 16
+    images = np.asarray(tasks.get("blobs_image", latent_dim=2, mi=1.0).sample(64, seed=3)[0], dtype=np.float32)
+    mean, scale = torch.as_tensor(images.mean(0)), float(images.std())
+    batch = (torch.as_tensor(images) - mean) / scale
+    gen = torch.Generator().manual_seed(0)
+    out, target = _augmented_forward(_Identity(), batch, mean, scale, side, 0.2, 0.0, 0.0, gen, "conv")
+    raw = target * scale + mean
+    # zooming in by 1/s per axis, s in [0.8, 1], enlarges each blob's mass by 1/(s_x s_y) in [1, 1.5625]
+    ratio = raw.sum(1) / torch.as_tensor(images).sum(1)
+    assert float(ratio.min()) > 0.98 and float(ratio.max()) < 1.6 and float(ratio.mean()) > 1.1
+    assert torch.equal(out, target)  # no noise: the target is the (zoomed) input itself
+    _, again = _augmented_forward(_Identity(), batch, mean, scale, side, 0.2, 0.0, 0.0, gen, "conv")
+    assert float((again - target).abs().max()) > 0.1  # a fresh zoom every call (every minibatch)
+    # no zoom: the target is the batch; the noise is on the input (units of the data) and on the code
+    out, target = _augmented_forward(_Identity(), batch, mean, scale, side, 0.0, 0.1, 0.0, gen, "conv")
+    assert torch.equal(target, batch)
+    assert float(((out - target) * scale).std()) == pytest.approx(0.1, rel=0.05)
+    out, target = _augmented_forward(_Identity(), batch, mean, scale, side, 0.0, 0.0, 0.02, gen, "conv")
+    assert float((out - target).std()) == pytest.approx(0.02, rel=0.05)
+
+
+def test_fit_autoencoder_paper_training_options(blobs2):
+    task, x, _ = blobs2
+    train = np.vstack(task.sample(300, seed=5))
+    kw = dict(channels=(4,), dense=8, batch_size=64, seed=0)
+    plain = fit_autoencoder(train, 2, max_epochs=2, patience=None, **kw)
+    paper = fit_autoencoder(train, 2, max_epochs=2, patience=None, loss="mae", zoom=0.2, input_noise=0.1,
+                            code_noise=0.02, **kw)
+    assert "train_mae" in paper.history[0] and "train_mse" in plain.history[0]
+    assert np.abs(paper.encode(x[:200]) - plain.encode(x[:200])).max() > 1e-3  # the options train differently
+    # patience=None: a fixed number of epochs, whatever the held-out error does
+    fixed = fit_autoencoder(train, 2, max_epochs=6, patience=None, min_improvement=0.99, **kw)
+    assert fixed.epochs == 6 and not fixed.converged
+    # lr_decays: the stopping rule (never met at a 99% improvement over 2 epochs) first divides the lr by 10
+    decayed = fit_autoencoder(train, 2, max_epochs=30, patience=2, min_improvement=0.99, lr_decays=2, **kw)
+    assert decayed.converged and decayed.epochs == 9
+    assert [h["lr"] for h in decayed.history] == pytest.approx([1e-3] * 3 + [1e-4] * 3 + [1e-5] * 3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"loss": "l1"}, "'loss'"), ({"zoom": 1.0}, "'zoom'"), ({"zoom": -0.1}, "'zoom'"),
+    ({"input_noise": -1.0}, "'input_noise'"), ({"code_noise": float("nan")}, "'code_noise'"),
+    ({"lr_decays": -1}, "'lr_decays'"), ({"patience": 0}, "'patience'"), ({"lr": 0.0}, "'lr'"),
+    ({"zoom": 0.2, "architecture": "mlp"}, "'zoom'"),
+])
+def test_fit_autoencoder_bad_training_options_are_named(kwargs, match):
+    train = np.random.default_rng(0).random((300, 64))
+    with pytest.raises(ValueError, match=match):
+        fit_autoencoder(train, 2, **kwargs)

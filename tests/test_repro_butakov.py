@@ -106,6 +106,11 @@ def test_compressed_images_arms_are_decided_separately_on_one_run():
     cfg = ci.Config(**spec.config)  # the paper profile is the paper's setting
     assert (cfg.n_samples, cfg.n_fit, cfg.k, cfg.whiten, cfg.estimator) == (5000, 6000, 5, True, "paper")
     assert cfg.mi_nats == pytest.approx(tuple(np.linspace(0, 10, 41)))
+    # the blob autoencoder trains with the paper's loss, augmentation and noise; the rectangles' as before
+    blob = ci.Config(**{**spec.config, "task": "blobs"}).ae_settings()
+    assert (blob.ae_loss, blob.ae_zoom, blob.ae_input_noise, blob.ae_code_noise) == ("mae", 0.2, 0.1, 0.02)
+    rect = ci.Config(**{**spec.config, "task": "rectangles"}).ae_settings()
+    assert (rect.ae_loss, rect.ae_zoom, rect.ae_input_noise, rect.ae_code_noise) == ("mse", 0.0, 0.0, 0.0)
     # each arm's statistic reads only its own rows
     rows = [{"seed": s, "compression": c, "true_mi": 1.0, "estimate": 1.0 + (0.5 if c == "pca" else 0.1) * (s + 1),
              "unit": "nats"} for s in range(3) for c in ("pca", "autoencoder")]
@@ -119,7 +124,12 @@ def test_compressed_images_arms_are_decided_separately_on_one_run():
 @pytest.mark.parametrize("key, value", [("compression", "jpeg"), ("mi_nats", [-1.0]), ("latent_dim", 5),
                                         ("unit", "bans"), ("k", 200), ("size", 4), ("task", "circles"),
                                         ("estimator", "mine"), ("n_fit", 5), ("ae_patience", 0), ("whiten", 1),
-                                        ("dim", 256)])
+                                        ("dim", 256), ("ae_zoom", 1.0), ("ae_zoom", -0.1), ("ae_loss", "l1"),
+                                        ("ae_lr", 0.0), ("ae_batch_size", 1), ("ae_input_noise", -0.1),
+                                        ("ae_code_noise", float("inf")), ("ae_lr_decays", -1),
+                                        ("ae_patience", 2.5), ("ae_by_task", {"circles": {}}),
+                                        ("ae_by_task", {"blobs": {"zoom": 0.2}}),
+                                        ("ae_by_task", {"blobs": {"ae_zoom": 1.5}})])
 def test_compressed_images_config_errors_name_the_setting(key, value):
     with pytest.raises(ValueError, match=f"'{key}'"):
         ci.Config(**{**ci.PROFILES["test"], key: value})
@@ -183,6 +193,32 @@ def test_compressor_is_fitted_once_per_curve_on_separate_images(tmp_path, monkey
     assert rec["kind"] == "autoencoder" and rec["epochs"] == 2 and len(rec["history"]) == 2
     assert rec["reconstruction_mse"] == pytest.approx(min(h["val_mse"] for h in rec["history"]))
     assert list(df["estimator"].unique()) == ["autoencoder+whitened kl5"]
+
+
+def test_autoencoder_training_options_reach_the_fit(tmp_path, monkeypatch):
+    from ibscope.estimators import _compressed
+
+    seen = []
+    real = _compressed.fit_autoencoder
+    monkeypatch.setattr(_compressed, "fit_autoencoder", lambda train, dim, **k: seen.append(k) or real(
+        train, dim, **k))
+    opts = {"ae_loss": "mae", "ae_zoom": 0.2, "ae_input_noise": 0.1, "ae_code_noise": 0.02, "ae_lr": 2e-3,
+            "ae_batch_size": 100, "ae_patience": None, "ae_lr_decays": 1}
+    cfg = ci.Config(**{**ci.PROFILES["test"], "compression": "autoencoder", "mi_nats": (1.0,), **opts})
+    ci.run_seed(cfg, 0, tmp_path)
+    assert len(seen) == 1
+    assert {k: seen[0][k[3:]] for k in opts} == opts  # ae_<name> is fit_autoencoder's <name>
+    rec = json.loads(next(tmp_path.glob("compressor_seed0_*.json")).read_text())
+    assert rec["epochs"] == cfg.ae_max_epochs and not rec["converged"]  # patience None: fixed epochs
+    assert "train_mae" in rec["history"][0]
+    # per-task settings: they replace the common ones for their task only
+    by = ci.Config(**{**ci.PROFILES["test"], "ae_by_task": {"blobs": {"ae_zoom": 0.2, "ae_channels": [2]}}})
+    assert (by.ae_settings().ae_zoom, by.ae_settings().ae_channels) == (0.2, (2,))
+    assert (by.ae_settings("rectangles").ae_zoom, by.ae_settings("rectangles").ae_channels) == (0.0, (4,))
+    # the defaults train as before (MSE, no augmentation, the stopping rule)
+    d = ci.Config()
+    assert (d.ae_loss, d.ae_zoom, d.ae_input_noise, d.ae_code_noise, d.ae_patience, d.ae_lr_decays,
+            d.ae_batch_size, d.ae_lr) == ("mse", 0.0, 0.0, 0.0, 10, 0, 128, 1e-3)
 
 
 def test_compressed_images_units_ground_truth_and_resume(tmp_path, monkeypatch):

@@ -364,7 +364,7 @@ class FittedAutoencoder:
         The training data's column means and global standard deviation
         (later data is scaled with them).
     history : list of dict
-        Per epoch: 'epoch', 'train_mse' and 'val_mse' (held-out
+        Per epoch: 'epoch', 'train_mse' (or 'train_mae', the training loss), 'val_mse' (held-out
         reconstruction error, in the scaled units).
     epochs : int
         Epochs trained; ``converged`` says whether the stopping rule (not
@@ -470,11 +470,46 @@ def fit_pca(train: Any, dim: int) -> FittedPCA:
     return FittedPCA(mean, vh[:dim].T.contiguous(), ratio)
 
 
+def _augmented_forward(model: nn.Module, batch: torch.Tensor, mean: torch.Tensor, scale: float, side: int,
+                       zoom: float, input_noise: float, code_noise: float, gen: torch.Generator,
+                       architecture: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training forward pass with the zoom-in augmentation and the input / code noise.
+
+    Returns the reconstruction and its target: ``batch`` itself, or with
+    ``zoom`` the zoomed images (an augmented image is a new training image,
+    input and target alike); the noise is never part of the target.
+    """
+    dev = batch.device
+    x = batch
+    if zoom > 0:
+        n = x.shape[0]
+        raw = (x * scale + mean).reshape(n, 1, side, side)  # zoom the images, not the centred data
+        s = 1.0 - zoom * torch.rand((n, 2), generator=gen).to(dev)
+        theta = torch.zeros((n, 2, 3), device=dev, dtype=x.dtype)
+        theta[:, 0, 0], theta[:, 1, 1] = s[:, 0], s[:, 1]  # sample a centred window of s * side: zoom in
+        grid = torch.nn.functional.affine_grid(theta, list(raw.shape), align_corners=False)
+        raw = torch.nn.functional.grid_sample(raw, grid, mode="bilinear", padding_mode="zeros",
+                                              align_corners=False)
+        x = _flush_subnormal((raw.reshape(n, -1) - mean) / scale)
+    inp = x
+    if input_noise > 0:
+        inp = x + (input_noise / scale) * torch.randn(x.shape, generator=gen).to(dev)
+    if architecture == "conv":
+        code = model.encode(inp)
+    else:
+        code = model.encoder(inp)
+    if code_noise > 0:
+        code = code + code_noise * torch.randn(code.shape, generator=gen).to(dev)
+    out = model.decoder(code)
+    return out, x
+
+
 def fit_autoencoder(train: Any, dim: int, *, architecture: str = "conv", channels: tuple[int, ...] = (16, 32),
                     dense: int = 128, hidden: tuple[int, ...] = (128, 64), max_epochs: int = 200,
-                    patience: int = 10, min_improvement: float = 0.01, val_fraction: float = 0.1,
+                    patience: int | None = 10, min_improvement: float = 0.01, val_fraction: float = 0.1,
                     batch_size: int = 128, lr: float = 1e-3, seed: int | None = 0,
-                    device: Any = None) -> FittedAutoencoder:
+                    device: Any = None, loss: str = "mse", zoom: float = 0.0, input_noise: float = 0.0,
+                    code_noise: float = 0.0, lr_decays: int = 0) -> FittedAutoencoder:
     """Fit an autoencoder on ``train`` (n, d) until its held-out reconstruction error converges.
 
     ``architecture='conv'`` (square single-channel images, d = side^2): the
@@ -483,12 +518,31 @@ def fit_autoencoder(train: Any, dim: int, *, architecture: str = "conv", channel
     units and a linear map to ``dim`` units with a tanh bottleneck; the
     decoder mirrors it (transposed convolutions), as in Butakov et al. [1]_.
     ``'mlp'``: the ELU MLP of :func:`autoencoder_compress` (``hidden``).
-    MSE loss, Adam. A seeded ``val_fraction`` of the rows is held out;
+    Adam on the MSE (or, ``loss='mae'``, the mean absolute error, the loss
+    of Butakov et al.'s image autoencoders). A seeded ``val_fraction`` of
+    the rows is held out;
     training stops when the best held-out MSE has improved by less than
     ``min_improvement`` (relative) over the last ``patience`` epochs, or at
-    ``max_epochs``; the weights of the best held-out epoch are kept. The
-    data is centred per column and divided by one global standard
-    deviation (kept for later data). Deterministic on CPU given ``seed``.
+    ``max_epochs`` (``patience=None``: always ``max_epochs``, as the paper
+    trains a fixed number of epochs); the weights of the best held-out epoch
+    are kept. With ``lr_decays`` > 0 the stopping rule first divides the
+    learning rate by 10 (at most ``lr_decays`` times, each time restarting
+    its window from the best weights so far) and only stops training once
+    the decays are used up. The data is centred per column and divided by
+    one global standard deviation (kept for later data). Deterministic on
+    CPU given ``seed``.
+
+    Training-time augmentation and noise, drawn afresh for every minibatch
+    of every epoch from a generator seeded by ``seed`` (none of them is
+    applied to the held-out rows or when encoding): ``zoom`` > 0 zooms
+    every training image in about its centre by a factor 1 / s, with s
+    drawn uniformly from [1 - zoom, 1] independently per axis (bilinear
+    resampling; Butakov et al.'s blob autoencoder used Keras' RandomZoom
+    with factors (-0.2, 0), i.e. ``zoom=0.2``; conv only);
+    ``input_noise`` adds Gaussian noise of that standard deviation (in
+    the units of ``train``) to the encoder's input and ``code_noise``
+    Gaussian noise of that standard deviation to the tanh code before the
+    decoder (their blob autoencoder: 0.1 and 0.02).
 
     Parameters
     ----------
@@ -501,10 +555,21 @@ def fit_autoencoder(train: Any, dim: int, *, architecture: str = "conv", channel
         Conv channels per stride-2 level and the dense width ('conv').
     hidden : tuple of int
         Hidden sizes ('mlp').
-    max_epochs, patience, min_improvement, val_fraction : int, int, float, float
+    max_epochs, patience, min_improvement, val_fraction : int, int or None, float, float
         The stopping rule (see above).
     batch_size, lr, seed, device
         Adam training; ``device`` None follows the input.
+    loss : {'mse', 'mae'}, default 'mse'
+        Training loss (the held-out error and the stopping rule are always
+        the MSE).
+    zoom : float in [0, 1), default 0.0
+        Random zoom-in augmentation (see above); 0 disables it.
+    input_noise, code_noise : float >= 0, default 0.0
+        Standard deviations of the training-time Gaussian noise on the
+        input (units of ``train``) and on the code.
+    lr_decays : int >= 0, default 0
+        How many times the stopping rule divides the learning rate by 10
+        before it stops training.
 
     Returns
     -------
@@ -521,9 +586,26 @@ def fit_autoencoder(train: Any, dim: int, *, architecture: str = "conv", channel
         raise ValueError(f"The 'architecture' of fit_autoencoder must be 'conv' or 'mlp'. "
                          f"Got {architecture!r} instead.")
     for name, v, lo in (("dim", dim, 1), ("max_epochs", max_epochs, 1), ("patience", patience, 1),
-                        ("batch_size", batch_size, 2), ("dense", dense, 1)):
+                        ("batch_size", batch_size, 2), ("dense", dense, 1), ("lr_decays", lr_decays, 0)):
+        if name == "patience" and v is None:
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"The '{name}' of fit_autoencoder must be an int >= {lo}. Got {v!r} instead.")
+            raise ValueError(f"The '{name}' of fit_autoencoder must be an int >= {lo}"
+                             f"{' or None' if name == 'patience' else ''}. Got {v!r} instead.")
+    if loss not in ("mse", "mae"):
+        raise ValueError(f"The 'loss' of fit_autoencoder must be 'mse' or 'mae'. Got {loss!r} instead.")
+    for name, v, hi in (("zoom", zoom, 1.0), ("input_noise", input_noise, math.inf),
+                        ("code_noise", code_noise, math.inf)):
+        if (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))
+                or not (0.0 <= v < hi)):
+            raise ValueError(f"The '{name}' of fit_autoencoder must be a number in [0, {hi:g}). "
+                             f"Got {v!r} instead.")
+    if zoom > 0 and architecture != "conv":
+        raise ValueError(f"The 'zoom' augmentation of fit_autoencoder needs architecture='conv' (images). "
+                         f"Got zoom={zoom!r} with architecture={architecture!r}.")
+    if not (isinstance(lr, (int, float, np.integer, np.floating)) and not isinstance(lr, bool)
+            and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"The 'lr' of fit_autoencoder must be a finite number > 0. Got {lr!r} instead.")
     if not (0.0 < val_fraction < 1.0):
         raise ValueError(f"The 'val_fraction' of fit_autoencoder must be in (0, 1). Got {val_fraction!r} instead.")
     if not (0.0 <= min_improvement < 1.0):
@@ -556,32 +638,47 @@ def fit_autoencoder(train: Any, dim: int, *, architecture: str = "conv", channel
         model = (_ConvAutoEncoder(side, dim, tuple(channels), dense) if architecture == "conv"
                  else _AutoEncoder(d, dim, tuple(hidden))).to(dev)
         gen = batch_generator()
+        # a separate generator for the augmentation, so that training without it is unchanged
+        aug = batch_generator() if (zoom > 0 or input_noise > 0 or code_noise > 0) else None
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         history: list[dict[str, float]] = []
         best, best_state, converged = math.inf, None, False
+        window_start, decays, cur_lr = 0, 0, float(lr)  # the stopping rule looks at history[window_start:]
         for epoch in range(1, max_epochs + 1):
             model.train()
             order = torch.randperm(tr.shape[0], generator=gen).to(dev)
             total, count = 0.0, 0
             for i in range(0, tr.shape[0] - batch_size + 1, batch_size):
                 batch = tr[order[i:i + batch_size]]
-                loss = ((model(batch) - batch) ** 2).mean()
+                if aug is None:
+                    out, target = model(batch), batch
+                else:
+                    out, target = _augmented_forward(model, batch, mean, scale, side, zoom, input_noise,
+                                                     code_noise, aug, architecture)
+                err = out - target
+                train_loss = (err ** 2).mean() if loss == "mse" else err.abs().mean()
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                train_loss.backward()
                 opt.step()
-                total, count = total + float(loss.detach()) * batch.shape[0], count + batch.shape[0]
+                total, count = total + float(train_loss.detach()) * batch.shape[0], count + batch.shape[0]
             model.eval()
             with torch.no_grad():
                 val_mse = float(((model(val) - val) ** 2).mean())
-            history.append({"epoch": epoch, "train_mse": total / max(count, 1), "val_mse": val_mse})
+            history.append({"epoch": epoch, f"train_{loss}": total / max(count, 1), "val_mse": val_mse,
+                            "lr": cur_lr})
             if val_mse < best:
                 best = val_mse
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if epoch > patience:
-                before = min(h["val_mse"] for h in history[:-patience])
+            if patience is not None and epoch - window_start > patience:
+                before = min(h["val_mse"] for h in history[window_start:-patience])
                 if best > (1.0 - min_improvement) * before:
-                    converged = True
-                    break
+                    if decays >= lr_decays:
+                        converged = True
+                        break
+                    decays, cur_lr, window_start = decays + 1, cur_lr / 10.0, epoch
+                    model.load_state_dict(best_state)
+                    for group in opt.param_groups:
+                        group["lr"] = cur_lr
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

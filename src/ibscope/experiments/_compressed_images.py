@@ -17,7 +17,20 @@ bottleneck), both fitted on ``n_fit`` (6000) *separate* images, never on the
 estimated samples; the autoencoder is trained until its held-out
 reconstruction error converges (:func:`ibscope.estimators._compressed.fit_autoencoder`;
 epochs and final MSE are recorded in every row and the per-epoch history in
-``compressor_seed<s>_<hash>.json``). The codes are whitened and the MI is the
+``compressor_seed<s>_<hash>.json``). The ``ae_*`` settings choose its
+training: by default Adam (lr 1e-3, batch 128) on the MSE until the
+held-out MSE improves by < 1% over ``ae_patience`` epochs; the paper's blob
+autoencoder (Information-v3, "Mutual Information tests (gaussian)") was
+trained on the mean absolute error (``ae_loss='mae'``) for a fixed 2000
+epochs (``ae_patience=None``, ``ae_max_epochs=2000``) in batches of 5000
+(``ae_batch_size``), each epoch on freshly zoomed-in images (Keras
+RandomZoom (-0.2, 0): ``ae_zoom=0.2``), with Gaussian noise of std 0.1 on
+the encoder's input and 0.02 on the code while training
+(``ae_input_noise``, ``ae_code_noise``). ``ae_lr_decays`` lets the
+stopping rule divide the learning rate by 10 before it stops (not the
+paper's). ``ae_by_task`` sets any of them for one task only (e.g.
+``{'blobs': {'ae_loss': 'mae', 'ae_zoom': 0.2}}``); the settings a curve's
+autoencoder was trained with are written to its ``compressor_seed*.json``. The codes are whitened and the MI is the
 Kozachenko-Leonenko entropy difference with k = 5 neighbours, the weighted
 KL of Berrett et al. [2]_ when the joint code dimension exceeds 4
 (``estimator='paper'``; ``'ksg'``, ``'kl'``, ``'wkl'`` force one).
@@ -52,7 +65,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +74,7 @@ import pandas as pd
 from scipy.special import ndtr
 
 from .._units import from_nats, nats_to
-from .._validation import Interval, Options
+from .._validation import NONE, Interval, Options
 from ..store import atomic_write_json, atomic_write_parquet
 from . import as_config, check_sizes, settings_hash, validate_config
 
@@ -125,9 +138,20 @@ class Config:
     k: int = 5                          # neighbours of the inner estimator (paper: 5)
     whiten: bool = True                 # whiten each variable's codes (paper: yes)
     ae_max_epochs: int = 200            # autoencoder: at most this many epochs ...
-    ae_patience: int = 10               # ... stopping when the held-out MSE improves < 1% over this many
+    ae_patience: int | None = 10        # ... stopping when the held-out MSE improves < 1% over this many
+                                        # (None: always ae_max_epochs, the paper's fixed epochs)
+    ae_lr_decays: int = 0               # the stopping rule first divides the lr by 10 this many times
     ae_channels: tuple[int, ...] = (16, 32)
     ae_dense: int = 128
+    ae_lr: float = 1e-3                 # Adam learning rate (paper: 1e-3)
+    ae_batch_size: int = 128            # minibatch size (paper: 5000)
+    ae_loss: str = "mse"                # training loss, 'mse' or 'mae' (paper: 'mae')
+    ae_zoom: float = 0.0                # random zoom-in of the training images by up to this fraction
+                                        # per axis, fresh every epoch (paper, blobs: 0.2)
+    ae_input_noise: float = 0.0         # training-time Gaussian noise on the encoder input (paper: 0.1)
+    ae_code_noise: float = 0.0          # training-time Gaussian noise on the code (paper: 0.02)
+    ae_by_task: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task: ae_* settings that
+                                        # replace the ones above for that task, e.g. {'blobs': {'ae_zoom': 0.2}}
     unit: str = "bits"
 
     def __post_init__(self) -> None:
@@ -162,6 +186,20 @@ class Config:
         if not isinstance(self.whiten, bool):
             raise ValueError(f"The 'whiten' of compressed_images must be a bool. Got {self.whiten!r} instead.")
         check_sizes(self.ae_channels, "ae_channels", "compressed_images")
+        if not isinstance(self.ae_by_task, dict) or not all(
+                t in TASKS and isinstance(o, dict) and set(o) <= _AE_FIELDS for t, o in self.ae_by_task.items()):
+            raise ValueError(f"The 'ae_by_task' of compressed_images must map tasks {TASKS} to dicts of "
+                             f"autoencoder settings {sorted(_AE_FIELDS)}. Got {self.ae_by_task!r} instead.")
+        for task in self.ae_by_task:
+            try:
+                self.ae_settings(task)
+            except ValueError as e:
+                raise ValueError(f"The 'ae_by_task' of compressed_images, task {task!r}: {e}") from None
+
+    def ae_settings(self, task: str | None = None) -> Config:
+        """This config with the ``ae_by_task`` settings of ``task`` (default: its own task) applied."""
+        over = self.ae_by_task.get(self.task if task is None else task, {})
+        return replace(self, ae_by_task={}, **over) if over else self
 
     @property
     def inner(self) -> str:
@@ -171,12 +209,17 @@ class Config:
         return "kl" if 2 * self.dim <= 4 else "wkl"
 
 
+_AE_FIELDS = {f.name for f in fields(Config) if f.name.startswith("ae_") and f.name != "ae_by_task"}
+
 _CONSTRAINTS: dict[str, list] = {  # 'task' first: the other defaults follow from it
     "task": [Options(TASKS)], "compression": [Options(COMPRESSIONS)], "estimator": [Options(ESTIMATORS)],
     "unit": [Options(("bits", "nats"))],
     **{name: [Interval(int, lo, None)] for name, lo in (("size", 8), ("dim", 1), ("n_samples", 10), ("n_fit", 20),
-                                                         ("k", 1), ("ae_max_epochs", 1), ("ae_patience", 1),
-                                                         ("ae_dense", 1))},
+                                                         ("k", 1), ("ae_max_epochs", 1), ("ae_dense", 1),
+                                                         ("ae_batch_size", 2), ("ae_lr_decays", 0))},
+    "ae_patience": [Interval(int, 1, None), NONE], "ae_loss": [Options(("mse", "mae"))],
+    "ae_lr": [Interval(float, 0, None, closed="neither")], "ae_zoom": [Interval(float, 0, 1, closed="left")],
+    "ae_input_noise": [Interval(float, 0, None)], "ae_code_noise": [Interval(float, 0, None)],
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -195,8 +238,11 @@ def _fit_compressor(cfg: Config, seed: int):
     images = _render(cfg.task, z, cfg.size)
     if cfg.compression == "pca":
         return fit_pca(images, cfg.dim)
+    cfg = cfg.ae_settings()
     return fit_autoencoder(images, cfg.dim, architecture="conv", channels=cfg.ae_channels, dense=cfg.ae_dense,
-                           max_epochs=cfg.ae_max_epochs, patience=cfg.ae_patience, seed=seed)
+                           max_epochs=cfg.ae_max_epochs, patience=cfg.ae_patience, lr_decays=cfg.ae_lr_decays,
+                           batch_size=cfg.ae_batch_size, lr=cfg.ae_lr, loss=cfg.ae_loss, zoom=cfg.ae_zoom,
+                           input_noise=cfg.ae_input_noise, code_noise=cfg.ae_code_noise, seed=seed)
 
 
 def _compressor_record(compressor) -> dict[str, Any]:
@@ -253,8 +299,11 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
             continue
         if compressor is None:  # fitted once per curve, only when a cell is left to do
             compressor = _fit_compressor(cfg, seed)
+            training = ({f: getattr(cfg.ae_settings(), f) for f in sorted(_AE_FIELDS)}
+                        if cfg.compression == "autoencoder" else {})
             atomic_write_json(out / f"compressor_seed{seed}_{chash}.json",
-                              {"seed": seed, "config_hash": chash, **_compressor_record(compressor)})
+                              {"seed": seed, "config_hash": chash, **_compressor_record(compressor),
+                               **({"training": training} if training else {})})
         row = pd.DataFrame([{**_cell(cfg, seed, i, m, compressor), "seed": seed}])
         atomic_write_parquet(cell_file, row)
         rows.append(row)
