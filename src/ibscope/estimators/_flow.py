@@ -31,6 +31,8 @@ the sample covariance of (f_X(x), f_Y(y)) over the held-out rows (``flow``),
 or -1/2 sum log(1 - r_i^2) with r_i the held-out sample correlation of each
 canonical pair (``flow_tridiag``). Evaluating on held-out rows keeps the
 value from reading the flows' overfitting as dependence.
+The loop is the shared early-stopping engine, ``_train.train_early_stopping``
+(with the gradient norm clipped at 10).
 
 The flow of each variable (ours; the paper uses RealNVP/Glow-type flows [2]_)
 is a stack of ``n_blocks`` blocks, each: a coordinate-wise sinh-arcsinh map

@@ -34,6 +34,7 @@ encoders of the best held-out epoch are kept. The estimate is KSG (algorithm
 clipped at 0. KSG
 never sees a row the encoders were trained on, so the encoders' overfitting
 cannot pass for dependence.
+The loop is the shared early-stopping engine, ``_train.train_early_stopping``.
 
 References
 ----------

@@ -29,6 +29,8 @@ estimate is that critic's held-out bound, clipped at 0 (a lower bound on a
 non-negative quantity). Picking the best of many noisy held-out values has a
 small upward selection bias, of the order of the held-out bound's standard
 error.
+The training loop is the engine shared with the flows and latent KSG,
+``_train.train_early_stopping``.
 
 References
 ----------
