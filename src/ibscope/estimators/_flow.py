@@ -31,6 +31,8 @@ the sample covariance of (f_X(x), f_Y(y)) over the held-out rows (``flow``),
 or -1/2 sum log(1 - r_i^2) with r_i the held-out sample correlation of each
 canonical pair (``flow_tridiag``). Evaluating on held-out rows keeps the
 value from reading the flows' overfitting as dependence.
+The loop is the shared early-stopping engine, ``_train.train_early_stopping``
+(with the gradient norm clipped at 10).
 
 The flow of each variable (ours; the paper uses RealNVP/Glow-type flows [2]_)
 is a stack of ``n_blocks`` blocks, each: a coordinate-wise sinh-arcsinh map
@@ -55,7 +57,6 @@ References
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -71,16 +72,14 @@ from .._validation import (
     is_torch,
     resolve_device,
 )
-from . import _diagnostics as diag
 from ._neural import (
     _MIN_SPLIT,
     TRAINING_CONSTRAINTS,
     _as_numpy,
-    batch_generator,
     check_hidden,
     held_out_split,
-    seeded,
 )
+from ._train import train_early_stopping
 from .base import CONTINUOUS, BaseMIEstimator
 
 __all__ = ["Flow", "FlowTridiag", "MarginalFlow", "gaussian_mi_from_samples"]
@@ -344,13 +343,7 @@ class _FlowMI(BaseMIEstimator):
         yt = self._preprocess(y, "y", train_idx, device)
         tr = torch.as_tensor(train_idx, device=device)
         te = torch.as_tensor(test_idx, device=device)
-        with seeded(self.seed, device):
-            kw = dict(n_blocks=self.n_blocks, n_terms=self.n_terms, hidden=tuple(self.hidden))
-            self.flow_x_ = MarginalFlow(xt.shape[1], **kw).to(device)
-            self.flow_y_ = MarginalFlow(yt.shape[1], **kw).to(device)
-            self.base_ = self._init_base(xt.shape[1], yt.shape[1], device)
-            gen = batch_generator()
-            self._train(xt[tr], yt[tr], xt[te], yt[te], gen)
+        self._train(xt[tr], yt[tr], xt[te], yt[te], device)
         with torch.no_grad():
             _, zx, zy = self._loglik(xt[te], yt[te])
         if not (bool(torch.isfinite(zx).all()) and bool(torch.isfinite(zy).all())):
@@ -358,54 +351,41 @@ class _FlowMI(BaseMIEstimator):
                                      "non-finite values; lower 'lr'.")
         return self._closed_form(zx, zy)
 
-    def _modules(self) -> nn.ModuleList:
-        return nn.ModuleList([self.flow_x_, self.flow_y_, self.base_])
+    def _train(self, x_tr, y_tr, x_te, y_te, device: torch.device) -> None:
+        """Fit flows and base by the shared early-stopping engine (``_train.train_early_stopping``).
 
-    def _train(self, x_tr, y_tr, x_te, y_te, gen: torch.Generator) -> None:
-        mods = self._modules()
-        opt = torch.optim.Adam(mods.parameters(), lr=self.lr)
-        n_tr = x_tr.shape[0]
-        b = min(self.batch_size, n_tr)
-        n_batches = max(1, n_tr // b)  # drop the last partial batch
-        self.history_: list[dict[str, float]] = []
-        best_val, best_state, best_epoch, waited = -math.inf, None, 0, 0
-        for epoch in range(1, self.max_epochs + 1):
-            mods.train()
-            order = torch.randperm(n_tr, generator=gen).to(x_tr.device)
-            total = 0.0
-            for i in range(n_batches):
-                idx = order[i * b:(i + 1) * b]
-                ll, _, _ = self._loglik(x_tr[idx], y_tr[idx])
-                loss = -ll.mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(mods.parameters(), 10.0)
-                opt.step()
-                total += float(-loss.detach())
-            mods.eval()
-            with torch.no_grad():
-                ll_te, zx, zy = self._loglik(x_te, y_te)
-                val = float(ll_te.mean())
-                try:
-                    mi = from_nats(self._closed_form(zx, zy), self.unit) if math.isfinite(val) \
-                        else math.nan
-                except FloatingPointError:
-                    mi = math.nan
-            self.history_.append({"epoch": epoch, "train": total / n_batches, "test": val, "mi": mi})
-            if math.isfinite(val) and val > best_val:
-                best_val, best_epoch, waited = val, epoch, 0
-                best_state = copy.deepcopy(mods.state_dict())
-            else:
-                waited += 1
-                if waited >= self.patience:
-                    break
-        if best_state is None:
-            raise FloatingPointError(f"{type(self).__name__}: the held-out likelihood was never "
-                                     "finite; lower 'lr' or check the input scale.")
-        mods.load_state_dict(best_state)
-        mods.eval()
-        self.best_epoch_ = best_epoch
-        self.converged_ = not diag.critic_not_converged(self.history_, self.max_epochs, self.patience)
+        Batch loss: minus the mean log-likelihood (gradients clipped at norm
+        10); held-out objective: the mean held-out log-likelihood.
+        """
+        def build() -> nn.ModuleList:
+            kw = dict(n_blocks=self.n_blocks, n_terms=self.n_terms, hidden=tuple(self.hidden))
+            self.flow_x_ = MarginalFlow(x_tr.shape[1], **kw).to(device)
+            self.flow_y_ = MarginalFlow(y_tr.shape[1], **kw).to(device)
+            self.base_ = self._init_base(x_tr.shape[1], y_tr.shape[1], device)
+            return nn.ModuleList([self.flow_x_, self.flow_y_, self.base_])
+
+        def batch_loss(mods: nn.ModuleList, xb: torch.Tensor, yb: torch.Tensor):
+            ll, _, _ = self._loglik(xb, yb)
+            loss = -ll.mean()
+            return loss, -loss.detach()
+
+        def held_out(mods: nn.ModuleList) -> tuple[float, dict[str, float]]:
+            ll_te, zx, zy = self._loglik(x_te, y_te)
+            val = float(ll_te.mean())
+            try:
+                mi = from_nats(self._closed_form(zx, zy), self.unit) if math.isfinite(val) \
+                    else math.nan
+            except FloatingPointError:
+                mi = math.nan
+            return val, {"mi": mi}
+
+        fit = train_early_stopping(
+            build, x_tr, y_tr, batch_loss, held_out, lr=self.lr, batch_size=self.batch_size,
+            max_epochs=self.max_epochs, patience=self.patience, seed=self.seed, device=device,
+            clip_norm=10.0, owner=type(self).__name__, objective="held-out likelihood")
+        self.history_ = fit.history
+        self.best_epoch_ = fit.best_epoch
+        self.converged_ = fit.converged
 
     def _extra_flags(self, x, y, discrete_x, discrete_y) -> tuple[str, ...]:
         return () if self.converged_ else ("critic_not_converged",)

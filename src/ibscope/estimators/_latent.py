@@ -34,6 +34,7 @@ encoders of the best held-out epoch are kept. The estimate is KSG (algorithm
 clipped at 0. KSG
 never sees a row the encoders were trained on, so the encoders' overfitting
 cannot pass for dependence.
+The loop is the shared early-stopping engine, ``_train.train_early_stopping``.
 
 References
 ----------
@@ -48,7 +49,6 @@ References
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -56,20 +56,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._units import from_nats
 from .._validation import Interval, Options, is_torch, resolve_device
-from . import _diagnostics as diag
 from ._knn import ksg1_brute, ksg_mi
 from ._neural import (
     _ACTIVATIONS,
     _MIN_SPLIT,
     TRAINING_CONSTRAINTS,
     _mlp,
-    batch_generator,
     check_hidden,
     held_out_split,
-    seeded,
 )
+from ._train import history_in_unit, train_early_stopping
 from .base import CONTINUOUS, BaseMIEstimator
 
 __all__ = ["LatentKSG"]
@@ -254,11 +251,7 @@ class LatentKSG(BaseMIEstimator):
         te = torch.as_tensor(test_idx, device=device)
         kx, ky = min(self.latent_dim, xt.shape[1]), min(self.latent_dim, yt.shape[1])
         self.latent_dims_ = (kx, ky)
-        with seeded(self.seed, device):
-            self.model_ = _LatentModel(xt.shape[1], yt.shape[1], kx, ky, tuple(self.hidden),
-                                       self.activation).to(device)
-            gen = batch_generator()
-            self._train(xt[tr], yt[tr], xt[te], yt[te], gen)
+        self._train(xt[tr], yt[tr], xt[te], yt[te], kx, ky, device)
         with torch.no_grad():
             zx = self.model_.enc_x(xt[te]).to(torch.float64)
             zy = self.model_.enc_y(yt[te]).to(torch.float64)
@@ -272,7 +265,8 @@ class LatentKSG(BaseMIEstimator):
             value = ksg1_brute(zx, zy, self.k)
         return max(value, 0.0)  # MI is non-negative (KSG alone can dip below 0)
 
-    def _held_out(self, x_te: torch.Tensor, y_te: torch.Tensor) -> tuple[float, float]:
+    def _held_out(self, model: _LatentModel, x_te: torch.Tensor, y_te: torch.Tensor
+                  ) -> tuple[float, float]:
         """(loss, InfoNCE nats) on the held-out rows, averaged over chunks of <= batch_size."""
         n = x_te.shape[0]
         chunks = torch.tensor_split(torch.arange(n, device=x_te.device),
@@ -280,48 +274,33 @@ class LatentKSG(BaseMIEstimator):
         loss = nce = 0.0
         with torch.no_grad():
             for c in chunks:
-                lo, nc = self.model_.loss(x_te[c], y_te[c], self.recon_weight)
+                lo, nc = model.loss(x_te[c], y_te[c], self.recon_weight)
                 loss += float(lo) * len(c) / n
                 nce += float(nc) * len(c) / n
         return loss, nce
 
-    def _train(self, x_tr, y_tr, x_te, y_te, gen: torch.Generator) -> None:
-        model = self.model_
-        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-        n_tr = x_tr.shape[0]
-        b = min(self.batch_size, n_tr)
-        n_batches = max(1, n_tr // b)  # drop the last partial batch
-        self.history_: list[dict[str, float]] = []
-        best_val, best_state, best_epoch, waited = -math.inf, None, 0, 0
-        for epoch in range(1, self.max_epochs + 1):
-            model.train()
-            order = torch.randperm(n_tr, generator=gen).to(x_tr.device)
-            total = 0.0
-            for i in range(n_batches):
-                idx = order[i * b:(i + 1) * b]
-                loss, _ = model.loss(x_tr[idx], y_tr[idx], self.recon_weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
-            model.eval()
-            loss_te, val = self._held_out(x_te, y_te)
-            self.history_.append({"epoch": epoch, "train": -total / n_batches, "loss": loss_te,
-                                  "test": from_nats(val, self.unit) if math.isfinite(val) else val})
-            if math.isfinite(val) and val > best_val:
-                best_val, best_epoch, waited = val, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                waited += 1
-                if waited >= self.patience:
-                    break
-        if best_state is None:
-            raise FloatingPointError("LatentKSG: the held-out bound was never finite; lower 'lr' "
-                                     "or check the input scale.")
-        model.load_state_dict(best_state)
-        model.eval()
-        self.best_epoch_ = best_epoch
-        self.converged_ = not diag.critic_not_converged(self.history_, self.max_epochs, self.patience)
+    def _train(self, x_tr, y_tr, x_te, y_te, kx: int, ky: int, device: torch.device) -> None:
+        """Fit the encoders by the shared early-stopping engine (``_train.train_early_stopping``)."""
+        def build() -> _LatentModel:
+            return _LatentModel(x_tr.shape[1], y_tr.shape[1], kx, ky, tuple(self.hidden),
+                                self.activation).to(device)
+
+        def batch_loss(model: _LatentModel, xb: torch.Tensor, yb: torch.Tensor):
+            loss, _ = model.loss(xb, yb, self.recon_weight)
+            return loss, -loss.detach()
+
+        def held_out(model: _LatentModel) -> tuple[float, dict[str, float]]:
+            loss_te, nce = self._held_out(model, x_te, y_te)
+            return nce, {"loss": loss_te}
+
+        fit = train_early_stopping(
+            build, x_tr, y_tr, batch_loss, held_out, lr=self.lr, batch_size=self.batch_size,
+            max_epochs=self.max_epochs, patience=self.patience, seed=self.seed, device=device,
+            owner="LatentKSG", objective="held-out bound")
+        self.model_ = fit.module
+        self.history_ = history_in_unit(fit.history, self.unit, ("test",))
+        self.best_epoch_ = fit.best_epoch
+        self.converged_ = fit.converged
 
     def _extra_flags(self, x, y, discrete_x, discrete_y) -> tuple[str, ...]:
         return () if self.converged_ else ("critic_not_converged",)

@@ -29,6 +29,8 @@ estimate is that critic's held-out bound, clipped at 0 (a lower bound on a
 non-negative quantity). Picking the best of many noisy held-out values has a
 small upward selection bias, of the order of the held-out bound's standard
 error.
+The training loop is the engine shared with the flows and latent KSG,
+``_train.train_early_stopping``.
 
 References
 ----------
@@ -47,17 +49,13 @@ References
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._units import from_nats
 from .._validation import (
     NONE,
     InstanceOf,
@@ -68,7 +66,12 @@ from .._validation import (
     is_torch,
     resolve_device,
 )
-from . import _diagnostics as diag
+from ._train import (  # seeded, batch_generator: re-exported for the modules that import them here
+    batch_generator,  # noqa: F401
+    history_in_unit,
+    seeded,  # noqa: F401
+    train_early_stopping,
+)
 from .base import BaseMIEstimator
 
 __all__ = ["MINE", "NWJ", "InfoNCE", "Critic", "dv_bound", "nwj_bound", "infonce_bound"]
@@ -151,26 +154,6 @@ def check_hidden(owner: str, hidden: Any) -> None:
     ):
         raise ValueError(f"The 'hidden' parameter of {owner} must be a tuple of positive ints. "
                          f"Got {hidden!r} instead.")
-
-
-@contextlib.contextmanager
-def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Seed torch's global RNG inside the block (its state is restored afterwards).
-
-    Build the model inside the block, then call :func:`batch_generator`.
-    """
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        if seed is not None:
-            torch.manual_seed(seed)
-        yield
-
-
-def batch_generator() -> torch.Generator:
-    """A CPU generator for the minibatch order, seeded from torch's global RNG."""
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
-    return gen
 
 
 def _as_numpy(a: Any) -> np.ndarray:
@@ -344,53 +327,25 @@ class _NeuralBound(BaseMIEstimator):
         te = torch.as_tensor(test_idx, device=device)
         x_tr, y_tr, x_te, y_te = xt[tr], yt[tr], xt[te], yt[te]
 
-        with seeded(self.seed, device):
-            critic = Critic(xt.shape[1], yt.shape[1], kind=self.critic, hidden=tuple(self.hidden),
-                            embed_dim=self.embed_dim, activation=self.activation).to(device)
-            gen = batch_generator()
-            best = self._train(critic, x_tr, y_tr, x_te, y_te, gen)
-        return max(best, 0.0)
+        def build() -> Critic:
+            return Critic(xt.shape[1], yt.shape[1], kind=self.critic, hidden=tuple(self.hidden),
+                          embed_dim=self.embed_dim, activation=self.activation).to(device)
 
-    def _train(self, critic: Critic, x_tr, y_tr, x_te, y_te, gen: torch.Generator) -> float:
-        opt = torch.optim.Adam(critic.parameters(), lr=self.lr)
-        n_tr = x_tr.shape[0]
-        b = min(self.batch_size, n_tr)
-        n_batches = max(1, n_tr // b)  # drop the last partial batch
+        def batch_loss(critic: Critic, xb: torch.Tensor, yb: torch.Tensor):
+            scores = critic(xb, yb)
+            return self._loss(scores), self._bound(scores.detach())
+
         self._start_training()
-        self.history_: list[dict[str, float]] = []
-        best_val, best_state, best_epoch, waited = -math.inf, None, 0, 0
-        for epoch in range(1, self.max_epochs + 1):
-            critic.train()
-            order = torch.randperm(n_tr, generator=gen).to(x_tr.device)
-            total = 0.0
-            for i in range(n_batches):
-                idx = order[i * b:(i + 1) * b]
-                scores = critic(x_tr[idx], y_tr[idx])
-                loss = self._loss(scores)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(self._bound(scores.detach()))
-            critic.eval()
-            val = self._evaluate(critic, x_te, y_te)
-            self.history_.append({"epoch": epoch, "train": from_nats(total / n_batches, self.unit),
-                                  "test": from_nats(val, self.unit) if math.isfinite(val) else val})
-            if math.isfinite(val) and val > best_val:
-                best_val, best_state, best_epoch, waited = val, copy.deepcopy(critic.state_dict()), epoch, 0
-            else:
-                waited += 1
-                if waited >= self.patience:
-                    break
-        if best_state is None:
-            raise FloatingPointError(
-                f"{type(self).__name__}: the held-out bound was never finite; lower 'lr' or check the input scale."
-            )
-        critic.load_state_dict(best_state)
-        critic.eval()
-        self.critic_ = critic
-        self.best_epoch_ = best_epoch
-        self.converged_ = not diag.critic_not_converged(self.history_, self.max_epochs, self.patience)
-        return best_val
+        fit = train_early_stopping(
+            build, x_tr, y_tr, batch_loss, lambda critic: self._evaluate(critic, x_te, y_te),
+            lr=self.lr, batch_size=self.batch_size, max_epochs=self.max_epochs,
+            patience=self.patience, seed=self.seed, device=device, owner=type(self).__name__,
+            objective="held-out bound")
+        self.critic_ = fit.module
+        self.history_ = history_in_unit(fit.history, self.unit, ("train", "test"))
+        self.best_epoch_ = fit.best_epoch
+        self.converged_ = fit.converged
+        return max(fit.best_value, 0.0)
 
     def _extra_flags(self, x, y, discrete_x, discrete_y) -> tuple[str, ...]:
         return () if self.converged_ else ("critic_not_converged",)
