@@ -24,6 +24,7 @@ def _value(df: pd.DataFrame, quantity: str) -> float:
     return float(df.loc[df["quantity"] == quantity, "value"].item())
 
 
+@pytest.mark.slow  # ~20-60 s: every method through the two-phase recipe
 def test_reference_recipe_tiny_every_method(tmp_path):
     frames = {m: ibc.run_seed(ibc.Config(method=m, **TINY), 0, tmp_path) for m in ibc.REFERENCE_METHODS}
     for m, df in frames.items():
