@@ -76,7 +76,9 @@ def test_rise_from_init_last_and_peak():
 
 def test_new_statistics_are_registered_after_the_old_ones():
     names = list(STATISTICS)
-    assert names[-3:] == ["mean_abs_error", "rise_from_init", "interior_extreme"]  # appended, in order
+    later = ["mean_abs_error", "rise_from_init", "interior_extreme", "interior_change"]
+    assert [n for n in names if n in later] == later  # appended, in order
+    assert names.index("mean_abs_error") > names.index("late_compression")  # after the old ones
 
 
 @pytest.mark.parametrize("claim", CLAIMS)
