@@ -79,6 +79,7 @@ def test_bad_input():
         SeedBatches(torch.zeros(3, 10, 12), torch.zeros(3, 9, dtype=torch.long), 4, SEEDS)
 
 
+@pytest.mark.slow  # ~11 s; test_runner_trains_the_seeds_batched_by_default stays fast
 def test_run_seeds_equals_run_seed_per_seed(tmp_path):
     from ibscope.experiments import _tishby
     from ibscope.experiments.runner import resolve_config

@@ -325,6 +325,7 @@ def test_zoo_token_transformer_every_estimator(recwarn):
     assert (abs(embed - math.log2(400)) <= 0.25 * math.log2(400)).all(), embed.to_dict()
 
 
+@pytest.mark.slow  # ~14 s
 def test_zoo_residual_cnn_on_mnist_every_estimator(mnist, recwarn):
     from ibscope.models import ResNet
 

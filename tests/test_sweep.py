@@ -241,7 +241,7 @@ def test_results_written_by_driver_equal_results_written_by_workers(tmp_path):
         run_sweep(spec, tmp_path / "x", results="nfs", progress=False, report=False)
 
 
-@pytest.mark.parametrize("results", ["workers", "driver"])
+@pytest.mark.parametrize("results", ["workers", pytest.param("driver", marks=pytest.mark.slow)])  # 22 s each
 def test_ray_sweep_matches_local_pool(tmp_path, results):
     pytest.importorskip("ray")
     spec = SweepSpec("tishby", profile="test", config=TINY_TISHBY, grid={"activation": ["tanh"]}, seeds=2)

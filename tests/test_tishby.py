@@ -173,6 +173,7 @@ def test_bad_config_fails_before_training(tmp_path):
         runner.resolve_config("tishby", profile="huge")
 
 
+@pytest.mark.slow  # ~19 s; the CLI with default flags stays in the fast suite (test_cli_experiments)
 def test_cli_run_report_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["run", "tishby", "--profile", "test", "--seeds", "2", "--out", str(out), "--no-progress",
