@@ -1043,6 +1043,25 @@ def compute_statistic(name: str, runs: Mapping[str, pd.DataFrame], params: Mappi
 
 
 # --- the shape of a curve over depth (Skean et al. 2025 claims: an intermediate layer has the extreme) ---
+def _quantity_runs(df: pd.DataFrame, quantity: str, x: str, along: str) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of ``quantity`` and the replicate keys, after checking the columns a depth curve needs."""
+    for c in ("quantity", "value", x, along):
+        if c not in df.columns:
+            raise ValueError(f"The results have no column {c!r} (columns: {sorted(df.columns)}).")
+    sub = df[df["quantity"] == quantity]
+    if sub.empty:
+        raise ValueError(f"No rows of quantity {quantity!r} (quantities: {sorted(df['quantity'].dropna().unique())}).")
+    return sub, _replicates(sub)
+
+
+def _curve_at(g: pd.DataFrame, quantity: str, x: str, along: str, a: float, key: Any) -> pd.Series:
+    """One run's curve of ``quantity`` over ``x`` (sorted) at ``along`` = ``a``; one value per x."""
+    g = g[np.isclose(g[along].astype(float), a)]
+    if g.duplicated(x).any():
+        raise ValueError(f"Run {key}: several values of {quantity!r} per {x} at {along} = {a}; narrow with 'where'.")
+    return g.set_index(x)["value"].astype(float).sort_index()
+
+
 def interior_extreme_per_run(df: pd.DataFrame, *, quantity: str, x: str = "layer_index", along: str = "epoch",
                              at: Any = "last", extreme: str = "min") -> pd.DataFrame:
     """Per run (replicate): how far the curve of ``quantity`` over ``x`` at its ``at`` point of ``along``
@@ -1064,22 +1083,13 @@ def interior_extreme_per_run(df: pd.DataFrame, *, quantity: str, x: str = "layer
     """
     if extreme not in ("min", "max"):
         raise ValueError(f"'extreme' must be 'min' or 'max'; got {extreme!r}.")
-    for c in ("quantity", "value", x, along):
-        if c not in df.columns:
-            raise ValueError(f"The results have no column {c!r} (columns: {sorted(df.columns)}).")
-    sub = df[df["quantity"] == quantity]
-    if sub.empty:
-        raise ValueError(f"No rows of quantity {quantity!r} (quantities: {sorted(df['quantity'].dropna().unique())}).")
-    keys = _replicates(sub)
+    sub, keys = _quantity_runs(df, quantity, x, along)
     curves, meta = {}, {}
     for key, g in sub.groupby(keys, sort=True):
         a = float(g[along].max()) if at == "last" else float(at)
-        g = g[np.isclose(g[along].astype(float), a)]
-        if g.empty:
+        c = _curve_at(g, quantity, x, along, a, key)
+        if c.empty:
             raise ValueError(f"Run {key}: no rows of {quantity!r} at {along} = {at!r}.")
-        if g.duplicated(x).any():
-            raise ValueError(f"Run {key}: several values of {quantity!r} per {x} at {along} = {a}; narrow with 'where'.")
-        c = g.set_index(x)["value"].astype(float).sort_index()
         if len(c) < 3 or not np.isfinite(c.to_numpy()).all():
             raise ValueError(f"Run {key}: the curve of {quantity!r} over {x} needs >= 3 finite points; got {len(c)}.")
         curves[key], meta[key] = c, a
@@ -1135,24 +1145,11 @@ def interior_change_per_run(df: pd.DataFrame, *, quantity: str, x: str = "layer_
     """
     if reference not in ("first", "last"):
         raise ValueError(f"'reference' must be 'first' or 'last'; got {reference!r}.")
-    for c in ("quantity", "value", x, along):
-        if c not in df.columns:
-            raise ValueError(f"The results have no column {c!r} (columns: {sorted(df.columns)}).")
-    sub = df[df["quantity"] == quantity]
-    if sub.empty:
-        raise ValueError(f"No rows of quantity {quantity!r} (quantities: {sorted(df['quantity'].dropna().unique())}).")
-    keys = _replicates(sub)
+    sub, keys = _quantity_runs(df, quantity, x, along)
     rows, grids = [], set()
     for key, g in sub.groupby(keys, sort=True):
         a = g[along].astype(float)
-        ends = []
-        for at in (a.min(), a.max()):
-            h = g[np.isclose(a, at)]
-            if h.duplicated(x).any():
-                raise ValueError(f"Run {key}: several values of {quantity!r} per {x} at {along} = {at}; "
-                                 "narrow with 'where'.")
-            ends.append(h.set_index(x)["value"].astype(float).sort_index())
-        c0, c1 = ends
+        c0, c1 = (_curve_at(g, quantity, x, along, float(at), key) for at in (a.min(), a.max()))
         if len(c0) < 3 or list(c0.index) != list(c1.index) or not (np.isfinite(c0).all() and np.isfinite(c1).all()):
             raise ValueError(f"Run {key}: the curve of {quantity!r} over {x} needs the same >= 3 finite points at "
                              f"the first and the last {along}; got {len(c0)} and {len(c1)}.")
