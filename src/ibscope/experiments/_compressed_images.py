@@ -7,7 +7,8 @@ images by an injective smooth map, so I(image_x; image_y) equals the
 latents' MI. Two image families, the paper's two tasks:
 
 * ``task='blobs'``: Gaussian blobs (:func:`ibscope.tasks.render_blobs`),
-  by default a 2-D latent (the blob's centre) at 16x16;
+  by default a 2-D latent (the blob's centre) at 16x16; ``blob_renderer='paper'``
+  draws them as the paper's code does (wider blobs, centres anywhere in the image);
 * ``task='rectangles'``: smooth-edged rectangles (:func:`render_rectangles`),
   by default a 4-D latent (centre and half-sizes) at 32x32.
 
@@ -76,6 +77,7 @@ from scipy.special import ndtr
 from .._units import from_nats, nats_to
 from .._validation import NONE, Interval, Options
 from ..store import atomic_write_json, atomic_write_parquet
+from ..tasks._images import BLOB_STYLES
 from . import as_config, check_sizes, settings_hash, validate_config
 
 NAME = "compressed_images"
@@ -116,12 +118,12 @@ def render_rectangles(z: np.ndarray, size: int, *, edge: float = 1.0) -> np.ndar
     return (py[:, :, None] * px[:, None, :]).reshape(len(z), size * size)
 
 
-def _render(task: str, z: np.ndarray, size: int) -> np.ndarray:
-    if task == "rectangles":
-        return render_rectangles(z, size)
+def _render(cfg: Config, z: np.ndarray) -> np.ndarray:
+    if cfg.task == "rectangles":
+        return render_rectangles(z, cfg.size)
     from ..tasks import render_blobs
 
-    return render_blobs(z, size)
+    return render_blobs(z, cfg.size, style=cfg.blob_renderer)
 
 
 @dataclass
@@ -130,6 +132,8 @@ class Config:
     task: str = "blobs"                 # 'blobs' (paper: 16x16, 2-D latent) or 'rectangles' (32x32, 4-D)
     size: int | None = None             # image side; None: the paper's for the task
     latent_dim: int | None = None       # dimension of each latent; None: the paper's for the task
+    blob_renderer: str = "ibscope"      # blobs: 'ibscope' (std 2 px, centres in [2, size-3]) or 'paper'
+                                        # (Butakov et al.'s exp(-10 r^2) on [0, 1]^2, 2-D latents only)
     compression: str = "pca"            # 'pca' or 'autoencoder'
     dim: int | None = None              # code dimension of each image; None: latent_dim (the paper's)
     n_samples: int = 5000               # samples per estimate (paper: 5000)
@@ -177,6 +181,9 @@ class Config:
         if isinstance(self.latent_dim, bool) or self.latent_dim not in allowed:
             raise ValueError(f"The 'latent_dim' of compressed_images must be one of {allowed} for "
                              f"task {self.task!r}. Got {self.latent_dim!r} instead.")
+        if self.task == "blobs" and self.blob_renderer == "paper" and self.latent_dim != 2:
+            raise ValueError(f"The 'blob_renderer' 'paper' of compressed_images draws 2-D latents only "
+                             f"(the blob's centre). Got latent_dim {self.latent_dim!r}.")
         if self.k >= self.n_samples:
             raise ValueError(f"The 'k' of compressed_images must be below 'n_samples' ({self.n_samples}). "
                              f"Got {self.k!r} instead.")
@@ -212,7 +219,7 @@ class Config:
 _AE_FIELDS = {f.name for f in fields(Config) if f.name.startswith("ae_") and f.name != "ae_by_task"}
 
 _CONSTRAINTS: dict[str, list] = {  # 'task' first: the other defaults follow from it
-    "task": [Options(TASKS)], "compression": [Options(COMPRESSIONS)], "estimator": [Options(ESTIMATORS)],
+    "task": [Options(TASKS)], "blob_renderer": [Options(BLOB_STYLES)], "compression": [Options(COMPRESSIONS)], "estimator": [Options(ESTIMATORS)],
     "unit": [Options(("bits", "nats"))],
     **{name: [Interval(int, lo, None)] for name, lo in (("size", 8), ("dim", 1), ("n_samples", 10), ("n_fit", 20),
                                                          ("k", 1), ("ae_max_epochs", 1), ("ae_dense", 1),
@@ -235,7 +242,7 @@ def _fit_compressor(cfg: Config, seed: int):
 
     # x = Q u with u ~ N(0, I) and Q orthogonal: each image's latent is N(0, I) at every MI and mixing
     z = np.random.default_rng([seed, 7_919]).standard_normal((cfg.n_fit, cfg.latent_dim))
-    images = _render(cfg.task, z, cfg.size)
+    images = _render(cfg, z)
     if cfg.compression == "pca":
         return fit_pca(images, cfg.dim)
     cfg = cfg.ae_settings()
@@ -259,7 +266,7 @@ def _cell(cfg: Config, seed: int, index: int, mi_nats: float, compressor) -> dic
     latent = tasks.get("gaussian_split", dim=cfg.latent_dim, mi=nats_to(mi_nats, "bits"), mixing_seed=seed)
     # one sample seed per (seed, cell): the cells of a curve are independent draws
     u, v = latent.sample(cfg.n_samples, seed=seed * 100_003 + index)
-    x, y = _render(cfg.task, u, cfg.size), _render(cfg.task, v, cfg.size)
+    x, y = _render(cfg, u), _render(cfg, v)
     est = estimators.get("compressed", estimator=cfg.inner, estimator_params={"k": cfg.k}, whiten=cfg.whiten,
                          compressor_x=compressor, compressor_y=compressor, seed=seed, unit="nats")
     t0 = time.process_time()

@@ -15,6 +15,14 @@ and sets one blob parameter:
 
 pixel (i, j) = A exp(-((j - c_x)^2 + (i - c_y)^2) / (2 s^2)).
 
+``style='paper'`` renders the 2-D blobs as the code of Butakov et al. does
+(Information-v3, the Gaussian-blob notebook): on the grid [0, 1]^2 sampled at
+``size`` points per axis, pixel = exp(-10 ((x - c_x)^2 + (y - c_y)^2)) with
+the centre (c_x, c_y) = Phi(z) anywhere in [0, 1]^2 -- in pixels a std of
+(size - 1) / sqrt(20) (3.35 at 16x16) and centres over the whole image.
+Wider blobs over a wider range make the centre easier to read back from the
+pixels; the map is injective for the same reason.
+
 The rendering is injective: the log of the pixel values is a quadratic
 polynomial in (i, j) whose coefficients determine (c_x, c_y, s, A) and hence
 z (three pixels along each axis suffice; in float64 no pixel underflows,
@@ -37,14 +45,32 @@ from .._validation import NONE, Interval
 from ._base import BaseTask
 from ._gaussian import GaussianSplit
 
-__all__ = ["BlobsImage", "render_blobs"]
+__all__ = ["BLOB_STYLES", "BlobsImage", "render_blobs"]
 
 
-def render_blobs(z: np.ndarray, size: int) -> np.ndarray:
-    """Render latents z (n, d), 1 <= d <= 4, as (n, size*size) blob images (float64)."""
+BLOB_STYLES = ("ibscope", "paper")
+
+
+def render_blobs(z: np.ndarray, size: int, *, style: str = "ibscope") -> np.ndarray:
+    """Render latents z (n, d), 1 <= d <= 4, as (n, size*size) blob images (float64).
+
+    ``style``: ``'ibscope'`` (the module docstring's renderer, any d) or
+    ``'paper'`` (Butakov et al.'s 2-D blobs, d = 2 only; see the module docstring).
+    """
+    if style not in BLOB_STYLES:
+        raise ValueError(f"The 'style' of render_blobs must be one of {BLOB_STYLES}. Got {style!r} instead.")
     z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or not 1 <= z.shape[1] <= 4:
+        raise ValueError(f"The 'z' of render_blobs must have shape (n, d) with 1 <= d <= 4. Got {z.shape} instead.")
     n, d = z.shape
     u = ndtr(z)
+    if style == "paper":
+        if d != 2:
+            raise ValueError(f"render_blobs(style='paper') needs 2-D latents (the blob's centre). Got d = {d}.")
+        grid = np.linspace(0.0, 1.0, size)
+        gx = np.exp(-10.0 * (grid[None, :] - u[:, 0, None]) ** 2)  # (n, size) columns
+        gy = np.exp(-10.0 * (grid[None, :] - u[:, 1, None]) ** 2)  # (n, size) rows
+        return (gy[:, :, None] * gx[:, None, :]).reshape(n, size * size)
     lo, hi = 2.0, size - 3.0
     cx = lo + (hi - lo) * u[:, 0]
     cy = lo + (hi - lo) * u[:, 1] if d >= 2 else np.full(n, (size - 1) / 2.0)
