@@ -186,7 +186,7 @@ def test_compressor_is_fitted_once_per_curve_on_separate_images(tmp_path, monkey
     # the fitting images are not the estimated samples
     task = __import__("ibscope.tasks", fromlist=["get"]).get("gaussian_split", dim=2, mi=0.0, mixing_seed=0)
     u, _ = task.sample(cfg.n_samples, seed=0 * 100_003 + 0)
-    x = ci._render("blobs", u, 16)
+    x = ci._render(cfg, u)
     d2 = ((seen[0][:, None, :] - x[None, :50, :]) ** 2).sum(-1)
     assert d2.min() > 1e-6
     # recorded: epochs, convergence and the held-out MSE in every row, the history on disk
@@ -194,7 +194,7 @@ def test_compressor_is_fitted_once_per_curve_on_separate_images(tmp_path, monkey
     rec = json.loads(next(tmp_path.glob("compressor_seed0_*.json")).read_text())
     assert rec["kind"] == "autoencoder" and rec["epochs"] == 2 and len(rec["history"]) == 2
     assert rec["reconstruction_mse"] == pytest.approx(min(h["val_mse"] for h in rec["history"]))
-    assert list(df["estimator"].unique()) == ["autoencoder+whitened kl5"]
+    assert list(df["estimator"].unique()) == ["autoencoder+whitened kl5 (per-entropy whitening)"]
 
 
 def test_autoencoder_training_options_reach_the_fit(tmp_path, monkeypatch):

@@ -170,6 +170,38 @@ def test_blobs_are_injective_renderings_of_the_latents():
         tasks.get("blobs_image", latent_dim=5)
 
 
+def test_paper_blobs_follow_butakov_et_al_renderer_and_are_injective():
+    from scipy.special import ndtr
+
+    from ibscope.experiments._compressed_images import Config, _render
+
+    z = np.random.default_rng(3).standard_normal((40, 2))
+    img = render_blobs(z, 16, style="paper").reshape(40, 16, 16)
+    c = ndtr(z)  # centres in [0, 1]^2, anywhere in the image
+    grid = np.linspace(0.0, 1.0, 16)
+    i, j = 4, 11  # one pixel: row i (vertical coordinate grid[i]), column j (horizontal grid[j])
+    assert np.allclose(img[:, i, j], np.exp(-10.0 * ((grid[j] - c[:, 0]) ** 2 + (grid[i] - c[:, 1]) ** 2)))
+    # injective: the log of a row is a parabola in x whose vertex is the horizontal centre
+    row = np.log(img[:, 0, :3])
+    a = (row[:, 2] - 2 * row[:, 1] + row[:, 0]) / 2
+    b = (row[:, 1] - row[:, 0]) - a * (2 * 0 + 1)
+    assert np.allclose((-b / (2 * a)) / 15.0, c[:, 0], atol=1e-8)
+    # wider than ibscope's blobs: std (size - 1) / sqrt(20) pixels, not 2
+    assert (img > 0.5).sum(axis=(1, 2)).mean() > (render_blobs(z, 16) > 0.5).sum(axis=1).mean() * 2
+    with pytest.raises(ValueError, match="style"):
+        render_blobs(z, 16, style="keras")
+    with pytest.raises(ValueError, match="2-D latents"):
+        render_blobs(np.zeros((3, 3)), 16, style="paper")
+    # the experiment draws its blobs with the Config's renderer
+    assert np.array_equal(_render(Config(task="blobs", blob_renderer="paper"), z),
+                          render_blobs(z, 16, style="paper"))
+    assert np.array_equal(_render(Config(task="blobs"), z), render_blobs(z, 16))
+    with pytest.raises(ValueError, match="blob_renderer"):
+        Config(task="blobs", latent_dim=3, blob_renderer="paper")
+    with pytest.raises(ValueError, match="blob_renderer"):
+        Config(blob_renderer="wide")
+
+
 def test_bad_task_names_and_params():
     with pytest.raises(ValueError, match="Unknown task"):
         tasks.get("gaussian")
