@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-from ibscope.experiments import Setup, execution, get, has_build, runner, train_seed
+from ibscope.experiments import Setup, execution, get, has_build, runner, settings_hash, train_seed
 from ibscope.training import CHECKPOINT_NAME, Callback, fit
 
 
@@ -135,7 +135,7 @@ def test_phases_are_checked(tmp_path):
     with pytest.raises(TypeError, match="Phase 'second'.*must give an ibscope.experiments.Setup"):
         train_seed(mod, ToyConfig(), 0, tmp_path / "c")
     mod.build = lambda c, s, o: {"first": "model"}
-    with pytest.raises(TypeError, match="Phase 'first'"):
+    with pytest.raises(TypeError, match="must return an ibscope.experiments.Setup or a dict.*phase 'first'"):
         train_seed(mod, ToyConfig(), 0, tmp_path / "d")
     mod.build = lambda c, s, o: [real(c, s, o)["first"]]
     with pytest.raises(TypeError, match="must return an ibscope.experiments.Setup or a dict of phases"):
@@ -180,21 +180,26 @@ def _plain_phases(mod, cfg, seed: int, folder: Path) -> pd.DataFrame:
 
 
 CASES = {
-    "ibc_dropout": ("ib_compare", {"method": "dropout"}, ["train"]),
-    "ibc_vib": ("ib_compare", {"method": "vib"}, ["train"]),
-    "ibc_pib": ("ib_compare", {"method": "pib"}, ["train"]),
-    "ibc_reference_l2": ("ib_compare", {"method": "l2", "pib_recipe": "reference"}, ["pretrain", "train"]),
+    "ibc_dropout": ("ib_compare", {"method": "dropout"}, ["train-{key}"]),
+    "ibc_vib": ("ib_compare", {"method": "vib"}, ["train-{key}"]),
+    "ibc_pib": ("ib_compare", {"method": "pib"}, ["train-{key}"]),
+    "ibc_reference_l2": ("ib_compare", {"method": "l2", "pib_recipe": "reference"},
+                         ["pretrain-{key}", "train-{key}"]),
     "ibc_reference_pib": ("ib_compare", {"method": "pib", "pib_recipe": "reference"},
-                          ["pretrain", "prior", "train"]),
+                          ["pretrain-{key}", "prior-{key}", "train-{key}"]),
     "ibc_reference_pib_mean_gradient": ("ib_compare", {"method": "pib", "pib_recipe": "reference",
                                                        "pib_fisher": "mean_gradient"},
-                                        ["pretrain", "prior", "train"]),
-    "iiw_both": ("iiw", {"prior": "both"}, ["prior", "iiw_seed1.ckpt"]),
+                                        ["pretrain-{key}", "prior-{key}", "train-{key}"]),
+    "iiw_both": ("iiw", {"prior": "both"}, ["iiw_seed1_prior-{key}", "iiw_seed1.ckpt"]),
     "iiw_init": ("iiw", {"prior": "init"}, ["iiw_seed1.ckpt"]),
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+SLOW_CASES = ("ibc_reference_l2", "ibc_vib")  # covered in kind by the others (make test-slow runs them)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c
+                                  for c in sorted(CASES)])
 def test_runner_rows_equal_a_plain_sequence_of_fits_of_the_same_build(case, tmp_path):
     name, overrides, folders = CASES[case]
     mod = get(name)
@@ -203,9 +208,11 @@ def test_runner_rows_equal_a_plain_sequence_of_fits_of_the_same_build(case, tmp_
     out = runner.run(name, seeds=[seed], out_dir=tmp_path / "run", profile="test", overrides=overrides,
                      progress=False, report=False, batched=False)
     seed_dir = out / f"seed_{seed}"
-    assert sorted(p.parent.name for p in seed_dir.rglob(CHECKPOINT_NAME)) == sorted(folders)
-    got = pd.read_parquet(seed_dir / "result.parquet")
     cfg = runner.resolve_config(name, profile="test", overrides=overrides)
+    key = settings_hash(cfg, **({"seed": seed} if name == "ib_compare" else {}))[:12]
+    want = sorted(f.format(key=key) for f in folders)
+    assert sorted(p.parent.name for p in seed_dir.rglob(CHECKPOINT_NAME)) == want
+    got = pd.read_parquet(seed_dir / "result.parquet")
     pd.testing.assert_frame_equal(got, _plain_phases(mod, cfg, seed, tmp_path / "hand"), check_exact=True)
 
 
@@ -282,10 +289,23 @@ def test_killed_in_the_last_phase_resumes_there_to_the_uninterrupted_rows(name, 
     kill["at"] = at
     with pytest.raises(KeyboardInterrupt):
         runner.run(name, out_dir=tmp_path / "cut", **kw)
-    folder = next(p for p in (tmp_path / "cut" / "seed_0").iterdir() if p.name not in (first, "prior"))
+    folder = next(p for p in (tmp_path / "cut" / "seed_0").iterdir() if p.name.startswith(("train-", "iiw_seed0.")))
     assert torch.load(folder / CHECKPOINT_NAME, weights_only=True)["epoch"] == at - 1
     kill["at"], steps[:] = 0, []
     runner.run(name, out_dir=tmp_path / "cut", **kw)
     assert steps == []  # the first phase came back from its checkpoint
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cut" / "seed_0" / "result.parquet"),
                                   pd.read_parquet(whole / "seed_0" / "result.parquet"), check_exact=True)
+
+
+def test_ib_compare_run_seed_keeps_configs_and_seeds_apart_in_one_folder(tmp_path):
+    """run_seed was given one folder for several configs and seeds when it kept nothing there; its phase
+    folders are named by the settings hash of the config and the seed, so none resumes another's."""
+    ibc = get("ib_compare")
+    vanilla, l2 = (ibc.Config(method=m, **ibc.PROFILES["test"]) for m in ("vanilla", "l2"))
+    shared = [ibc.run_seed(c, s, tmp_path / "shared") for c, s in ((vanilla, 0), (vanilla, 1), (l2, 1))]
+    alone = [ibc.run_seed(c, s, tmp_path / f"alone{i}") for i, (c, s) in enumerate(((vanilla, 0), (vanilla, 1),
+                                                                                    (l2, 1)))]
+    for a, b in zip(shared, alone, strict=True):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert len(list((tmp_path / "shared").rglob(CHECKPOINT_NAME))) == 3

@@ -39,7 +39,11 @@ every finished phase from its last checkpoint at once (no batch is
 trained again; the model, the callbacks' state and torch's global RNG
 come back as the phase left them), so phase k resumes where it stopped
 with the same inputs as without the interruption (a phase with
-``checkpoint=False`` is trained again). fit does not checkpoint
+``checkpoint=False`` is trained again). The runner gives each
+configuration its own folder; an experiment whose ``run_seed`` may be
+called with one folder for several configurations or seeds names its
+phases' folders after them (ib_compare: the settings hash of the config
+and the seed; iiw: the seed and the settings hash). fit does not checkpoint
 ``state.stop_training``: a callback that stops a phase early must stop it
 again on resume (e.g. in ``on_train_begin``, from its restored state),
 or the finished phase would train on.
@@ -253,8 +257,9 @@ def _train_phases(mod: Any, phases: Mapping[str, Any], seed: int, out: Path, dev
         raise ValueError(f"The phase names of {mod.__name__}.build must be non-empty strings; got {bad!r}.")
     for name in names:
         if not (isinstance(phases[name], Setup) or callable(phases[name])):
-            raise TypeError(f"Phase {name!r} of {mod.__name__}.build must be an ibscope.experiments.Setup or "
-                            f"a callable (setups, states) -> Setup; got {type(phases[name]).__name__}.")
+            raise TypeError(f"{mod.__name__}.build must return an ibscope.experiments.Setup or a dict of phases "
+                            f"(name -> Setup or callable (setups, states) -> Setup); phase {name!r} is a "
+                            f"{type(phases[name]).__name__}.")
     setups: dict[str, Setup] = {}
     states: dict[str, Any] = {}
     folders: dict[Path, str] = {}

@@ -122,7 +122,7 @@ from torch import nn
 from .._validation import NONE, InstanceOf, Interval, Options
 from ..store import safe_name
 from ..training import Callback
-from . import as_config, check_device, check_sizes, validate_config
+from . import as_config, check_device, check_sizes, settings_hash, validate_config
 from ._build import Setup
 
 NAME = "ib_compare"
@@ -516,7 +516,8 @@ class _TermState(Callback):
             self.term.restore_state(s["term"])
 
 
-def _reference_phases(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.device) -> dict[str, Any]:
+def _reference_phases(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.device,
+                      key: str) -> dict[str, Any]:
     """The phases of Wang et al.'s recipe (module docstring): ``pretrain`` (Adam, early stopping),
     for PIB ``prior`` (the held-out prior, trained on the validation split), then ``train`` (SGLD from
     the pre-trained model's best epoch, lr decay, early stopping)."""
@@ -544,8 +545,8 @@ def _reference_phases(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: tor
     phases: dict[str, Any] = {"pretrain": Setup(
         model, nn.CrossEntropyLoss(), (xtr, ytr),
         torch.optim.Adam(model.parameters(), lr=cfg.pretrain_lr, weight_decay=l2), epochs=cfg.pretrain_epochs,
-        callbacks=[stop1], batch_size=cfg.batch_size, desc=f"{cfg.method} seed {seed} pre-training",
-        context=context)}
+        callbacks=[stop1], batch_size=cfg.batch_size, checkpoint=f"pretrain-{key}",
+        desc=f"{cfg.method} seed {seed} pre-training", context=context)}
 
     if cfg.method == "pib":
         def prior_phase(setups: dict[str, Setup], states: dict[str, Any]) -> Setup:
@@ -561,7 +562,7 @@ def _reference_phases(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: tor
 
             return Setup(prior_net, BatchLoss(objective), _ShuffledBatches(val_batches, seed),
                          torch.optim.Adam([p for p in prior_net.parameters() if p.requires_grad], lr=cfg.prior_lr),
-                         epochs=cfg.prior_epochs, desc="prior training")
+                         epochs=cfg.prior_epochs, checkpoint=f"prior-{key}", desc="prior training")
 
         phases["prior"] = prior_phase
 
@@ -606,7 +607,8 @@ def _reference_phases(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: tor
         stop2 = _EarlyStopping(model, xva, yva, cfg.patience)
         return Setup(model, loss_fn, (xtr, ytr), opt, epochs=cfg.epochs,
                      callbacks=[LRSchedulerCallback(sched, "epoch"), stop2, *callbacks], batch_size=cfg.batch_size,
-                     shuffle_stream=50_000, desc=f"{cfg.method} seed {seed}", context={**context, "stop": stop2})
+                     shuffle_stream=50_000, checkpoint=f"train-{key}", desc=f"{cfg.method} seed {seed}",
+                     context={**context, "stop": stop2})
 
     phases["train"] = train_phase
     return phases
@@ -621,9 +623,11 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     The runner's per-seed path (:func:`ibscope.experiments.train_seed`): the
     phases of :func:`build` trained in order by :func:`ibscope.training.fit`,
     each with its checkpoint in a sub-folder of ``out_dir`` (the runner's
-    ``seed_<s>/``: ``train/``; with ``pib_recipe='reference'`` also
-    ``pretrain/`` and, for PIB, ``prior/``), so an interrupted seed resumes
-    in the phase it stopped in; then :func:`rows`. ``config.device`` is
+    ``seed_<s>/``: ``train-<h>/``; with ``pib_recipe='reference'`` also
+    ``pretrain-<h>/`` and, for PIB, ``prior-<h>/``, <h> the first 12 hex
+    digits of the settings hash of the config and the seed, so one folder
+    may serve several configurations and seeds), so an interrupted seed
+    resumes in the phase it stopped in; then :func:`rows`. ``config.device`` is
     resolved by train_seed; the runner keeps the finished rows.
     """
     from ._build import train_seed
@@ -649,7 +653,9 @@ def build(config: Config, seed: int, out_dir: Path) -> dict[str, Any]:
     config : Config
     seed : int
     out_dir : Path
-        The seed's folder (unused: the checkpoints are the runner's).
+        The seed's folder (unused: the checkpoints are the runner's; each
+        phase's sub-folder is named ``<phase>-<first 12 hex digits of
+        settings_hash(config, seed=seed)>``).
 
     Returns
     -------
@@ -664,12 +670,13 @@ def build(config: Config, seed: int, out_dir: Path) -> dict[str, Any]:
     torch.manual_seed(seed)
     dev = torch.device(cfg.device)
     d = _data(cfg)
+    key = settings_hash(cfg, seed=seed)[:12]  # run_seed may be given one folder for several configs and seeds
     if cfg.pib_recipe == "reference":
-        return _reference_phases(cfg, seed, d, dev)
-    return {"train": _ibscope_setup(cfg, seed, d, dev)}
+        return _reference_phases(cfg, seed, d, dev, key)
+    return {"train": _ibscope_setup(cfg, seed, d, dev, key)}
 
 
-def _ibscope_setup(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.device) -> Setup:
+def _ibscope_setup(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.device, key: str) -> Setup:
     """The one fit of the default recipe."""
     from ..objectives import SGLD, PIBLoss, PosteriorEnsemble
     from ..objectives._pib import _GibbsCallback
@@ -718,14 +725,14 @@ def _ibscope_setup(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.
 
         return Setup(model, BatchLoss(potential), data, opt, epochs=cfg.epochs,
                      callbacks=[_GibbsCallback(pib, None, ensemble, temp, pib_gen)], check_weights=True,
-                     desc=f"pib seed {seed}", context={**context, "ensemble": ensemble})
+                     checkpoint=f"train-{key}", desc=f"pib seed {seed}", context={**context, "ensemble": ensemble})
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay if cfg.method == "l2" else 0.0)
     loss_fn: Any = (_stochastic_objective(cfg, n_classes) if stochastic
                     else nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing))
     # the minibatch order of train_gibbs (a generator seeded with the seed); dropout and the
     # VIB samples draw from torch's global RNG, seeded in build
     return Setup(model, loss_fn, (xtr, ytr), opt, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                 desc=f"{cfg.method} seed {seed}", context=context)
+                 checkpoint=f"train-{key}", desc=f"{cfg.method} seed {seed}", context=context)
 
 
 def rows(config: Config, seed: int, setups: dict[str, Setup], states: dict[str, Any]) -> pd.DataFrame:

@@ -296,7 +296,9 @@ def build(config: Any, seed: int, out_dir: Path) -> dict[str, Any]:
 
     With ``prior='heldout'`` or ``'both'``, phase ``prior``: the seed's
     initialization trained for ``iterations`` SGD steps on the held-out split
-    (checkpoint folder ``prior/``); then phase ``train``, built once the prior
+    (checkpoint folder ``iiw_seed<seed>_prior-<h>/``, <h> the first 12 hex
+    digits of the settings hash: run_seed may be given one folder for several
+    configurations); then phase ``train``, built once the prior
     is trained: the tracked training on S from the same initialization, whose
     tracker takes the trained prior (and, for ``'init'`` / ``'both'``, the
     initialization) as the prior means (checkpoint folder
@@ -336,7 +338,8 @@ def build(config: Any, seed: int, out_dir: Path) -> dict[str, Any]:
         xp, yp = torch.as_tensor(d["x_prior"]), torch.as_tensor(d["y_prior"])
         phases["prior"] = Setup(pm, nn.CrossEntropyLoss(), _IterationBatches(xp, yp, cfg.batch_size, seed + 7,
                                                                              [cfg.iterations]),
-                                _sgd(pm, cfg), epochs=1, desc=f"iiw seed {seed} prior")
+                                _sgd(pm, cfg), epochs=1, checkpoint=f"iiw_seed{seed}_prior-{chash[:12]}",
+                                desc=f"iiw seed {seed} prior")
 
     def train_phase(setups: dict[str, Setup], states: dict[str, Any]) -> Setup:
         def make_prior() -> dict[str, dict[str, torch.Tensor]]:
