@@ -91,9 +91,10 @@ class Setup:
         After which epochs fit writes its checkpoint (the last one always).
     checkpoint : bool or str, default True
         Where in the runner's folder the checkpoint goes: True, the folder
-        itself (``checkpoint.pt``); a name, a sub-folder of it (for an
-        experiment whose several seeds may share one folder); False, none
-        (training held in memory, recomputed after an interruption).
+        itself (``checkpoint.pt``), or for a phase of several the sub-folder
+        named by the phase; a name, a sub-folder of it (for an experiment
+        whose several seeds may share one folder); False, none (training
+        held in memory, recomputed after an interruption).
     shuffle : bool, default True
     shuffle_stream : int, default 0
         The minibatch order's generator is seeded with ``seed +

@@ -33,7 +33,13 @@ kind. For ``dual_ib`` it applies to its ``dual_ce_weight`` cross-entropy term
 of the version without them.
 
 The result cache, the config hash, the device and the threads belong to the
-runner (:mod:`ibscope.experiments.runner`); ``run_seed`` only computes rows.
+runner (:mod:`ibscope.experiments.runner`). A seed is declared by
+:func:`build`, its phases (the default recipe: one fit, ``train``; the
+reference recipe below: ``pretrain``, for PIB ``prior``, then ``train``, each
+built from the ones before it once they are trained), and :func:`rows`; the
+runner trains the phases, each with its checkpoint folder
+(:func:`ibscope.experiments.train_seed`), so a seed interrupted in a phase
+resumes in it; ``run_seed`` is the one-line wrapper of that path.
 
 Rows (tidy, one per quantity): ``test_accuracy`` and ``train_accuracy``
 (unit 'fraction'), ``iiw`` (bits: :func:`ibscope.weights.iiw`,

@@ -202,14 +202,6 @@ class _IterationBatches:
         self.perm, self.pos, self.segment = s["perm"], int(s["pos"]), int(s["segment"])
 
 
-def _train(model: nn.Module, batches: _IterationBatches, cfg: Config, *, progress: bool = False,
-           **kwargs: Any) -> Any:
-    """SGD (``cfg.lr``, ``cfg.momentum``) on cross-entropy through :func:`ibscope.training.fit`
-    (``progress``: fit's progress bar, off by default; ``kwargs``: fit's other options)."""
-    return fit(model, nn.CrossEntropyLoss(), batches, _sgd(model, cfg), epochs=len(batches.segments),
-               progress=progress, **kwargs)
-
-
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
     with torch.no_grad():
