@@ -28,15 +28,17 @@ NO_CUDA = not torch.cuda.is_available()
 
 
 def _counting(monkeypatch, mod):
-    """Count the calls of ``mod.run_seed`` (and the device each got)."""
+    """Count the seeds computed (and the device each got): the calls of ``mod.build`` for a declared
+    experiment (the runner trains it), else of ``mod.run_seed``."""
     calls: list[tuple[int, str | None]] = []
-    real = mod.run_seed
+    entry = "build" if has_build(mod) else "run_seed"
+    real = getattr(mod, entry)
 
-    def run_seed(config, seed, out_dir, **kw):
+    def counted(config, seed, out_dir, **kw):
         calls.append((int(seed), getattr(config, "device", None)))
         return real(config, seed, out_dir, **kw)
 
-    monkeypatch.setattr(mod, "run_seed", run_seed)
+    monkeypatch.setattr(mod, entry, counted)
     return calls
 
 
@@ -51,7 +53,7 @@ def test_second_run_reuses_the_runners_per_seed_results(tmp_path, monkeypatch, o
     assert sorted(s for s, _ in calls) == [0, 1]
     first = pd.read_parquet(out / "results.parquet")
     # the one cache: the runner's result file and its sidecar; no per-experiment result file or hash column
-    assert sorted(p.name for p in (out / "seed_0").iterdir()) == ["result.json", "result.parquet"]
+    assert sorted(p.name for p in (out / "seed_0").iterdir() if p.is_file()) == ["result.json", "result.parquet"]
     assert "experiment_config_hash" not in first.columns
     calls.clear()
     _run(tmp_path / "run")

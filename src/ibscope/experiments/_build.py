@@ -16,16 +16,47 @@ The orchestration is the runner's (:func:`train_seed`): the checkpoint folder
 :func:`ibscope.experiments.execution`), the threads, the progress bar and the
 seed of the minibatch order (the run's seed; :attr:`Setup.shuffle_stream`
 only selects a stream of it). None of them is a field of :class:`Setup`.
+
+Phases. A seed that is several fits in sequence, each starting from what
+the one before trained (a pre-training, then a prior trained on held-out
+data, then the method's fit), offers instead
+
+* ``build(config, seed, out_dir) -> dict[str, phase]``: the phases in the
+  order they train, keyed by name (a :data:`Phases` mapping). A phase is a
+  :class:`Setup`, or a callable ``phase(setups, states) -> Setup`` that
+  :func:`train_seed` calls only once the phases before it are trained, with
+  their trained setups and final :class:`~ibscope.training.TrainState`
+  objects (dicts keyed by phase name, in order): so a later phase starts from an
+  earlier phase's trained model (or its callbacks' state);
+* ``rows(config, seed, setups, states) -> pandas.DataFrame``: from the dicts
+  of all the phases.
+
+Each phase has its own checkpoint folder: ``checkpoint=True`` (the
+default) is the sub-folder named by the phase, a string names another
+sub-folder (an experiment's historical name), False none. After an
+interruption in phase k, the rerun builds the seed again and fit resumes
+every finished phase from its last checkpoint at once (no batch is
+trained again; the model, the callbacks' state and torch's global RNG
+come back as the phase left them), so phase k resumes where it stopped
+with the same inputs as without the interruption (a phase with
+``checkpoint=False`` is trained again). The runner gives each
+configuration its own folder; an experiment whose ``run_seed`` may be
+called with one folder for several configurations or seeds names its
+phases' folders after them (ib_compare: the settings hash of the config
+and the seed; iiw: the seed and the settings hash). fit does not checkpoint
+``state.stop_training``: a callback that stops a phase early must stop it
+again on resume (e.g. in ``on_train_begin``, from its restored state),
+or the finished phase would train on.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Setup", "train_seed", "has_build"]
+__all__ = ["Setup", "Phase", "Phases", "train_seed", "has_build"]
 
 
 @dataclasses.dataclass
@@ -60,9 +91,10 @@ class Setup:
         After which epochs fit writes its checkpoint (the last one always).
     checkpoint : bool or str, default True
         Where in the runner's folder the checkpoint goes: True, the folder
-        itself (``checkpoint.pt``); a name, a sub-folder of it (for an
-        experiment whose several seeds may share one folder); False, none
-        (training held in memory, recomputed after an interruption).
+        itself (``checkpoint.pt``), or for a phase of several the sub-folder
+        named by the phase; a name, a sub-folder of it (for an experiment
+        whose several seeds may share one folder); False, none (training
+        held in memory, recomputed after an interruption).
     shuffle : bool, default True
     shuffle_stream : int, default 0
         The minibatch order's generator is seeded with ``seed +
@@ -102,13 +134,24 @@ class Setup:
     close: Callable[[], Any] | None = None
 
 
+#: One phase of a several-fit seed: a :class:`Setup`, or ``phase(setups, states) -> Setup`` called
+#: with the trained setups and final TrainStates of the phases before it (dicts keyed by phase name).
+Phase = Setup | Callable[[dict[str, Setup], dict[str, Any]], Setup]
+#: What ``build`` returns for a several-fit seed: the phases by name, in training order.
+Phases = Mapping[str, Phase]
+
+
 def has_build(mod: Any) -> bool:
     """True iff the experiment module ``mod`` offers ``build`` and ``rows`` (the runner then trains its seeds)."""
     return callable(getattr(mod, "build", None)) and callable(getattr(mod, "rows", None))
 
 
-def _checkpoint_dir(setup: Setup, out: Path) -> Path | None:
+def _checkpoint_dir(setup: Setup, out: Path, phase: str | None = None) -> Path | None:
     if setup.checkpoint is True:
+        if phase is not None:
+            from ..store import safe_name
+
+            return out / safe_name(phase, what="phase name")
         return out
     if setup.checkpoint is False:
         return None
@@ -131,6 +174,13 @@ def train_seed(mod: Any, config: Any, seed: int, out_dir: str | Path, *, progres
     the minibatch seed ``seed + setup.shuffle_stream``; the module's
     ``rows(config, seed, setup, state)`` gives the returned rows.
 
+    When ``build`` returns phases (a dict of name -> :data:`Phase`, module
+    docstring), they are trained in order, each as a one-Setup seed is
+    (same fit options, its checkpoint in its own sub-folder, resumed from
+    there), a callable phase built from the phases before it once they are
+    trained; ``rows(config, seed, setups, states)`` gets the dicts of all
+    the phases.
+
     Parameters
     ----------
     mod : module
@@ -147,10 +197,18 @@ def train_seed(mod: Any, config: Any, seed: int, out_dir: str | Path, *, progres
     -------
     pandas.DataFrame
         The module's ``rows``.
+
+    Raises
+    ------
+    TypeError
+        ``build`` returned neither a Setup nor a dict of phases, or a
+        phase (a callable's result) is not a Setup.
+    ValueError
+        No phase, a phase name that is not a non-empty string, or two
+        phases with one checkpoint folder.
     """
     import numbers
 
-    from ..training import fit
     from . import execution
 
     if not has_build(mod):
@@ -161,19 +219,63 @@ def train_seed(mod: Any, config: Any, seed: int, out_dir: str | Path, *, progres
     out = Path(out_dir)
     with execution(config) as cfg:
         out.mkdir(parents=True, exist_ok=True)
-        setup = mod.build(cfg, seed, out)
-        if not isinstance(setup, Setup):
-            raise TypeError(f"{mod.__name__}.build must return an ibscope.experiments.Setup; "
-                            f"got {type(setup).__name__}.")
+        built = mod.build(cfg, seed, out)
         device = getattr(cfg, "device", None)
-        try:
-            state = fit(setup.model, setup.loss_fn, setup.train_data, setup.optimizer, epochs=setup.epochs,
-                        callbacks=setup.callbacks, checkpoint_dir=_checkpoint_dir(setup, out),
-                        eval_data=setup.eval_data, device=device, progress=progress,
-                        batch_size=setup.batch_size, shuffle=setup.shuffle, seed=seed + setup.shuffle_stream,
-                        checkpoint_every=setup.checkpoint_every, check_weights=setup.check_weights,
-                        eval_every=setup.eval_every, desc=setup.desc)
-        finally:
-            if setup.close is not None:
-                setup.close()
-        return mod.rows(cfg, seed, setup, state)
+        if isinstance(built, Mapping):
+            setups, states = _train_phases(mod, built, seed, out, device, progress)
+            return mod.rows(cfg, seed, setups, states)
+        if not isinstance(built, Setup):
+            raise TypeError(f"{mod.__name__}.build must return an ibscope.experiments.Setup or a dict of "
+                            f"phases (name -> Setup or callable); got {type(built).__name__}.")
+        state = _fit(built, seed, _checkpoint_dir(built, out), device, progress)
+        return mod.rows(cfg, seed, built, state)
+
+
+def _fit(setup: Setup, seed: int, ckpt: Path | None, device: Any, progress: bool) -> Any:
+    """fit of one Setup under the runner's settings (``setup.close`` after it, also when it raises)."""
+    from ..training import fit
+
+    try:
+        return fit(setup.model, setup.loss_fn, setup.train_data, setup.optimizer, epochs=setup.epochs,
+                   callbacks=setup.callbacks, checkpoint_dir=ckpt,
+                   eval_data=setup.eval_data, device=device, progress=progress,
+                   batch_size=setup.batch_size, shuffle=setup.shuffle, seed=seed + setup.shuffle_stream,
+                   checkpoint_every=setup.checkpoint_every, check_weights=setup.check_weights,
+                   eval_every=setup.eval_every, desc=setup.desc)
+    finally:
+        if setup.close is not None:
+            setup.close()
+
+
+def _train_phases(mod: Any, phases: Mapping[str, Any], seed: int, out: Path, device: Any,
+                  progress: bool) -> tuple[dict[str, Setup], dict[str, Any]]:
+    """Train the phases in order; their setups and final TrainStates by name."""
+    names = list(phases)
+    if not names:
+        raise ValueError(f"{mod.__name__}.build returned no phase (an empty dict).")
+    bad = [n for n in names if not isinstance(n, str) or not n]
+    if bad:
+        raise ValueError(f"The phase names of {mod.__name__}.build must be non-empty strings; got {bad!r}.")
+    for name in names:
+        if not (isinstance(phases[name], Setup) or callable(phases[name])):
+            raise TypeError(f"{mod.__name__}.build must return an ibscope.experiments.Setup or a dict of phases "
+                            f"(name -> Setup or callable (setups, states) -> Setup); phase {name!r} is a "
+                            f"{type(phases[name]).__name__}.")
+    setups: dict[str, Setup] = {}
+    states: dict[str, Any] = {}
+    folders: dict[Path, str] = {}
+    for name in names:
+        phase = phases[name]
+        setup = phase if isinstance(phase, Setup) else phase(dict(setups), dict(states))
+        if not isinstance(setup, Setup):
+            raise TypeError(f"Phase {name!r} of {mod.__name__}.build must give an ibscope.experiments.Setup; "
+                            f"got {type(setup).__name__}.")
+        ckpt = _checkpoint_dir(setup, out, name)
+        if ckpt is not None:
+            if ckpt in folders:
+                raise ValueError(f"Phases {folders[ckpt]!r} and {name!r} of {mod.__name__}.build share the "
+                                 f"checkpoint folder '{ckpt}': give each phase its own (Setup.checkpoint).")
+            folders[ckpt] = name
+        states[name] = _fit(setup, seed, ckpt, device, progress)
+        setups[name] = setup
+    return setups, states

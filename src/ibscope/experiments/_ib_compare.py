@@ -33,7 +33,13 @@ kind. For ``dual_ib`` it applies to its ``dual_ce_weight`` cross-entropy term
 of the version without them.
 
 The result cache, the config hash, the device and the threads belong to the
-runner (:mod:`ibscope.experiments.runner`); ``run_seed`` only computes rows.
+runner (:mod:`ibscope.experiments.runner`). A seed is declared by
+:func:`build`, its phases (the default recipe: one fit, ``train``; the
+reference recipe below: ``pretrain``, for PIB ``prior``, then ``train``, each
+built from the ones before it once they are trained), and :func:`rows`; the
+runner trains the phases, each with its checkpoint folder
+(:func:`ibscope.experiments.train_seed`), so a seed interrupted in a phase
+resumes in it; ``run_seed`` is the one-line wrapper of that path.
 
 Rows (tidy, one per quantity): ``test_accuracy`` and ``train_accuracy``
 (unit 'fraction'), ``iiw`` (bits: :func:`ibscope.weights.iiw`,
@@ -109,6 +115,7 @@ the usual 60k/10k MNIST numbers.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,7 +128,8 @@ from torch import nn
 from .._validation import NONE, InstanceOf, Interval, Options
 from ..store import safe_name
 from ..training import Callback
-from . import as_config, check_device, check_sizes, orchestrated, validate_config
+from . import as_config, check_device, check_sizes, settings_hash, validate_config
+from ._build import Setup
 
 NAME = "ib_compare"
 METHODS = ("vanilla", "l2", "dropout", "vib", "pib", "dual_ib")
@@ -389,13 +397,19 @@ class _EarlyStopping(Callback):
     The validation accuracy after every epoch (not at epoch 0: the reference's
     candidates are the states after each epoch); training stops after
     ``patience`` epochs without a strictly better one; :meth:`restore` loads
-    the best epoch's weights (kept in memory).
+    the best epoch's weights (kept in memory, and in fit's checkpoint). A
+    phase that stopped stops again when its checkpoint is resumed (fit does
+    not keep ``stop_training``), so a finished pre-training is not trained on.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, patience: int):
         self.model, self.x, self.y, self.patience = model, x, y, patience
         self.best, self.best_epoch, self.wait, self.epochs_run = -1.0, 0, 0, 0
         self.best_state: dict[str, torch.Tensor] | None = None
+
+    def on_train_begin(self, state: Any) -> None:
+        if state.resumed and self.wait >= self.patience:
+            state.stop_training = True
 
     def on_epoch_end(self, state: Any) -> None:
         if state.epoch == 0:
@@ -418,6 +432,15 @@ class _EarlyStopping(Callback):
         """Load the weights of the best validation epoch (none yet: keep the current ones)."""
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+                "epochs_run": self.epochs_run, "best_state": self.best_state}
+
+    def load_state_dict(self, s: Any) -> None:
+        self.best, self.best_epoch = float(s["best"]), int(s["best_epoch"])
+        self.wait, self.epochs_run = int(s["wait"]), int(s["epochs_run"])
+        self.best_state = None if s["best_state"] is None else dict(s["best_state"])
 
 
 class _MeanGradientTerm:
@@ -474,14 +497,41 @@ class _MeanGradientTerm:
                    torch.zeros((), dtype=ref.dtype, device=ref.device))
 
 
-def _run_reference(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.device,
-                   progress: bool) -> tuple[nn.Module, dict[str, int], Any]:
-    """The two-phase recipe of Wang et al.'s reference code (module docstring); the trained model,
-    the epochs run, and the initialization (prior of the reported IIW)."""
+class _TermState(Callback):
+    """Checkpoints the reference PIB term's own state (its example generator, counters and frozen
+    gradients), so a resumed second phase draws the same examples as an uninterrupted one."""
+
+    state_key = "pib_term"
+
+    def __init__(self, generator: torch.Generator, term: Any):
+        self.generator, self.term = generator, term
+
+    def state_dict(self) -> dict[str, Any]:
+        if isinstance(self.term, _MeanGradientTerm):
+            term = {"calls": self.term.calls, "g": self.term.g}
+        else:
+            term = self.term.checkpoint_state()
+        return {"generator": self.generator.get_state(), "term": term}
+
+    def load_state_dict(self, s: Any) -> None:
+        self.generator.set_state(s["generator"])
+        if isinstance(self.term, _MeanGradientTerm):
+            self.term.calls = int(s["term"]["calls"])
+            self.term.g = None if s["term"]["g"] is None else dict(s["term"]["g"])
+        else:
+            self.term.restore_state(s["term"])
+
+
+def _reference_phases(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.device,
+                      key: str) -> dict[str, Any]:
+    """The phases of Wang et al.'s recipe (module docstring): ``pretrain`` (Adam, early stopping),
+    for PIB ``prior`` (the held-out prior, trained on the validation split), then ``train`` (SGLD from
+    the pre-trained model's best epoch, lr decay, early stopping)."""
     from ..data import train_test_split
     from ..objectives import SGLD, PIBLoss
-    from ..training import BatchLoss, LRSchedulerCallback, fit
-    from ..weights import heldout_prior, init_prior
+    from ..training import BatchLoss, LRSchedulerCallback
+    from ..weights import init_prior, snapshot_parameters
+    from ..weights._common import _ShuffledBatches, iter_batches
 
     split = train_test_split(len(d["y_train"]), train_fraction=1 - cfg.val_fraction, seed=cfg.split_seed,
                              stratify=d["y_train"])
@@ -494,81 +544,151 @@ def _run_reference(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.
     init = init_prior(model)
     l2 = cfg.weight_decay if cfg.method == "l2" else 0.0
     ce = nn.functional.cross_entropy
+    stop1 = _EarlyStopping(model, xva, yva, cfg.pretrain_patience)
+    context = {"data": d, "train": (xtr, ytr), "init": init, "pretrain_stop": stop1}
 
     # phase 1: Adam pre-training with early stopping (every method, its own regularizer)
-    stop1 = _EarlyStopping(model, xva, yva, cfg.pretrain_patience)
-    fit(model, nn.CrossEntropyLoss(), (xtr, ytr), torch.optim.Adam(model.parameters(), lr=cfg.pretrain_lr,
-                                                                    weight_decay=l2),
-        epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, seed=seed, device=dev, callbacks=[stop1],
-        progress=progress, desc=f"{cfg.method} seed {seed} pre-training")
-    stop1.restore()
+    phases: dict[str, Any] = {"pretrain": Setup(
+        model, nn.CrossEntropyLoss(), (xtr, ytr),
+        torch.optim.Adam(model.parameters(), lr=cfg.pretrain_lr, weight_decay=l2), epochs=cfg.pretrain_epochs,
+        callbacks=[stop1], batch_size=cfg.batch_size, checkpoint=f"pretrain-{key}",
+        desc=f"{cfg.method} seed {seed} pre-training", context=context)}
 
-    # phase 2: SGLD (temperature 0 = plain SGD except for PIB), lr decay, early stopping
-    loss_fn: Any = nn.CrossEntropyLoss()
-    temperature = 0.0
     if cfg.method == "pib":
-        prior_net = _build(cfg, seed + 30_000, xtr.shape[1], n_classes).to(dev)
-        val_batches = [(xva[i:i + cfg.batch_size], yva[i:i + cfg.batch_size])
-                       for i in range(0, len(yva), cfg.batch_size)]
-        prior = heldout_prior(prior_net, ce, val_batches, epochs=cfg.prior_epochs, lr=cfg.prior_lr,
-                              optimizer="adam", seed=seed)
-        gen = torch.Generator().manual_seed(seed + 1)
+        def prior_phase(setups: dict[str, Setup], states: dict[str, Any]) -> Setup:
+            """The prior mean: another initialization trained on the validation split only, as
+            :func:`ibscope.weights.heldout_prior` trains it (Adam, batches in a seeded order)."""
+            prior_net = _build(cfg, seed + 30_000, xtr.shape[1], n_classes).to(dev)
+            val_batches = list(iter_batches([(xva[i:i + cfg.batch_size], yva[i:i + cfg.batch_size])
+                                             for i in range(0, len(yva), cfg.batch_size)], dev,
+                                            owner="heldout_prior"))
 
-        def draw() -> list[tuple[torch.Tensor, torch.Tensor]]:
-            idx = torch.randperm(n, generator=gen)[:cfg.pib_examples].to(dev)
-            return [(xtr[i], ytr[i]) for i in torch.split(idx, 256)]
+            def objective(m: nn.Module, batch: tuple) -> torch.Tensor:
+                return ce(m(batch[0]), batch[1])
 
-        steps_per_epoch = -(-n // cfg.batch_size)
-        if cfg.pib_fisher == "per_example":
-            pib = PIBLoss(model, 2.0 * cfg.ref_beta / n, n_train=n, prior_mean=prior, loss_fn=ce, batches=draw,
-                          interval=steps_per_epoch, unit="nats")
+            return Setup(prior_net, BatchLoss(objective), _ShuffledBatches(val_batches, seed),
+                         torch.optim.Adam([p for p in prior_net.parameters() if p.requires_grad], lr=cfg.prior_lr),
+                         epochs=cfg.prior_epochs, checkpoint=f"prior-{key}", desc="prior training")
 
-            def penalty_of(m: nn.Module) -> torch.Tensor:
-                return pib(m)[0]
-        else:
-            term = _MeanGradientTerm(model, prior, xtr, ytr, steps_per_epoch, seed)
+        phases["prior"] = prior_phase
 
-            def penalty_of(m: nn.Module) -> torch.Tensor:
-                return cfg.ref_beta * term(m)
+    def train_phase(setups: dict[str, Setup], states: dict[str, Any]) -> Setup:
+        """Phase 2: SGLD (temperature 0 = plain SGD except for PIB) from the best pre-training epoch."""
+        stop1.restore()
+        loss_fn: Any = nn.CrossEntropyLoss()
+        temperature = 0.0
+        callbacks: list[Callback] = []
+        if cfg.method == "pib":
+            prior = snapshot_parameters(setups["prior"].model)
+            gen = torch.Generator().manual_seed(seed + 1)
 
-        def objective(m: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, float]]:
-            nll = ce(m(batch[0]), batch[1])
-            penalty = penalty_of(m)
-            return nll + penalty, {"nll": float(nll.detach()), "penalty": float(penalty.detach())}
+            def draw() -> list[tuple[torch.Tensor, torch.Tensor]]:
+                idx = torch.randperm(n, generator=gen)[:cfg.pib_examples].to(dev)
+                return [(xtr[i], ytr[i]) for i in torch.split(idx, 256)]
 
-        loss_fn = BatchLoss(objective)
-        temperature = cfg.sgld_noise / (2.0 * cfg.lr)
-    opt = SGLD(model.parameters(), lr=cfg.lr, temperature=temperature, weight_decay=l2, seed=seed)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.lr_milestones), gamma=0.1)
-    stop2 = _EarlyStopping(model, xva, yva, cfg.patience)
-    fit(model, loss_fn, (xtr, ytr), opt, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed + 50_000,
-        device=dev, callbacks=[LRSchedulerCallback(sched, "epoch"), stop2], progress=progress,
-        desc=f"{cfg.method} seed {seed}")
-    stop2.restore()
-    model.eval()
-    return model, {"pretrain_epochs_run": stop1.epochs_run, "epochs_run": stop2.epochs_run}, (xtr, ytr, init)
+            steps_per_epoch = -(-n // cfg.batch_size)
+            if cfg.pib_fisher == "per_example":
+                pib = PIBLoss(model, 2.0 * cfg.ref_beta / n, n_train=n, prior_mean=prior, loss_fn=ce, batches=draw,
+                              interval=steps_per_epoch, unit="nats")
+                callbacks.append(_TermState(gen, pib))
+
+                def penalty_of(m: nn.Module) -> torch.Tensor:
+                    return pib(m)[0]
+            else:
+                term = _MeanGradientTerm(model, prior, xtr, ytr, steps_per_epoch, seed)
+                callbacks.append(_TermState(term.generator, term))
+
+                def penalty_of(m: nn.Module) -> torch.Tensor:
+                    return cfg.ref_beta * term(m)
+
+            def objective(m: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, float]]:
+                nll = ce(m(batch[0]), batch[1])
+                penalty = penalty_of(m)
+                return nll + penalty, {"nll": float(nll.detach()), "penalty": float(penalty.detach())}
+
+            loss_fn = BatchLoss(objective)
+            temperature = cfg.sgld_noise / (2.0 * cfg.lr)
+        opt = SGLD(model.parameters(), lr=cfg.lr, temperature=temperature, weight_decay=l2, seed=seed)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.lr_milestones), gamma=0.1)
+        stop2 = _EarlyStopping(model, xva, yva, cfg.patience)
+        return Setup(model, loss_fn, (xtr, ytr), opt, epochs=cfg.epochs,
+                     callbacks=[LRSchedulerCallback(sched, "epoch"), stop2, *callbacks], batch_size=cfg.batch_size,
+                     shuffle_stream=50_000, checkpoint=f"train-{key}", desc=f"{cfg.method} seed {seed}",
+                     context={**context, "stop": stop2})
+
+    phases["train"] = train_phase
+    return phases
 
 
 # --------------------------------------------------------------------------- #
-# one seed
+# one seed: build (the phases), rows
 # --------------------------------------------------------------------------- #
-@orchestrated
 def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool = False) -> pd.DataFrame:
     """Train one method with one seed; rows of test/train accuracy and IIW.
 
-    ``out_dir`` is unused (the method trains in memory); the runner keeps the
-    finished rows. ``config.device`` is resolved by :func:`ibscope.experiments.orchestrated`.
+    The runner's per-seed path (:func:`ibscope.experiments.train_seed`): the
+    phases of :func:`build` trained in order by :func:`ibscope.training.fit`,
+    each with its checkpoint in a sub-folder of ``out_dir`` (the runner's
+    ``seed_<s>/``: ``train-<h>/``; with ``pib_recipe='reference'`` also
+    ``pretrain-<h>/`` and, for PIB, ``prior-<h>/``, <h> the first 12 hex
+    digits of the settings hash of the config and the seed, so one folder
+    may serve several configurations and seeds), so an interrupted seed
+    resumes in the phase it stopped in; then :func:`rows`. ``config.device`` is
+    resolved by train_seed; the runner keeps the finished rows.
     """
-    from ..objectives import train_gibbs
-    from ..training import fit
-    from ..weights import iiw, init_prior
+    from ._build import train_seed
 
+    return train_seed(sys.modules[__name__], as_config(config, Config, "ib_compare"), seed, out_dir,
+                      progress=progress)
+
+
+def build(config: Config, seed: int, out_dir: Path) -> dict[str, Any]:
+    """The phases of one seed (see :mod:`ibscope.experiments._build`).
+
+    ``{"train": Setup}`` with the default recipe (one fit: SGD on the
+    method's loss, or for PIB the SGLD chain of
+    :func:`ibscope.objectives.train_gibbs` with its posterior ensemble);
+    ``pretrain``, ``prior`` (PIB only) and ``train`` with
+    ``pib_recipe='reference'`` (module docstring), the later ones built from
+    the earlier ones once trained. Torch's global RNG (dropout, the VIB
+    samples) is seeded with ``seed``; the minibatch order is drawn from the
+    seed too (the same for every method).
+
+    Parameters
+    ----------
+    config : Config
+    seed : int
+    out_dir : Path
+        The seed's folder (unused: the checkpoints are the runner's; each
+        phase's sub-folder is named ``<phase>-<first 12 hex digits of
+        settings_hash(config, seed=seed)>``).
+
+    Returns
+    -------
+    dict
+        Phase name -> :class:`~ibscope.experiments.Setup` or callable.
+
+    References
+    ----------
+    .. [1] Z. Wang et al., "PAC-Bayes Information Bottleneck", ICLR 2022.
+    """
     cfg = as_config(config, Config, "ib_compare")
     torch.manual_seed(seed)
     dev = torch.device(cfg.device)
     d = _data(cfg)
+    key = settings_hash(cfg, seed=seed)[:12]  # run_seed may be given one folder for several configs and seeds
     if cfg.pib_recipe == "reference":
-        return _reference_rows(cfg, seed, d, dev, progress)
+        return _reference_phases(cfg, seed, d, dev, key)
+    return {"train": _ibscope_setup(cfg, seed, d, dev, key)}
+
+
+def _ibscope_setup(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.device, key: str) -> Setup:
+    """The one fit of the default recipe."""
+    from ..objectives import SGLD, PIBLoss, PosteriorEnsemble
+    from ..objectives._pib import _GibbsCallback
+    from ..training import BatchLoss, TensorBatches
+    from ..weights import init_prior
+
     xtr, ytr = torch.as_tensor(d["x_train"], device=dev), torch.as_tensor(d["y_train"], device=dev)
     xte, yte = torch.as_tensor(d["x_test"], device=dev), torch.as_tensor(d["y_test"], device=dev)
     n, n_classes = xtr.shape[0], int(max(d["y_train"].max(), d["y_test"].max())) + 1
@@ -576,39 +696,101 @@ def run_seed(config: Config, seed: int, out_dir: str | Path, *, progress: bool =
     stochastic = cfg.method in ("vib", "dual_ib")
     iiw_model = _Deterministic(model) if stochastic else model
     prior = init_prior(iiw_model)
+    context = {"train": (xtr, ytr), "test": (xte, yte), "iiw_model": iiw_model, "prior": prior}
     ce: Any = nn.functional.cross_entropy
     if cfg.label_smoothing > 0:
         def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return nn.functional.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
 
     if cfg.method == "pib":
-        res = train_gibbs(model, ce, xtr, ytr, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                          temperature=cfg.temperature if cfg.temperature is not None else cfg.temperature_scale / n,
-                          beta=cfg.pib_beta, pib_interval=cfg.pib_interval,
-                          pib_examples=cfg.pib_examples, prior_mean=prior, thin=cfg.thin, seed=seed,
-                          progress=progress)
-        predict = res.ensemble.predict_proba
-        extra = {"n_posterior_samples": len(res.ensemble)}
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr,
-                              weight_decay=cfg.weight_decay if cfg.method == "l2" else 0.0)
-        if stochastic:
-            loss_fn: Any = _stochastic_objective(cfg, n_classes)
-        else:
-            loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        # the minibatch order of train_gibbs (a generator seeded with the seed); dropout and the
-        # VIB samples draw from torch's global RNG, seeded above
-        fit(model, loss_fn, (xtr, ytr), opt, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
-            device=dev, progress=progress, desc=f"{cfg.method} seed {seed}")
+        # the chain of ibscope.objectives.train_gibbs (its defaults: no lr decay, no preconditioner,
+        # burn-in half the steps), as one fit the runner checkpoints
+        data = TensorBatches((xtr, ytr), cfg.batch_size, seed=seed)
+        temp = cfg.temperature if cfg.temperature is not None else cfg.temperature_scale / n
+        pib, pib_gen = None, None
+        if cfg.pib_beta > 0:
+            pib_gen = torch.Generator().manual_seed(seed + 1)
+
+            def draw() -> list[tuple[torch.Tensor, torch.Tensor]]:
+                idx = torch.randperm(n, generator=pib_gen)[:cfg.pib_examples].to(xtr.device)
+                return [(xtr[i], ytr[i]) for i in torch.split(idx, cfg.batch_size)]
+
+            pib = PIBLoss(model, cfg.pib_beta, n_train=n, prior_mean=prior, loss_fn=ce, batches=draw,
+                          interval=cfg.pib_interval)
+        opt = SGLD(model.parameters(), lr=cfg.lr, temperature=temp, seed=seed)
+        ensemble = PosteriorEnsemble(model, burn_in=cfg.epochs * len(data) // 2, thin=cfg.thin)
+
+        def potential(m: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, Any]]:
+            loss = ce(m(batch[0]), batch[1])
+            terms: dict[str, Any] = {"nll": loss.detach()}
+            if pib is None:
+                return loss, terms
+            penalty, info = pib(m)
+            terms["iiw"] = info["iiw"]
+            return loss + penalty, terms
+
+        return Setup(model, BatchLoss(potential), data, opt, epochs=cfg.epochs,
+                     callbacks=[_GibbsCallback(pib, None, ensemble, temp, pib_gen)], check_weights=True,
+                     checkpoint=f"train-{key}", desc=f"pib seed {seed}", context={**context, "ensemble": ensemble})
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay if cfg.method == "l2" else 0.0)
+    loss_fn: Any = (_stochastic_objective(cfg, n_classes) if stochastic
+                    else nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing))
+    # the minibatch order of train_gibbs (a generator seeded with the seed); dropout and the
+    # VIB samples draw from torch's global RNG, seeded in build
+    return Setup(model, loss_fn, (xtr, ytr), opt, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                 checkpoint=f"train-{key}", desc=f"{cfg.method} seed {seed}", context=context)
+
+
+def rows(config: Config, seed: int, setups: dict[str, Setup], states: dict[str, Any]) -> pd.DataFrame:
+    """The seed's rows from its trained phases: test / train accuracy, IIW (bits) and the counts.
+
+    Parameters
+    ----------
+    config : Config
+    seed : int
+    setups, states : dict
+        The trained phases of :func:`build` and fit's final states, by phase name.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per quantity (module docstring).
+    """
+    from ..weights import iiw
+
+    cfg = as_config(config, Config, "ib_compare")
+    setup = setups["train"]
+    ctx, model = setup.context, setup.model
+    xtr, ytr = ctx["train"]
+    n = xtr.shape[0]
+    if cfg.pib_recipe == "reference":
+        ctx["stop"].restore()
         model.eval()
-        if stochastic:
-            def predict(x: torch.Tensor) -> torch.Tensor:
-                return model.predict_proba(x, cfg.vib_samples)
-        else:
-            def predict(x: torch.Tensor) -> torch.Tensor:
-                with torch.no_grad():
-                    return torch.softmax(model(x).double(), -1)
+        xte = torch.as_tensor(ctx["data"]["x_test"], device=xtr.device)
+        yte = torch.as_tensor(ctx["data"]["y_test"], device=xtr.device)
+
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return torch.cat([torch.softmax(model(x[i:i + 1000]).double(), -1) for i in range(0, len(x), 1000)])
+
+        extra = {"pretrain_epochs_run": ctx["pretrain_stop"].epochs_run, "epochs_run": ctx["stop"].epochs_run}
+        iiw_model, prior = model, ctx["init"]
+    else:
+        xte, yte = ctx["test"]
+        iiw_model, prior = ctx["iiw_model"], ctx["prior"]
         extra = {}
+        if cfg.method == "pib":
+            predict = ctx["ensemble"].predict_proba
+            extra = {"n_posterior_samples": len(ctx["ensemble"])}
+        else:
+            model.eval()
+            if cfg.method in ("vib", "dual_ib"):
+                def predict(x: torch.Tensor) -> torch.Tensor:
+                    return model.predict_proba(x, cfg.vib_samples)
+            else:
+                def predict(x: torch.Tensor) -> torch.Tensor:
+                    with torch.no_grad():
+                        return torch.softmax(model(x).double(), -1)
 
     with torch.no_grad():
         acc_test, acc_train = _accuracy(predict(xte), yte), _accuracy(predict(xtr), ytr)
@@ -630,26 +812,6 @@ def _rows(cfg: Config, seed: int, n: int, acc_test: float, acc_train: float, iiw
     ]
     rows += [{**base, "quantity": k, "value": float(v), "unit": "count"} for k, v in extra.items()]
     return pd.DataFrame(rows)
-
-
-def _reference_rows(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.device,
-                    progress: bool) -> pd.DataFrame:
-    """Rows of one seed of ``pib_recipe='reference'`` (IIW against the initialization, as the other recipe)."""
-    from ..weights import iiw
-
-    model, extra, (xtr, ytr, init) = _run_reference(cfg, seed, d, dev, progress)
-    xte, yte = torch.as_tensor(d["x_test"], device=dev), torch.as_tensor(d["y_test"], device=dev)
-
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([torch.softmax(model(x[i:i + 1000]).double(), -1) for i in range(0, len(x), 1000)])
-
-    acc_test, acc_train = _accuracy(predict(xte), yte), _accuracy(predict(xtr), ytr)
-    n = xtr.shape[0]
-    m = min(cfg.iiw_examples, n)
-    batches = [(xtr[i:i + 256], ytr[i:i + 256]) for i in range(0, m, 256)]
-    info = iiw(model, nn.CrossEntropyLoss(reduction="none"), batches, prior_mean=init, n_train=n, unit="bits")
-    return _rows(cfg, seed, n, acc_test, acc_train, info.total, extra)
 
 
 # --------------------------------------------------------------------------- #

@@ -33,11 +33,17 @@ With ``prior="both"`` the same again for ``iiw_init`` (tracked, final,
 ``method`` is the estimator (``fisher_quadratic``); IIW at iteration 0 with
 the initialization prior is 0 by construction.
 
-The seed keeps a ``run_seed`` of its own rather than a declared
-``build`` / ``rows`` (:class:`ibscope.experiments.Setup`, issue 22): with
-``prior="heldout"`` (the default) a seed is two trainings -- the prior on the
-held-out split, then the tracked training on S started from the same
-initialization (which needs the prior first) -- so it is not one fit.
+One seed is declared by :func:`build` / :func:`rows` and trained by the
+runner (:func:`ibscope.experiments.train_seed`, issue 22) as phases: with
+``prior="heldout"`` or ``"both"`` the prior on the held-out split (phase
+``prior``), then the tracked training on S from the same initialization
+(phase ``train``, built once the prior is trained), each with its own
+checkpoint folder in the seed's, so an interruption in the tracked training
+resumes there without training the prior again. The batched path of several
+seeds (:func:`run_seeds`, the runner's default for several seeds) stays as it
+was: one batched network trains the seeds' priors, then their tracked
+trainings, in its own ``run_seeds`` (its rows equal the one-seed path's up to
+floating-point reassociation).
 
 References
 ----------
@@ -46,6 +52,7 @@ References
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +67,7 @@ from .._validation import NONE, InstanceOf, Interval, Options
 from ..store import config_hash
 from ..training import Callback, TrainState, fit
 from . import as_config, check_seeds, check_threads, orchestrated, settings_hash, validate_config
+from ._build import Setup
 
 NAME = "iiw"
 
@@ -194,14 +202,6 @@ class _IterationBatches:
         self.perm, self.pos, self.segment = s["perm"], int(s["pos"]), int(s["segment"])
 
 
-def _train(model: nn.Module, batches: _IterationBatches, cfg: Config, *, progress: bool = False,
-           **kwargs: Any) -> Any:
-    """SGD (``cfg.lr``, ``cfg.momentum``) on cross-entropy through :func:`ibscope.training.fit`
-    (``progress``: fit's progress bar, off by default; ``kwargs``: fit's other options)."""
-    return fit(model, nn.CrossEntropyLoss(), batches, _sgd(model, cfg), epochs=len(batches.segments),
-               progress=progress, **kwargs)
-
-
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
     with torch.no_grad():
@@ -257,8 +257,11 @@ def _hash(cfg: Config) -> str:
 def run_seed(config: Any, seed: int, out_dir: Any, *, progress: bool = False) -> pd.DataFrame:
     """Train one seed, tracking IIW; resumable from ``out_dir`` (checkpoint at every tracked point).
 
-    ``out_dir`` is the runner's ``seed_<s>/``; the runner keeps the finished
-    rows; ``torch_threads`` is set by :func:`ibscope.experiments.orchestrated`.
+    The runner's per-seed path (:func:`ibscope.experiments.train_seed`): the
+    phases of :func:`build` trained in order, each with its checkpoint folder
+    in ``out_dir`` (the runner's ``seed_<s>/``), then :func:`rows`; the runner
+    keeps the finished rows; ``torch_threads`` is set by
+    :func:`ibscope.experiments.orchestrated`.
     """
     return _run_seed(_config(config), seed, Path(out_dir), progress=progress)
 
@@ -275,9 +278,43 @@ def run_seeds(config: Any, seeds: list[int], out_dir: Any, *, progress: bool = F
 
 
 def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFrame:
+    from ._build import train_seed
+
+    return train_seed(sys.modules[__name__], cfg, seed, out, progress=progress)
+
+
+def build(config: Any, seed: int, out_dir: Path) -> dict[str, Any]:
+    """The phases of one seed (see :mod:`ibscope.experiments._build`).
+
+    With ``prior='heldout'`` or ``'both'``, phase ``prior``: the seed's
+    initialization trained for ``iterations`` SGD steps on the held-out split
+    (checkpoint folder ``iiw_seed<seed>_prior-<h>/``, <h> the first 12 hex
+    digits of the settings hash: run_seed may be given one folder for several
+    configurations); then phase ``train``, built once the prior
+    is trained: the tracked training on S from the same initialization, whose
+    tracker takes the trained prior (and, for ``'init'`` / ``'both'``, the
+    initialization) as the prior means (checkpoint folder
+    ``iiw_seed<seed>.ckpt/``, the name it always had).
+
+    Parameters
+    ----------
+    config : Config
+    seed : int
+    out_dir : Path
+        The seed's folder (unused: the checkpoints are the runner's).
+
+    Returns
+    -------
+    dict
+        Phase name -> :class:`~ibscope.experiments.Setup` or callable.
+
+    References
+    ----------
+    .. [1] Z. Wang et al., "PAC-Bayes Information Bottleneck", ICLR 2022.
+    """
     from ..weights import snapshot_parameters
 
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = _config(config)
     chash = _hash(cfg)
     d = _load(cfg, seed)
     x, y = torch.as_tensor(d["x_train"]), torch.as_tensor(d["y_train"])
@@ -286,28 +323,55 @@ def _run_seed(cfg: Config, seed: int, out: Path, *, progress: bool) -> pd.DataFr
     evals = _eval_points(cfg)
     batches = _IterationBatches(x, y, cfg.batch_size, seed, list(np.diff(evals).astype(int).tolist()))
     iiw_data = _iiw_examples(x, y, cfg, seed)
-    n_train = int(x.shape[0])
-    row = _row_maker(cfg, seed, n_train)
+    row = _row_maker(cfg, seed, int(x.shape[0]))
+    phases: dict[str, Any] = {}
+    if cfg.prior in ("heldout", "both"):
+        pm = _model(cfg, x.shape[1], seed)  # same initialization, trained as long on the held-out part
+        xp, yp = torch.as_tensor(d["x_prior"]), torch.as_tensor(d["y_prior"])
+        phases["prior"] = Setup(pm, nn.CrossEntropyLoss(), _IterationBatches(xp, yp, cfg.batch_size, seed + 7,
+                                                                             [cfg.iterations]),
+                                _sgd(pm, cfg), epochs=1, checkpoint=f"iiw_seed{seed}_prior-{chash[:12]}",
+                                desc=f"iiw seed {seed} prior")
 
-    def make_prior() -> dict[str, dict[str, torch.Tensor]]:
-        """Prior mean per IIW quantity: 'iiw' (the config's prior) and, for prior='both', 'iiw_init'."""
-        priors = {}
-        if cfg.prior in ("heldout", "both"):
-            pm = _model(cfg, x.shape[1], seed)  # same initialization, trained as long on the held-out part
-            xp, yp = torch.as_tensor(d["x_prior"]), torch.as_tensor(d["y_prior"])
-            _train(pm, _IterationBatches(xp, yp, cfg.batch_size, seed + 7, [cfg.iterations]), cfg)
-            priors["iiw"] = snapshot_parameters(pm)
-        if cfg.prior in ("init", "both"):
-            priors["iiw" if cfg.prior == "init" else "iiw_init"] = snapshot_parameters(model)
-        return priors
+    def train_phase(setups: dict[str, Setup], states: dict[str, Any]) -> Setup:
+        def make_prior() -> dict[str, dict[str, torch.Tensor]]:
+            """Prior mean per IIW quantity: 'iiw' (the config's prior) and, for prior='both', 'iiw_init'."""
+            priors = {}
+            if "prior" in setups:
+                priors["iiw"] = snapshot_parameters(setups["prior"].model)
+            if cfg.prior in ("init", "both"):  # called before the first step: the initialization
+                priors["iiw" if cfg.prior == "init" else "iiw_init"] = snapshot_parameters(model)
+            return priors
 
-    def evaluate(it: int, priors: dict[str, dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
-        return tracked_rows(model, priors, iiw_data, (x, y), (xt, yt), row, it)
+        def evaluate(it: int, priors: dict[str, dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
+            return tracked_rows(model, priors, iiw_data, (x, y), (xt, yt), row, it)
 
-    tracker = _Tracker(evaluate, evals, make_prior, chash)
-    _train(model, batches, cfg, callbacks=[tracker], checkpoint_dir=out / f"iiw_seed{seed}.ckpt",
-           progress=progress, desc=f"iiw seed {seed}")
-    return final_frame(tracker.rows, list(tracker.prior), row, seed)
+        tracker = _Tracker(evaluate, evals, make_prior, chash)
+        return Setup(model, nn.CrossEntropyLoss(), batches, _sgd(model, cfg), epochs=len(batches.segments),
+                     callbacks=[tracker], checkpoint=f"iiw_seed{seed}.ckpt", desc=f"iiw seed {seed}",
+                     context={"tracker": tracker, "row": row})
+
+    phases["train"] = train_phase
+    return phases
+
+
+def rows(config: Any, seed: int, setups: dict[str, Setup], states: dict[str, Any]) -> pd.DataFrame:
+    """The seed's rows: the tracked ones and the final ones (module docstring).
+
+    Parameters
+    ----------
+    config : Config
+    seed : int
+    setups, states : dict
+        The trained phases of :func:`build` and fit's final states, by phase name.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    ctx = setups["train"].context
+    tracker = ctx["tracker"]
+    return final_frame(tracker.rows, list(tracker.prior), ctx["row"], seed)
 
 
 def _iiw_examples(x: torch.Tensor, y: torch.Tensor, cfg: Config, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -543,4 +607,5 @@ def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> di
             for s in seeds}
 
 
-__all__ = ["NAME", "Config", "PROFILES", "run_seed", "run_seeds", "plot", "summarize", "sweep_points"]
+__all__ = ["NAME", "Config", "PROFILES", "run_seed", "run_seeds", "build", "rows", "plot", "summarize",
+           "sweep_points"]
