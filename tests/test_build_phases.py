@@ -195,7 +195,8 @@ CASES = {
 }
 
 
-SLOW_CASES = ("ibc_reference_l2", "ibc_vib")  # covered in kind by the others (make test-slow runs them)
+# covered in kind by the others (make test-slow runs them; the reference recipe's 10-20 s each)
+SLOW_CASES = ("ibc_reference_l2", "ibc_vib", "ibc_reference_pib", "ibc_reference_pib_mean_gradient")
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c
@@ -257,7 +258,8 @@ class _KillIn(Callback):
 
 
 @pytest.mark.parametrize("name, overrides, first, at", [
-    ("ib_compare", {"method": "pib", "pib_recipe": "reference", "pib_fisher": "mean_gradient"}, "pretrain", 2),
+    pytest.param("ib_compare", {"method": "pib", "pib_recipe": "reference", "pib_fisher": "mean_gradient"},
+                 "pretrain", 2, marks=pytest.mark.slow),  # ~20 s; iiw's case runs in make test
     ("iiw", {"prior": "heldout"}, "prior", 3),
 ])
 def test_killed_in_the_last_phase_resumes_there_to_the_uninterrupted_rows(name, overrides, first, at, tmp_path,
