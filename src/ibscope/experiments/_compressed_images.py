@@ -57,6 +57,15 @@ refitted, deterministically on CPU). ``summarize`` gives the error table
 (mean over seeds with its Student-t interval, per task, size, compression
 and true MI); ``plot`` the paper's figure (one panel per task).
 
+The seed keeps a ``run_seed`` of its own rather than a declared ``build`` /
+``rows`` (:class:`ibscope.experiments.Setup`, issue 22): it trains no network
+through :func:`ibscope.training.fit` -- the compressor is fitted inside the
+estimator layer (:func:`ibscope.estimators._compressed.fit_autoencoder`, on
+the seed's own separate images) -- so there is no model, optimizer or
+callback for the runner to own. The runner still owns the seed, the
+threads, the result cache and the config hash; the per-cell checkpoints
+are keyed by :func:`ibscope.experiments.settings_hash`.
+
 Registry name ``compressed_images`` (module ``_compressed_images``).
 
 References
