@@ -792,8 +792,8 @@ class InformationPlane(Callback):
 
     def on_epoch_end(self, state: TrainState) -> None:
         """Record a scheduled epoch; write the pending snapshots once ``flush_seconds`` have passed."""
-        epoch = int(state.epoch)
-        if self.schedule is None or epoch in self.schedule:
+        epoch = state.epoch
+        if self.schedule is None or int(epoch) in self.schedule:
             self._record(epoch, state.metrics, defer=True)
         elif self._pending and time.monotonic() - self._flushed_at >= self.flush_seconds:
             self.flush()
@@ -886,9 +886,10 @@ class InformationPlane(Callback):
         new = pd.DataFrame(rows).sort_values(["estimator", "layer_index"], kind="stable").reset_index(drop=True)
         new = check_consistency(new, h_y, chain=self.chain)
         self._append(new)
-        self._pending.append((epoch, new))
-        if not defer or time.monotonic() - self._flushed_at >= self.flush_seconds:
-            self.flush()
+        if self.out_dir is not None:  # in memory only: the rows are already in the table
+            self._pending.append((epoch, new))
+            if not defer or time.monotonic() - self._flushed_at >= self.flush_seconds:
+                self.flush()
         return new
 
     def _label_entropy(self, y: torch.Tensor, fixed: bool) -> float:
