@@ -965,9 +965,9 @@ class InformationPlane(Callback):
         ``epoch_<first>_<last>.parquet`` for several snapshots, in recording
         order) is written atomically and then listed (rows, bytes, sha256) in
         ``information_plane.json``; a part the json does not list is never
-        read and is replaced when those epochs are recorded again, so a crash
-        at any point loses only the snapshots being written (recomputed on
-        resume) and duplicates nothing. Every ``_COMPACT_PARTS`` parts, and at
+        read (and is deleted by the next compaction), so a crash at any point
+        loses only the snapshots not yet written (recomputed on resume) and
+        duplicates nothing. Every ``_COMPACT_PARTS`` parts, and at
         the end of training, :meth:`compact` folds them into
         ``information_plane.parquet``. Nothing to do without ``out_dir`` or
         pending snapshots (see ``flush_seconds``).
