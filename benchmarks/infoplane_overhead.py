@@ -44,6 +44,38 @@ import tempfile
 import time
 
 
+def _timed(plane):
+    """``plane`` as a fit callback that adds up the CPU time (process_time) spent in its hooks."""
+    from ibscope.training import Callback
+
+    class Timed(Callback):
+        cpu = 0.0
+
+        def _call(self, name, *a):
+            c = time.process_time()
+            try:
+                return getattr(plane, name)(*a)
+            finally:
+                self.cpu += time.process_time() - c
+
+        def on_train_begin(self, state):
+            self._call("on_train_begin", state)
+
+        def on_train_batch_end(self, state):
+            self._call("on_train_batch_end", state)
+
+        def on_epoch_end(self, state):
+            self._call("on_epoch_end", state)
+
+        def on_train_end(self, state):
+            self._call("on_train_end", state)
+
+        def results(self):
+            return plane.results()
+
+    return Timed()
+
+
 def _case(args: argparse.Namespace) -> dict:
     import torch
     from torch import nn
@@ -93,6 +125,7 @@ def _case(args: argparse.Namespace) -> dict:
             data, epochs, bs = (x_tr, y_tr), args.mnist_epochs, 128
             cbs = [InformationPlane(model, x_all, y_all, out_dir=d, max_features=args.max_features,
                                     schedule=linear_schedule(epochs, 20))] if with_plane else []
+        cbs = [_timed(cb) for cb in cbs]
         w, c = time.perf_counter(), time.process_time()
         fit(model, nn.CrossEntropyLoss(), data, opt, epochs=epochs, batch_size=bs, seed=args.seed,
             callbacks=cbs, progress=False)
@@ -100,6 +133,7 @@ def _case(args: argparse.Namespace) -> dict:
         out = {"wall": wall, "cpu": cpu, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if cbs:
             df = cbs[0].results()
+            out["plane_cpu"] = cbs[0].cpu  # inside the plane's callbacks (records, writes, per-epoch checks)
             out["snapshots"] = int(df["epoch"].nunique())
             out["estimation_s"] = float(df["seconds"].sum())
             out["layers"] = int(df["layer"].nunique())
@@ -161,6 +195,9 @@ def main() -> None:
             b = got[base]
             print(f"{'  overhead of recording + estimation':<58} {100 * (r['wall'] / b['wall'] - 1):7.1f}% "
                   f"{100 * (r['cpu'] / b['cpu'] - 1):7.1f}%")
+            pc = r["plane_cpu"]
+            print(f"  cpu inside the plane's callbacks {pc:.1f} s = {100 * pc / (r['cpu'] - pc):.1f}% of this "
+                  f"run's training cpu ({r['cpu'] - pc:.1f} s)")
             print(f"  {r['snapshots']} snapshots x {r['layers']} layers, estimation {r['estimation_s']:.1f} s; "
                   f"reduction {r['reduction'] or 'none'}")
             print(f"  last snapshot (layer, I(X;T), I(T;Y)) bits: {r['final']}")

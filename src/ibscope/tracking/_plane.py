@@ -397,8 +397,7 @@ def measure_layer(t: Any, y: Any, estimator: BaseMIEstimator, *, x: Any = None, 
         dim_x = int(x.shape[1]) if x.ndim > 1 else 1
     dim_t, dropped_t = int(t.shape[1]), 0
     if hasattr(estimator, "plane"):
-        takes_x = "x" in inspect.signature(estimator.plane).parameters
-        pkw = {"x": x_ids} if x_ids is not None and takes_x else {}
+        pkw = {"x": x_ids} if x_ids is not None and _plane_takes_x(estimator) else {}
         with _named(layer, epoch, "I(X;T) and I(T;Y)", label):
             a, b = estimator.plane(t, y, ci=ci, **kw, **pkw) if ci is not None else estimator.plane(t, y, **pkw)
         flags = _flags(a, b, getattr(estimator, "flags_", ()))
@@ -445,6 +444,21 @@ def measure_layer(t: Any, y: Any, estimator: BaseMIEstimator, *, x: Any = None, 
     return LayerMeasure(i_xt=a, i_ty=b, flags=flags, dim_x=dim_x, dim_t=dim_t, dropped_x=dropped_x,
                         dropped_t=dropped_t, discrete_input=x_ids is not None,
                         seconds=time.perf_counter() - t0)
+
+
+_TAKES_X: dict[Any, bool] = {}
+
+
+def _plane_takes_x(estimator: BaseMIEstimator) -> bool:
+    """Whether ``estimator.plane`` accepts the input ids ``x`` (its signature, read once per function)."""
+    plane = estimator.plane
+    func = getattr(plane, "__func__", None)  # a method: its signature is the function's, cached
+    if func is None:
+        return "x" in inspect.signature(plane).parameters
+    got = _TAKES_X.get(func)
+    if got is None:
+        got = _TAKES_X[func] = "x" in inspect.signature(plane).parameters
+    return got
 
 
 def _pca_codes(est: BaseMIEstimator, x: Any, t: Any, cache: dict | None) -> tuple[Any, Any, Any]:
@@ -566,6 +580,20 @@ class InformationPlane(Callback):
         Sequential's order; otherwise no chain. ``False``: no chain. Every
         row is also checked against I(T;Y) <= I(X;T), I(T;Y) <= H(Y) and
         I(X;T) <= log n (see ``ibscope.tracking._consistency``).
+    flush_seconds : float >= 0, default 10
+        With ``out_dir``, how long the snapshots recorded *as a callback*
+        (:meth:`on_epoch_end`, in ``fit`` or Lightning) may wait in memory
+        before they are written, together, as one part: a snapshot is
+        written at the end of the first epoch that ends ``flush_seconds``
+        or more after the last write, before every training checkpoint
+        (:meth:`state_dict`, so a checkpoint never runs ahead of the table)
+        and at the end of training. A crash (a killed process, or an
+        exception out of ``fit``) loses at most the snapshots of the last
+        ``flush_seconds`` plus one epoch; resuming from the last checkpoint
+        records them again, since training replays those epochs. 0 writes
+        every snapshot before the epoch's callbacks return. :meth:`record`
+        and :meth:`maybe_record`, called directly, always write the snapshot
+        before they return; :meth:`flush` writes the pending ones now.
 
     Examples
     --------
@@ -581,7 +609,7 @@ class InformationPlane(Callback):
                  out_dir: str | os.PathLike | None = None, unit: str = "bits", batch_size: int | None = 1024,
                  max_features: int | None = 4096, max_bytes: int = 1 << 30, n_resamples: int = 50,
                  subsample: float = 0.5, seed: int = 0, n_snapshots: int = 30, discrete_x: bool | None = None,
-                 overwrite: bool = False, chain: Any = None):
+                 overwrite: bool = False, chain: Any = None, flush_seconds: float = 10.0):
         if not isinstance(model, nn.Module):
             raise TypeError(f"'model' must be a torch.nn.Module, got {type(model).__name__}.")
         if unit not in ("bits", "nats"):
@@ -618,6 +646,13 @@ class InformationPlane(Callback):
                             f"{discrete_x!r}.")
         if not isinstance(overwrite, bool):
             raise TypeError(f"'overwrite' must be True or False, got {overwrite!r}.")
+        if isinstance(flush_seconds, bool) or not isinstance(flush_seconds, (int, float)) \
+                or not math.isfinite(flush_seconds) or flush_seconds < 0:
+            raise ValueError(f"'flush_seconds' must be a finite number of seconds >= 0 (0: write every "
+                             f"snapshot at once), got {flush_seconds!r}.")
+        self.flush_seconds = float(flush_seconds)
+        self._pending: list[tuple[int, pd.DataFrame]] = []  # recorded by the callback, not yet on disk
+        self._flushed_at = time.monotonic()
         self.discrete_x = self._integer_inputs() if discrete_x is None else discrete_x
         self.overwrite = overwrite
         self._output, self._call = output, call
@@ -756,10 +791,15 @@ class InformationPlane(Callback):
         return self.schedule
 
     def on_epoch_end(self, state: TrainState) -> None:
-        self.maybe_record(state.epoch, metrics=state.metrics)
+        """Record a scheduled epoch; write the pending snapshots once ``flush_seconds`` have passed."""
+        epoch = state.epoch
+        if self.schedule is None or int(epoch) in self.schedule:
+            self._record(epoch, state.metrics, defer=True)
+        elif self._pending and time.monotonic() - self._flushed_at >= self.flush_seconds:
+            self.flush()
 
     def on_train_end(self, state: TrainState) -> None:
-        """Compact the snapshots' parts into ``information_plane.parquet`` (:meth:`compact`)."""
+        """Write the pending snapshots and compact the parts into ``information_plane.parquet`` (:meth:`compact`)."""
         self.compact()
 
     def _state_key_detail(self) -> str:
@@ -767,7 +807,10 @@ class InformationPlane(Callback):
         return f"out_dir={self.out_dir}" if self.out_dir is not None else f"fingerprint={self.fingerprint[:16]}"
 
     def state_dict(self) -> dict[str, Any]:
+        """The checkpointed state; first writes the pending snapshots, so the table holds every epoch
+        the checkpoint has passed."""
         if self.out_dir is not None:  # the rows are on disk
+            self.flush()
             return {"epochs": self.epochs_done()}
         return {"rows": {c: self._table[c].tolist() for c in self._table.columns}}
 
@@ -816,7 +859,13 @@ class InformationPlane(Callback):
         one of the table's own columns (``epoch``, ``i_xt``, ``seed``, ...)
         never overwrites it: it is stored as ``metric_<name>`` (a UserWarning
         says so); a non-numeric metric is refused with a ValueError naming it.
+        With ``out_dir`` the snapshot (and any pending one) is on disk when
+        this returns.
         """
+        return self._record(epoch, metrics, defer=False)
+
+    def _record(self, epoch: int, metrics: Mapping[str, float] | None, defer: bool) -> pd.DataFrame:
+        """:meth:`record`; with ``defer`` the write waits for :meth:`flush` within ``flush_seconds``."""
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise ValueError(f"'epoch' must be an int >= 0, got {epoch!r}.")
         epoch = int(epoch)
@@ -828,7 +877,7 @@ class InformationPlane(Callback):
             need_x = self.discrete_x or any(not hasattr(e, "plane") for layer in group for _, e in self.plan[layer])
             acts, batch_labels = self.recorder.capture(group, inputs=need_x, epoch=epoch)
             y = self._labels(batch_labels, acts)
-            h_y = from_nats(label_entropy_nats(y), self.unit)
+            h_y = self._label_entropy(y, fixed=batch_labels is None)
             for layer in group:
                 rows += self._estimate(epoch, layer, acts[layer], y, acts.get(INPUT))
             del acts
@@ -837,8 +886,20 @@ class InformationPlane(Callback):
         new = pd.DataFrame(rows).sort_values(["estimator", "layer_index"], kind="stable").reset_index(drop=True)
         new = check_consistency(new, h_y, chain=self.chain)
         self._append(new)
-        self._flush(new, epoch)
+        if self.out_dir is not None:  # in memory only: the rows are already in the table
+            self._pending.append((epoch, new))
+            if not defer or time.monotonic() - self._flushed_at >= self.flush_seconds:
+                self.flush()
         return new
+
+    def _label_entropy(self, y: torch.Tensor, fixed: bool) -> float:
+        """H(Y) in the plane's unit; computed once when the labels are the fixed ``labels`` argument."""
+        if not fixed:  # labels read from the batches: the loader may give others each time
+            return from_nats(label_entropy_nats(y), self.unit)
+        h = self.__dict__.get("_h_y")
+        if h is None:
+            h = self._h_y = from_nats(label_entropy_nats(y), self.unit)
+        return h
 
     def _groups(self) -> list[list[str]]:
         widths = self.recorder.widths()
@@ -897,21 +958,33 @@ class InformationPlane(Callback):
             })
         return rows
 
-    def _flush(self, new: pd.DataFrame, epoch: int) -> None:
-        """Persist one snapshot's rows as a new part (older rows are never rewritten), then the json.
+    def flush(self) -> None:
+        """Write the snapshots not yet on disk as one new part (older rows are never rewritten), then the json.
 
-        The part ``information_plane.parts/epoch_<epoch>.parquet`` is written
-        atomically and then listed (rows, bytes, sha256) in
-        ``information_plane.json``; a part the json does not list is never read
-        and is replaced when that epoch is recorded again, so a crash at any
-        point loses only the snapshot being written (recomputed on resume) and
-        duplicates nothing. Every ``_COMPACT_PARTS`` parts, and at the end of
-        training, :meth:`compact` folds them into ``information_plane.parquet``.
+        The part ``information_plane.parts/epoch_<first>.parquet`` (or
+        ``epoch_<first>_<last>.parquet`` for several snapshots, in recording
+        order) is written atomically and then listed (rows, bytes, sha256) in
+        ``information_plane.json``; a part the json does not list is never
+        read (and is deleted by the next compaction), so a crash at any point
+        loses only the snapshots not yet written (recomputed on resume) and
+        duplicates nothing. Every ``_COMPACT_PARTS`` parts, and at
+        the end of training, :meth:`compact` folds them into
+        ``information_plane.parquet``. Nothing to do without ``out_dir`` or
+        pending snapshots (see ``flush_seconds``).
         """
-        if self.out_dir is None:
+        if not self._pending:
             return
+        if self.out_dir is None:
+            self._pending = []
+            return
+        pending = self._pending
+        first, last = pending[0][0], pending[-1][0]
+        name = f"epoch_{first:08d}" if len(pending) == 1 else f"epoch_{first:08d}_{last:08d}"
+        frame = pending[0][1] if len(pending) == 1 else pd.concat([f for _, f in pending], ignore_index=True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        rec = self._store.append(new, f"epoch_{epoch:08d}", meta=self.metadata())
+        rec = self._store.append(frame, name, meta=self.metadata())
+        self._pending = []
+        self._flushed_at = time.monotonic()
         if len(rec["parts"]) >= _COMPACT_PARTS:
             self._store.compact(meta=self.metadata())
 
@@ -925,6 +998,7 @@ class InformationPlane(Callback):
         see the same rows before and after. Returns the table's path (None
         without ``out_dir`` or before any snapshot).
         """
+        self.flush()
         if self.out_dir is None or not self._store.exists():
             return None
         self._store.compact(meta=self.metadata())
