@@ -1057,9 +1057,10 @@ class KL(_EntropyKNN):
         Estimate each entropy (x, y, the joint; with a discrete partner the
         continuous variable and each of its classes) on its own whitened
         rows plus 0.5 log det of their covariance (:func:`whiten_for_entropy`),
-        as Butakov et al. [3]_ do. Unbiased in the same way, much less biased
-        for strongly dependent variables (high MI), where the joint law is
-        a thin sheet that isotropic balls fit badly.
+        as Butakov et al. [3]_ do. Consistent as without it, and much less
+        biased for strongly dependent variables (high MI), where the joint
+        law is a thin sheet that isotropic balls fit badly. Each whitened
+        input needs a non-singular covariance (else a ValueError).
     """
         + _KNN_PARAMS_DOC.replace(
             "        Norm used in each space.",
