@@ -684,9 +684,7 @@ def build(config: Config, seed: int, out_dir: Path) -> dict[str, Any]:
 
 def _ibscope_setup(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.device, key: str) -> Setup:
     """The one fit of the default recipe."""
-    from ..objectives import SGLD, PIBLoss, PosteriorEnsemble
-    from ..objectives._pib import _GibbsCallback
-    from ..training import BatchLoss, TensorBatches
+    from ..objectives._pib import _gibbs_chain
     from ..weights import init_prior
 
     xtr, ytr = torch.as_tensor(d["x_train"], device=dev), torch.as_tensor(d["y_train"], device=dev)
@@ -705,33 +703,16 @@ def _ibscope_setup(cfg: Config, seed: int, d: dict[str, np.ndarray], dev: torch.
     if cfg.method == "pib":
         # the chain of ibscope.objectives.train_gibbs (its defaults: no lr decay, no preconditioner,
         # burn-in half the steps), as one fit the runner checkpoints
-        data = TensorBatches((xtr, ytr), cfg.batch_size, seed=seed)
-        temp = cfg.temperature if cfg.temperature is not None else cfg.temperature_scale / n
-        pib, pib_gen = None, None
-        if cfg.pib_beta > 0:
-            pib_gen = torch.Generator().manual_seed(seed + 1)
-
-            def draw() -> list[tuple[torch.Tensor, torch.Tensor]]:
-                idx = torch.randperm(n, generator=pib_gen)[:cfg.pib_examples].to(xtr.device)
-                return [(xtr[i], ytr[i]) for i in torch.split(idx, cfg.batch_size)]
-
-            pib = PIBLoss(model, cfg.pib_beta, n_train=n, prior_mean=prior, loss_fn=ce, batches=draw,
-                          interval=cfg.pib_interval)
-        opt = SGLD(model.parameters(), lr=cfg.lr, temperature=temp, seed=seed)
-        ensemble = PosteriorEnsemble(model, burn_in=cfg.epochs * len(data) // 2, thin=cfg.thin)
-
-        def potential(m: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, Any]]:
-            loss = ce(m(batch[0]), batch[1])
-            terms: dict[str, Any] = {"nll": loss.detach()}
-            if pib is None:
-                return loss, terms
-            penalty, info = pib(m)
-            terms["iiw"] = info["iiw"]
-            return loss + penalty, terms
-
-        return Setup(model, BatchLoss(potential), data, opt, epochs=cfg.epochs,
-                     callbacks=[_GibbsCallback(pib, None, ensemble, temp, pib_gen)], check_weights=True,
-                     checkpoint=f"train-{key}", desc=f"pib seed {seed}", context={**context, "ensemble": ensemble})
+        chain = _gibbs_chain(model, ce, xtr, ytr, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                             temperature=cfg.temperature if cfg.temperature is not None
+                             else cfg.temperature_scale / n,
+                             beta=cfg.pib_beta, pib=None, pib_interval=cfg.pib_interval,
+                             pib_examples=cfg.pib_examples, prior_mean=prior, precondition=False, decay_b=None,
+                             decay_gamma=0.55, weight_decay=0.0, burn_in=None, thin=cfg.thin, max_samples=None,
+                             ensemble_dir=None, seed=seed)
+        return Setup(model, chain.loss, chain.data, chain.optimizer, epochs=cfg.epochs, callbacks=[chain.monitor],
+                     check_weights=True, checkpoint=f"train-{key}", desc=f"pib seed {seed}",
+                     context={**context, "ensemble": chain.ensemble})
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay if cfg.method == "l2" else 0.0)
     loss_fn: Any = (_stochastic_objective(cfg, n_classes) if stochastic
                     else nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing))

@@ -305,6 +305,64 @@ class _GibbsCallback(Callback):
                                                                list(e["files"]), list(e["memory"]))
 
 
+@dataclass
+class _GibbsChain:
+    """What :func:`train_gibbs` hands to ``fit``: one chain, built in a fixed order of random draws."""
+
+    data: TensorBatches
+    optimizer: SGLD
+    loss: BatchLoss
+    monitor: _GibbsCallback
+    ensemble: PosteriorEnsemble
+    temperature: float
+
+
+def _gibbs_chain(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+                 temperature: float | None, beta: float | AnnealingSchedule, pib: PIBLoss | None,
+                 pib_interval: int, pib_examples: int, prior_mean: Any, precondition: bool,
+                 decay_b: float | None, decay_gamma: float, weight_decay: float, burn_in: int | None,
+                 thin: int, max_samples: int | None, ensemble_dir: Any, seed: int) -> _GibbsChain:
+    """The minibatches, SGLD, the potential (loss + PIB term), the callback and the ensemble of a chain.
+
+    The one construction of :func:`train_gibbs`'s chain (arguments as there, already
+    validated); experiments that let their runner call ``fit`` build the same chain here.
+    """
+    n = x.shape[0]
+    data = TensorBatches((x, y), batch_size, seed=seed)
+    total_steps = epochs * len(data)
+    temp = 1.0 / n if temperature is None else float(temperature)
+
+    pib_gen = None
+    if pib is None and (isinstance(beta, AnnealingSchedule) or beta > 0):
+        pib_gen = torch.Generator().manual_seed(seed + 1)
+
+        def draw() -> list[tuple[torch.Tensor, torch.Tensor]]:
+            idx = torch.randperm(n, generator=pib_gen)[:pib_examples].to(x.device)
+            return [(x[i], y[i]) for i in torch.split(idx, batch_size)]
+
+        pib = PIBLoss(model, beta, n_train=n, prior_mean=prior_mean, loss_fn=loss_fn, batches=draw,
+                      interval=pib_interval)
+
+    opt = SGLD(model.parameters(), lr=lr, temperature=temp, precondition=precondition,
+               weight_decay=weight_decay, seed=seed)
+    sched = PolynomialDecay(opt, b=decay_b, gamma=decay_gamma) if decay_b is not None else None
+    ensemble = PosteriorEnsemble(model, burn_in=total_steps // 2 if burn_in is None else burn_in,
+                                 thin=thin, max_samples=max_samples, directory=ensemble_dir)
+    monitor = _GibbsCallback(pib, sched, ensemble, temp, pib_gen)
+
+    def potential(m: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, Any]]:
+        loss = loss_fn(m(batch[0]), batch[1])
+        terms: dict[str, Any] = {"nll": loss.detach()}
+        if pib is None:
+            return loss, terms
+        penalty, info = pib(m)
+        terms["iiw"] = info["iiw"]
+        return loss + penalty, terms
+
+    return _GibbsChain(data, opt, BatchLoss(potential), monitor, ensemble, temp)
+
+
 def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                 x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int = 128, lr: float = 1e-2,
                 temperature: float | None = None, beta: float | AnnealingSchedule = 0.0,
@@ -392,40 +450,14 @@ def train_gibbs(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"'x' and 'y' must have the same number of samples; got {x.shape[0]} and {y.shape[0]}.")
     check_weight(beta, "beta", "train_gibbs")
-    n = x.shape[0]
-    data = TensorBatches((x, y), batch_size, seed=seed)
-    total_steps = epochs * len(data)
-    temp = 1.0 / n if temperature is None else float(temperature)
-
-    pib_gen = None
-    if pib is None and (isinstance(beta, AnnealingSchedule) or beta > 0):
-        pib_gen = torch.Generator().manual_seed(seed + 1)
-
-        def draw() -> list[tuple[torch.Tensor, torch.Tensor]]:
-            idx = torch.randperm(n, generator=pib_gen)[:pib_examples].to(x.device)
-            return [(x[i], y[i]) for i in torch.split(idx, batch_size)]
-
-        pib = PIBLoss(model, beta, n_train=n, prior_mean=prior_mean, loss_fn=loss_fn, batches=draw,
-                      interval=pib_interval)
-
-    opt = SGLD(model.parameters(), lr=lr, temperature=temp, precondition=precondition,
-               weight_decay=weight_decay, seed=seed)
-    sched = PolynomialDecay(opt, b=decay_b, gamma=decay_gamma) if decay_b is not None else None
-    ensemble = PosteriorEnsemble(model, burn_in=total_steps // 2 if burn_in is None else burn_in,
-                                 thin=thin, max_samples=max_samples, directory=ensemble_dir)
-    monitor = _GibbsCallback(pib, sched, ensemble, temp, pib_gen)
-
-    def potential(m: nn.Module, batch: tuple) -> tuple[torch.Tensor, dict[str, Any]]:
-        loss = loss_fn(m(batch[0]), batch[1])
-        terms: dict[str, Any] = {"nll": loss.detach()}
-        if pib is None:
-            return loss, terms
-        penalty, info = pib(m)
-        terms["iiw"] = info["iiw"]
-        return loss + penalty, terms
-
+    chain = _gibbs_chain(model, loss_fn, x, y, epochs=epochs, batch_size=batch_size, lr=lr,
+                         temperature=temperature, beta=beta, pib=pib, pib_interval=pib_interval,
+                         pib_examples=pib_examples, prior_mean=prior_mean, precondition=precondition,
+                         decay_b=decay_b, decay_gamma=decay_gamma, weight_decay=weight_decay, burn_in=burn_in,
+                         thin=thin, max_samples=max_samples, ensemble_dir=ensemble_dir, seed=seed)
+    temp, monitor, ensemble = chain.temperature, chain.monitor, chain.ensemble
     try:
-        state = fit(model, BatchLoss(potential), data, opt, epochs=epochs, callbacks=[monitor],
+        state = fit(model, chain.loss, chain.data, chain.optimizer, epochs=epochs, callbacks=[monitor],
                     checkpoint_dir=checkpoint_dir, progress=progress, check_weights=True, desc="SGLD")
     except _FitNonFinite as e:
         raise NonFiniteLossError(
