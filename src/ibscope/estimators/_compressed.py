@@ -58,6 +58,7 @@ from .._validation import (
     is_torch,
     resolve_device,
 )
+from ._knn import centred_eigh
 from ._neural import batch_generator, check_hidden, seeded
 from .base import BaseMIEstimator
 
@@ -284,13 +285,11 @@ def whiten_codes(a: Any, *, eps: float = 1e-12) -> Any:
     estimates). Returns float64 (numpy for numpy input, a tensor on the
     input's device otherwise).
     """
-    t = a.detach().to(torch.float64) if is_torch(a) else torch.as_tensor(np.asarray(a), dtype=torch.float64)
-    if t.ndim != 2 or t.shape[0] < 2:
+    shape = tuple(a.shape) if is_torch(a) else np.shape(a)
+    if len(shape) != 2 or shape[0] < 2:
         raise ValueError(f"The codes to whiten must be a 2-D array with at least 2 rows. Got shape "
-                         f"{tuple(t.shape)} instead.")
-    c = t - t.mean(dim=0)
-    cov = c.T @ c / (c.shape[0] - 1)
-    evals, evecs = torch.linalg.eigh(cov)
+                         f"{tuple(shape)} instead.")
+    c, evals, evecs = centred_eigh(a)
     top = float(evals.max()) if evals.numel() else 0.0
     ok = evals > eps * max(top, 0.0)
     inv_sqrt = torch.where(ok, evals.clamp(min=1e-300).rsqrt(), torch.ones_like(evals))

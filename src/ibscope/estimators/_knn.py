@@ -657,6 +657,20 @@ def kl_entropy(a: Any, *, k: int = 3, metric: str = "euclidean", n_jobs: int | N
     return float(digamma(n) - digamma(k) + _log_unit_ball(d, metric) + d * logr.mean())
 
 
+def centred_eigh(a: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rows of ``a`` (n, d) centred in float64, and the eigenvalues and eigenvectors of their sample covariance.
+
+    The one whitening engine (:func:`whiten_for_entropy` here, ``whiten_codes`` of the
+    compressed estimator): a tensor on the input's device (numpy input: CPU).
+    ``torch.linalg.eigh`` reads one triangle of the covariance, so it is treated as
+    symmetric by construction.
+    """
+    t = a.detach().to(torch.float64) if is_torch(a) else torch.as_tensor(np.asarray(a), dtype=torch.float64)
+    c = t - t.mean(dim=0)
+    evals, evecs = torch.linalg.eigh(c.T @ c / (c.shape[0] - 1))
+    return c, evals, evecs
+
+
 def whiten_for_entropy(a: Any, *, what: str = "the entropy's input") -> tuple[Any, float]:
     """The rows of ``a`` (n, d) centred and whitened, and 0.5 log det of their sample covariance (nats).
 
@@ -667,19 +681,16 @@ def whiten_for_entropy(a: Any, *, what: str = "the entropy's input") -> tuple[An
     overestimate the joint entropy and so underestimate MI. This is what
     Butakov et al.'s entropy estimator does for every entropy (the joint's
     included) before its KL / WKL estimate. Eigendecomposition in float64
-    (the matrix is mirrored first, so it is symmetric by construction); a
-    covariance whose smallest eigenvalue is below 1e-12 times its largest
-    is refused (its log-determinant would be meaningless). Returns float64
-    rows (numpy for numpy input, a tensor on the input's device otherwise).
+    (:func:`centred_eigh`); a covariance whose smallest eigenvalue is below
+    1e-12 times its largest is refused (its log-determinant would be
+    meaningless). Returns float64 rows (numpy for numpy input, a tensor on
+    the input's device otherwise).
     """
-    t = a.detach().to(torch.float64) if is_torch(a) else torch.as_tensor(np.asarray(a), dtype=torch.float64)
-    if t.ndim != 2 or t.shape[0] <= t.shape[1]:
+    shape = tuple(a.shape) if is_torch(a) else np.shape(a)
+    if len(shape) != 2 or shape[0] <= shape[1]:
         raise ValueError(f"Whitening {what} needs a 2-D array with more rows than columns. Got shape "
-                         f"{tuple(t.shape)} instead.")
-    c = t - t.mean(dim=0)
-    cov = c.T @ c / (c.shape[0] - 1)
-    cov = (cov + cov.T) / 2
-    evals, evecs = torch.linalg.eigh(cov)
+                         f"{tuple(shape)} instead.")
+    c, evals, evecs = centred_eigh(a)
     top = float(evals.max())
     if not (top > 0 and float(evals.min()) > 1e-12 * top):
         raise ValueError(f"whiten=True needs {what} to have a non-singular sample covariance (its eigenvalues "
