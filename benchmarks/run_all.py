@@ -38,6 +38,12 @@ STEPS: list[tuple[str, str, list[str], int]] = [
      ["speed.py", "--n", "100000", "--only-1d"], 300),
     ("ksg-10k", "KSG vs scikit-learn (1-D) and bmi (5+5-D, where installed), n = 10,000",
      ["speed.py", "--n", "10000", "--skip-memory"], 300),
+    ("ksg-brute", "KSG algorithm 1 at 10+10 dims: textbook cKDTree KSG vs the tree path vs the brute-force "
+     "engine (torch and numba backends), n = 5,000 and 20,000 (target at 20k: >= 5x the textbook KSG)",
+     ["speed.py", "--brute", "5000", "20000"], 900),
+    ("ksg-crossover", "KSG algorithm 1: tree path vs brute force from 1+1 to 8+8 dims, n = 1,000-30,000, "
+     "and what engine='auto' picks",
+     ["speed.py", "--crossover"], 600),
     ("batched-training", "batched 12-bit training step, 50 seeds: layout before issue 21 vs current",
      ["batched_seeds.py", "--seeds", "50", "--training-only", "10"], 600),
     ("batched-seeds", "12-bit run, 10 seeds x 200 epochs, 20 snapshots: one-seed path vs batched",

@@ -11,6 +11,6 @@ PY=${PYTHON:-python3}
 CONSTRAINTS=${CONSTRAINTS:-constraints.txt}
 "$PY" -m venv .bench-env
 .bench-env/bin/pip install -q --upgrade pip
-.bench-env/bin/pip install -q -c "$CONSTRAINTS" torch==2.13.0 numpy scipy scikit-learn \
+.bench-env/bin/pip install -q -c "$CONSTRAINTS" torch==2.13.0 numpy scipy scikit-learn numba pandas pyarrow pyyaml tqdm \
     "jax==0.4.30" "jaxlib==0.4.30" benchmark-mi
 .bench-env/bin/python -c "import bmi, sklearn, torch; print('bench env ok: bmi', getattr(bmi, '__version__', '?'))"

@@ -32,10 +32,13 @@ What is compared:
 3. n = 100,000, d = 10 (x and y of 5 dimensions each): ``ksg`` (tree path), peak RSS.
 4. KDE upper bound (``kde_upper``), n = 10,000, d = 1,000, 10 classes: peak RSS.
 5. ``--brute [N ...]`` (only this section): KSG algorithm 1 at 10+10 dims, n = 5,000 and
-   20,000 by default, one thread each: a textbook scipy cKDTree KSG (cKDTree ball counts),
-   the tree path (``engine='tree'``) and the blocked brute-force engine (``engine='brute'``),
-   identical values checked; where CUDA is available the same engine on the GPU; then tree
-   against brute force at the sizes that set ``BRUTE_MIN_DIM`` / ``BRUTE_MIN_N``.
+   20,000 by default, one thread each: a textbook scipy cKDTree KSG (cKDTree ball counts,
+   the reference), the tree path (``engine='tree'``), the brute-force engine's torch backend
+   on CPU and its CPU default (compiled numba kernels, ``engine='brute'``), identical values
+   checked; where CUDA is available the torch engine on the GPU.
+6. ``--crossover`` (only this section): tree path against brute force from 1+1 to 8+8 dims
+   and n = 1,000 to 30,000, with what ``engine='auto'`` picks there (``BRUTE_MIN_DIM``,
+   ``BRUTE_N_PER_DIM``).
 """
 
 from __future__ import annotations
@@ -184,32 +187,36 @@ def textbook_ksg(x, y, k=3, workers=1):
     return float(digamma(k) + digamma(n) - np.mean(digamma(nx) + digamma(ny)))
 
 
-CROSSOVER = ((6, 20_000), (8, 10_000), (10, 10_000))
+#: (d_x = d_y, n) points of the crossover table (tree path vs the brute-force engine on CPU).
+CROSSOVER = tuple((d, n) for d in (1, 2, 3, 4, 5, 8) for n in (1_000, 3_000, 10_000, 30_000)
+                  if not (d == 8 and n > 10_000))
 
 
-def compare_brute(ns=(5_000, 20_000), dim=10, k=3, crossover=CROSSOVER):
-    """KSG algorithm 1 (Chebyshev), x and y of ``dim`` dimensions: textbook cKDTree KSG,
-    the tree path (engine='tree') and the blocked brute-force engine (engine='brute'),
-    one thread each, same samples; then where brute force starts to win (``BRUTE_MIN_DIM``,
-    ``BRUTE_MIN_N``)."""
-    from ibscope.estimators._knn import BRUTE_MIN_DIM, BRUTE_MIN_N, ksg_mi
+def compare_brute(ns=(5_000, 20_000), dim=10, k=3):
+    """KSG algorithm 1 (Chebyshev), x and y of ``dim`` dimensions, one thread each, same samples:
+    a textbook cKDTree KSG (the reference), the tree path (engine='tree'), the brute-force
+    engine's torch backend on CPU (the engine before the compiled kernels) and its CPU default
+    (numba kernels, what engine='brute' / 'auto' run)."""
+    from ibscope.estimators._knn import ksg1_brute, ksg_mi
 
-    print(f"KSG alg. 1, Chebyshev, k={k}, 1 thread each (torch threads set to 1 for 'brute'); "
-          f"'auto' picks brute from joint dim {BRUTE_MIN_DIM} and n >= {BRUTE_MIN_N}")
-    print("| d_x+d_y | n | textbook cKDTree [s] | tree path [s] | brute [s] | brute vs textbook "
-          "| brute vs tree | identical values |")
-    print("|---|---|---|---|---|---|---|---|")
+    ksg1_brute(np.ones((20, 1)) * np.arange(20)[:, None], np.arange(20.0)[:, None], 3)  # compile once
+    print(f"KSG alg. 1, Chebyshev, k={k}, 1 thread each; values in nats")
+    print("| d_x+d_y | n | textbook cKDTree [s] | tree path [s] | brute, torch [s] | brute, numba [s] "
+          "| numba vs textbook | numba vs tree | numba vs torch | identical values |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in ns:
         x, y = tasks.get("gaussian_split", dim=dim, mi=2.0).sample(n, seed=1)
         x = (x - x.mean(0)) / x.std(0)
         y = (y - y.mean(0)) / y.std(0)
         reps = 3 if n <= 5_000 else 1
         t_b, v_b = best_time(lambda x=x, y=y: ksg_mi(x, y, k=k, engine="brute", n_jobs=1), repeats=reps)
+        t_o, v_o = best_time(lambda x=x, y=y: ksg1_brute(x, y, k, n_jobs=1, backend="torch"),
+                             repeats=reps)
         t_t, v_t = best_time(lambda x=x, y=y: ksg_mi(x, y, k=k, engine="tree", n_jobs=1), repeats=reps)
         t_x, v_x = best_time(lambda x=x, y=y: textbook_ksg(x, y, k), repeats=reps)
-        same = v_b == v_t == v_x
-        print(f"| {dim}+{dim} | {n:,} | {t_x:.2f} | {t_t:.2f} | {t_b:.2f} | {t_x / t_b:.1f}x "
-              f"| {t_t / t_b:.1f}x | {same} ({v_b:.12f} nats) |", flush=True)
+        same = v_b == v_o == v_t == v_x
+        print(f"| {dim}+{dim} | {n:,} | {t_x:.2f} | {t_t:.2f} | {t_o:.2f} | {t_b:.2f} | {t_x / t_b:.1f}x "
+              f"| {t_t / t_b:.1f}x | {t_o / t_b:.1f}x | {same} ({v_b:.12f}) |", flush=True)
         if torch.cuda.is_available():
             xc, yc = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
 
@@ -219,18 +226,26 @@ def compare_brute(ns=(5_000, 20_000), dim=10, k=3, crossover=CROSSOVER):
                 return v
 
             t_g, v_g = best_time(on_gpu, warmup=True)
-            print(f"| {dim}+{dim} | {n:,} | {t_x:.2f} | {t_t:.2f} | CUDA {t_g:.3f} | {t_x / t_g:.1f}x "
-                  f"| {t_t / t_g:.1f}x | {v_g == v_t} ({v_g:.12f} nats) |", flush=True)
-    if not crossover:
-        return
-    print()
-    print("| d_x+d_y | n | tree path [s] | brute [s] | tree / brute |")
-    print("|---|---|---|---|---|")
-    for d, n in crossover:
-        x, y = tasks.get("gaussian_split", dim=d, mi=2.0).sample(n, seed=1)
-        t_t, v_t = best_time(lambda x=x, y=y: ksg_mi(x, y, k=k, engine="tree", n_jobs=1), repeats=1)
-        t_b, v_b = best_time(lambda x=x, y=y: ksg_mi(x, y, k=k, engine="brute", n_jobs=1), repeats=1)
-        print(f"| {d}+{d} | {n:,} | {t_t:.2f} | {t_b:.2f} | {t_t / t_b:.2f} (same: {v_t == v_b}) |",
+            print(f"| {dim}+{dim} | {n:,} | {t_x:.2f} | {t_t:.2f} | CUDA {t_g:.3f} | | {t_x / t_g:.1f}x "
+                  f"| {t_t / t_g:.1f}x | | {v_g == v_t} ({v_g:.12f}) |", flush=True)
+
+
+def compare_crossover(points=CROSSOVER, k=3):
+    """Tree path vs the brute-force engine (CPU default) at each (d_x = d_y, n): where 'auto'
+    switches (``BRUTE_MIN_DIM``, ``BRUTE_N_PER_DIM``)."""
+    from ibscope.estimators._knn import BRUTE_MIN_DIM, BRUTE_N_PER_DIM, ksg_mi, use_brute
+
+    ksg_mi(np.arange(20.0)[:, None], np.arange(20.0)[:, None], k=k, engine="brute")  # compile once
+    print(f"KSG alg. 1, Chebyshev, k={k}, 1 thread each, best of 2; 'auto' picks brute from joint "
+          f"dim {BRUTE_MIN_DIM}, or from 4 with n <= {BRUTE_N_PER_DIM} x joint dim")
+    print("| d_x+d_y | n | tree path [s] | brute [s] | tree / brute | 'auto' picks | identical |")
+    print("|---|---|---|---|---|---|---|")
+    for d, n in points:
+        x, y = tasks.get("gaussian_split", dim=d, mi=1.0).sample(n, seed=1)
+        t_t, v_t = best_time(lambda x=x, y=y: ksg_mi(x, y, k=k, engine="tree", n_jobs=1), repeats=2)
+        t_b, v_b = best_time(lambda x=x, y=y: ksg_mi(x, y, k=k, engine="brute", n_jobs=1), repeats=2)
+        pick = "brute" if use_brute("auto", 1, "chebyshev", 2 * d, n) else "tree"
+        print(f"| {d}+{d} | {n:,} | {t_t:.3f} | {t_b:.3f} | {t_t / t_b:.2f} | {pick} | {v_t == v_b} |",
               flush=True)
 
 
@@ -256,7 +271,12 @@ def main() -> None:
                     help="only the 1-D rows against scikit-learn (at --n; issue 21's target: n=100000)")
     ap.add_argument("--brute", type=int, nargs="*", metavar="N",
                     help="only the high-dimensional KSG rows (brute force vs trees), at these n")
+    ap.add_argument("--crossover", action="store_true",
+                    help="only the table of where 'auto' switches from the trees to brute force")
     args = ap.parse_args()
+    if args.crossover:
+        compare_crossover()
+        return
     if args.brute is not None:
         compare_brute(tuple(args.brute) or (5_000, 20_000))
         return

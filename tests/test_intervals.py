@@ -1,6 +1,6 @@
-"""Coverage of the subsampling intervals at a small scale (the full table: benchmarks/coverage.py).
+"""Coverage of the subsampling intervals at a small scale (the full table: benchmarks/interval_coverage.py).
 
-benchmarks/coverage.py measured 0.94-0.975 coverage of E[theta_n] at nominal
+benchmarks/interval_coverage.py measured 0.94-0.975 coverage of E[theta_n] at nominal
 0.95 on 8 (task, estimator, n) cases with 200 repetitions each
 (benchmarks/RESULTS.md). Here: 40 repetitions of the same protocol on one
 cheap case, with a binomial tolerance band, and the interval width against

@@ -272,10 +272,12 @@ def _tree_and_brute(x, y, k=3, **kw):
 def test_ksg_brute_identical_to_tree_high_dim(chunk_size):
     t = tasks.get("gaussian_split", dim=10, mi=2.0)
     x, y = t.sample(700, seed=3)
-    tree, brute = _tree_and_brute(x, y, k=3, chunk_size=chunk_size)
-    assert brute == tree  # the same counts and the same arithmetic: bit-identical
-    _, brute64 = _tree_and_brute(x, y, k=3, chunk_size=chunk_size, precision="float64")
-    assert brute64 == tree
+    for backend in ("numba", "torch"):
+        tree, brute = _tree_and_brute(x, y, k=3, chunk_size=chunk_size, backend=backend)
+        assert brute == tree  # the same counts and the same arithmetic: bit-identical
+        _, brute64 = _tree_and_brute(x, y, k=3, chunk_size=chunk_size, precision="float64",
+                                     backend=backend)
+        assert brute64 == tree
     # the estimator: engine='brute', 'auto' (joint dimension 20) and the torch device path agree exactly
     vals = {e: estimators.get("ksg", engine=e, chunk_size=chunk_size, unit="nats").estimate(x, y)
             for e in ("tree", "brute", "auto")}
@@ -283,22 +285,24 @@ def test_ksg_brute_identical_to_tree_high_dim(chunk_size):
     assert len(set(vals.values())) == 1, vals
 
 
+@pytest.mark.parametrize("backend", ["numba", "torch"])
 @pytest.mark.parametrize("k", [1, 4])
-def test_ksg_brute_identical_with_ties_and_duplicates(k):
+def test_ksg_brute_identical_with_ties_and_duplicates(k, backend):
     rng = np.random.default_rng(k)
     # coarse grid: many tied distances at the k-th neighbour and at the count radii
     x = np.round(rng.standard_normal((600, 5)) * 2) / 2
     y = np.round(x[:, :4] + rng.standard_normal((600, 4)))
-    tree, brute = _tree_and_brute(x, y, k=k, chunk_size=50)
+    tree, brute = _tree_and_brute(x, y, k=k, chunk_size=50, backend=backend)
     assert brute == tree
     # exact duplicate rows (more than the candidate limit at the boundary: the exact block fallback)
     xd = np.vstack([x[:400], np.repeat(x[:2], 150, axis=0)])
     yd = np.vstack([y[:400], np.repeat(y[:2], 150, axis=0)])
-    tree, brute = _tree_and_brute(xd, yd, k=k, chunk_size=64)
+    tree, brute = _tree_and_brute(xd, yd, k=k, chunk_size=64, backend=backend)
     assert brute == tree
 
 
-def test_ksg_brute_float32_boundary_rechecked_in_float64():
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_ksg_brute_float32_boundary_rechecked_in_float64(backend):
     # differences of 1e-7 on top of 0.75: float32 (resolution 6e-8 there) rounds them to a
     # few levels, so float32 distances alone get the counts wrong; the exact check may not
     from ibscope.estimators._knn import ksg_mi
@@ -307,23 +311,75 @@ def test_ksg_brute_float32_boundary_rechecked_in_float64():
     z = rng.standard_normal((400, 8))
     x = 0.75 + 1e-7 * z[:, :4]
     y = 0.75 + 1e-7 * (z[:, 4:] + z[:, :4])
-    tree, brute = _tree_and_brute(x, y, k=3, chunk_size=64)
+    tree, brute = _tree_and_brute(x, y, k=3, chunk_size=64, backend=backend)
     assert brute == tree
     as32 = [a.astype(np.float32).astype(np.float64) for a in (x, y)]
     assert abs(ksg_mi(*as32, k=3, engine="tree") - tree) > 0.05  # what float32 alone would give
     # and where the joint search alone is close (values near a float32 rounding boundary)
     x2 = np.hstack([x, 1e-7 * rng.standard_normal((400, 4))])
-    tree, brute = _tree_and_brute(x2, y, k=2, chunk_size=100)
+    tree, brute = _tree_and_brute(x2, y, k=2, chunk_size=100, backend=backend)
     assert brute == tree
+
+
+def test_ksg_brute_numba_blocks_threads_and_backend_choice(monkeypatch):
+    # more points than one block of the compiled kernels, cut into several blocks and thread ranges
+    from ibscope.estimators import _knn, _knn_kernels
+
+    monkeypatch.setattr(_knn_kernels, "_BLOCK", 97)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1000, 6))
+    y = np.round(x[:, :5] + rng.standard_normal((1000, 5)), 1)  # ties at the count radii
+    tree = _knn.ksg_mi(x, y, k=3, engine="tree")
+    one = _knn.ksg1_brute(x, y, 3, n_jobs=1, backend="numba")
+    assert one == tree
+    cx1, cy1 = _knn_kernels.ksg1_counts(x, y, 3, 1)
+    cx3, cy3 = _knn_kernels.ksg1_counts(x, y, 3, 3)  # three uneven thread ranges
+    assert np.array_equal(cx1, cx3) and np.array_equal(cy1, cy3)
+    assert cx1.min() >= 1 and cy1.min() >= 1  # self included, as the tree path counts
+    # 'auto' is numba for CPU data (numpy or CPU tensors), torch for other devices
+    calls = []
+    real = _knn_kernels.ksg1_counts
+    monkeypatch.setattr(_knn_kernels, "ksg1_counts", lambda *a: calls.append(a[3]) or real(*a))
+    assert _knn.ksg1_brute(torch.from_numpy(x), torch.from_numpy(y), 3, n_jobs=2) == tree
+    assert calls == [2]
+    assert _knn.ksg1_brute(x, y, 3, backend="torch") == tree
+    assert calls == [2]
+    with pytest.raises(ValueError, match="backend"):
+        _knn.ksg1_brute(x, y, 3, backend="cython")
+    if torch.cuda.is_available():  # pragma: no cover - CUDA machines
+        with pytest.raises(ValueError, match="backend='numba'"):
+            _knn.ksg1_brute(torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda(), 3,
+                            backend="numba")
+
+
+def test_ksg_kernels_compile_without_a_disk_cache(monkeypatch):
+    # a read-only install without a writable cache directory: numba refuses cache=True at
+    # decoration; the kernels are then compiled per process instead of failing the import
+    from ibscope.estimators import _knn_kernels
+
+    seen = []
+
+    def fake_njit(cache=False, **opts):
+        seen.append(cache)
+        if cache:
+            raise RuntimeError("cannot cache function: no locator available")
+        return lambda fn: fn
+
+    monkeypatch.setattr(_knn_kernels, "njit", fake_njit)
+    fn = _knn_kernels._jit(lambda a: a + 1)
+    assert fn(1) == 2 and seen == [True, False]
 
 
 def test_ksg_engine_choice_and_validation(monkeypatch):
     from ibscope.estimators import _knn
 
-    big = _knn.BRUTE_MIN_N
-    assert _knn.use_brute("auto", 1, "chebyshev", _knn.BRUTE_MIN_DIM, big)
+    big = 10 ** 6
+    assert _knn.use_brute("auto", 1, "chebyshev", _knn.BRUTE_MIN_DIM, big)  # any n from there
     assert not _knn.use_brute("auto", 1, "chebyshev", _knn.BRUTE_MIN_DIM - 1, big)
-    assert not _knn.use_brute("auto", 1, "chebyshev", _knn.BRUTE_MIN_DIM, big - 1)
+    small = _knn.BRUTE_N_PER_DIM * 6  # joint dimension 4..BRUTE_MIN_DIM - 1: only at small n
+    assert _knn.use_brute("auto", 1, "chebyshev", 6, small)
+    assert not _knn.use_brute("auto", 1, "chebyshev", 6, small + 1)
+    assert not _knn.use_brute("auto", 1, "chebyshev", 3, 100)  # below 4: the trees
     assert not _knn.use_brute("auto", 2, "chebyshev", 40, big)  # algorithm 2 keeps the trees
     assert _knn.use_brute("brute", 2, "chebyshev", 2, 10)
     assert not _knn.use_brute("tree", 1, "chebyshev", 40, big)
@@ -338,7 +394,6 @@ def test_ksg_engine_choice_and_validation(monkeypatch):
     calls = []
     real = _knn.ksg1_brute
     monkeypatch.setattr(_knn, "ksg1_brute", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    monkeypatch.setattr(_knn, "BRUTE_MIN_N", 150)  # the rule, at a test's sample size
     t = tasks.get("gaussian_split", dim=_knn.BRUTE_MIN_DIM // 2, mi=1.0)
     x, y = t.sample(200, seed=0)
     estimators.get("ksg").estimate(x, y)
@@ -346,6 +401,10 @@ def test_ksg_engine_choice_and_validation(monkeypatch):
     estimators.get("ksg").estimate(x[:, :1], y[:, :1])
     estimators.get("ksg", algorithm=2).estimate(x, y)
     assert calls == [1]  # low dimension and algorithm 2: the trees
+    monkeypatch.setattr(_knn, "BRUTE_N_PER_DIM", 10)  # the small-n rule, at a test's sample size
+    monkeypatch.setattr(_knn, "BRUTE_MIN_DIM", 100)
+    estimators.get("ksg").estimate(x, y)
+    assert calls == [1]  # joint dimension 10 with n = 200 > 10 x 10: the trees
 
 
 def test_ksg_brute_algorithm2_engine_matches_tree():

@@ -28,11 +28,13 @@ scikit-learn's KDTree (count_only) for the neighbour counts, both on
 ``n_jobs`` threads (default: as many as torch uses); the 1-D marginals of KSG
 use sorting + searchsorted, exact to the same floating-point comparisons as
 the tree; memory O(N k), never N x N. KSG algorithm 1 (Chebyshev) in joint
-dimension >= ``BRUTE_MIN_DIM`` with >= ``BRUTE_MIN_N`` samples, and on any torch ``device`` (CUDA), runs on a
-blocked brute-force engine (:func:`ksg1_brute`): float32 distances, one pass
-over the pair blocks for the joint search and both marginal counts, exact
-float64 checks at the boundary, so the values are those of the trees. Other
-torch paths use chunked float64 brute-force distances, memory O(chunk * N).
+dimension >= ``BRUTE_MIN_DIM`` (from 4 at small n, see there), and on any torch ``device`` (CUDA), runs on a
+blocked brute-force engine (:func:`ksg1_brute`): on CPU compiled (numba)
+kernels with vectorized float64 distances over cache-sized blocks; on a torch
+device float32 distance blocks, one pass for the joint search and both marginal
+counts, exact float64 checks at the boundary. Either way the values are those of
+the trees. Other torch paths use chunked float64 brute-force distances, memory
+O(chunk * N).
 
 References
 ----------
@@ -77,7 +79,7 @@ from .base import CONTINUOUS, DISCRETE, BaseMIEstimator
 __all__ = [
     "KSG", "KL", "WKL", "ksg_mi", "ksg_mi_mixed", "ksg1_brute", "kl_entropy", "wkl_weights",
     "whiten_for_entropy",
-    "count_within", "knn_distances", "BRUTE_MIN_DIM", "BRUTE_MIN_N",
+    "count_within", "knn_distances", "BRUTE_MIN_DIM", "BRUTE_N_PER_DIM",
 ]
 
 _METRICS = ("chebyshev", "euclidean")
@@ -222,13 +224,15 @@ def _torch_count(a: torch.Tensor, r: torch.Tensor, metric: str, chunk: int) -> t
 # --------------------------------------------------------------------------- #
 # Blocked brute-force engine for KSG algorithm 1 (Chebyshev), torch on any device
 # --------------------------------------------------------------------------- #
-#: Joint dimension (dim x + dim y) and sample size from which ``engine='auto'`` picks
-#: the brute-force engine over the trees on CPU. Measured (benchmarks/speed.py --brute,
-#: one thread, tree time / brute time, two runs on a loaded shared machine): 6+6 dims
-#: 0.5-0.6 at n=20k (trees win); 8+8 1.3-1.7 and 10+10 1.5-2.0 at n=10k; 10+10 0.8-2.0
-#: at n=5k and 1.4 at n=20k.
-BRUTE_MIN_DIM = 16
-BRUTE_MIN_N = 8_000
+#: When ``engine='auto'`` picks the blocked brute-force engine (numba on CPU) over the
+#: trees for KSG algorithm 1 (Chebyshev): from joint dimension (d_x + d_y)
+#: ``BRUTE_MIN_DIM`` at every n, and from joint dimension 4 while
+#: n <= ``BRUTE_N_PER_DIM`` x the joint dimension. Measured (benchmarks/speed.py
+#: ``--crossover``, one thread, tree time / brute time, identical values): 2+2 dims
+#: 1.7 at n=3k, 0.6 at 10k; 3+3 2.2 at 3k, 0.9 at 10k; 4+4 1.4 at 10k, 0.8 at 30k;
+#: 5+5 2.6 at 10k, 2.7 at 30k; 8+8 4.1 at 10k; 1+1 (sorting path) 0.9 at 1k.
+BRUTE_MIN_DIM = 10
+BRUTE_N_PER_DIM = 1250
 #: Bytes of distance blocks held at once by the brute-force engine, per device type.
 _BRUTE_BYTES = {"cuda": 1 << 28}
 _BRUTE_BYTES_DEFAULT = 1 << 20  # CPU: blocks of about the L2 cache
@@ -339,10 +343,15 @@ def _ksg1_brute_block(data, s, e, k, bufs):
 
 
 def ksg1_brute(x: Any, y: Any, k: int = 3, *, chunk_size: int | None = None,
-               n_jobs: int | None = None, precision: str = "auto") -> float:
-    """KSG algorithm 1 (Chebyshev) in nats by blocked brute force in torch, any device.
+               n_jobs: int | None = None, precision: str = "auto", backend: str = "auto") -> float:
+    """KSG algorithm 1 (Chebyshev) in nats by blocked brute force, on CPU or any torch device.
 
-    For each block of query rows the x- and y-distances to all rows are
+    On CPU (``backend='numba'``, the default there) compiled kernels scan the
+    pairs in cache-sized blocks with vectorized float64 distances (see
+    :mod:`ibscope.estimators._knn_kernels`); the counts are exact, so the
+    estimate is identical to the tree path's. On other devices
+    (``backend='torch'``, the default for CUDA tensors; also usable on CPU):
+    for each block of query rows the x- and y-distances to all rows are
     computed once (max-norm, float32), their maximum gives the k-th joint
     neighbour distance eps_i, and the marginal counts n_x, n_y (distances
     < eps_i) are taken from the same two blocks: one pass over the pairs,
@@ -353,8 +362,8 @@ def ksg1_brute(x: Any, y: Any, k: int = 3, *, chunk_size: int | None = None,
     (cKDTree + KDTree, :func:`ksg_mi`), ties and duplicates included. With
     ``precision='float64'``, or when the values would lose range in float32,
     every distance is computed in float64. Costs O(N^2 (d_x + d_y)); beats
-    the trees on CPU from joint dimension ``BRUTE_MIN_DIM`` and ``BRUTE_MIN_N``
-    samples (see there).
+    the trees on CPU from joint dimension ``BRUTE_MIN_DIM`` (and in joint
+    dimension 4 to 9 at small n, see ``BRUTE_N_PER_DIM``).
 
     Parameters
     ----------
@@ -363,11 +372,14 @@ def ksg1_brute(x: Any, y: Any, k: int = 3, *, chunk_size: int | None = None,
     k : int
         Number of neighbours.
     chunk_size : int or None
-        Query rows per block (None: from the byte budget).
+        Query rows per block of the torch backend (None: from the byte budget).
     n_jobs : int or None
-        Torch threads on CPU (None: as torch has them; -1: every core).
+        Threads on CPU (None: as many as torch uses; -1: every core).
     precision : {'auto', 'float64'}
-        'auto': float32 distances with exact float64 checks at the boundary.
+        Torch backend: 'auto' uses float32 distances with exact float64 checks
+        at the boundary. The numba backend always computes in float64.
+    backend : {'auto', 'numba', 'torch'}
+        'auto': numba for CPU data, torch for tensors on another device.
 
     References
     ----------
@@ -376,6 +388,8 @@ def ksg1_brute(x: Any, y: Any, k: int = 3, *, chunk_size: int | None = None,
     """
     if precision not in ("auto", "float64"):
         raise ValueError(f"'precision' must be 'auto' or 'float64'; got {precision!r}.")
+    if backend not in ("auto", "numba", "torch"):
+        raise ValueError(f"'backend' must be 'auto', 'numba' or 'torch'; got {backend!r}.")
     xt = x if is_torch(x) else torch.from_numpy(np.ascontiguousarray(x))
     yt = y if is_torch(y) else torch.from_numpy(np.ascontiguousarray(y))
     x64 = xt.detach().to(torch.float64).reshape(xt.shape[0], -1).contiguous()
@@ -388,13 +402,22 @@ def ksg1_brute(x: Any, y: Any, k: int = 3, *, chunk_size: int | None = None,
     mx, my = float(x64.abs().max()), float(y64.abs().max())
     if not (math.isfinite(mx) and math.isfinite(my)):
         raise ValueError("'x' and 'y' must be finite (no NaN or inf).")
+    threads = None if n_jobs is None else resolve_n_jobs(n_jobs)
+    if backend == "auto":
+        backend = "numba" if x64.device.type == "cpu" else "torch"
+    if backend == "numba":
+        if x64.device.type != "cpu":
+            raise ValueError(f"backend='numba' runs on CPU data; got tensors on {x64.device}.")
+        from ._knn_kernels import ksg1_counts
+
+        cx, cy = ksg1_counts(x64.numpy(), y64.numpy(), k, resolve_n_jobs(n_jobs))
+        return float(digamma(k) + digamma(n) - np.mean(digamma(cx) + digamma(cy)))
     use32 = precision == "auto" and all(1e-30 < m < 1e30 for m in (mx, my))
     xt64, yt64 = x64.T.contiguous(), y64.T.contiguous()
     xt32 = xt64.float() if use32 else None
     yt32 = yt64.float() if use32 else None
     data = (x64, y64, xt64, yt64, xt32, yt32, _F32_MARGIN * mx, _F32_MARGIN * my)
     rows = _brute_rows(n, x64.device, chunk_size)
-    threads = None if n_jobs is None else resolve_n_jobs(n_jobs)
     nx = torch.empty(n, dtype=torch.int32, device=x64.device)
     ny = torch.empty_like(nx)
     bufs = [torch.empty((min(rows, n), n), dtype=torch.float32, device=x64.device) for _ in range(3)]
@@ -494,14 +517,15 @@ def use_brute(engine: str, algorithm: int, metric: str, joint_dim: int, n: int) 
     """Whether KSG runs on the blocked brute-force engine (:func:`ksg1_brute`) on CPU.
 
     'brute' always; 'tree' never; 'auto' for algorithm 1 with the Chebyshev
-    metric from joint dimension ``BRUTE_MIN_DIM`` and ``BRUTE_MIN_N`` samples
-    (where it beats the trees on CPU, benchmarks/speed.py ``--brute``).
+    metric from joint dimension ``BRUTE_MIN_DIM``, or from joint dimension 4
+    with at most ``BRUTE_N_PER_DIM`` x joint dimension samples (where it beats
+    the trees on CPU, benchmarks/speed.py ``--crossover``).
     """
     if engine not in _ENGINES:
         raise ValueError(f"'engine' must be one of {_ENGINES}; got {engine!r}.")
     if engine == "auto":
-        return (algorithm == 1 and metric == "chebyshev" and joint_dim >= BRUTE_MIN_DIM
-                and n >= BRUTE_MIN_N)
+        return (algorithm == 1 and metric == "chebyshev"
+                and (joint_dim >= BRUTE_MIN_DIM or (joint_dim >= 4 and n <= BRUTE_N_PER_DIM * joint_dim)))
     return engine == "brute"
 
 
@@ -924,12 +948,14 @@ class KSG(_KNNBase):
     engine : {'auto', 'tree', 'brute'}, default 'auto'
         Neighbour search on CPU. 'tree': cKDTree for the joint k-th neighbour,
         KDTree counts, O(N log N) per query in low dimension but near O(N^2)
-        in high dimension. 'brute': blocked brute force in torch
-        (:func:`ksg1_brute` for algorithm 1 with 'chebyshev': float32 distances
-        with exact float64 checks at the boundary; otherwise float64 chunks).
-        'auto': 'brute' for algorithm 1 with 'chebyshev' from joint dimension
-        ``BRUTE_MIN_DIM`` (16) and ``BRUTE_MIN_N`` (8000) samples, else 'tree'. The estimates are identical; on a
-        torch ``device`` the brute-force engine always runs ('tree' is refused).
+        in high dimension. 'brute': blocked brute force (:func:`ksg1_brute` for
+        algorithm 1 with 'chebyshev': compiled float64 kernels on CPU, float32
+        distance blocks with exact float64 checks on a torch device; otherwise
+        float64 chunks in torch). 'auto': 'brute' for algorithm 1 with
+        'chebyshev' from joint dimension ``BRUTE_MIN_DIM`` (10), or from joint
+        dimension 4 with n <= ``BRUTE_N_PER_DIM`` (1250) x joint dimension,
+        else 'tree'. The estimates are identical; on a torch ``device`` the
+        brute-force engine always runs ('tree' is refused).
     """
         + _KNN_PARAMS_DOC.replace(
             "        Norm used in each space.",
@@ -947,8 +973,8 @@ class KSG(_KNNBase):
     scaling only with ``standardize``; approximately invariant to smooth
     monotone maps.
     Cost: O(N log N) per query for low dimension (kd-tree), memory O(N k);
-    1-D marginals by sorting; from joint dimension ``BRUTE_MIN_DIM`` (and
-    ``BRUTE_MIN_N`` samples) blocked brute force, O(N^2 (d_x + d_y)) time, O(block * N) memory.
+    1-D marginals by sorting; from joint dimension ``BRUTE_MIN_DIM`` (and at
+    small N from 4) blocked brute force, O(N^2 (d_x + d_y)) time, O(N (k + d)) memory on CPU.
     ``estimate`` matches scikit-learn's ``_compute_mi_cc`` (algorithm 1,
     chebyshev, k=n_neighbors, clip=True, on the same scaled data) and bmi's
     ``KSGEnsembleFirstEstimator(neighborhoods=(k,), metric_x=...)`` to

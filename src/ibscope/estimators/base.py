@@ -286,7 +286,7 @@ class BaseMIEstimator:
         average, and the percentile interval under-covered (0.89 at nominal
         0.95 for KSG on a 2+2-dim Gaussian, n = 2000); the t quantile also
         accounts for the noise of s. Coverage measured on 8 tasks x
-        estimators with 200 repetitions each: benchmarks/coverage.py,
+        estimators with 200 repetitions each: benchmarks/interval_coverage.py,
         table in benchmarks/RESULTS.md.
 
         Saturated values: when the full-data value is within tolerance of a

@@ -2,8 +2,8 @@
 
 Run::
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/coverage.py            # 200 repetitions
-    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/coverage.py --reps 40  # quick look
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/interval_coverage.py            # 200 repetitions
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/interval_coverage.py --reps 40  # quick look
 
 For every case (a task with known MI, an estimator, a sample size n) the
 script draws ``--reps`` independent datasets (sampling seeds 0..reps-1) and
