@@ -56,22 +56,23 @@ def spy(monkeypatch):
 
 
 SMALL = dict(channels=(4,), dense=8, batch_size=32, seed=0)
+MLP = dict(architecture="mlp", hidden=(8,), batch_size=32, seed=0)  # the rule does not see the network
 
 
 def test_fit_autoencoder_trains_through_the_engine(spy):
     calls, _ = spy
-    ae = fit_autoencoder(_images(200), 2, max_epochs=4, patience=2, min_improvement=0.05,
+    ae = fit_autoencoder(_images(200), 2, max_epochs=2, patience=2, min_improvement=0.05,
                          lr_decays=1, zoom=0.2, code_noise=0.02, loss="mae", lr=2e-3, **SMALL)
     (kw, fit), = calls
     assert kw["minimize"] and kw["stopping"] == "relative" and kw["batch_rng"]
     assert {k: kw[k] for k in ("max_epochs", "patience", "min_delta", "lr_decays", "lr",
-                               "batch_size")} == dict(max_epochs=4, patience=2, min_delta=0.05,
+                               "batch_size")} == dict(max_epochs=2, patience=2, min_delta=0.05,
                                                       lr_decays=1, lr=2e-3, batch_size=32)
     assert ae.model is fit.module and ae.converged == fit.converged
     assert ae.history == [{"epoch": h["epoch"], "train_mae": h["train"], "val_mse": h["test"],
                            "lr": r} for h, r in zip(fit.history, fit.lrs)]
     assert ae.reconstruction_mse == fit.best_value
-    fit_autoencoder(_images(200), 2, max_epochs=2, patience=None, **SMALL)
+    fit_autoencoder(_images(200), 2, max_epochs=2, patience=None, **MLP)
     kw, fit = calls[-1]
     assert kw["patience"] is None and not kw["batch_rng"] and len(fit.history) == 2
 
@@ -99,7 +100,7 @@ def test_fit_autoencoder_stopping_rule_on_scripted_losses(spy, lr_decays, epochs
     _, script = spy
     script["values"] = [1.0, 0.95, 0.97, 0.7, 0.72, 0.71, 0.6, 0.5]
     ae = fit_autoencoder(_images(200), 2, max_epochs=8, patience=2, min_improvement=0.1,
-                         lr_decays=lr_decays, **SMALL)
+                         lr_decays=lr_decays, **MLP)
     assert ae.epochs == epochs and ae.converged == (lr_decays < 2)
     assert [h["val_mse"] for h in ae.history] == script["values"][:epochs]
     assert [h["lr"] for h in ae.history] == pytest.approx(lrs, rel=1e-12)
@@ -110,7 +111,7 @@ def test_fit_autoencoder_never_finite_is_an_error(spy):
     _, script = spy
     script["values"] = [math.nan] * 3
     with pytest.raises(FloatingPointError, match="fit_autoencoder: the held-out reconstruction MSE"):
-        fit_autoencoder(_images(200), 2, max_epochs=3, patience=None, **SMALL)
+        fit_autoencoder(_images(200), 2, max_epochs=3, patience=None, **MLP)
 
 
 def test_mlp_autoencoder_encodes():
