@@ -385,19 +385,19 @@ def test_zoom_augmentation_and_training_noise_are_drawn_afresh():
     mean, scale = torch.as_tensor(images.mean(0)), float(images.std())
     batch = (torch.as_tensor(images) - mean) / scale
     gen = torch.Generator().manual_seed(0)
-    out, target = _augmented_forward(_Identity(), batch, mean, scale, side, 0.2, 0.0, 0.0, gen, "conv")
+    out, target = _augmented_forward(_Identity(), batch, mean, scale, side, 0.2, 0.0, 0.0, gen)
     raw = target * scale + mean
     # zooming in by 1/s per axis, s in [0.8, 1], enlarges each blob's mass by 1/(s_x s_y) in [1, 1.5625]
     ratio = raw.sum(1) / torch.as_tensor(images).sum(1)
     assert float(ratio.min()) > 0.98 and float(ratio.max()) < 1.6 and float(ratio.mean()) > 1.1
     assert torch.equal(out, target)  # no noise: the target is the (zoomed) input itself
-    _, again = _augmented_forward(_Identity(), batch, mean, scale, side, 0.2, 0.0, 0.0, gen, "conv")
+    _, again = _augmented_forward(_Identity(), batch, mean, scale, side, 0.2, 0.0, 0.0, gen)
     assert float((again - target).abs().max()) > 0.1  # a fresh zoom every call (every minibatch)
     # no zoom: the target is the batch; the noise is on the input (units of the data) and on the code
-    out, target = _augmented_forward(_Identity(), batch, mean, scale, side, 0.0, 0.1, 0.0, gen, "conv")
+    out, target = _augmented_forward(_Identity(), batch, mean, scale, side, 0.0, 0.1, 0.0, gen)
     assert torch.equal(target, batch)
     assert float(((out - target) * scale).std()) == pytest.approx(0.1, rel=0.05)
-    out, target = _augmented_forward(_Identity(), batch, mean, scale, side, 0.0, 0.0, 0.02, gen, "conv")
+    out, target = _augmented_forward(_Identity(), batch, mean, scale, side, 0.0, 0.0, 0.02, gen)
     assert float((out - target).std()) == pytest.approx(0.02, rel=0.05)
 
 

@@ -141,6 +141,87 @@ def test_clip_norm_bounds_the_gradient():
     assert grad_norm(clipped) <= 0.5 * (1 + 1e-5)
 
 
+# ------------------------------------- loss mode, relative rule, lr decays
+def test_minimize_keeps_the_lowest_loss_and_min_delta_is_a_fall():
+    fit = _fit([3.0, 1.0, 2.0, 2.0, 0.5], patience=2, minimize=True)
+    assert fit.best_epoch == 2 and fit.best_value == 1.0 and fit.converged
+    assert len(fit.history) == 4 and fit.history[1]["test"] == 1.0  # the loss as given, not negated
+    fit = _fit([3.0, 2.95, 2.0, 2.0, 2.0], patience=2, minimize=True, min_delta=0.1)
+    assert fit.best_epoch == 3 and fit.best_value == 2.0 and len(fit.history) == 5
+    fit = _fit([math.nan, math.inf, 4.0, math.nan], patience=3, minimize=True)
+    assert fit.best_epoch == 3 and fit.best_value == 4.0 and not fit.converged
+
+
+def test_patience_none_trains_max_epochs_and_keeps_the_best():
+    fit = _fit([1.0, 3.0, 2.0, 1.0, 0.5, 0.4], patience=None)
+    assert len(fit.history) == 6 and fit.best_epoch == 2 and not fit.converged
+    assert fit.lrs == [0.05] * 6
+
+
+def test_relative_rule_stops_when_the_loss_fell_by_less_than_the_fraction():
+    """Documented rule: fire when best > (1 - min_delta) * min(window[:-patience])."""
+    # every value is a new best, so the patience rule would never stop; the relative rule:
+    # epoch 3: best 7.9 vs 0.95 * min(10) = 9.5 -> go on; epoch 4: 7.85 > 0.95 * min(10, 8) = 7.6: stop
+    values = [10.0, 8.0, 7.9, 7.85, 7.8, 7.7]
+    rel = _fit(values, patience=2, minimize=True, stopping="relative", min_delta=0.05)
+    assert rel.converged and [h["epoch"] for h in rel.history] == [1, 2, 3, 4]
+    assert rel.best_epoch == 4 and rel.best_value == 7.85
+    pat = _fit(values, patience=2, minimize=True, min_delta=0.0)
+    assert not pat.converged and len(pat.history) == 6
+    # the best so far is never above the window's earlier values: min_delta=0 never fires
+    flat = _fit([5.0, 4.0, 4.0, 4.0, 4.0], patience=2, minimize=True, stopping="relative")
+    assert not flat.converged and len(flat.history) == 5 and flat.best_epoch == 2
+    # the best value counts from the start, the earlier values only from the window's start
+    late = _fit([5.0, 1.0, 4.0, 4.0, 4.0, 4.0], patience=2, minimize=True, stopping="relative",
+                min_delta=0.5)
+    assert late.converged and len(late.history) == 4 and late.best_epoch == 2
+
+
+def test_lr_decays_restore_the_best_weights_and_restart_the_window():
+    snaps = []
+    # relative rule, patience 2, 10%: fires at epoch 3 (best 9.9 at epoch 2 > 0.9 * 10), with a
+    # decay left: lr / 1e30, weights of epoch 2 restored, a new window; in it epoch 6 fires
+    # (best 9.8 (epoch 4) > 0.9 * 9.8): no decay left, stop
+    values = [10.0, 9.9, 9.95, 9.8, 9.85, 9.9, 1.0]
+    fit = _fit(values, snapshots=snaps, patience=2, minimize=True, stopping="relative",
+               min_delta=0.1, lr_decays=1, lr_factor=1e30)
+    assert fit.converged and [h["epoch"] for h in fit.history] == [1, 2, 3, 4, 5, 6]
+    assert fit.lrs == [0.05, 0.05, 0.05, 0.05 / 1e30, 0.05 / 1e30, 0.05 / 1e30]
+    assert fit.best_epoch == 4 and fit.best_value == 9.8
+    for k, v in snaps[3].items():  # epoch 4 trained from epoch 2's weights at a negligible lr
+        assert torch.allclose(v, snaps[1][k], rtol=0, atol=1e-20)
+        assert not torch.allclose(v, snaps[2][k], rtol=0, atol=1e-6)
+    # the patience rule decays too: counter reset after each decay; two decays, then stop
+    fit = _fit([1.0, 2.0] + [2.0] * 6 + [5.0], patience=2, lr_decays=2, lr_factor=10.0)
+    assert fit.converged and len(fit.history) == 8 and fit.best_epoch == 2
+    assert fit.lrs == [0.05] * 4 + [0.05 / 10] * 2 + [0.05 / 10 / 10] * 2
+    # decays left when max_epochs runs out: not converged
+    assert not _fit([1.0, 2.0, 2.0, 2.0], patience=2, lr_decays=1).converged
+
+
+def test_batch_rng_is_seeded_and_leaves_the_rest_of_the_run_unchanged():
+    x, y = _data()
+    draws = []
+
+    def noisy(m, xb, yb, gen):
+        draws.append(torch.rand(2, generator=gen))
+        return _mse(m, xb, yb)
+
+    kw = dict(lr=0.02, batch_size=8, max_epochs=3, patience=5, seed=2)
+    plain = train_early_stopping(_build, x, y, _mse, lambda m: 1.0, **kw)
+    rng = train_early_stopping(_build, x, y, noisy, lambda m: 1.0, batch_rng=True, **kw)
+    assert rng.history == plain.history  # the generator does not touch the minibatch order
+    assert all(isinstance(g, torch.Tensor) for g in draws) and len(draws) == 3 * (40 // 8)
+    first = torch.stack(draws)
+    draws.clear()
+    train_early_stopping(_build, x, y, noisy, lambda m: 1.0, batch_rng=True, **kw)
+    assert torch.equal(torch.stack(draws), first)  # seeded
+    draws.clear()
+    train_early_stopping(_build, x, y, noisy, lambda m: 1.0, batch_rng=True, **{**kw, "seed": 3})
+    assert not torch.equal(torch.stack(draws), first)
+    assert len(first.unique()) == first.numel()  # fresh draws for every minibatch
+
+
 # --------------------------------------------------------- order and seeding
 def _reference_loop(x, y, *, lr, batch_size, max_epochs, seed):
     """The documented step order written out: seeded build, batch generator, Adam steps."""
@@ -193,11 +274,25 @@ def test_seed_determines_the_run_and_global_rng_is_left_alone():
 @pytest.mark.parametrize("name, value", [
     ("lr", 0.0), ("lr", -1.0), ("batch_size", 0), ("max_epochs", 0), ("patience", 0),
     ("min_delta", -0.1), ("eval_every", 0), ("clip_norm", 0.0), ("seed", -1), ("lr", math.nan),
-    ("batch_size", 2.5),
+    ("batch_size", 2.5), ("patience", 1.5), ("stopping", "plateau"), ("lr_decays", -1),
+    ("lr_decays", 0.5), ("lr_factor", 1.0), ("lr_factor", math.inf),
 ])
 def test_bad_parameters_raise_naming_them(name, value):
     with pytest.raises(ValueError, match=f"'{name}'"):
         _fit([1.0, 2.0], **{name: value})
+
+
+@pytest.mark.parametrize("name", ["minimize", "batch_rng"])
+def test_flags_must_be_bools(name):
+    with pytest.raises(TypeError, match=f"'{name}' parameter of train_early_stopping must be a bool"):
+        _fit([1.0, 2.0], **{name: 1})
+
+
+def test_relative_rule_needs_a_loss_and_a_fraction():
+    with pytest.raises(ValueError, match="'stopping'.*minimize=True"):
+        _fit([1.0, 2.0], stopping="relative")
+    with pytest.raises(ValueError, match="'min_delta'.*fraction"):
+        _fit([1.0, 2.0], stopping="relative", minimize=True, min_delta=1.0)
 
 
 def test_bad_callables_and_data_raise_naming_them():

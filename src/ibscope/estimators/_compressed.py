@@ -59,7 +59,8 @@ from .._validation import (
     resolve_device,
 )
 from ._knn import centred_eigh
-from ._neural import batch_generator, check_hidden, seeded
+from ._neural import check_hidden
+from ._train import batch_generator, seeded, train_early_stopping
 from .base import BaseMIEstimator
 
 __all__ = ["Compressed", "PCAKSG", "pca_compress", "autoencoder_compress", "twonn_dimension",
@@ -227,6 +228,9 @@ class _AutoEncoder(nn.Module):
         dec.append(nn.Linear(d_in, d))
         self.encoder, self.decoder = nn.Sequential(*enc), nn.Sequential(*dec)
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # the interface FittedAutoencoder.encode uses
+        return self.encoder(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
 
@@ -242,31 +246,31 @@ def autoencoder_compress(a: Any, dim: int, *, hidden: tuple[int, ...] = (128, 64
     deterministic given ``seed``. Returns the encoder outputs (numpy for
     numpy input, a tensor on the input's device otherwise) and
     ``{'model': autoencoder, 'reconstruction_mse': mse (scaled units)}``.
+    The loop is the shared training engine (``_train.train_early_stopping``,
+    no early stopping: ``patience=None``).
     """
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"The 'epochs' of autoencoder_compress must be an int >= 1. Got {epochs!r} instead.")
     dev = resolve_device(device, like=a)
     t = a.to(device=dev, dtype=torch.float32) if is_torch(a) else torch.as_tensor(
         np.asarray(a), dtype=torch.float32, device=dev)
     t = t - t.mean(dim=0)
     scale = float(t.std())
     t = t / (scale if scale > 0 else 1.0)
-    n = t.shape[0]
-    b = min(batch_size, n)
-    with seeded(seed, dev):
-        model = _AutoEncoder(t.shape[1], dim, tuple(hidden)).to(dev)
-        gen = batch_generator()
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=gen).to(dev)
-            for i in range(0, n - b + 1, b):
-                batch = t[order[i:i + b]]
-                loss = ((model(batch) - batch) ** 2).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-    model.eval()
+
+    def batch_loss(model: nn.Module, batch: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = ((model(batch) - batch) ** 2).mean()
+        return loss, loss.detach()
+
+    # every row trained on for ``epochs`` epochs; one evaluation, after the last (patience=None)
+    fit = train_early_stopping(
+        lambda: _AutoEncoder(t.shape[1], dim, tuple(hidden)).to(dev), t, t[:, :0], batch_loss,
+        lambda model: float(((model(t) - t) ** 2).mean()), lr=lr, batch_size=batch_size,
+        max_epochs=epochs, patience=None, eval_every=epochs, minimize=True, seed=seed, device=dev,
+        owner="autoencoder_compress", objective="reconstruction MSE")
+    model, mse = fit.module, fit.best_value
     with torch.no_grad():
         codes = model.encoder(t)
-        mse = float(((model.decoder(codes) - t) ** 2).mean())
     codes = codes.to(torch.float64)
     out = codes if is_torch(a) else codes.cpu().numpy()
     return out, {"model": model, "reconstruction_mse": mse}
@@ -364,7 +368,7 @@ class FittedAutoencoder:
         (later data is scaled with them).
     history : list of dict
         Per epoch: 'epoch', 'train_mse' (or 'train_mae', the training loss), 'val_mse' (held-out
-        reconstruction error, in the scaled units).
+        reconstruction error, in the scaled units) and 'lr' (the epoch's learning rate).
     epochs : int
         Epochs trained; ``converged`` says whether the stopping rule (not
         ``max_epochs``) ended the training; ``reconstruction_mse`` is the
@@ -470,8 +474,8 @@ def fit_pca(train: Any, dim: int) -> FittedPCA:
 
 
 def _augmented_forward(model: nn.Module, batch: torch.Tensor, mean: torch.Tensor, scale: float, side: int,
-                       zoom: float, input_noise: float, code_noise: float, gen: torch.Generator,
-                       architecture: str) -> tuple[torch.Tensor, torch.Tensor]:
+                       zoom: float, input_noise: float, code_noise: float,
+                       gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The training forward pass with the zoom-in augmentation and the input / code noise.
 
     Returns the reconstruction and its target: ``batch`` itself, or with
@@ -493,10 +497,7 @@ def _augmented_forward(model: nn.Module, batch: torch.Tensor, mean: torch.Tensor
     inp = x
     if input_noise > 0:
         inp = x + (input_noise / scale) * torch.randn(x.shape, generator=gen).to(dev)
-    if architecture == "conv":
-        code = model.encode(inp)
-    else:
-        code = model.encoder(inp)
+    code = model.encode(inp)
     if code_noise > 0:
         code = code + code_noise * torch.randn(code.shape, generator=gen).to(dev)
     out = model.decoder(code)
@@ -529,7 +530,11 @@ def fit_autoencoder(train: Any, dim: int, *, architecture: str = "conv", channel
     its window from the best weights so far) and only stops training once
     the decays are used up. The data is centred per column and divided by
     one global standard deviation (kept for later data). Deterministic on
-    CPU given ``seed``.
+    CPU given ``seed``. The loop is the shared training engine
+    (``_train.train_early_stopping`` with ``minimize=True``,
+    ``stopping='relative'``, ``min_delta=min_improvement``, ``lr_decays``
+    and, with augmentation or noise, ``batch_rng``), run on the training
+    rows after the seeded held-out split.
 
     Training-time augmentation and noise, drawn afresh for every minibatch
     of every epoch from a generator seeded by ``seed`` (none of them is
@@ -631,57 +636,35 @@ def fit_autoencoder(train: Any, dim: int, *, architecture: str = "conv", channel
     scale = float((t - mean).std())
     scale = scale if scale > 0 else 1.0
     t = _flush_subnormal((t - mean) / scale)
-    with seeded(seed, dev):
+    augment = zoom > 0 or input_noise > 0 or code_noise > 0
+
+    def build() -> nn.Module:
+        return (_ConvAutoEncoder(side, dim, tuple(channels), dense) if architecture == "conv"
+                else _AutoEncoder(d, dim, tuple(hidden))).to(dev)
+
+    def batch_loss(model: nn.Module, batch: torch.Tensor, _: torch.Tensor,
+                   gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if gen is None:
+            out, target = model(batch), batch
+        else:
+            out, target = _augmented_forward(model, batch, mean, scale, side, zoom, input_noise,
+                                             code_noise, gen)
+        err = out - target
+        train_loss = (err ** 2).mean() if loss == "mse" else err.abs().mean()
+        return train_loss, train_loss.detach()
+
+    with seeded(seed, dev):  # the held-out split, then (the engine, seed=None) the same RNG stream
         perm = torch.randperm(n, generator=batch_generator()).to(dev)
         val, tr = t[perm[:n_val]], t[perm[n_val:]]
-        model = (_ConvAutoEncoder(side, dim, tuple(channels), dense) if architecture == "conv"
-                 else _AutoEncoder(d, dim, tuple(hidden))).to(dev)
-        gen = batch_generator()
-        # a separate generator for the augmentation, so that training without it is unchanged
-        aug = batch_generator() if (zoom > 0 or input_noise > 0 or code_noise > 0) else None
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        history: list[dict[str, float]] = []
-        best, best_state, converged = math.inf, None, False
-        window_start, decays, cur_lr = 0, 0, float(lr)  # the stopping rule looks at history[window_start:]
-        for epoch in range(1, max_epochs + 1):
-            model.train()
-            order = torch.randperm(tr.shape[0], generator=gen).to(dev)
-            total, count = 0.0, 0
-            for i in range(0, tr.shape[0] - batch_size + 1, batch_size):
-                batch = tr[order[i:i + batch_size]]
-                if aug is None:
-                    out, target = model(batch), batch
-                else:
-                    out, target = _augmented_forward(model, batch, mean, scale, side, zoom, input_noise,
-                                                     code_noise, aug, architecture)
-                err = out - target
-                train_loss = (err ** 2).mean() if loss == "mse" else err.abs().mean()
-                opt.zero_grad(set_to_none=True)
-                train_loss.backward()
-                opt.step()
-                total, count = total + float(train_loss.detach()) * batch.shape[0], count + batch.shape[0]
-            model.eval()
-            with torch.no_grad():
-                val_mse = float(((model(val) - val) ** 2).mean())
-            history.append({"epoch": epoch, f"train_{loss}": total / max(count, 1), "val_mse": val_mse,
-                            "lr": cur_lr})
-            if val_mse < best:
-                best = val_mse
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if patience is not None and epoch - window_start > patience:
-                before = min(h["val_mse"] for h in history[window_start:-patience])
-                if best > (1.0 - min_improvement) * before:
-                    if decays >= lr_decays:
-                        converged = True
-                        break
-                    decays, cur_lr, window_start = decays + 1, cur_lr / 10.0, epoch
-                    model.load_state_dict(best_state)
-                    for group in opt.param_groups:
-                        group["lr"] = cur_lr
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return FittedAutoencoder(model, dim, mean, scale, history, converged, d)
+        fit = train_early_stopping(
+            build, tr, tr[:, :0], batch_loss, lambda model: float(((model(val) - val) ** 2).mean()),
+            lr=float(lr), batch_size=batch_size, max_epochs=max_epochs, patience=patience,
+            min_delta=min_improvement, minimize=True, stopping="relative", lr_decays=lr_decays,
+            batch_rng=augment, seed=None, device=dev, owner="fit_autoencoder",
+            objective="held-out reconstruction MSE")
+    history = [{"epoch": h["epoch"], f"train_{loss}": h["train"], "val_mse": h["test"], "lr": rate}
+               for h, rate in zip(fit.history, fit.lrs, strict=True)]
+    return FittedAutoencoder(fit.module, dim, mean, scale, history, fit.converged, d)
 
 
 class Compressed(BaseMIEstimator):

@@ -10,6 +10,13 @@ convergence flag. :func:`train_early_stopping` owns that loop; an estimator
 passes only what differs: how to build its network, the loss of one
 minibatch, the held-out objective, and optionally gradient clipping.
 
+The compressed estimator's autoencoder (``_compressed.fit_autoencoder``, after
+Butakov et al. [5]_) trains through the same loop with the options it needs:
+a held-out loss to minimize (``minimize``), the relative-plateau stopping
+rule (``stopping='relative'``), learning-rate decays on a plateau
+(``lr_decays``, ``lr_factor``) and a seeded generator for training-time
+augmentation and noise (``batch_rng``).
+
 Determinism: the network is built inside :func:`seeded` (torch's global RNG
 seeded with ``seed`` and restored afterwards), then the minibatch order is
 drawn from a CPU generator seeded from that RNG (:func:`batch_generator`), so
@@ -25,22 +32,26 @@ References
    ICLR 2015.
 .. [4] L. Prechelt, "Early stopping -- but when?", in Neural Networks: Tricks
    of the Trade, Springer, 1998.
+.. [5] I. Butakov, A. Tolmachev, S. Malanchuk, A. Neopryatnaya, A. Frolov
+   and K. Andreev, "Information bottleneck analysis of deep neural networks
+   via lossy compression", ICLR 2024.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from .._units import from_nats
-from .._validation import NONE, InstanceOf, Interval, validate_params
+from .._validation import BOOLEAN, NONE, InstanceOf, Interval, Options, validate_params
 
 __all__ = ["TrainResult", "train_early_stopping", "seeded", "batch_generator", "history_in_unit"]
 
@@ -97,9 +108,14 @@ class TrainResult:
     best_value : float
         That objective.
     converged : bool
-        True when the patience rule stopped training; False when
-        ``max_epochs`` ran out while the objective still improved within the
-        last ``patience`` evaluations (the flag ``critic_not_converged``).
+        True when the stopping rule stopped training (after its learning-rate
+        decays, if any); False when ``max_epochs`` ran out first (with the
+        patience rule: while the objective still improved within the last
+        ``patience`` evaluations, the flag ``critic_not_converged``) or when
+        ``patience`` is None.
+    lrs : list of float
+        The learning rate of the training epochs before each history entry
+        (constant unless ``lr_decays`` > 0).
     """
 
     module: nn.Module
@@ -107,6 +123,7 @@ class TrainResult:
     best_epoch: int
     best_value: float
     converged: bool
+    lrs: list[float] = field(default_factory=list)
 
 
 _RESERVED = ("epoch", "train", "test")
@@ -115,8 +132,13 @@ _CONSTRAINTS = {
     "lr": [Interval(float, 0, None, closed="neither")],
     "batch_size": [Interval(int, 1, None)],
     "max_epochs": [Interval(int, 1, None)],
-    "patience": [Interval(int, 1, None)],
+    "patience": [NONE, Interval(int, 1, None)],
     "min_delta": [Interval(float, 0, None)],
+    "minimize": [BOOLEAN],
+    "stopping": [Options(("patience", "relative"))],
+    "lr_decays": [Interval(int, 0, None)],
+    "lr_factor": [Interval(float, 1, None, closed="neither")],
+    "batch_rng": [BOOLEAN],
     "eval_every": [Interval(int, 1, None)],
     "clip_norm": [NONE, Interval(float, 0, None, closed="neither")],
     "seed": [NONE, Interval(int, 0, None)],
@@ -139,42 +161,71 @@ def _check(owner: str, build: Any, batch_loss: Any, held_out: Any, x_train: Any,
     if x_train.shape[0] != y_train.shape[0]:
         raise ValueError(f"'x_train' and 'y_train' of {owner} must have the same number of rows; "
                          f"got {x_train.shape[0]} and {y_train.shape[0]}.")
+    if params["stopping"] == "relative":
+        if not params["minimize"]:
+            raise ValueError(f"The 'stopping' parameter of {owner} may be 'relative' only with "
+                             "minimize=True (a relative improvement of a nonnegative loss).")
+        if params["min_delta"] >= 1:
+            raise ValueError(f"The 'min_delta' parameter of {owner} is a fraction in [0, 1) with "
+                             f"stopping='relative'. Got {params['min_delta']!r} instead.")
 
 
 def train_early_stopping(
     build: Callable[[], nn.Module],
     x_train: torch.Tensor,
     y_train: torch.Tensor,
-    batch_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, Any]],
+    batch_loss: Callable[..., tuple[torch.Tensor, Any]],
     held_out: Callable[[nn.Module], float | tuple[float, Mapping[str, float]]],
     *,
     lr: float,
     batch_size: int,
     max_epochs: int,
-    patience: int,
+    patience: int | None,
     seed: int | None,
     device: torch.device | str = "cpu",
     clip_norm: float | None = None,
     min_delta: float = 0.0,
     eval_every: int = 1,
+    minimize: bool = False,
+    stopping: str = "patience",
+    lr_decays: int = 0,
+    lr_factor: float = 10.0,
+    batch_rng: bool = False,
     owner: str = "train_early_stopping",
     objective: str = "held-out objective",
 ) -> TrainResult:
     """Train a network by minibatch Adam with early stopping on a held-out objective.
 
     The loop: inside :func:`seeded` (``seed``) build the network
-    (``build()``), then seed the minibatch order (:func:`batch_generator`);
-    each epoch draws a permutation of the training rows, cuts it into
-    ``n_train // b`` minibatches of ``b = min(batch_size, n_train)`` rows (the
-    last partial batch is dropped; one batch when ``n_train < batch_size``)
-    and on each takes one Adam step on ``batch_loss`` (after clipping the
-    gradient norm at ``clip_norm`` when given). Every ``eval_every`` epochs
-    (and after the last one) the network, in eval mode and without
-    gradients, is scored by ``held_out`` (higher is better). A finite score
-    above the best so far by more than ``min_delta`` is an improvement and
-    its weights are kept; training stops after ``patience`` evaluations
-    without improvement or after ``max_epochs`` epochs, and the kept weights
-    are restored.
+    (``build()``), then seed the minibatch order (:func:`batch_generator`)
+    and, with ``batch_rng``, a second generator for ``batch_loss``'s own
+    randomness; each epoch draws a permutation of the training rows, cuts it
+    into ``n_train // b`` minibatches of ``b = min(batch_size, n_train)``
+    rows (the last partial batch is dropped; one batch when ``n_train <
+    batch_size``) and on each takes one Adam step on ``batch_loss`` (after
+    clipping the gradient norm at ``clip_norm`` when given). Every
+    ``eval_every`` epochs (and after the last one) the network, in eval mode
+    and without gradients, is scored by ``held_out`` (higher is better, or
+    lower with ``minimize``). A finite score that improves on the best so far
+    is kept (its weights are copied), and the stopping rule looks at it:
+
+    * ``stopping='patience'`` (early stopping [1]_ [3]_): an improvement
+      must beat the best by more than ``min_delta``; the rule fires after
+      ``patience`` evaluations in a row without one.
+    * ``stopping='relative'`` (a loss, ``minimize=True``; the autoencoders of
+      Butakov et al. [4]_): every strict improvement is kept; the rule fires
+      at an evaluation when its window (the evaluations since the start or
+      the last learning-rate decay) holds more than ``patience`` values and
+      the best value so far is above ``(1 - min_delta)`` times the smallest
+      of the window's values before its last ``patience``: the loss fell by
+      less than the fraction ``min_delta`` over the last ``patience``
+      evaluations.
+
+    When the rule fires with learning-rate decays left (``lr_decays``), the
+    learning rate is divided by ``lr_factor``, the kept weights are restored
+    (Adam's moment estimates are kept) and the rule starts a new window;
+    otherwise training stops (``converged``). Training also ends after
+    ``max_epochs`` epochs; the kept weights are restored.
 
     Parameters
     ----------
@@ -183,21 +234,25 @@ def train_early_stopping(
         block, so its initialization is a function of ``seed``.
     x_train, y_train : torch.Tensor
         Training rows (same number of rows), on the network's device.
-    batch_loss : callable (module, x_batch, y_batch) -> (loss, record)
+    batch_loss : callable (module, x_batch, y_batch[, generator]) -> (loss, record)
         The scalar loss to minimize on one minibatch and the batch's training
         record (a float or a 0-d tensor; its mean over the epoch's batches is
-        the history's ``'train'``).
+        the history's ``'train'``). With ``batch_rng`` it gets a fourth
+        argument, the seeded CPU generator for its augmentation or noise.
     held_out : callable (module) -> float or (float, dict)
-        The held-out objective (higher is better; non-finite values never
-        count as improvements), optionally with extra fields for the history.
+        The held-out objective (higher is better, lower with ``minimize``;
+        non-finite values never count as improvements), optionally with
+        extra fields for the history.
     lr : float > 0
-        Adam learning rate.
+        Adam learning rate (at the start).
     batch_size : int >= 1
         Minibatch size.
     max_epochs : int >= 1
         Most epochs (passes over the training rows).
-    patience : int >= 1
-        Held-out evaluations without improvement before stopping.
+    patience : int >= 1 or None
+        Held-out evaluations the stopping rule looks back (see above); None
+        disables it: always ``max_epochs`` epochs (``converged`` False), the
+        best evaluation's weights still kept.
     seed : int or None
         Seeds the initialization and the minibatch order (None: torch's
         current global RNG state).
@@ -206,9 +261,24 @@ def train_early_stopping(
     clip_norm : float > 0 or None, default None
         Clip the global gradient norm of all parameters at this value.
     min_delta : float >= 0, default 0
-        Smallest rise of the held-out objective that counts as an improvement.
+        ``stopping='patience'``: the smallest rise (fall with ``minimize``) of
+        the held-out objective that counts as an improvement.
+        ``stopping='relative'``: the smallest relative fall over
+        ``patience`` evaluations, a fraction in [0, 1).
     eval_every : int >= 1, default 1
         Epochs between held-out evaluations.
+    minimize : bool, default False
+        The held-out objective is a loss: lower is better.
+    stopping : {'patience', 'relative'}, default 'patience'
+        The stopping rule (see above); 'relative' needs ``minimize``.
+    lr_decays : int >= 0, default 0
+        How many times a firing rule divides the learning rate (restoring
+        the kept weights) before it stops training.
+    lr_factor : float > 1, default 10
+        The divisor of each decay.
+    batch_rng : bool, default False
+        Seed a second CPU generator (drawn after the minibatch order's, so
+        that training without it is unchanged) and pass it to ``batch_loss``.
     owner : str
         Named in error messages (the estimator's class name).
     objective : str
@@ -218,7 +288,7 @@ def train_early_stopping(
     -------
     TrainResult
         The network with the best weights restored, the history, the best
-        epoch and objective, and the convergence flag.
+        epoch and objective, the convergence flag and the learning rates.
 
     Raises
     ------
@@ -238,11 +308,14 @@ def train_early_stopping(
        optimization", ICLR 2015.
     .. [3] L. Prechelt, "Early stopping -- but when?", Neural Networks:
        Tricks of the Trade, Springer, 1998.
+    .. [4] I. Butakov et al., "Information bottleneck analysis of deep neural
+       networks via lossy compression", ICLR 2024.
     """
     _check(owner, build, batch_loss, held_out, x_train, y_train,
            {"lr": lr, "batch_size": batch_size, "max_epochs": max_epochs, "patience": patience,
             "min_delta": min_delta, "eval_every": eval_every, "clip_norm": clip_norm,
-            "seed": seed})
+            "seed": seed, "minimize": minimize, "stopping": stopping, "lr_decays": lr_decays,
+            "lr_factor": lr_factor, "batch_rng": batch_rng})
     device = torch.device(device)
     with seeded(seed, device):
         module = build()
@@ -250,22 +323,64 @@ def train_early_stopping(
             raise TypeError(f"The 'build' parameter of {owner} must return a torch.nn.Module. "
                             f"Got {type(module).__name__} instead.")
         gen = batch_generator()
-        return _loop(module, gen, x_train, y_train, batch_loss, held_out, lr=lr,
-                     batch_size=batch_size, max_epochs=max_epochs, patience=patience,
-                     clip_norm=clip_norm, min_delta=min_delta, eval_every=eval_every,
+        loss_fn = batch_loss
+        if batch_rng:  # drawn after the minibatch order's: runs without it are unchanged
+            loss_fn = functools.partial(_with_generator, batch_loss, batch_generator())
+        rule = _StoppingRule(stopping, patience, min_delta, minimize)
+        return _loop(module, gen, x_train, y_train, loss_fn, held_out, rule, lr=lr,
+                     batch_size=batch_size, max_epochs=max_epochs, clip_norm=clip_norm,
+                     eval_every=eval_every, lr_decays=lr_decays, lr_factor=lr_factor,
                      owner=owner, objective=objective)
 
 
+def _with_generator(batch_loss: Callable, gen: torch.Generator, module: nn.Module,
+                    xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    return batch_loss(module, xb, yb, gen)
+
+
+class _StoppingRule:
+    """Improvement test and stopping rule of :func:`train_early_stopping` over the current window."""
+
+    def __init__(self, stopping: str, patience: int | None, min_delta: float, minimize: bool):
+        self.stopping, self.patience, self.minimize = stopping, patience, minimize
+        self.min_delta = min_delta if stopping == "patience" else 0.0  # the bar of an improvement
+        self.fraction = min_delta
+        self.start = math.inf if minimize else -math.inf
+        self.restart()
+
+    def restart(self) -> None:
+        """A new window (at the start and after each learning-rate decay)."""
+        self.waited, self.window = 0, []
+
+    def improves(self, val: float, best: float) -> bool:
+        if not math.isfinite(val):
+            return False
+        return val < best - self.min_delta if self.minimize else val > best + self.min_delta
+
+    def fires(self, val: float, improved: bool, best: float) -> bool:
+        """Record the evaluation ``val``; True when the rule stops (or decays) the training."""
+        self.waited = 0 if improved else self.waited + 1
+        self.window.append(val)
+        p = self.patience
+        if p is None:
+            return False
+        if self.stopping == "patience":
+            return self.waited >= p
+        return len(self.window) > p and best > (1.0 - self.fraction) * min(self.window[:-p])
+
+
 def _loop(module: nn.Module, gen: torch.Generator, x_tr: torch.Tensor, y_tr: torch.Tensor,
-          batch_loss: Callable, held_out: Callable, *, lr: float, batch_size: int,
-          max_epochs: int, patience: int, clip_norm: float | None, min_delta: float,
-          eval_every: int, owner: str, objective: str) -> TrainResult:
+          batch_loss: Callable, held_out: Callable, rule: _StoppingRule, *, lr: float,
+          batch_size: int, max_epochs: int, clip_norm: float | None, eval_every: int,
+          lr_decays: int, lr_factor: float, owner: str, objective: str) -> TrainResult:
     opt = torch.optim.Adam(module.parameters(), lr=lr)
     n_tr = x_tr.shape[0]
     b = min(batch_size, n_tr)
     n_batches = max(1, n_tr // b)  # drop the last partial batch
     history: list[dict[str, float]] = []
-    best_val, best_state, best_epoch, waited = -math.inf, None, 0, 0
+    lrs: list[float] = []
+    best_val, best_state, best_epoch = rule.start, None, 0
+    cur_lr, decays, converged = lr, 0, False
     for epoch in range(1, max_epochs + 1):
         module.train()
         order = torch.randperm(n_tr, generator=gen).to(x_tr.device)
@@ -291,20 +406,27 @@ def _loop(module: nn.Module, gen: torch.Generator, x_tr: torch.Tensor, y_tr: tor
             raise ValueError(f"{owner}: the held-out callable's extra fields may not be named "
                              f"{sorted(clash)} (the engine writes them).")
         history.append({"epoch": epoch, "train": total / n_batches, "test": val, **extra})
-        if math.isfinite(val) and val > best_val + min_delta:
-            best_val, best_epoch, waited = val, epoch, 0
+        lrs.append(cur_lr)
+        improved = rule.improves(val, best_val)
+        if improved:
+            best_val, best_epoch = val, epoch
             best_state = copy.deepcopy(module.state_dict())
-        else:
-            waited += 1
-            if waited >= patience:
+        if rule.fires(val, improved, best_val):
+            if decays >= lr_decays or best_state is None:
+                converged = True
                 break
+            decays, cur_lr = decays + 1, cur_lr / lr_factor
+            module.load_state_dict(best_state)
+            for group in opt.param_groups:
+                group["lr"] = cur_lr
+            rule.restart()
     if best_state is None:
         raise FloatingPointError(f"{owner}: the {objective} was never finite; lower 'lr' or check "
                                  "the input scale.")
     module.load_state_dict(best_state)
     module.eval()
     return TrainResult(module=module, history=history, best_epoch=best_epoch,
-                       best_value=best_val, converged=waited >= patience)
+                       best_value=best_val, converged=converged, lrs=lrs)
 
 
 def history_in_unit(history: Iterable[Mapping[str, float]], unit: str, keys: Iterable[str]
