@@ -47,7 +47,12 @@ candidate): in the both-continuous low-dimensional case each candidate also
 runs :func:`ibscope.estimators._selfcheck.self_consistency` (invariance,
 data processing, additivity, convergence) on the pair; when exactly one
 candidate passes every check it is chosen, otherwise the rule above decides.
-The outcome is recorded in ``choice_['self_check']``.
+The outcome is recorded in ``choice_['self_check']``. Not recommended as it
+stands: an estimate stuck near 0 passes every one of these checks vacuously,
+so on bmi's bend-and-mix and Student-t tasks (N = 5000, 2 seeds,
+benchmarks/beyond_normal.py ``--suite bmi-hard``) it switched to a Gaussian
+copula reading ~0 on five of eleven tasks and raised the mean absolute error
+from 0.183 to 0.558 bits (benchmarks/RESULTS.md).
 
 Columns with ties (fewer distinct values than rows) get jitter of
 1e-10 x their spread before the kNN search, as Kraskov et al. advise.
@@ -117,7 +122,9 @@ class Auto(BaseMIEstimator):
     self_check : bool, default False
         Both continuous, low dimension: run the self-consistency checks on
         both candidates and prefer the one that passes them all (see the
-        module docstring); about 8 times the cost.
+        module docstring); about 8 times the cost. Measured to hurt on hard
+        distributions (a near-zero estimate passes the checks vacuously; see
+        the module docstring), so off by default.
     unit : {'bits', 'nats'}, default 'bits'
 
     Attributes
