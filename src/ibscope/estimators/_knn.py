@@ -228,9 +228,9 @@ def _torch_count(a: torch.Tensor, r: torch.Tensor, metric: str, chunk: int) -> t
 #: trees for KSG algorithm 1 (Chebyshev): from joint dimension (d_x + d_y)
 #: ``BRUTE_MIN_DIM`` at every n, and from joint dimension 4 while
 #: n <= ``BRUTE_N_PER_DIM`` x the joint dimension. Measured (benchmarks/speed.py
-#: ``--crossover``, one thread, tree time / brute time, identical values): 2+2 dims
-#: 1.7 at n=3k, 0.6 at 10k; 3+3 2.2 at 3k, 0.9 at 10k; 4+4 1.4 at 10k, 0.8 at 30k;
-#: 5+5 2.6 at 10k, 2.7 at 30k; 8+8 4.1 at 10k; 1+1 (sorting path) 0.9 at 1k.
+#: ``--crossover``, one thread, tree time / brute time at n = 1k / 3k / 10k / 30k,
+#: identical values): 2+2 dims 2.9 / 1.5 / 0.7 / 0.3; 3+3 6.1 / 1.5 / 0.9 / 0.6;
+#: 4+4 4.5 / 3.0 / 1.4 / 1.3; 5+5 2.2 / 2.9 / 2.5 / 2.0; 1+1 (sorting path) 0.3 at 1k.
 BRUTE_MIN_DIM = 10
 BRUTE_N_PER_DIM = 1250
 #: Bytes of distance blocks held at once by the brute-force engine, per device type.
