@@ -89,19 +89,37 @@ def binning_plane_seeds(acts: np.ndarray, labels: np.ndarray, est: Any) -> tuple
         return None
     n_seeds, n, d = acts.shape
     iy, my = discrete_symbols(np.asarray(labels))
-    codes = fixed_bin_codes(acts, n_bins=est.n_bins, value_range=est.value_range, bin_width=est.bin_width) \
-        if est.value_range is not None or est.bin_width is not None else None
-    if codes is None or n == 0:  # own min/max per array: not one quantization for all seeds
+    if est.value_range is None and est.bin_width is None or n == 0:
+        return None  # own min/max per array: not one quantization for all seeds
+    if est.bin_width is None:
+        # fixed_bin_codes' arithmetic, in place and kept in float64: floor((t - lo) * (n_bins /
+        # (hi - lo))) clipped to [0, n_bins - 1] -- the same codes, as exact small integers
+        lo_v, hi_v = (float(v) for v in est.value_range)
+        codes = acts.astype(np.float64)
+        codes -= lo_v
+        codes *= est.n_bins / (hi_v - lo_v)
+        np.floor(codes, out=codes)
+        np.clip(codes, 0, est.n_bins - 1, out=codes)
+    else:
+        codes = fixed_bin_codes(acts, bin_width=est.bin_width).astype(np.float64)
+    lo = float(codes.min())
+    base = int(codes.max() - lo) + 1
+    bits = d * math.log2(max(base, 2)) + math.log2(max(my, 2))
+    if bits > 62:
         return None
-    lo = int(codes.min()) if codes.size else 0
-    base = (int(codes.max()) - lo + 1) if codes.size else 1
-    if d * math.log2(max(base, 2)) + math.log2(max(my, 2)) > 62:
-        return None
-    key = np.zeros((n_seeds, n), dtype=np.int64)
-    for j in range(d - 1, -1, -1):  # mixed radix: one integer per row of codes
-        key *= base
-        key += codes[:, :, j] - lo
-    joint = np.sort(key * my + iy[None, :], axis=1)
+    if lo:
+        codes -= lo
+    if bits <= 52:  # mixed radix in one float64 matrix-vector product: exact below 2**53
+        key = (codes.reshape(n_seeds * n, d) @ float(base) ** np.arange(d)).astype(np.int64).reshape(n_seeds, n)
+    else:
+        icodes = codes.astype(np.int64)
+        key = np.zeros((n_seeds, n), dtype=np.int64)
+        for j in range(d - 1, -1, -1):  # mixed radix: one integer per row of codes
+            key *= base
+            key += icodes[:, :, j]
+    key *= my
+    key += iy[None, :]
+    joint = np.sort(key, axis=1)
 
     def entropies(sorted_keys: np.ndarray) -> np.ndarray:
         new = np.ones(sorted_keys.shape, dtype=bool)
