@@ -114,3 +114,22 @@ def test_fast_run_seeds_equals_legacy_and_one_seed_rows(tmp_path):
             diff = np.abs(a[col].to_numpy() - b[col].to_numpy())
             assert diff.max() < 4 * np.log2(4096) / 4096 and (diff < 1e-9).mean() >= 0.85, (col, diff)
     assert fast[0]["i_xt"].nunique() > 3  # the plane moved
+
+
+def test_vectorized_snapshot_names_the_seed_with_nan_activations(tmp_path):
+    from types import SimpleNamespace
+
+    from ibscope.experiments import _tishby
+    from ibscope.experiments._tishby_batched import _Snapshots
+    from ibscope.store import TableWriter
+
+    x, y, _ = _data()
+    model = BatchedMLP([MLP(12, (10, 7), 2, seed=s) for s in SEEDS])
+    with torch.no_grad():
+        model.weights[0][1, 0, 0] = float("nan")  # seed SEEDS[1]
+    splits = [train_test_split(len(y), train_fraction=0.5, seed=s, stratify=y.numpy()) for s in SEEDS]
+    ests = {("binning", layer): _tishby._layer_estimator("binning", {"n_bins": 30}, model.layer_activations[layer],
+                                                          "bits") for layer in model.layer_names}
+    snaps = _Snapshots(model, [5, 6, 7], x, y.numpy(), splits, ests, [0], TableWriter(tmp_path / "t.parquet"), "bits")
+    with pytest.raises(FloatingPointError, match="seed 6 has NaN"):
+        snaps.on_epoch_end(SimpleNamespace(epoch=0))
