@@ -86,6 +86,8 @@ def test_binning_plane_seeds_declines_what_it_does_not_compute():
                 registry.get("binning", n_bins=30, value_range=(-1, 1), miller_madow=True),
                 registry.get("adaptive_binning", n_bins=30)):
         assert binning_plane_seeds(acts, labels, est) is None
+    with pytest.raises(ValueError, match="'labels'"):
+        binning_plane_seeds(acts, labels[:5], registry.get("binning", n_bins=30, value_range=(-1, 1)))
     # a packed code beyond 62 bits (30 used bins on 20 units): seed by seed
     wide = np.random.default_rng(1).uniform(-1, 1, (2, 10, 20)).astype(np.float32)
     wide[0, 0], wide[0, 1] = -1, 0.999

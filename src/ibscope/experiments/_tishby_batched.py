@@ -14,6 +14,13 @@ one-seed path.
 
 Resume: the batch directory holds fit's checkpoint (every snapshot) and the
 rows estimated so far; a crashed run continues from its last snapshot.
+
+Speed (issue 21): the fused Adam kernel, minibatches gathered from the shared
+data (:class:`SeedBatches` ``rows``), one forward pass per snapshot for the
+layers and the metrics, and fixed-edge binning estimated for all seeds of a
+layer at once (:func:`binning_plane_seeds`); ``run_seeds(..., fast=False)``
+runs the path before these changes (for side-by-side timing,
+benchmarks/batched_seeds.py ``--before``).
 """
 
 from __future__ import annotations
@@ -57,15 +64,19 @@ def binning_plane_seeds(acts: np.ndarray, labels: np.ndarray, est: Any) -> tuple
     The same quantities as ``est.plane(acts[s], labels)`` for a fixed-edge
     :class:`~ibscope.estimators.Binning` (plug-in entropies, no correction),
     the plane of Shwartz-Ziv & Tishby [1]_: each row of a seed's layer is
-    quantized with the estimator's own bin codes
-    (:func:`~ibscope.estimators.fixed_bin_codes`, bit for bit), the codes of a
-    row are packed into one integer (mixed radix), the label appended, and one
-    sort per layer over all seeds counts the symbols of T and of (T, Y).
+    quantized with the estimator's own bin codes (the arithmetic of
+    :func:`~ibscope.estimators.fixed_bin_codes` in float64: the same codes),
+    the codes of a row are packed into one integer (mixed radix), the label
+    appended, and one sort per layer over all seeds counts the symbols of T
+    and of (T, Y).
     I(X;T) = H(T) (a deterministic layer, every input distinct) and
     I(T;Y) = max(H(T) + H(Y) - H(T, Y), 0), as in the one-seed path; the
     values agree with it up to the summation order of the entropies (float
     rounding). Returns None (the caller measures seed by seed) for another
-    estimator or when a packed code would not fit in 62 bits.
+    estimator, for edges from each array's own min and max
+    (``value_range=None`` without ``bin_width``), or when a packed code would
+    not fit in 62 bits. The estimator's ``flags_`` are those of the seed with
+    the highest values (its diagnostic warning, once per run, as seed by seed).
 
     Parameters
     ----------
@@ -88,6 +99,8 @@ def binning_plane_seeds(acts: np.ndarray, labels: np.ndarray, est: Any) -> tuple
     if not _fast_binning(est) or acts.ndim != 3:
         return None
     n_seeds, n, d = acts.shape
+    if np.shape(labels) != (n,):
+        raise ValueError(f"'labels' must have shape ({n},) like the layer's samples; got {np.shape(labels)}.")
     iy, my = discrete_symbols(np.asarray(labels))
     if est.value_range is None and est.bin_width is None or n == 0:
         return None  # own min/max per array: not one quantization for all seeds
