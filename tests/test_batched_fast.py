@@ -135,3 +135,33 @@ def test_vectorized_snapshot_names_the_seed_with_nan_activations(tmp_path):
     snaps = _Snapshots(model, [5, 6, 7], x, y.numpy(), splits, ests, [0], TableWriter(tmp_path / "t.parquet"), "bits")
     with pytest.raises(FloatingPointError, match="seed 6 has NaN"):
         snaps.on_epoch_end(SimpleNamespace(epoch=0))
+
+
+def test_part_table_resumes_merges_and_never_duplicates(tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from ibscope.experiments._tishby_batched import _PartTable
+
+    def rows(epoch):
+        return [{"seed": s, "epoch": epoch, "i_xt": float(s + epoch)} for s in (0, 1)]
+
+    t = _PartTable(tmp_path / "infoplane.parquet")
+    for e in (0, 3):
+        t.add(rows(e))
+        t.flush()
+    assert sorted(p.name for p in (tmp_path / "infoplane_parts").iterdir()) == [
+        "epoch_000000000.parquet", "epoch_000000003.parquet"]
+    resumed = _PartTable(tmp_path / "infoplane.parquet")  # a crash after epoch 3: nothing lost
+    pd.testing.assert_frame_equal(resumed.frame(), t.frame())
+    shutil.copytree(tmp_path / "infoplane_parts", tmp_path / "copy")
+    resumed.add(rows(9))
+    resumed.flush()
+    resumed.merge()
+    assert not (tmp_path / "infoplane_parts").exists()
+    merged = pd.read_parquet(tmp_path / "infoplane.parquet")
+    assert merged["epoch"].tolist() == [0, 0, 3, 3, 9, 9]
+    # a merge cut between writing the file and removing the parts: the parts add nothing twice
+    (tmp_path / "copy").rename(tmp_path / "infoplane_parts")
+    pd.testing.assert_frame_equal(_PartTable(tmp_path / "infoplane.parquet").frame(), merged)
