@@ -76,6 +76,10 @@ def test_binning_plane_seeds_equals_plane_seed_by_seed(params, unit):
     assert want[:, 1].max() > 0.1 and want[:, 0].min() < want[:, 0].max() - 0.5  # not trivial
     np.testing.assert_allclose(i_xt, want[:, 0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(i_ty, want[:, 1], rtol=1e-12, atol=1e-12)
+    # the features-first buffers of a snapshot, read through (S, n, d) views: the same values
+    strided = np.ascontiguousarray(acts.transpose(0, 2, 1)).transpose(0, 2, 1)
+    for got, ref in zip(binning_plane_seeds(strided, labels, est), (i_xt, i_ty), strict=True):
+        np.testing.assert_array_equal(got, ref)
 
 
 def test_binning_plane_seeds_declines_what_it_does_not_compute():

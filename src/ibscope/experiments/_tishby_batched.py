@@ -124,8 +124,12 @@ def binning_plane_seeds(acts: np.ndarray, labels: np.ndarray, est: Any) -> tuple
         return None
     if lo:
         codes -= lo
-    if bits <= 52:  # mixed radix in one float64 matrix-vector product: exact below 2**53
-        key = (codes.reshape(n_seeds * n, d) @ float(base) ** np.arange(d)).astype(np.int64).reshape(n_seeds, n)
+    if bits <= 52:  # mixed radix (Horner) in float64: exact below 2**53, any memory layout of acts
+        fkey = codes[:, :, d - 1].copy()
+        for j in range(d - 2, -1, -1):
+            fkey *= base
+            fkey += codes[:, :, j]
+        key = fkey.astype(np.int64)
     else:
         icodes = codes.astype(np.int64)
         key = np.zeros((n_seeds, n), dtype=np.int64)
@@ -266,9 +270,16 @@ class _Snapshots(Callback):
         was = self.model.training
         self.model.eval()
         with torch.no_grad():
-            outs = self.model.layer_outputs(self.x_all, logits=True)
-            logits = outs.pop("logits")
-            acts = {k: v.cpu().numpy() for k, v in outs.items()}
+            if self.vectorized:  # features-first (S, width, n) buffers, read through (S, n, width) views
+                *hidden, z = self.model._hidden(self.x_all)
+                outs = {f"hidden{i}": h for i, h in enumerate(hidden, start=1)}
+                outs["output"] = torch.softmax(z, dim=1)
+                acts = {k: v.cpu().numpy().transpose(0, 2, 1) for k, v in outs.items()}
+                logits = z.transpose(1, 2)
+            else:
+                outs = self.model.layer_outputs(self.x_all, logits=True)
+                logits = outs.pop("logits")
+                acts = {k: v.cpu().numpy() for k, v in outs.items()}
         self.model.train(was)
         metrics = self._all_metrics(logits)
         rows = self._rows(epoch, acts, metrics) if self.vectorized else None
