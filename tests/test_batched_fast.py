@@ -142,8 +142,6 @@ def test_vectorized_snapshot_names_the_seed_with_nan_activations(tmp_path):
 
 
 def test_part_table_resumes_merges_and_never_duplicates(tmp_path):
-    import shutil
-
     import pandas as pd
 
     from ibscope.experiments._tishby_batched import _PartTable
@@ -155,17 +153,31 @@ def test_part_table_resumes_merges_and_never_duplicates(tmp_path):
     for e in (0, 3):
         t.add(rows(e))
         t.flush()
-    assert sorted(p.name for p in (tmp_path / "infoplane_parts").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "infoplane.parts").iterdir()) == [
         "epoch_000000000.parquet", "epoch_000000003.parquet"]
     resumed = _PartTable(tmp_path / "infoplane.parquet")  # a crash after epoch 3: nothing lost
     pd.testing.assert_frame_equal(resumed.frame(), t.frame())
-    shutil.copytree(tmp_path / "infoplane_parts", tmp_path / "copy")
+    # a part written but not yet listed in the sidecar (a crash between the two) is never read
+    stray = tmp_path / "infoplane.parts" / "epoch_000000005.parquet"
+    pd.DataFrame(rows(5)).to_parquet(stray)
+    pd.testing.assert_frame_equal(_PartTable(tmp_path / "infoplane.parquet").frame(), t.frame())
     resumed.add(rows(9))
     resumed.flush()
     resumed.merge()
-    assert not (tmp_path / "infoplane_parts").exists()
+    assert not (tmp_path / "infoplane.parts").exists()
     merged = pd.read_parquet(tmp_path / "infoplane.parquet")
     assert merged["epoch"].tolist() == [0, 0, 3, 3, 9, 9]
-    # a merge cut between writing the file and removing the parts: the parts add nothing twice
-    (tmp_path / "copy").rename(tmp_path / "infoplane_parts")
     pd.testing.assert_frame_equal(_PartTable(tmp_path / "infoplane.parquet").frame(), merged)
+    # a damaged part is refused, not read
+    t2 = _PartTable(tmp_path / "other.parquet")
+    t2.add(rows(1))
+    t2.flush()
+    part = tmp_path / "other.parts" / "epoch_000000001.parquet"
+    part.write_bytes(part.read_bytes()[:-8] + b"xxxxxxxx")
+    with pytest.raises(ValueError, match="sha256"):
+        _PartTable(tmp_path / "other.parquet")
+    # an older batch directory: the table alone, no sidecar, read as is
+    old = tmp_path / "old" / "infoplane.parquet"
+    old.parent.mkdir()
+    merged.to_parquet(old)
+    pd.testing.assert_frame_equal(_PartTable(old).frame(), merged)

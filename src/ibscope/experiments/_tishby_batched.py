@@ -14,7 +14,7 @@ one-seed path.
 
 Resume: the batch directory holds fit's checkpoint (every snapshot) and the
 rows estimated so far (``infoplane.parquet``; during a fast run one part per
-snapshot under ``infoplane_parts/``, merged into it at the end); a crashed
+snapshot under ``infoplane.parts/``, compacted into it at the end); a crashed
 run continues from its last snapshot.
 
 Speed (issue 21): the fused Adam kernel, minibatches gathered from the shared
@@ -39,7 +39,7 @@ import torch
 
 from ..data import train_test_split
 from ..models import BatchedMLP, SeedBatches, batched_cross_entropy
-from ..store import TableWriter
+from ..store import PartedTable, TableWriter
 from ..tracking import log_schedule
 from ..training import Callback, TrainState, fit
 from . import check_seeds, torch_threads
@@ -160,33 +160,20 @@ def binning_plane_seeds(acts: np.ndarray, labels: np.ndarray, est: Any) -> tuple
 
 
 class _PartTable:
-    """The batch's rows as one Parquet part per snapshot, merged into one file at the end.
+    """The batch's rows in a :class:`~ibscope.store.PartedTable`: one part per snapshot, compacted at the end.
 
     :class:`~ibscope.store.TableWriter` rewrites its whole file at every
     flush: for 50 seeds x 6 layers x 300 snapshots that is O(snapshots^2)
-    (~0.2 s per flush near the end). Here each snapshot's rows are written
-    atomically to ``parts/epoch_<e>.parquet`` before fit's checkpoint of that
-    epoch (a crash loses nothing), and :meth:`merge` writes ``path`` once and
-    removes the parts. Reading takes ``path`` (an earlier merge, or an older
-    batch's table) and every part of an epoch it lacks (a merge interrupted
-    between its write and the removal of the parts duplicates nothing).
+    (~0.2 s per flush near the end). Here each snapshot's rows are appended
+    as one sha256-checked part before fit's checkpoint of that epoch (a crash
+    loses nothing; the sidecar lists only finished parts, so nothing is read
+    twice) and :meth:`merge` compacts them into ``path`` once. A batch
+    directory of an older version (``path`` alone, no sidecar) is read as is.
     """
 
     def __init__(self, path: Path):
-        from ..store import atomic_write_parquet
-
-        self._write = atomic_write_parquet
-        self.path, self.parts = path, path.with_name(path.stem + "_parts")
-        base = TableWriter(path).frame()  # its error for an unreadable file
-        have = set(base["epoch"].unique().tolist()) if len(base) else set()
-        self._frames = [base] if len(base) else []
-        for part in sorted(self.parts.glob("epoch_*.parquet")) if self.parts.is_dir() else ():
-            try:
-                df = pd.read_parquet(part)
-            except Exception as e:  # a corrupt file cannot come from an atomic write
-                raise ValueError(f"Results file '{part}' is unreadable ({e}); delete it to recompute.") from None
-            if len(df) and not set(df["epoch"].unique().tolist()) & have:
-                self._frames.append(df)
+        self._table = PartedTable(path)
+        self._frames = [f for f in self._table.frames() if len(f)]
         self._pending: list[dict[str, Any]] = []
 
     def frame(self) -> pd.DataFrame:
@@ -198,24 +185,18 @@ class _PartTable:
         self._pending += rows
 
     def flush(self) -> None:
-        """Write the rows added since the last flush as one part (one snapshot's rows)."""
+        """Append the rows added since the last flush as one part (one snapshot's rows)."""
         if not self._pending:
             return
         df = pd.DataFrame(self._pending)
         self._pending = []
-        self.parts.mkdir(parents=True, exist_ok=True)
-        self._write(self.parts / f"epoch_{int(df['epoch'].min()):09d}.parquet", df)
+        self._table.append(df, f"epoch_{int(df['epoch'].min()):09d}")
         self._frames.append(df)
 
     def merge(self) -> None:
-        """Write every row to ``path`` and remove the parts."""
-        if self.parts.is_dir():
-            frame = self.frame()
-            if len(frame):
-                self._write(self.path, frame)
-            for part in self.parts.glob("epoch_*.parquet"):
-                part.unlink()
-            self.parts.rmdir()
+        """Compact every part into ``path`` (the table's sidecar then describes that file)."""
+        if self._frames:
+            self._table.compact()
 
 
 class _Snapshots(Callback):
