@@ -58,7 +58,7 @@ def test_shift_works_on_28x28_images():
 
 def test_cnn_on_8x8_digits_trains_and_the_lagrangian_fits(tmp_path):
     """No MNIST needed: the CNN takes any square image; per-layer names as ConvNet's."""
-    df = L.run_seed({**TINY_CNN, "nuisance": "shift"}, 0, tmp_path)
+    df = L.run_seed(TINY_CNN, 0, tmp_path)
     fin = df[df.method == "final"]
     iw = fin[fin.quantity == "info_weights"].set_index("layer").value
     assert set(iw.index) == {"total", "conv1", "fc2", "logits"}
@@ -66,9 +66,17 @@ def test_cnn_on_8x8_digits_trains_and_the_lagrangian_fits(tmp_path):
     assert (fin[fin.quantity == "info_weights"].unit == "bits").all()
     conv = fin[fin.quantity == "lagrangian_converged"].value
     assert len(conv) == 1 and conv.iloc[0] in (0.0, 1.0)
-    nuis = fin[fin.quantity == "i_t_nuisance"]
-    assert list(nuis.layer) == ["hidden2"] and np.isfinite(nuis.value).all() and (nuis.unit == "bits").all()
     assert (df[df.quantity == "lagrangian_kl"].method == "fit").sum() == 20
+
+
+def test_cnn_nuisance_layer_is_the_dense_layer():
+    """I(T; nuisance) of the CNN reads its dense layer's activation (width units, after the ReLU)."""
+    cfg = L.Config(model="cnn", cnn_channels=(4, 6), width=12, nuisance="shift")
+    model = L._model(cfg, 0)
+    name, module = L._last_hidden(cfg, model)
+    t = L._hidden(model, torch.rand(7, 64), module)
+    assert name == "hidden3" and t.shape == (7, 12) and (t >= 0).all()
+    assert L._layer_names(cfg, model) == {"1": "conv1", "3": "conv2", "6": "fc3", "8": "logits"}
 
 
 def test_run_seeds_with_the_cnn_takes_the_one_seed_path(tmp_path, monkeypatch):
