@@ -109,7 +109,7 @@ SETTINGS = ("width", "depth", "n_train", "label_noise", "weight_decay", "nuisanc
 NUISANCES = ("none", "shift", "noise")
 DATASETS = ("digits", "mnist")
 MODELS = ("mlp", "cnn")
-_POOL = {"digits": 1797, "mnist": 8000}  # images before the split; MNIST-8k/2k's training pool is 8000
+_MNIST_POOL = 8000  # MNIST-8k/2k's training images
 _FEATURES = {"digits": 64, "mnist": 784}
 
 
@@ -202,7 +202,7 @@ def _config(config: Any) -> Config:
 
 def _pool(cfg: Config) -> int:
     """Images in the training pool before the ``n_train`` subset."""
-    return round(1797 * cfg.train_fraction) if cfg.dataset == "digits" else _POOL["mnist"]
+    return round(1797 * cfg.train_fraction) if cfg.dataset == "digits" else _MNIST_POOL
 
 
 def shift_images(x: np.ndarray, classes: np.ndarray, pixels: int) -> np.ndarray:
