@@ -301,26 +301,11 @@ class _Deterministic(nn.Module):
 
 
 def _build_cnn(cfg: Config, seed: int, in_features: int, n_classes: int) -> nn.Module:
-    """The small CNN of ``model='cnn'``: ConvNet's layers with ``seed``, dropout after the dense layer."""
-    import math
+    """The small CNN of ``model='cnn'`` (:func:`ibscope.models.conv_classifier`), dropout after the dense layer."""
+    from ..models import conv_classifier
 
-    from ..models import ConvNet
-
-    side = math.isqrt(in_features)
-    if side * side != in_features:
-        raise ValueError(f"The 'model' 'cnn' of ib_compare needs square one-channel images; the data has "
-                         f"{in_features} features per example.")
-    net = ConvNet(1, side, channels=cfg.cnn_channels, dense=cfg.cnn_dense, n_classes=n_classes,
-                  activation=cfg.activation, init="he", seed=seed)
-    layers: list[nn.Module] = [nn.Unflatten(1, (1, side, side))]
-    k = len(cfg.cnn_channels) + 1
-    for i in range(1, k):
-        layers += [getattr(net, f"conv{i}"), getattr(net, f"hidden{i}")]
-    layers += [net.flatten, getattr(net, f"fc{k}"), getattr(net, f"hidden{k}")]
-    if cfg.method == "dropout" and cfg.dropout > 0:
-        layers.append(nn.Dropout(cfg.dropout))
-    layers.append(net.logits)
-    return nn.Sequential(*layers)
+    return conv_classifier(in_features, cfg.cnn_channels, cfg.cnn_dense, n_classes, activation=cfg.activation,
+                           seed=seed, dropout=cfg.dropout if cfg.method == "dropout" else 0.0, owner="ib_compare")
 
 
 def _build(cfg: Config, seed: int, in_features: int, n_classes: int) -> nn.Module:

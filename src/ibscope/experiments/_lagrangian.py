@@ -1,7 +1,7 @@
 """The information Lagrangian: information in the weights vs generalization and invariance.
 
-One run trains an MLP on scikit-learn's digits (through
-:func:`ibscope.training.fit`, SGD), then fits the diagonal Gaussian weight
+One run trains an MLP on scikit-learn's digits (default) or a small CNN or MLP
+on MNIST-8k/2k (through :func:`ibscope.training.fit`, SGD), then fits the diagonal Gaussian weight
 noise of the information Lagrangian of Achille, Paolini and Soatto [1]_
 (:func:`ibscope.weights.information_lagrangian`) on the training set at a
 fixed ``beta``, and reports the KL at the fitted noise -- the information in
@@ -33,13 +33,33 @@ carry no information). Achille et al. [1]_ (Sec. 5-6) argue that less
 information in the weights forces representations that are more invariant
 to nuisances.
 
-Data: the 1797 digits split ``train_fraction`` / rest (stratified, seeded);
-the training set is the first ``n_train`` of a stratified seeded subset of
-the training pool (all of it when None); label noise flips a fraction of the
-training labels only.
+Data (``dataset``): ``'digits'`` (default), the 1797 8x8 digits split
+``train_fraction`` / rest (stratified, seeded by the run's seed); ``'mnist'``,
+MNIST-8k/2k: the 10,000 MNIST *test* images (read from ``$IBSCOPE_DATA``, no
+download) split 8,000 / 2,000 by :func:`ibscope.data.mnist_8k_2k` (stratified,
+seeded by the run's seed; ``train_fraction`` does not apply), the loader of
+``ib_compare``'s ``dataset: mnist``; results on it are not comparable with the
+usual 60k/10k MNIST numbers. The training set is the first ``n_train`` of a
+stratified seeded subset of the training pool (all of it when None); label
+noise flips a fraction of the training labels only.
+
+Models (``model``): ``'mlp'`` (default), ``depth`` hidden layers of ``width``
+units; ``'cnn'``, the small CNN of ``ib_compare``'s ``model: cnn``
+(:func:`ibscope.models.conv_classifier`: 3x3 stride-2 convolutions of
+``cnn_channels``, then a dense layer), whose dense layer has ``width`` units --
+``width`` is the CNN's dense width, not a channel multiplier (the convolutions
+keep ``cnn_channels``), and ``depth`` must be 1. The hidden layer of
+``i_t_nuisance`` is the last hidden layer (the CNN's dense layer, ``hidden<k>``
+with k = len(cnn_channels) + 1); the per-layer information in the weights of
+the CNN is named ``conv1``.., ``fc<k>`` and ``logits`` as in
+:class:`ibscope.models.ConvNet`. The batched seeds (:func:`run_seeds`) train
+MLPs only: with ``model: cnn`` :func:`run_seeds` trains the seeds one after
+another through the one-seed path (same rows as ``--no-batch``).
 
 Rows: seed, step, layer, quantity, value, unit, method and the settings
-(width, depth, n_train, label_noise, weight_decay, nuisance, lagrangian_beta).
+(width, depth, n_train, label_noise, weight_decay, nuisance, lagrangian_beta; the
+``dataset`` and ``model`` are in the run's config.json, not in the rows, so the
+digits tables keep their columns).
 Fit rows (``method="fit"``, one per Adam step): ``lagrangian_kl`` (bits),
 ``lagrangian_loss`` (nats per example). Final rows (``method="final"``):
 ``info_weights`` (bits, total and per layer), ``expected_loss`` (nats),
@@ -72,17 +92,32 @@ from .._units import nats_to
 from .._validation import NONE, Interval, Options
 from ..store import checked_parquet_state, write_checked_parquet
 from ..training import Callback, fit
-from . import as_config, check_seeds, check_threads, orchestrated, settings_hash, validate_config
+from . import (
+    as_config,
+    check_seeds,
+    check_sizes,
+    check_threads,
+    orchestrated,
+    settings_hash,
+    validate_config,
+)
 from ._build import Setup
 
 NAME = "lagrangian"
 
 SETTINGS = ("width", "depth", "n_train", "label_noise", "weight_decay", "nuisance", "lagrangian_beta")
 NUISANCES = ("none", "shift", "noise")
+DATASETS = ("digits", "mnist")
+MODELS = ("mlp", "cnn")
+_MNIST_POOL = 8000  # MNIST-8k/2k's training images
+_FEATURES = {"digits": 64, "mnist": 784}
 
 
 @dataclass
 class Config:
+    dataset: str = "digits"           # 'digits' or 'mnist' (MNIST-8k/2k)
+    model: str = "mlp"                # 'mlp' (width, depth) or 'cnn' (cnn_channels, dense layer of width units)
+    cnn_channels: tuple[int, ...] = (8, 16)  # cnn: 3x3 stride-2 convolutions
     width: int = 64
     depth: int = 1
     activation: str = "relu"
@@ -109,14 +144,24 @@ class Config:
     mi_k: int = 3
     torch_threads: int = 1            # torch CPU threads during the run (0: leave as is); restored after
 
+    def __post_init__(self) -> None:
+        check_sizes(self.cnn_channels, "cnn_channels", "lagrangian")  # before the coercion: 2.5 is refused
+        self.cnn_channels = tuple(int(c) for c in self.cnn_channels)  # a YAML / JSON list as a tuple
+
     def validate(self) -> None:
         """Raise a ValueError naming the first bad setting (called by the runner before any work)."""
         from ..models import ACTIVATIONS
 
         validate_config(self, {**_CONSTRAINTS, "activation": [Options(tuple(ACTIVATIONS))]}, "lagrangian")
-        if self.n_train is not None and self.n_train > round(1797 * self.train_fraction):
-            raise ValueError(f"'n_train' = {self.n_train} exceeds the training pool "
-                             f"({round(1797 * self.train_fraction)} digits at train_fraction={self.train_fraction}).")
+        check_sizes(self.cnn_channels, "cnn_channels", "lagrangian")
+        pool = _pool(self)
+        if self.n_train is not None and self.n_train > pool:
+            where = (f"digits at train_fraction={self.train_fraction}" if self.dataset == "digits"
+                     else "images of MNIST-8k/2k")
+            raise ValueError(f"'n_train' = {self.n_train} exceeds the training pool ({pool} {where}).")
+        if self.model == "cnn" and self.depth != 1:
+            raise ValueError(f"The 'depth' of lagrangian is {self.depth}, but model 'cnn' has one dense layer "
+                             "(its depth is set by 'cnn_channels'): set depth = 1.")
         if int(self.converge_window * self.lagrangian_steps) < 1:
             raise ValueError(f"'converge_window' * 'lagrangian_steps' must be >= 1 step; got "
                              f"{self.converge_window} * {self.lagrangian_steps}.")
@@ -125,6 +170,7 @@ class Config:
 
 _POSITIVE_FLOAT = [Interval(float, 0, None, closed="neither")]
 _CONSTRAINTS: dict[str, list] = {
+    "dataset": [Options(DATASETS)], "model": [Options(MODELS)],
     "nuisance": [Options(NUISANCES)],
     **{k: [Interval(int, 1, None)] for k in ("width", "depth", "epochs", "batch_size", "lagrangian_steps",
                                              "lagrangian_batch_size", "mi_k")},
@@ -144,6 +190,9 @@ _CONSTRAINTS: dict[str, list] = {
 PROFILES: dict[str, dict[str, Any]] = {
     "test": {"width": 16, "epochs": 2, "n_train": 200, "lagrangian_steps": 40, "batch_size": 50},
     "demo": {"nuisance": "shift"},
+    # MNIST-8k/2k with the small CNN (the claims achille-iw-*-mnist): 15 epochs of SGD, beta about 1/8000
+    "mnist_cnn": {"dataset": "mnist", "model": "cnn", "cnn_channels": (8, 16), "width": 128, "epochs": 15,
+                  "lagrangian_beta": 1.25e-4, "lagrangian_steps": 300},
 }
 
 
@@ -151,10 +200,21 @@ def _config(config: Any) -> Config:
     return as_config(config, Config, "lagrangian")
 
 
+def _pool(cfg: Config) -> int:
+    """Images in the training pool before the ``n_train`` subset."""
+    return round(1797 * cfg.train_fraction) if cfg.dataset == "digits" else _MNIST_POOL
+
+
 def shift_images(x: np.ndarray, classes: np.ndarray, pixels: int) -> np.ndarray:
-    """Move each 8x8 image (rows of ``x``, (n, 64)) by ``pixels`` with zero fill:
-    class 0 none, 1 right, 2 left, 3 down, 4 up."""
-    img = np.asarray(x).reshape(-1, 8, 8)
+    """Move each square image (rows of ``x``, (n, side * side): 8x8 digits, 28x28 MNIST) by
+    ``pixels`` with zero fill: class 0 none, 1 right, 2 left, 3 down, 4 up."""
+    import math
+
+    x = np.asarray(x)
+    side = math.isqrt(x.shape[1])
+    if side * side != x.shape[1]:
+        raise ValueError(f"shift_images needs square images; 'x' has {x.shape[1]} features per row.")
+    img = x.reshape(-1, side, side)
     out = np.zeros_like(img)
     p = int(pixels)
     moves = {0: (slice(None), slice(None), slice(None), slice(None)),
@@ -165,7 +225,7 @@ def shift_images(x: np.ndarray, classes: np.ndarray, pixels: int) -> np.ndarray:
     for c, (dr, dc, sr, sc) in moves.items():
         idx = np.flatnonzero(classes == c)
         out[idx, dr, dc] = img[idx, sr, sc]
-    return out.reshape(-1, 64)
+    return out.reshape(-1, side * side)
 
 
 def add_nuisance(x: np.ndarray, cfg: Config, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -182,11 +242,15 @@ def add_nuisance(x: np.ndarray, cfg: Config, seed: int) -> tuple[np.ndarray, np.
 
 
 def _load(cfg: Config, seed: int) -> dict[str, np.ndarray]:
-    from ..data import add_label_noise, load_digits_dataset, train_test_split
+    from ..data import add_label_noise, load_digits_dataset, mnist_8k_2k, train_test_split
 
-    x, y = load_digits_dataset()
-    sp = train_test_split(len(y), train_fraction=cfg.train_fraction, seed=seed, stratify=y)
-    xp, yp, xt, yt = x[sp.train], y[sp.train], x[sp.test], y[sp.test]
+    if cfg.dataset == "mnist":
+        m = mnist_8k_2k(seed=seed)
+        xp, yp, xt, yt = m["x_train"], m["y_train"], m["x_test"], m["y_test"]
+    else:
+        x, y = load_digits_dataset()
+        sp = train_test_split(len(y), train_fraction=cfg.train_fraction, seed=seed, stratify=y)
+        xp, yp, xt, yt = x[sp.train], y[sp.train], x[sp.test], y[sp.test]
     if cfg.n_train is not None and cfg.n_train < len(yp):
         sub = train_test_split(len(yp), train_fraction=cfg.n_train / len(yp), seed=seed + 1, stratify=yp)
         xp, yp = xp[sub.train], yp[sub.train]
@@ -198,10 +262,36 @@ def _load(cfg: Config, seed: int) -> dict[str, np.ndarray]:
 
 
 def _model(cfg: Config, seed: int) -> nn.Module:
-    from ..models import MLP
+    from ..models import MLP, conv_classifier
 
+    if cfg.model == "cnn":
+        return conv_classifier(_FEATURES[cfg.dataset], cfg.cnn_channels, cfg.width, 10, activation=cfg.activation,
+                               seed=seed, owner="lagrangian")
     init = "xavier" if cfg.activation in ("tanh", "sigmoid", "linear") else "he"
-    return MLP(64, (cfg.width,) * cfg.depth, 10, activation=cfg.activation, init=init, seed=seed)
+    return MLP(_FEATURES[cfg.dataset], (cfg.width,) * cfg.depth, 10, activation=cfg.activation, init=init,
+               seed=seed)
+
+
+def _last_hidden(cfg: Config, model: nn.Module) -> tuple[str, nn.Module]:
+    """(name, module) of the last hidden layer's activation: the MLP's ``hidden<depth>``, the CNN's dense one."""
+    if cfg.model == "cnn":
+        return f"hidden{len(cfg.cnn_channels) + 1}", model[-2]
+    return f"hidden{cfg.depth}", getattr(model, f"hidden{cfg.depth}")
+
+
+def _layer_names(cfg: Config, model: nn.Module) -> dict[str, str]:
+    """The CNN's module names (Sequential indices) as ConvNet names them: conv1.., fc<k>, logits."""
+    if cfg.model != "cnn":
+        return {}
+    names, conv = {}, 0
+    linear = [i for i, m in enumerate(model) if isinstance(m, nn.Linear)]
+    for i, m in enumerate(model):
+        if isinstance(m, nn.Conv2d):
+            conv += 1
+            names[str(i)] = f"conv{conv}"
+        elif isinstance(m, nn.Linear):
+            names[str(i)] = "logits" if i == linear[-1] else f"fc{len(cfg.cnn_channels) + 1}"
+    return names
 
 
 def fit_converged(kl: np.ndarray, window: float, tol: float) -> tuple[bool, float]:
@@ -258,6 +348,8 @@ def run_seeds(config: Any, seeds: list[int], out_dir: Any, *, progress: bool = F
     See the batched-seeds section at the end of this module (rows equal the
     one-seed path up to floating-point reassociation; ``out_dir`` holds the
     batch's checkpoint and measured seeds, so an interrupted batch resumes).
+    The batched network is an MLP: with ``model: cnn`` the seeds are trained
+    one after another through the one-seed path (``out_dir/seed_<s>/``).
     """
     return _run_batched(_config(config), check_seeds(seeds), Path(out_dir), progress=progress)
 
@@ -269,9 +361,9 @@ def _loss_and_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[f
         return float(nn.functional.cross_entropy(out, y)), float((out.argmax(1) == y).double().mean())
 
 
-def _hidden(model: nn.Module, x: torch.Tensor, layer: str) -> np.ndarray:
+def _hidden(model: nn.Module, x: torch.Tensor, module: nn.Module) -> np.ndarray:
     got: list[torch.Tensor] = []
-    h = getattr(model, layer).register_forward_hook(lambda m, a, o: got.append(o.detach()))
+    h = module.register_forward_hook(lambda m, a, o: got.append(o.detach()))
     try:
         model.eval()
         with torch.no_grad():
@@ -363,8 +455,9 @@ def measure(cfg: Config, seed: int, model: nn.Module, d: dict[str, np.ndarray]) 
     converged, change = fit_converged(kl_bits, cfg.converge_window, cfg.converge_tol)
     last = kl_bits.size
     rows.append(row(last, "total", "info_weights", res.total, res.unit, "final"))
+    names = _layer_names(cfg, model)
     for layer, v in res.per_layer.items():
-        rows.append(row(last, layer, "info_weights", v, res.unit, "final"))
+        rows.append(row(last, names.get(layer, layer), "info_weights", v, res.unit, "final"))
     rows.append(row(last, "total", "expected_loss", res.expected_loss, "nats", "final"))
     rows.append(row(last, "total", "lagrangian_converged", float(converged), "bool", "final"))
     rows.append(row(last, "total", "lagrangian_kl_change", change, "fraction", "final"))
@@ -375,8 +468,8 @@ def measure(cfg: Config, seed: int, model: nn.Module, d: dict[str, np.ndarray]) 
                     ("test_loss", te_loss, "nats"), ("loss_gap", te_loss - tr_loss, "nats")):
         rows.append(row(last, "total", q, v, u, "final"))
     if cfg.nuisance != "none":
-        layer = f"hidden{cfg.depth}"
-        t = _hidden(model, xt, layer)
+        layer, module = _last_hidden(cfg, model)
+        t = _hidden(model, xt, module)
         rows.append(row(last, layer, "i_t_nuisance", nuisance_information(t, d["c_test"], cfg.mi_k, seed),
                         "bits", "final"))
     return pd.DataFrame(rows)
@@ -488,10 +581,12 @@ def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> di
             done[s] = pd.read_parquet(path)
     if len(done) == len(seeds):
         return done
+    from ._build import train_seed
+
+    if cfg.model == "cnn":  # BatchedMLP batches MLPs only: the one-seed path, seed after seed
+        return {s: train_seed(sys.modules[__name__], cfg, s, out / f"seed_{s}", progress=progress) for s in seeds}
     data = [_load(cfg, s) for s in seeds]
     if any(d["x_train"].shape != data[0]["x_train"].shape for d in data):  # not for digits: equal splits
-        from ._build import train_seed
-
         return {s: train_seed(sys.modules[__name__], cfg, s, out / f"seed_{s}", progress=progress) for s in seeds}
     xs = torch.stack([torch.as_tensor(d["x_train"]) for d in data])
     ys = torch.stack([torch.as_tensor(d["y_train"]) for d in data])
@@ -507,5 +602,5 @@ def _run_batched(cfg: Any, seeds: list[int], out: Path, *, progress: bool) -> di
     return {s: done[s] for s in seeds}
 
 
-__all__ = ["NAME", "Config", "PROFILES", "run_seed", "run_seeds", "plot", "summarize", "add_nuisance", "shift_images",
+__all__ = ["NAME", "Config", "DATASETS", "MODELS", "PROFILES", "run_seed", "run_seeds", "plot", "summarize", "add_nuisance", "shift_images",
            "fit_converged", "lagrangian_fit", "nuisance_information"]

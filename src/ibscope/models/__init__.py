@@ -9,10 +9,10 @@ from ._layers import (
            init_linear,
            make_activation,
 )
-from ._mlp import MLP, ConvNet
+from ._mlp import MLP, ConvNet, conv_classifier
 from ._zoo import ResidualBlock, ResNet, TokenEmbedding, TokenTransformer
 
 __all__ = ["ACTIVATIONS", "ACTIVATION_BOUNDS", "INITS", "BatchedMLP", "ConvNet", "GaussianNoise", "MLP", "ResNet", "ResidualBlock", "SeedBatches", "TokenEmbedding",
            "TokenTransformer",
-           "batched_cross_entropy",
+           "batched_cross_entropy", "conv_classifier",
            "init_linear", "make_activation"]

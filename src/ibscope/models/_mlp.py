@@ -9,7 +9,7 @@ from torch import nn
 
 from ._layers import GaussianNoise, init_linear, make_activation
 
-__all__ = ["MLP", "ConvNet"]
+__all__ = ["MLP", "ConvNet", "conv_classifier"]
 
 
 def _activation_list(activation: str | Sequence[str], n: int) -> list[str]:
@@ -156,3 +156,64 @@ class ConvNet(_Recordable):
         for name in self._order:
             h = getattr(self, name)(h)
         return self._output(self.logits(h))
+
+
+def conv_classifier(in_features: int, channels: Sequence[int], dense: int, n_classes: int, *,
+                    activation: str = "relu", seed: int | None = None, dropout: float = 0.0,
+                    owner: str = "conv_classifier") -> nn.Sequential:
+    """The small CNN of flat square one-channel images (n, side * side) -> logits, as an ``nn.Sequential``.
+
+    ``Unflatten`` to (n, 1, side, side), then the layers of :class:`ConvNet`
+    built with ``seed`` (3 x 3 stride-2 convolutions of ``channels``, each
+    followed by the activation; a dense layer of ``dense`` units and its
+    activation), an ``nn.Dropout(dropout)`` when ``dropout > 0``, and the
+    logits (no softmax). He initialization. Shared by ``ib_compare``'s and
+    ``lagrangian``'s ``model='cnn'``, so both train the same network.
+
+    Parameters
+    ----------
+    in_features : int
+        Features per example; must be a square (MNIST: 784 = 28 x 28).
+    channels : sequence of int
+        Output channels of the convolutions.
+    dense : int
+        Units of the dense layer.
+    n_classes : int
+        Number of logits.
+    activation : str, default 'relu'
+        Activation after every convolution and the dense layer.
+    seed : int or None
+        Seed of the initialization (None: torch's global generator).
+    dropout : float, default 0
+        Dropout after the dense layer's activation (0: none).
+    owner : str
+        Names the caller in the error message.
+
+    Returns
+    -------
+    nn.Sequential
+        Modules in order; the dense layer's activation is the one before the
+        logits (and before the dropout, when there is one).
+
+    Raises
+    ------
+    ValueError
+        When ``in_features`` is not a square.
+    """
+    import math
+
+    side = math.isqrt(int(in_features))
+    if side * side != in_features:
+        raise ValueError(f"The 'model' 'cnn' of {owner} needs square one-channel images; the data has "
+                         f"{in_features} features per example.")
+    net = ConvNet(1, side, channels=channels, dense=dense, n_classes=n_classes, activation=activation,
+                  init="he", seed=seed)
+    layers: list[nn.Module] = [nn.Unflatten(1, (1, side, side))]
+    k = len(channels) + 1
+    for i in range(1, k):
+        layers += [getattr(net, f"conv{i}"), getattr(net, f"hidden{i}")]
+    layers += [net.flatten, getattr(net, f"fc{k}"), getattr(net, f"hidden{k}")]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    layers.append(net.logits)
+    return nn.Sequential(*layers)
