@@ -200,15 +200,21 @@ def _standardize(a: np.ndarray) -> np.ndarray:
     return (a - a.mean(axis=0)) / a.std(axis=0)
 
 
-def _cell(spec: str, index: int, seed: int, n: int, queue, suite: str = "beyond_normal") -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        import torch
+def _child_threads() -> None:
+    """Thread settings of a forked estimator child (one BLAS thread, ``BN_THREADS`` torch threads)."""
+    import torch
 
-        torch.set_num_threads(int(os.environ.get("BN_THREADS", "2")))
-        entry = SUITES[suite][0]()[index]
-        x, y = entry.task.sample(n, seed=seed)
-        x, y = _standardize(x), _standardize(y)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ.get("BN_THREADS", "2")))
+
+
+def _error(e: Exception) -> tuple:
+    return ("error", float("nan"), 0.0, f"{type(e).__name__}: {str(e)[:120]}")
+
+
+def _estimate_into(spec: str, x: np.ndarray, y: np.ndarray, queue) -> None:
+    """One ibscope estimator on a given (standardized) sample; its outcome goes to ``queue``."""
+    try:
         name, params = _parse_spec(spec)
         est = estimators.get(name, **params)
         t0 = time.perf_counter()
@@ -217,50 +223,37 @@ def _cell(spec: str, index: int, seed: int, n: int, queue, suite: str = "beyond_
         choice = getattr(est, "choice_", None)
         queue.put(("ok", value, dt, "" if choice is None else choice["chosen"]))
     except Exception as e:  # recorded in the table instead of stopping the run
-        queue.put(("error", float("nan"), 0.0, f"{type(e).__name__}: {str(e)[:120]}"))
+        queue.put(_error(e))
 
 
-def run_cell(spec: str, index: int, seed: int, n: int, timeout: float,
-             suite: str = "beyond_normal") -> tuple:
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_cell, args=(spec, index, seed, n, queue, suite))
-    t0 = time.perf_counter()
-    proc.start()
-    proc.join(timeout)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-        return ("timeout", float("nan"), time.perf_counter() - t0, "")
+def _cell(spec: str, index: int, seed: int, n: int, suite: str, queue) -> None:
+    """Sample task ``index`` of ``suite`` in the child, then estimate (:func:`_estimate_into`)."""
     try:
-        return queue.get(timeout=5)
-    except Exception:
-        return ("error", float("nan"), 0.0, f"child exited with code {proc.exitcode}")
+        _child_threads()
+        entry = SUITES[suite][0]()[index]
+        x, y = entry.task.sample(n, seed=seed)
+        x, y = _standardize(x), _standardize(y)
+    except Exception as e:  # recorded in the table instead of stopping the run
+        queue.put(_error(e))
+        return
+    _estimate_into(spec, x, y, queue)
 
 
 def _cell_on(spec: str, x: np.ndarray, y: np.ndarray, queue) -> None:
     """One ibscope estimator on a given (standardized) sample, in a forked child."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
-        import torch
-
-        torch.set_num_threads(int(os.environ.get("BN_THREADS", "2")))
-        name, params = _parse_spec(spec)
-        est = estimators.get(name, **params)
-        t0 = time.perf_counter()
-        value = float(est.estimate(x, y))
-        dt = time.perf_counter() - t0
-        choice = getattr(est, "choice_", None)
-        queue.put(("ok", value, dt, "" if choice is None else choice["chosen"]))
-    except Exception as e:  # recorded in the table instead of stopping the run
-        queue.put(("error", float("nan"), 0.0, f"{type(e).__name__}: {str(e)[:120]}"))
+        _child_threads()
+    except Exception as e:
+        queue.put(_error(e))
+        return
+    _estimate_into(spec, x, y, queue)
 
 
-def run_cell_on(spec: str, x: np.ndarray, y: np.ndarray, timeout: float) -> tuple:
-    """``_cell_on`` in a forked child with a time limit; the arrays are inherited, not copied."""
+def _in_child(target, args: tuple, timeout: float) -> tuple:
+    """Run ``target(*args, queue)`` in a forked child with a time limit; its (status, value, s, choice)."""
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_cell_on, args=(spec, x, y, queue))
+    proc = ctx.Process(target=target, args=(*args, queue))
     t0 = time.perf_counter()
     proc.start()
     proc.join(timeout)
@@ -272,6 +265,17 @@ def run_cell_on(spec: str, x: np.ndarray, y: np.ndarray, timeout: float) -> tupl
         return queue.get(timeout=5)
     except Exception:
         return ("error", float("nan"), 0.0, f"child exited with code {proc.exitcode}")
+
+
+def run_cell(spec: str, index: int, seed: int, n: int, timeout: float,
+             suite: str = "beyond_normal") -> tuple:
+    """:func:`_cell` in a forked child with a time limit."""
+    return _in_child(_cell, (spec, index, seed, n, suite), timeout)
+
+
+def run_cell_on(spec: str, x: np.ndarray, y: np.ndarray, timeout: float) -> tuple:
+    """``_cell_on`` in a forked child with a time limit; the arrays are inherited, not copied."""
+    return _in_child(_cell_on, (spec, x, y), timeout)
 
 
 def bmi_ksg_cell(x: np.ndarray, y: np.ndarray) -> tuple:
